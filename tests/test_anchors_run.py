@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem, answer_complete, prefixes
-from thoughtlens.errors import StoreError, TraceError
+from thoughtlens.errors import ConfigError, StoreError, TraceError
 from thoughtlens.sample.base import Completion
 from thoughtlens.sample.hf import HFSampler
 from thoughtlens.store.run_store import RunStore
@@ -33,7 +33,7 @@ def _problem():
 def _run(tiny_lm, path, config=CONFIG, run_id=None):
     store = RunStore(path)
     job = AnchorsRun(HFSampler(tiny_lm, batch_size=2, answer_done=answer_complete), store, config, run_id)
-    job.run([_problem()], progress=False)
+    job.run([_problem()])
     return store, job
 
 
@@ -69,11 +69,11 @@ def test_resumed_run_equals_uninterrupted_run(tiny_lm, tmp_path):
 
     sampler.sample = flaky
     with pytest.raises(KeyboardInterrupt):
-        AnchorsRun(sampler, store, CONFIG).run([_problem()], progress=False)
+        AnchorsRun(sampler, store, CONFIG).run([_problem()])
     assert len(store.rollouts(CONFIG.run_id())) == 7
     resumed = AnchorsRun(HFSampler(tiny_lm, batch_size=2, answer_done=answer_complete), store, CONFIG)
     assert resumed.resumed
-    resumed.run([_problem()], progress=False)
+    resumed.run([_problem()])
     a = full_store.rollouts(job.run_id).drop(columns=["created_at"])
     b = store.rollouts(CONFIG.run_id()).drop(columns=["created_at"])
     assert a.equals(b)
@@ -98,7 +98,7 @@ def test_empty_prompt_is_refused_before_anything_is_stored(tiny_lm, tmp_path):
     store = RunStore(tmp_path / "s.sqlite")
     job = AnchorsRun(HFSampler(tiny_lm), store, CONFIG)
     with pytest.raises(TraceError, match="empty prompt"):
-        job.run([Problem("p0", "", "", "6", base_completion=TRACE)], progress=False)
+        job.run([Problem("p0", "", "", "6", base_completion=TRACE)])
     assert store.rollouts(job.run_id).empty
 
 
@@ -170,5 +170,5 @@ def test_cli_killed_at_several_points_resumes_without_loss_or_duplicates(tiny_lm
 
 
 def test_unknown_answer_style_fails_before_any_work(tiny_lm, tmp_path):
-    with pytest.raises(TraceError, match="unknown answer style 'roman'.*last_number"):
+    with pytest.raises(ConfigError, match="unknown answer style 'roman'.*last_number"):
         AnchorsRun(HFSampler(tiny_lm), RunStore(tmp_path / "s.sqlite"), AnchorsConfig(answer_style="roman"))

@@ -46,7 +46,7 @@ def _metric_with_hook(model, tokens, name, fn):
 
 def test_patching_one_residual_node_equals_a_hand_written_hook(model):
     clean, corrupt = pair()
-    df = activation_patching(model, clean, corrupt, METRIC, site="resid_pre", progress=False)
+    df = activation_patching(model, clean, corrupt, METRIC, site="resid_pre")
     _, cache = model.run_with_cache(clean, names_filter="blocks.1.hook_resid_pre")
 
     def patch(t, hook):
@@ -63,8 +63,8 @@ def test_patching_one_residual_node_equals_a_hand_written_hook(model):
 
 def test_noising_one_head_equals_a_hand_written_hook_and_batching_does_not_matter(model):
     clean, corrupt = pair()
-    df = activation_patching(model, clean, corrupt, METRIC, site="z", direction="noise", progress=False)
-    one_by_one = activation_patching(model, clean, corrupt, METRIC, site="z", direction="noise", batch_size=1, progress=False)
+    df = activation_patching(model, clean, corrupt, METRIC, site="z", direction="noise")
+    one_by_one = activation_patching(model, clean, corrupt, METRIC, site="z", direction="noise", batch_size=1)
     _, cache = model.run_with_cache(corrupt, names_filter="blocks.2.attn.hook_z")
 
     def patch(z, hook):
@@ -85,7 +85,7 @@ def test_patching_the_whole_first_residual_moves_the_metric_to_the_source_run(mo
         clean_value, corrupt_value = float(METRIC(model(clean))), float(METRIC(model(corrupt)))
     for direction, expected in (("denoise", clean_value - corrupt_value), ("noise", corrupt_value - clean_value)):
         df = activation_patching(model, clean, corrupt, METRIC, site="resid_pre", per_position=False,
-                                 direction=direction, layers=[0], progress=False)
+                                 direction=direction, layers=[0])
         assert df["value"].item() == pytest.approx(expected, abs=1e-5)
         assert (df.attrs["clean_metric"], df.attrs["corrupt_metric"]) == pytest.approx((clean_value, corrupt_value))
 
@@ -94,7 +94,7 @@ def test_patching_the_whole_first_residual_moves_the_metric_to_the_source_run(mo
 def test_atp_equals_activation_patching_where_the_metric_is_linear(linear_toy, site):
     clean, corrupt = pair()
     last = [linear_toy.cfg.n_layers - 1]
-    exact = activation_patching(linear_toy, clean, corrupt, METRIC, site=site, layers=last, progress=False)
+    exact = activation_patching(linear_toy, clean, corrupt, METRIC, site=site, layers=last)
     atp = attribution_patching(linear_toy, clean, corrupt, METRIC, site=site, layers=last)
     assert list(atp.columns) == list(exact.columns)
     torch.testing.assert_close(torch.tensor(atp["value"].values), torch.tensor(exact["value"].values), atol=1e-4, rtol=1e-4)
@@ -104,7 +104,7 @@ def test_atp_equals_activation_patching_where_the_metric_is_linear(linear_toy, s
 def test_atp_star_qk_fix_is_exact_when_only_the_softmax_is_nonlinear(linear_toy, site):
     clean, corrupt = pair()
     last = [linear_toy.cfg.n_layers - 1]
-    exact = activation_patching(linear_toy, clean, corrupt, METRIC, site=site, layers=last, progress=False)
+    exact = activation_patching(linear_toy, clean, corrupt, METRIC, site=site, layers=last)
     star = attribution_patching(linear_toy, clean, corrupt, METRIC, site=site, layers=last, method="atp*")
     plain = attribution_patching(linear_toy, clean, corrupt, METRIC, site=site, layers=last)
     # GradDrop on last-layer nodes: dropping an earlier layer leaves the gradient, dropping their own
@@ -152,7 +152,7 @@ def test_non_scalar_metric_is_a_clear_error(model):
 def test_bad_arguments_are_clear_errors(model, kw, match):
     clean, corrupt = pair()
     with pytest.raises(ThoughtlensError, match=match):
-        activation_patching(model, clean, corrupt, METRIC, progress=False, **kw)
+        activation_patching(model, clean, corrupt, METRIC, **kw)
 
 
 def test_bad_method_is_a_clear_error(model):

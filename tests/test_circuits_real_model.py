@@ -36,7 +36,7 @@ def test_ioi_prompts_work_and_atp_tracks_head_patching(model):
     metric = ioi.metric()
     layers = list(range(17, 30))  # the strongest IOI heads of this model (bench: L17-L29)
     exact = activation_patching(model, ioi.clean, ioi.corrupt, metric, site="z", per_position=False,
-                                layers=layers, progress=False)
+                                layers=layers)
     atp = attribution_patching(model, ioi.clean, ioi.corrupt, metric, site="z", per_position=False, layers=layers)
     assert exact.attrs["clean_metric"] > 1 and exact.attrs["corrupt_metric"] < -1  # the model does IOI
     pearson = stats.pearsonr(atp["value"], exact["value"])[0]

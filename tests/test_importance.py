@@ -60,7 +60,9 @@ def test_sentence_metrics_on_a_hand_built_example():
     ]
     forced = [[wrong, wrong], [right, wrong], [right, right]]
     sims = [np.array([1.0, 0.1, 0.1, 0.1]), np.array([0.9, 0.9, 0.9, 0.2])]
-    rows = sentence_metrics(sents, resampled, forced, similarities=sims, threshold=0.8)
+    # The pre-1.0 definitions (KL(kept || resampled), kept - dissimilar): now the named "thoughtlens"
+    # conventions; the paper's definitions are tested in tests/anchors/test_anchors_paper_definitions.py.
+    rows = sentence_metrics(sents, resampled, forced, similarities=sims, threshold=0.8, conventions="thoughtlens")
     assert rows[0]["accuracy"] == 0.25
     assert rows[0]["resampling_importance_accuracy"] == pytest.approx(0.5)
     # counterfactual: R_0 restricted to dissimilar first sentences = 3 wrong ones -> acc 0
@@ -77,6 +79,8 @@ def test_sentence_metrics_on_a_hand_built_example():
 def test_sentence_metrics_rejects_wrong_number_of_positions():
     with pytest.raises(ValueError, match="3 prefix positions"):
         sentence_metrics(["a.", "b."], [[], []], similarities=[np.zeros(0)] * 2)
+    with pytest.raises(ValueError, match="unknown conventions 'both'.*paper"):
+        sentence_metrics(["a."], [[], []], similarities=[np.zeros(0)], conventions="both")
 
 
 def test_regeneration_curve_accuracy_and_agreement():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from thoughtlens import load
-from thoughtlens.errors import ModelNotFoundError
+from thoughtlens.errors import ConfigError, ModelNotFoundError
 from thoughtlens.model.load import default_dtype
 
 
@@ -42,7 +42,7 @@ def test_error_messages_are_one_line(tmp_path):
 
 
 def test_unknown_dtype_names_the_choices():
-    with pytest.raises(ModelNotFoundError, match="unknown dtype 'fp12'"):
+    with pytest.raises(ConfigError, match="unknown dtype 'fp12'"):
         load(None, dtype="fp12")
 
 

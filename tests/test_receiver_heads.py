@@ -177,7 +177,7 @@ def test_analyze_attention_writes_what_the_report_reads(tmp_path):
     traces = {"p0": _text_trace(0), "p1": _text_trace(1), "p2": _text_trace(2, n=7)}
     store = RunStore(tmp_path / "s.sqlite")
     result = analyze_attention(model, traces, store=store, run_id="wb", top_k=4, n_head_matrices=2,
-                               max_tokens=60, progress=False)
+                               max_tokens=60)
     heads = store.get_artifact("wb", "receiver_heads")
     assert [(h["layer"], h["head"]) for h in heads] == [(h.layer, h.head) for h in result.receiver.top]
     assert all(h["layer"] != 0 for h in heads) and len(heads) == 4
@@ -209,7 +209,7 @@ def test_analyze_attention_writes_what_the_report_reads(tmp_path):
 def test_analyze_attention_refuses_short_traces():
     model = _tiny_text_model()
     with pytest.raises(TraceError, match=r"trace 'short' has \d sentences, not more than proximity_ignore=4"):
-        analyze_attention(model, {"short": _text_trace(0, n=3)}, progress=False)
+        analyze_attention(model, {"short": _text_trace(0, n=3)})
 
 
 def test_cli_published_trace(tmp_path, published_problems):

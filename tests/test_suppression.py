@@ -11,7 +11,7 @@ from torch import nn
 
 from thoughtlens import HookedModel
 from thoughtlens.anchors.suppression import suppression_matrix
-from thoughtlens.errors import HookError, TraceError
+from thoughtlens.errors import ConfigError, HookError, TraceError
 
 from tiny_models import random_tokens, tiny_pair
 
@@ -151,5 +151,5 @@ def test_trace_longer_than_context_is_refused():
 ])
 def test_bad_parameters(kwargs, match):
     hf, _ = tiny_pair("llama")
-    with pytest.raises(TraceError, match=match):
+    with pytest.raises(ConfigError, match=match):  # option values: ConfigError, not TraceError
         suppression_matrix(HookedModel(hf), random_tokens(1, 40)[0], RANGES, **kwargs)

@@ -14,19 +14,22 @@ import importlib
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["ActivationCache", "HookedModel", "HookPoint", "ThoughtlensError", "load"]
+__all__ = ["ActivationCache", "HookedModel", "HookPoint", "ThoughtlensError", "load", "load_sae", "run_anchors"]
 
 _LAZY = {
     "ActivationCache": "thoughtlens.model.cache",
     "HookedModel": "thoughtlens.model.hooked_model",
     "HookPoint": "thoughtlens.model.hook_points",
     "load": "thoughtlens.model.load",
+    "load_sae": "thoughtlens.sae.io",
     "ThoughtlensError": "thoughtlens.errors",
+    "run_anchors": "thoughtlens.pipeline.anchors",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from thoughtlens.errors import ThoughtlensError
     from thoughtlens.model import ActivationCache, HookedModel, HookPoint, load
+    from thoughtlens.pipeline.anchors import run_anchors
 
 
 def __getattr__(name: str):

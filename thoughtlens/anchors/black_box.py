@@ -12,22 +12,27 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+from thoughtlens.anchors.definitions import CONVENTIONS, DEFAULT_CONVENTIONS, default_kl_alpha
 from thoughtlens.anchors.importance import Outcome, regeneration_curve, sentence_metrics
-from thoughtlens.errors import TraceError
+from thoughtlens.anchors.run_options import validate_config
+from thoughtlens.anchors.step_attribution import counterfactual_matrix
+from thoughtlens.errors import ConfigError, TraceError
+from thoughtlens.progress import OnProgress, Tracker, note
 from thoughtlens.sample.base import Completion, SampleRequest, Sampler, SamplingParams
+from thoughtlens.sample.provenance import check_same_source, with_provenance
 from thoughtlens.store.run_store import RunStore
-from thoughtlens.trace.answers import answers_equivalent, extract_answer
+from thoughtlens.trace.answers import _balanced_content, answers_equivalent, extract_answer
+from thoughtlens.trace.prompts import DEFAULT_INSTRUCTION  # noqa: F401  (re-exported: older imports)
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
-from thoughtlens.trace.split import first_sentence
+from thoughtlens.trace.split import SPLIT_STYLES, first_sentence
 
-DEFAULT_INSTRUCTION = "{problem}\n\nSolve the problem step by step. Put the final answer in \\boxed{{}}."
 FORCE_AFTER_THINK = "\n</think>\n\nTherefore, the final answer is \\boxed{"
+# The paper's forcing text, verbatim ("answers" included): generate_rollouts.py:generate_rollout.
+FORCE_AFTER_THINK_PAPER = "\n</think>\n\nTherefore, the final answers is \\boxed{"
 FORCE_NO_THINK = "\n\nTherefore, the final answer is \\boxed{"
 
 
@@ -41,27 +46,63 @@ class Problem:
     gt_answer: str | None = None
     base_completion: str | None = None  # use this trace instead of generating one
 
+    def __post_init__(self) -> None:
+        # Refused here, where a Problem is built: an empty question lets the model invent one of its own.
+        if not isinstance(self.id, str) or not self.id:
+            raise TraceError(f"problem id must be a non-empty string, got {self.id!r}: pass a name such as 'problem-0'")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise TraceError(f"problem {self.id} has an empty prompt: pass --problem TEXT (or a base_solution.json "
+                             "with a prompt) so rollouts have a question to continue from")
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise TraceError(f"problem {self.id} has an empty problem text: pass the question itself, "
+                             "e.g. --problem \"What is 2 + 3?\"")
+
 
 @dataclass(frozen=True)
 class AnchorsConfig:
-    """Every knob of the job. Stored with the run: resuming with different values is refused."""
+    """Every knob of the job. Stored with the run: resuming with different values is refused.
+
+    conventions: "paper" (the paper's metric definitions, exactly; the default) or "thoughtlens" (the
+    pre-1.0 definitions); see thoughtlens.anchors.definitions. kl_alpha: KL smoothing; None = the
+    conventions' value (paper 1e-9, thoughtlens 0.5); the resolved value is what the run stores.
+    split_style: sentence splitter for the base trace and the rollouts' sentences ("thoughtlens" or
+    "paper", the published chunking). counterfactual_matrix: also compute the sentence-to-sentence
+    graph (step_attribution.py) after the rollouts.
+    max_new_tokens: rollout budget. Reasoning models need thousands of tokens to close their thinking
+    and answer (the paper allowed 16384); a rollout that hits the budget is stored without an answer.
+    """
 
     n_rollouts: int = 10
     temperature: float = 0.6
     top_p: float = 0.95
-    max_new_tokens: int = 256
-    base_max_new_tokens: int = 512
+    max_new_tokens: int = 4096
+    base_max_new_tokens: int = 8192
     base_temperature: float = 0.0  # greedy base trace by default: reproducible
     forced: bool = True
-    forced_max_new_tokens: int = 16
+    forced_max_new_tokens: int = 32  # enough for \sqrt{\frac{1}{2}}; the read stops when braces balance
     seed: int = 0
     similarity_threshold: float = 0.8
-    kl_alpha: float = 0.5
+    kl_alpha: float | None = None
     answer_style: str = "auto"
     think_tags: tuple[str, str] = ("<think>", "</think>")
-    model: str = ""
+    model: str = ""  # the loaded model's name, or the served model id (/v1/models) for remote backends
     backend: str = "hf"
+    base_url: str = ""  # server(s) without credentials (thoughtlens.sample.provenance.redact_url)
+    tokenizer: str = ""  # thoughtlens.model.load.tokenizer_identity of the prompt tokenizer
     label_categories: bool = True  # tag sentences with the default (learned) category labeller
+    conventions: str = DEFAULT_CONVENTIONS
+    split_style: str = "thoughtlens"
+    counterfactual_matrix: bool = True
+
+    def __post_init__(self) -> None:
+        if self.conventions not in CONVENTIONS:
+            raise ConfigError(f"unknown conventions {self.conventions!r}; use 'paper' (the paper's "
+                              "definitions, the default) or 'thoughtlens' (the pre-1.0 definitions)")
+        if self.split_style not in SPLIT_STYLES:
+            raise ConfigError(f"unknown split style {self.split_style!r}; use 'thoughtlens' (default) or 'paper'")
+        if self.kl_alpha is None:  # frozen: resolved here so that the stored config says which alpha was used
+            object.__setattr__(self, "kl_alpha", default_kl_alpha(self.conventions))
+        validate_config(self)  # one-line ConfigError on a bad value, before any model is loaded
 
     def run_id(self) -> str:
         """A stable id from the config: the same command resumes the same run."""
@@ -69,72 +110,134 @@ class AnchorsConfig:
         return f"anchors-{digest}"
 
 
-def _forcing_suffix(trace: ReasoningTrace, tags: tuple[str, str]) -> str:
-    return FORCE_AFTER_THINK if tags[0] in trace.text else FORCE_NO_THINK
+def is_thinking(trace: ReasoningTrace, tags: tuple[str, str]) -> bool:
+    """True for a reasoning-model trace: the think block is opened in the prompt or the completion."""
+    return tags[0] in trace.text
 
 
-def prefixes(trace: ReasoningTrace) -> list[str]:
-    """prefix_0..prefix_n (see anchors.importance): S_k and after removed; the last keeps everything."""
+def _forcing_suffix(trace: ReasoningTrace, tags: tuple[str, str], conventions: str = "thoughtlens") -> str:
+    if not is_thinking(trace, tags):
+        return FORCE_NO_THINK
+    return FORCE_AFTER_THINK_PAPER if conventions == "paper" else FORCE_AFTER_THINK
+
+
+def prefixes(trace: ReasoningTrace, tokenizer=None) -> list[str]:
+    """prefix_0..prefix_n (see anchors.importance): S_k and after removed; the last keeps everything.
+    Each ends at a token boundary of the model's own tokenization (ReasoningTrace.rollout_prefix)."""
     if not trace.sentences:
         raise TraceError("the base trace has no sentences to analyse: check max_new_tokens and the prompt")
-    return [trace.prefix_before(k) for k in range(len(trace))] + [trace.prefix_through(len(trace) - 1)]
+    return trace.rollout_prefixes(tokenizer)
 
 
-def answer_complete(text: str) -> bool:
+def answer_complete(text: str, *, thinking: bool = False, close_tag: str = "</think>") -> bool:
     """True once a rollout has stated its final answer and moved past it, so the sampler can stop.
 
-    A closed \\boxed{...} is complete at its brace; "#### 42" / "the answer is 42" only once a newline or
-    full stop follows (one more digit could still arrive).
+    `text` is what the rollout generated. Rules:
+    - thinking=True (the prefix is inside an open think block): nothing inside the think block ends a
+      rollout, not even "Maybe it is \\boxed{7}" or "the answer is 7."; it is complete only once
+      `close_tag` has been generated and a final answer follows it (by the rules below);
+    - a closed \\boxed{...} is complete at its brace;
+    - "#### 42" / "the answer is 42" only once a newline or full stop follows (one more digit could still
+      arrive; "2." may still become "2.5", so a full stop counts after a non-digit or once a space follows).
+    EOS and the token budget end a rollout in any case (the sampler's job).
     """
+    if thinking:
+        closed = text.find(close_tag)
+        if closed < 0:
+            return False
+        text = text[closed + len(close_tag):]
     if extract_answer(text) is None:
         return False
-    # "2." may still become "2.5": a full stop counts only after a non-digit or once a space follows it.
     return re.search(r"(\}|\n|\D\.|\.\s)$", text) is not None
+
+
+def forced_answer_complete(text: str) -> bool:
+    """True once a forced answer (the text after the suffix's `\\boxed{`) has closed its braces:
+    `-\\frac{5}{12}}` is complete at the last brace, `-\\frac{5}` is not."""
+    return _balanced_content(text, 0) is not None
+
+
+def read_forced_answer(text: str) -> str | None:
+    """The forced answer: the content up to the `}` that balances the suffix's `\\boxed{` (nested and
+    escaped braces kept whole); None when the braces never balance within the token budget."""
+    content = _balanced_content(text, 0)
+    return (content.strip() or None) if content is not None else None
+
+
+def completion_rule(thinking: bool, close_tag: str = "</think>") -> Callable[[str], bool]:
+    """The `answer_done` predicate for the rollouts of a trace (see answer_complete)."""
+    return lambda text: answer_complete(text, thinking=thinking, close_tag=close_tag)
+
+
+@contextmanager
+def _stopping(sampler: Sampler, rule: Callable[[str], bool]):
+    """Install `rule` as the sampler's early-stop predicate (samplers that have one), then restore it:
+    the job, not the caller, decides when a rollout is complete, so the CLI and a bare HFSampler agree."""
+    if not hasattr(sampler, "answer_done"):
+        yield
+        return
+    old = sampler.answer_done
+    sampler.answer_done = rule
+    try:
+        yield
+    finally:
+        sampler.answer_done = old
 
 
 class AnchorsRun:
     """Runs (or resumes) one thought-anchors job into a store."""
 
     def __init__(self, sampler: Sampler, store: RunStore, config: AnchorsConfig, run_id: str | None = None,
-                 console: Console | None = None):
+                 on_progress: OnProgress | None = None):
         try:
             extract_answer("", config.answer_style)  # fail now, not after the first rollout, on a bad style
         except ValueError as e:
             raise TraceError(str(e)) from None
+        config = with_provenance(config, sampler)  # remote/vllm: the served model, URL and tokenizer identity
         self.sampler, self.store, self.config = sampler, store, config
         self.run_id = run_id or config.run_id()
-        self.console = console or Console(stderr=True)
+        self.on_progress = on_progress  # receives ProgressEvents (thoughtlens.progress); the library never prints
         # JSON round trip: tuples become lists, exactly as the store will hand the config back on resume.
+        stored = next((r["config"] for r in store.runs() if r["run_id"] == self.run_id), None)
+        if stored is not None:  # a forced run id: never resume it from another model or tokenizer
+            check_same_source(self.run_id, stored, asdict(config))
         self.resumed = not store.create_run(self.run_id, json.loads(json.dumps(asdict(config))))
 
     # ---- public ------------------------------------------------------------------------------------
 
-    def run(self, problems: Sequence[Problem], progress: bool = True) -> None:
-        with self._progress(progress) as bar:
-            for problem in problems:
-                self.run_problem(problem, bar)
+    def run(self, problems: Sequence[Problem]) -> None:
+        """Every problem in turn; rollouts of all problems count towards one progress total."""
+        bar = Tracker(self.on_progress, "rollouts", "starting")
+        for problem in problems:
+            self.run_problem(problem, bar)
 
-    def run_problem(self, problem: Problem, bar: "_Bar") -> list[dict]:
+    def run_problem(self, problem: Problem, bar: Tracker | None = None) -> list[dict]:
+        bar = bar or Tracker(self.on_progress, "rollouts", "starting")
         cfg = self.config
         if not problem.prompt.strip():
             raise TraceError(f"problem {problem.id} has an empty prompt: pass --problem TEXT (or a base_solution.json "
                              "with a prompt) so rollouts have a question to continue from")
         self.store.add_problem(self.run_id, problem.id, problem.text, problem.gt_answer)
         trace = self._base_trace(problem, bar)
-        pre = prefixes(trace)
+        tok = getattr(self.sampler, "tokenizer", None)
+        pre = prefixes(trace, tok if getattr(tok, "is_fast", False) else None)
+        thinking = is_thinking(trace, cfg.think_tags)
         bar.add_total(len(pre) * cfg.n_rollouts * (2 if cfg.forced else 1))
         bar.describe(f"{problem.id}: {len(trace)} sentences x {cfg.n_rollouts} rollouts")
         params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed=cfg.seed)
-        self._sample(problem, "resampled", pre, params, bar)
+        with _stopping(self.sampler, completion_rule(thinking, cfg.think_tags[1])):
+            self._sample(problem, "resampled", pre, params, bar)
         if cfg.forced:
-            suffix = _forcing_suffix(trace, cfg.think_tags)
-            forced_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.forced_max_new_tokens, stop=("}",), seed=cfg.seed)
-            self._sample(problem, "forced", [p + suffix for p in pre], forced_params, bar)
+            suffix = _forcing_suffix(trace, cfg.think_tags, cfg.conventions)
+            # No stop string: the answer is read up to the brace that balances \boxed{ (nested braces).
+            forced_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.forced_max_new_tokens, seed=cfg.seed)
+            with _stopping(self.sampler, forced_answer_complete):
+                self._sample(problem, "forced", [p.rstrip() + suffix for p in pre], forced_params, bar)
         return self._metrics(problem, trace)
 
     # ---- steps -------------------------------------------------------------------------------------
 
-    def _base_trace(self, problem: Problem, bar: "_Bar") -> ReasoningTrace:
+    def _base_trace(self, problem: Problem, bar: Tracker) -> ReasoningTrace:
         stored = self.store.trace(self.run_id, problem.id)
         if stored is not None:
             completion = stored["completion"]
@@ -149,7 +252,7 @@ class AnchorsRun:
                 raise TraceError(f"could not generate the base trace for {problem.id}: {c.error}")
             completion = c.text
         trace = ReasoningTrace.parse(problem.prompt, completion, think_tags=self.config.think_tags,
-                                     answer_style=self.config.answer_style)
+                                     answer_style=self.config.answer_style, split_style=self.config.split_style)
         if stored is None:
             tok = getattr(self.sampler, "tokenizer", None)
             ranges = trace.token_ranges(tok) if tok is not None and getattr(tok, "is_fast", False) else [(None, None)] * len(trace)
@@ -159,8 +262,8 @@ class AnchorsRun:
             self.store.add_trace(self.run_id, problem.id, problem.prompt, completion, trace.answer,
                                  self._correct(trace.answer, problem), sentences)
         if trace.answer is None:
-            self.console.print(f"[yellow]{problem.id}: the base trace has no extractable answer; "
-                               "importance still measures how the answer distribution moves[/]")
+            note(self.on_progress, f"{problem.id}: the base trace has no extractable answer; "
+                 "importance still measures how the answer distribution moves")
         return trace
 
     def _tags(self, trace: ReasoningTrace) -> list[list[str] | None]:
@@ -171,7 +274,7 @@ class AnchorsRun:
 
         return label(trace)
 
-    def _sample(self, problem: Problem, condition: str, texts: list[str], params: SamplingParams, bar: "_Bar") -> None:
+    def _sample(self, problem: Problem, condition: str, texts: list[str], params: SamplingParams, bar: Tracker) -> None:
         """Request every missing (prefix, sample) pair; commit each completion as it arrives."""
         n = self.config.n_rollouts
         done = self.store.done_rollouts(self.run_id, problem.id)
@@ -206,7 +309,12 @@ class AnchorsRun:
 
     def _answer(self, text: str, condition: str) -> str | None:
         if condition == "forced":  # the forcing suffix opened \boxed{ ; the completion is its content
-            return text.split("}")[0].strip() or None
+            return read_forced_answer(text)
+        close = self.config.think_tags[1]
+        if close in text:  # a reasoning rollout: its final answer follows the think block
+            found = extract_answer(text.split(close, 1)[1], self.config.answer_style)
+            if found is not None:
+                return found
         return extract_answer(text, self.config.answer_style)
 
     @staticmethod
@@ -225,55 +333,24 @@ class AnchorsRun:
             for row in df[df["condition"] == condition].itertuples():
                 ans = None if row.answer is None or row.answer != row.answer else row.answer
                 correct = None if row.is_correct is None or str(row.is_correct) == "<NA>" else bool(row.is_correct)
-                first = (first_sentence(row.text) or None) if condition == "resampled" else None
+                first = (first_sentence(row.text, self.config.split_style) or None) if condition == "resampled" else None
                 by_k[row.sentence_index].append(Outcome(ans, correct, first))
             return by_k
 
         resampled = outcomes("resampled")
         forced = outcomes("forced") if self.config.forced else None
-        rows = sentence_metrics([s.text for s in trace.sentences], resampled, forced,
-                                threshold=self.config.similarity_threshold, alpha=self.config.kl_alpha)
+        sentences = [s.text for s in trace.sentences]
+        rows = sentence_metrics(sentences, resampled, forced, threshold=self.config.similarity_threshold,
+                                alpha=self.config.kl_alpha, conventions=self.config.conventions)
         for i, row in enumerate(rows):
             self.store.put_metrics(self.run_id, problem.id, i, row)
-        self.store.put_artifact(self.run_id, "regeneration_curve", regeneration_curve(resampled, trace.answer), problem.id)
+        self.store.put_artifact(self.run_id, "regeneration_curve",
+                                regeneration_curve(resampled, trace.answer, self.config.conventions), problem.id)
+        if self.config.counterfactual_matrix:
+            texts: list[list[str]] = [[] for _ in range(n_pos)]
+            for row in df[df["condition"] == "resampled"].itertuples():
+                texts[row.sentence_index].append(row.text if isinstance(row.text, str) else "")
+            matrix = counterfactual_matrix(sentences, texts, threshold=self.config.similarity_threshold,
+                                           split_style=self.config.split_style)
+            self.store.put_artifact(self.run_id, "counterfactual_matrix", matrix.tolist(), problem.id)
         return rows
-
-    # ---- progress ------------------------------------------------------------------------------------
-
-    def _progress(self, enabled: bool) -> "_Bar":
-        return _Bar(self.console, enabled)
-
-
-class _Bar:
-    """A rich progress bar over rollouts, with tokens/s. Rollouts of every problem count towards one total."""
-
-    def __init__(self, console: Console, enabled: bool):
-        self.enabled = enabled
-        self.tokens = 0
-        self.t0 = time.perf_counter()
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, disable=not enabled,
-        )
-        self.task = self.progress.add_task("starting", total=None, rate="")
-
-    def __enter__(self) -> "_Bar":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
-
-    def describe(self, text: str) -> None:
-        self.progress.update(self.task, description=text)
-
-    def add_total(self, n: int) -> None:
-        total = (self.progress.tasks[0].total or 0) + n
-        self.progress.update(self.task, total=total)
-
-    def advance(self, n: int, tokens: int = 0) -> None:
-        self.tokens += tokens
-        rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.task, advance=n, rate=f"{rate:,.0f} tok/s")
-

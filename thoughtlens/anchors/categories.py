@@ -13,7 +13,6 @@ counterfactual-KL table of the 20 Qwen-14B traces is reproduced exactly (tests/t
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from thoughtlens import stats
 from thoughtlens.anchors.importance import IMPORTANCE_METRICS
 from thoughtlens.errors import StoreError, ThoughtlensError
 from thoughtlens.trace.categories import CATEGORIES, UNKNOWN, first_tag, validate_tags
+from thoughtlens.trace.published_files import read_chunks_labeled
 
 DEFAULT_METRICS = ("counterfactual_importance_kl", "resampling_importance_kl", "forced_importance_kl")
 
@@ -68,11 +68,8 @@ def load_published(directory: str | Path) -> pd.DataFrame:
     rows = []
     for f in files:
         trace_id = f"{f.parent.parent.name}/{f.parent.name}"
-        try:
-            chunks = json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ThoughtlensError(f"{f} is not valid JSON ({exc.msg}); re-download the published data") from None
-        chunks = sorted(chunks, key=lambda c: c.get("chunk_idx", 0))
+        # Shapes and types checked (DataError naming file, key and fix); sorted by chunk_idx.
+        chunks = read_chunks_labeled(f, IMPORTANCE_METRICS)
         for c in chunks:
             tags = validate_tags(c.get("function_tags") or [], where=f"{f} chunk {c.get('chunk_idx')}")
             row = {"trace_id": trace_id, "sentence_index": int(c["chunk_idx"]), "n_sentences": len(chunks),
@@ -158,6 +155,9 @@ def apply_rules(df: pd.DataFrame, rules: AggregationRules = AggregationRules()) 
         order = df.groupby("trace_id", sort=False).cumcount()
         df = df[order.to_numpy() < df["trace_id"].map(cut).to_numpy()]
     n_after = len(df)
+    if df.empty:  # every sentence dropped (e.g. all accuracies 0 or 1): an empty table, not a pandas error
+        out = df.assign(category=pd.Series(dtype=object), position=pd.Series(dtype=float))
+        return out, FilterCounts(n_total, 0, 0, 0, 0, 0)
     untagged = df["tags"].map(lambda t: len(t) == 0)
     df = df[~untagged].copy()
     df["category"] = df["tags"].map(lambda t: [first_tag(t)] if rules.first_tag_only else list(dict.fromkeys(t)))

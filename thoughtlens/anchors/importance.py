@@ -1,47 +1,48 @@
 """Black-box sentence importance from rollouts (Thought Anchors, Bogdan et al. 2025, section 3).
 
 Prefix positions k = 0..n for a trace with sentences S_0..S_{n-1}:
-    prefix_k = text[:S_k.start] for k < n   (S_k and everything after it removed)
-    prefix_n = text[:S_{n-1}.end]            (the whole reasoning kept)
+    prefix_k = the text before S_k for k < n   (S_k and everything after it removed; see
+                                                ReasoningTrace.rollout_prefix for where exactly it ends)
+    prefix_n = the text through S_{n-1}        (the whole reasoning kept)
 R_k are the rollouts sampled from prefix_k, F_k the forced-answer rollouts from prefix_k + a suffix
 that asks for the answer at once. Rollouts from prefix_{i+1} keep S_i ("kept"); rollouts from
-prefix_i resample it ("resampled"). So one set of rollouts per position serves both conditions,
-and the "regenerate from the first K sentences" curve is simply acc(R_K) for K = 0..n.
+prefix_i resample it ("resampled"). One set of rollouts per position serves both conditions, as in
+the paper's code (its chunk_{i+1} rollouts are its "kept" set), and the "regenerate from the first
+K sentences" curve is simply acc(R_K) for K = 0..n.
 
-Per sentence i:
-    accuracy                           acc(R_i)
-    resampling_importance_accuracy     acc(R_{i+1}) - acc(R_i)
-    resampling_importance_kl           KL(D(R_{i+1}) || D(R_i))
-    counterfactual_importance_*        the same, with R_i restricted to rollouts whose first sentence has
-                                       cosine similarity < threshold (0.8) to S_i under all-MiniLM-L6-v2
-    forced_importance_*                the same on F: acc(F_{i+1}) - acc(F_i), KL(D(F_{i+1}) || D(F_i))
-    different_trajectories_fraction    share of R_i whose first sentence is dissimilar to S_i
-    overdeterminedness                 1 - distinct first sentences / rollouts in R_i
-
-D(.) is the distribution of normalised final answers, with "no answer" as an outcome of its own;
-accuracy counts a missing answer as wrong.
+The metrics themselves (accuracy, resampling / counterfactual / forced importance in accuracy and KL,
+different_trajectories_fraction, overdeterminedness) are defined in `thoughtlens.anchors.definitions`,
+under two named conventions: "paper" (the default: the paper's analyze_rollouts.py, exactly) and
+"thoughtlens" (this library's pre-1.0 choices).
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from thoughtlens.anchors.similarity import (
-    DEFAULT_THRESHOLD,
-    different_trajectories_fraction,
-    dissimilar_mask,
-    overdeterminedness,
-    similarities_to,
+from thoughtlens.anchors.definitions import (
+    DEFAULT_CONVENTIONS,
+    NO_ANSWER,
+    Outcome,
+    check_conventions,
+    default_kl_alpha,
+    paper_accuracy,
+    paper_sentence_row,
+    smoothed_kl,
+    thoughtlens_accuracy,
+    thoughtlens_answer_counts,
+    thoughtlens_sentence_row,
 )
+from thoughtlens.anchors.similarity import DEFAULT_THRESHOLD, embed_sentences
 from thoughtlens.trace.answers import normalize_answer
 
-NO_ANSWER = "<no answer>"
-DEFAULT_KL_ALPHA = 0.5
+__all__ = ["NO_ANSWER", "Outcome", "IMPORTANCE_METRICS", "METRIC_COLUMNS", "accuracy", "answer_counts",
+           "smoothed_kl", "sentence_metrics", "regeneration_curve", "DEFAULT_KL_ALPHA"]
+
+DEFAULT_KL_ALPHA = default_kl_alpha(DEFAULT_CONVENTIONS)
 
 IMPORTANCE_METRICS = (
     "resampling_importance_accuracy",
@@ -55,52 +56,16 @@ METRIC_COLUMNS = ("accuracy", *IMPORTANCE_METRICS, "different_trajectories_fract
                   "n_rollouts", "n_dissimilar")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What one rollout ended with. first_sentence: the first sentence it generated (None if none)."""
-
-    answer: str | None
-    is_correct: bool | None
-    first_sentence: str | None = None
-
-
 def answer_counts(outcomes: Sequence[Outcome]) -> Counter:
-    """Counts of normalised answers; a missing answer is its own outcome, NO_ANSWER."""
-    return Counter(normalize_answer(o.answer) if o.answer is not None else NO_ANSWER for o in outcomes)
+    """Counts of normalised answers; a missing answer is its own outcome, NO_ANSWER (thoughtlens conventions)."""
+    return thoughtlens_answer_counts(outcomes)
 
 
-def accuracy(outcomes: Sequence[Outcome]) -> float | None:
-    """Share of correct rollouts (a missing answer counts as wrong); None for no rollouts."""
-    if not outcomes:
-        return None
-    return sum(bool(o.is_correct) for o in outcomes) / len(outcomes)
-
-
-def smoothed_kl(p_counts: Counter, q_counts: Counter, alpha: float = DEFAULT_KL_ALPHA) -> float | None:
-    """KL(P || Q) in nats between two answer-count tables, with additive (Jeffreys, alpha=0.5) smoothing.
-
-    Both distributions are smoothed over the union of their outcomes:
-        p(a) = (count_p(a) + alpha) / (N_p + alpha * |union|)
-    so KL stays finite when the supports are disjoint, and shrinks towards 0 as evidence gets thin
-    (the paper's 1e-9 smoothing instead gives ~20 nats for any disjoint pair). None if either side is empty.
-    """
-    if alpha <= 0:
-        raise ValueError(f"KL smoothing alpha must be > 0 (got {alpha}); 0.5 is the default")
-    n_p, n_q = sum(p_counts.values()), sum(q_counts.values())
-    if n_p == 0 or n_q == 0:
-        return None
-    support = set(p_counts) | set(q_counts)
-    zp, zq = n_p + alpha * len(support), n_q + alpha * len(support)
-    kl = 0.0
-    for a in support:
-        p = (p_counts.get(a, 0) + alpha) / zp
-        q = (q_counts.get(a, 0) + alpha) / zq
-        kl += p * math.log(p / q)
-    return max(kl, 0.0)
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
+def accuracy(outcomes: Sequence[Outcome], conventions: str = "thoughtlens") -> float | None:
+    """Share of correct rollouts. "thoughtlens": over all rollouts (missing answer = wrong), None for none;
+    "paper": over answered rollouts, 0.0 when none answered (analyze_rollouts.py:analyze_problem)."""
+    check_conventions(conventions)
+    return paper_accuracy(outcomes) if conventions == "paper" else thoughtlens_accuracy(outcomes)
 
 
 def sentence_metrics(
@@ -109,53 +74,74 @@ def sentence_metrics(
     forced: Sequence[Sequence[Outcome]] | None = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
-    alpha: float = DEFAULT_KL_ALPHA,
+    alpha: float | None = None,
     similarities: Sequence[np.ndarray] | None = None,
+    conventions: str = DEFAULT_CONVENTIONS,
 ) -> list[dict[str, float | None]]:
-    """Metrics for each sentence (see the module docstring).
+    """Metrics for each sentence, one dict per sentence with the keys of METRIC_COLUMNS.
 
     sentences: S_0..S_{n-1}; resampled: R_0..R_n (n + 1 lists); forced: F_0..F_n or None.
-    similarities: optional precomputed cosine similarities of R_i's first sentences to S_i.
+    similarities: optional precomputed cosine similarities `[len(R_i)]` of R_i's first sentences to S_i
+    (NaN where a rollout wrote no sentence). alpha: KL smoothing, None = the conventions' value
+    (paper 1e-9, thoughtlens 0.5). conventions: "paper" (default) or "thoughtlens", see
+    `thoughtlens.anchors.definitions`.
     """
+    check_conventions(conventions)
+    alpha = default_kl_alpha(conventions) if alpha is None else alpha
+    if alpha <= 0:
+        raise ValueError(f"KL smoothing alpha must be > 0 (got {alpha}); the paper uses 1e-9, thoughtlens 0.5")
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"similarity threshold {threshold} is outside [-1, 1]; cosine similarity lies in [-1, 1] "
+                         "(the paper uses 0.8)")
     n = len(sentences)
     if len(resampled) != n + 1:
         raise ValueError(f"need rollouts for {n + 1} prefix positions (0..{n}), got {len(resampled)}")
     if forced is not None and len(forced) != n + 1:
         raise ValueError(f"need forced rollouts for {n + 1} prefix positions, got {len(forced)}")
+    if similarities is None:
+        similarities = _all_similarities(sentences, resampled)
     rows = []
     for i in range(n):
-        r_i, kept = resampled[i], resampled[i + 1]
-        firsts = [o.first_sentence for o in r_i]
-        sims = similarities[i] if similarities is not None else similarities_to(sentences[i], firsts)
-        different = [o for o, d in zip(r_i, dissimilar_mask(sims, threshold)) if d]
-        row = {
-            "accuracy": accuracy(r_i),
-            "resampling_importance_accuracy": _diff(accuracy(kept), accuracy(r_i)),
-            "resampling_importance_kl": smoothed_kl(answer_counts(kept), answer_counts(r_i), alpha),
-            "counterfactual_importance_accuracy": _diff(accuracy(kept), accuracy(different)),
-            "counterfactual_importance_kl": smoothed_kl(answer_counts(kept), answer_counts(different), alpha),
-            "forced_importance_accuracy": None,
-            "forced_importance_kl": None,
-            "different_trajectories_fraction": different_trajectories_fraction(
-                sentences[i], firsts, threshold=threshold, similarities=sims
-            ),
-            "overdeterminedness": overdeterminedness(firsts),
-            "n_rollouts": float(len(r_i)),
-            "n_dissimilar": float(len(different)),
-        }
-        if forced is not None:
-            row["forced_importance_accuracy"] = _diff(accuracy(forced[i + 1]), accuracy(forced[i]))
-            row["forced_importance_kl"] = smoothed_kl(answer_counts(forced[i + 1]), answer_counts(forced[i]), alpha)
-        rows.append(row)
+        r_i = resampled[i]
+        sims = np.asarray(similarities[i], dtype=float)
+        if sims.shape != (len(r_i),):
+            raise ValueError(f"similarities[{i}] has shape {sims.shape}, expected ({len(r_i)},): one per rollout")
+        if conventions == "paper":
+            rows.append(paper_sentence_row(i, n, resampled, forced, sims, threshold, alpha))
+        else:
+            rows.append(thoughtlens_sentence_row(i, resampled, forced, sims, threshold, alpha))
     return rows
 
 
-def regeneration_curve(resampled: Sequence[Sequence[Outcome]], base_answer: str | None) -> list[dict]:
-    """Accuracy and agreement with the base trace's answer when regenerating from the first K sentences."""
+def _all_similarities(sentences: Sequence[str], resampled: Sequence[Sequence[Outcome]]) -> list[np.ndarray]:
+    """Cosine similarity of each R_i rollout's first sentence to S_i (NaN where it wrote none), with every
+    string embedded in one batch."""
+    firsts = [[o.first_sentence if isinstance(o.first_sentence, str) and o.first_sentence.strip() else None
+               for o in resampled[i]] for i in range(len(sentences))]
+    texts = list(sentences) + [f for row in firsts for f in row if f is not None]
+    if len(texts) == len(sentences):
+        return [np.full(len(row), np.nan) for row in firsts]
+    vectors = embed_sentences(texts)
+    sims, k = [], len(sentences)
+    for i, row in enumerate(firsts):
+        out = np.full(len(row), np.nan)
+        for r, f in enumerate(row):
+            if f is not None:
+                out[r] = float(vectors[k] @ vectors[i])
+                k += 1
+        sims.append(out)
+    return sims
+
+
+def regeneration_curve(resampled: Sequence[Sequence[Outcome]], base_answer: str | None,
+                       conventions: str = "thoughtlens") -> list[dict]:
+    """Accuracy and agreement with the base trace's answer when regenerating from the first K sentences.
+    Agreement is over all rollouts; accuracy follows `conventions` (see `accuracy`)."""
     base = normalize_answer(base_answer) if base_answer is not None else None
     curve = []
     for k, outcomes in enumerate(resampled):
         counts = answer_counts(outcomes)
         agree = counts.get(base, 0) / len(outcomes) if (outcomes and base is not None) else None
-        curve.append({"k": k, "accuracy": accuracy(outcomes), "agreement": agree, "n": len(outcomes)})
+        curve.append({"k": k, "accuracy": accuracy(outcomes, conventions) if outcomes else None,
+                      "agreement": agree, "n": len(outcomes)})
     return curve

@@ -24,34 +24,11 @@ import numpy as np
 import torch
 
 from thoughtlens.errors import HookError, TraceError
-from thoughtlens.model.adapters import get_module
 from thoughtlens.model.attention import AttentionCall
+from thoughtlens.model.interventions import attention_controls, observe_attention
 
 TokenRanges = Sequence[tuple[int, int]]
 ProgressFn = Callable[[int], None]  # called with the number of steps just completed
-
-
-def attention_controls(model) -> list:
-    """The per-layer AttentionControl objects of a HookedModel, or a one-line HookError.
-
-    White-box analyses need thoughtlens' attention function in every layer; a plain nn.Module or
-    an HF model that was not wrapped cannot be intercepted.
-    """
-    controls = getattr(model, "_controls", None)
-    hf = getattr(model, "hf_model", None)
-    if controls is None or hf is None or not hasattr(model, "adapter"):
-        raise HookError(
-            f"{type(model).__name__} cannot be intercepted (no attention controls): wrap it with "
-            "thoughtlens.HookedModel(hf_model) or load it with thoughtlens.load(...)"
-        )
-    layers = get_module(hf, model.adapter.layers)
-    for L, layer in enumerate(layers):
-        if getattr(get_module(layer, model.adapter.attn), "_thoughtlens_ctl", None) is not controls[L]:
-            raise HookError(
-                f"layer {L}'s attention has no thoughtlens AttentionControl: rebuild the wrapper with "
-                "thoughtlens.HookedModel(hf_model) instead of editing hf_model's attention modules"
-            )
-    return controls
 
 
 def check_token_ranges(ranges: TokenRanges, n_tokens: int) -> list[tuple[int, int]]:
@@ -148,7 +125,7 @@ def sentence_attention(
     Entry [L, h, q, k] = mean attention of sentence q's tokens to sentence k's tokens; it is 0 for
     k > q (causal) and NaN where sentence q or k has no tokens.
     """
-    controls = attention_controls(model)
+    attention_controls(model)  # fail before any work if the model cannot be intercepted
     tokens = _as_sequence(tokens)
     n_tokens = tokens.shape[1]
     ranges = check_token_ranges(ranges, n_tokens)
@@ -160,15 +137,8 @@ def sentence_attention(
     if not weights.any():
         raise TraceError("every sentence maps to zero tokens: check the token ranges against the token ids")
     reducer = _SentenceReducer(weights, model.cfg.n_heads, layers, chunk_rows, on_progress)
-    try:
-        for L in layers:
-            controls[L].observers.append(reducer)
-        with torch.no_grad():
-            model.hf_model.base_model(input_ids=tokens[:, :last].to(model.device), use_cache=False)
-    finally:
-        for L in layers:
-            if reducer in controls[L].observers:
-                controls[L].observers.remove(reducer)
+    with torch.no_grad(), observe_attention(model, reducer, layers):
+        model.hf_model.base_model(input_ids=tokens[:, :last].to(model.device), use_cache=False)
     missing = sorted(set(layers) - reducer.seen)
     if missing:
         raise HookError(

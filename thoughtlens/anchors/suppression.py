@@ -31,7 +31,8 @@ from transformers import DynamicCache
 
 from thoughtlens.anchors.sentence_attention import (ProgressFn, TokenRanges, _as_sequence, attention_controls,
                                                      check_context, check_token_ranges)
-from thoughtlens.errors import TraceError
+from thoughtlens.errors import ConfigError
+from thoughtlens.model.interventions import block_keys
 
 HeadSubset = Sequence[tuple[int, int]]  # (layer, head) pairs
 
@@ -56,17 +57,17 @@ def suppression_matrix(
     chunk_positions: positions per logit/KL block (memory: batch_size x chunk x vocab floats).
     on_progress(n): called as n more sentences j are done (S in total).
     """
-    controls = attention_controls(model)
+    attention_controls(model)  # fail before any work if the model cannot be intercepted
     if not temperature > 0:
-        raise TraceError(f"temperature must be > 0, got {temperature}")
+        raise ConfigError(f"temperature must be > 0, got {temperature}: pass e.g. --temperature 0.6 (the paper's)")
     if batch_size < 1 or chunk_positions < 1:
-        raise TraceError(f"batch_size and chunk_positions must be >= 1, got {batch_size} and {chunk_positions}")
+        raise ConfigError(f"batch_size and chunk_positions must be >= 1, got {batch_size} and {chunk_positions}: pass e.g. --batch-size 4")
     tokens = _as_sequence(tokens).to(model.device)
     ranges = check_token_ranges(ranges, tokens.shape[1])
     last = max(b for _, b in ranges)
     check_context(model, last)
     tokens = tokens[:, :last]  # later tokens (the answer) cannot affect any sentence
-    blocks = _head_blocks(model.cfg, heads)
+    _head_blocks(model.cfg, heads)  # a one-line error for a head that does not exist, before any work
     n = len(ranges)
     result = np.full((n, n), np.nan)
     # Rows worth computing: j has tokens and some later sentence has tokens to be affected.
@@ -85,7 +86,7 @@ def suppression_matrix(
         target = _sentence_of_token(ranges, last)
         for batch in (rows[i : i + batch_size] for i in range(0, len(rows), batch_size)):
             start = ranges[batch[0]][0] if reuse else 0
-            hidden = _suppressed_hidden(model, controls, tokens, kv, start, [ranges[j] for j in batch], blocks)
+            hidden = _suppressed_hidden(model, tokens, kv, start, [ranges[j] for j in batch], heads)
             result[batch] = _kl_rows(model, hidden, hidden_base, start, batch, ranges, target, temperature,
                                      chunk_positions)
             if on_progress is not None:
@@ -100,10 +101,10 @@ def _head_blocks(cfg, heads: HeadSubset | None) -> dict[int, torch.Tensor | None
     blocks: dict[int, torch.Tensor | None] = {}
     for L, h in heads:
         if not (0 <= L < cfg.n_layers and 0 <= h < cfg.n_heads):
-            raise TraceError(f"head ({L}, {h}) does not exist: layers are 0..{cfg.n_layers - 1}, heads 0..{cfg.n_heads - 1}")
+            raise ConfigError(f"head ({L}, {h}) does not exist: layers are 0..{cfg.n_layers - 1}, heads 0..{cfg.n_heads - 1}")
         blocks.setdefault(L, torch.zeros(cfg.n_heads, dtype=torch.bool))[h] = True
     if not blocks:
-        raise TraceError("heads is empty: pass None to suppress in every head, or a list of (layer, head) pairs")
+        raise ConfigError("heads is empty: pass None to suppress in every head, or a list of (layer, head) pairs")
     return blocks
 
 
@@ -115,26 +116,21 @@ def _sentence_of_token(ranges: list[tuple[int, int]], n_tokens: int) -> np.ndarr
     return out
 
 
-def _suppressed_hidden(model, controls, tokens, kv, start: int, hidden_ranges: list[tuple[int, int]],
-                       blocks: dict[int, torch.Tensor | None]) -> torch.Tensor:
+def _suppressed_hidden(model, tokens, kv, start: int, hidden_ranges: list[tuple[int, int]],
+                       heads: HeadSubset | None) -> torch.Tensor:
     """Final hidden states [B, T - start, d_model] with row b's sentence `hidden_ranges[b]` hidden as a key."""
     n_rows, n_tokens = len(hidden_ranges), tokens.shape[1]
-    hide = torch.zeros(n_rows, 1, 1, n_tokens, dtype=torch.bool, device=tokens.device)  # [B, 1, 1, k]
+    hide = torch.zeros(n_rows, n_tokens, dtype=torch.bool, device=tokens.device)  # [B, k]
     for b, (lo, hi) in enumerate(hidden_ranges):
-        hide[b, ..., lo:hi] = True
+        hide[b, lo:hi] = True
     cache = None
     if kv is not None and start > 0:
         # expand, not repeat: DynamicLayer.update concatenates, so the shared prefix is copied only once per row there.
         cache = DynamicCache(ddp_cache_data=[(k[..., :start, :].expand(n_rows, -1, -1, -1),
                                               v[..., :start, :].expand(n_rows, -1, -1, -1)) for k, v in kv])
-    try:
-        for L, head_mask in blocks.items():
-            controls[L].key_block = hide if head_mask is None else hide & head_mask.to(hide.device)[None, :, None, None]
+    with block_keys(model, hide, heads=heads):
         out = model.hf_model.base_model(input_ids=tokens[:, start:].expand(n_rows, -1), past_key_values=cache,
                                         use_cache=cache is not None)
-    finally:
-        for L in blocks:
-            controls[L].key_block = None
     return out.last_hidden_state
 
 

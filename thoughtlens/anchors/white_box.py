@@ -32,6 +32,7 @@ from thoughtlens.anchors.receiver_heads import (ReceiverHeadResult, find_receive
 from thoughtlens.anchors.sentence_attention import attention_controls, sentence_attention
 from thoughtlens.anchors.suppression import HeadSubset, suppression_matrix
 from thoughtlens.errors import TraceError
+from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 
@@ -112,7 +113,7 @@ def analyze_attention(
     batch_size: int = 4,
     max_tokens: int | None = None,
     chunk_rows: int = 256,
-    progress: bool = True,
+    on_progress: OnProgress | None = None,
 ) -> WhiteBoxResult:
     """Receiver heads over `traces`, then per trace receiver scores and (optionally) the suppression matrix.
 
@@ -124,7 +125,7 @@ def analyze_attention(
     suppression: compute suppression matrices (the costly part: ~S/2 forwards per trace).
     temperature, suppression_heads, batch_size: see `suppression_matrix`.
     max_tokens: analyse only the sentences within the first max_tokens tokens (see `trace_tokens`).
-    chunk_rows: query rows per streamed softmax block. progress: show rich progress bars.
+    chunk_rows: query rows per streamed softmax block. on_progress: receives `ProgressEvent`s (thoughtlens.progress).
     """
     attention_controls(model)  # fail before any work if the model cannot be intercepted
     if (store is None) != (run_id is None):
@@ -140,34 +141,34 @@ def analyze_attention(
             cut = f" within max_tokens={max_tokens}" if max_tokens else ""
             raise TraceError(f"trace '{pid}' has {len(tt.ranges)} sentences{cut}, not more than "
                              f"proximity_ignore={proximity_ignore}: drop it, raise max_tokens or lower proximity_ignore")
-    with _Progress(progress) as bar:
-        results, matrices = {}, {}
-        attn_task = bar.add("sentence attention", len(named) * model.cfg.n_layers)
+    results, matrices = {}, {}
+    attn_task = Tracker(on_progress, "sentence attention", "sentence attention", len(named) * model.cfg.n_layers)
+    for pid, tt in tokenized.items():
+        A = sentence_attention(model, tt.tokens, tt.ranges, chunk_rows=chunk_rows, on_progress=attn_task.advancer())
+        vert = vertical_scores(A, proximity_ignore, control_depth)
+        results[pid] = TraceAttention(pid, int(tt.tokens.shape[0]), len(tt.ranges), tt.n_dropped, vert,
+                                      np.zeros(0))
+        matrices[pid] = A
+    receiver = find_receiver_heads([r.vertical for r in results.values()], top_k=top_k, exclude_layers=exclude_layers)
+    for i, (pid, r) in enumerate(results.items()):
+        r.kurtosis = receiver.per_trace_kurtosis[i]
+        r.receiver_scores = receiver_scores(r.vertical, receiver.top)
+        r.head_matrices = [{**h.as_dict(), "matrix": _json_matrix(matrices[pid][h.layer, h.head])}
+                           for h in receiver.top[:n_head_matrices]]
+    del matrices
+    if store is not None:
+        _write_receiver(store, run_id, params, named, tokenized, problems or {}, receiver, results)
+    if suppression:
+        supp_task = Tracker(on_progress, "attention suppression", "attention suppression",
+                            sum(len(tt.ranges) for tt in tokenized.values()))
+        meta = dict(temperature=temperature, heads=None if suppression_heads is None else
+                    [list(map(int, h)) for h in suppression_heads], max_tokens=max_tokens, model=model.name)
         for pid, tt in tokenized.items():
-            A = sentence_attention(model, tt.tokens, tt.ranges, chunk_rows=chunk_rows, on_progress=bar.advancer(attn_task))
-            vert = vertical_scores(A, proximity_ignore, control_depth)
-            results[pid] = TraceAttention(pid, int(tt.tokens.shape[0]), len(tt.ranges), tt.n_dropped, vert,
-                                          np.zeros(0))
-            matrices[pid] = A
-        receiver = find_receiver_heads([r.vertical for r in results.values()], top_k=top_k, exclude_layers=exclude_layers)
-        for i, (pid, r) in enumerate(results.items()):
-            r.kurtosis = receiver.per_trace_kurtosis[i]
-            r.receiver_scores = receiver_scores(r.vertical, receiver.top)
-            r.head_matrices = [{**h.as_dict(), "matrix": _json_matrix(matrices[pid][h.layer, h.head])}
-                               for h in receiver.top[:n_head_matrices]]
-        del matrices
-        if store is not None:
-            _write_receiver(store, run_id, params, named, tokenized, problems or {}, receiver, results)
-        if suppression:
-            supp_task = bar.add("attention suppression", sum(len(tt.ranges) for tt in tokenized.values()))
-            meta = dict(temperature=temperature, heads=None if suppression_heads is None else
-                        [list(map(int, h)) for h in suppression_heads], max_tokens=max_tokens, model=model.name)
-            for pid, tt in tokenized.items():
-                results[pid].suppression = suppression_matrix(
-                    model, tt.tokens, tt.ranges, temperature=temperature, heads=suppression_heads,
-                    batch_size=batch_size, on_progress=bar.advancer(supp_task))
-                if store is not None:
-                    _write_suppression(store, run_id, pid, results[pid].suppression, named[pid], tt, meta)
+            results[pid].suppression = suppression_matrix(
+                model, tt.tokens, tt.ranges, temperature=temperature, heads=suppression_heads,
+                batch_size=batch_size, on_progress=supp_task.advancer())
+            if store is not None:
+                _write_suppression(store, run_id, pid, results[pid].suppression, named[pid], tt, meta)
     return WhiteBoxResult(receiver, results)
 
 
@@ -226,29 +227,6 @@ def _write_suppression(store, run_id, pid, matrix, trace, tt: TraceTokens, meta)
                                                     "rows": "suppressed sentence j", "cols": "affected sentence k"}, pid)
 
 
-class _Progress:
-    """One rich progress display for the whole analysis (rich allows one live display at a time)."""
-
-    def __init__(self, enabled: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                             TimeRemainingColumn(), disable=not enabled, transient=False)
-
-    def __enter__(self) -> "_Progress":
-        self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._bar.__exit__(*exc)
-
-    def add(self, description: str, total: int):
-        return self._bar.add_task(description, total=total)
-
-    def advancer(self, task):
-        return lambda n: self._bar.advance(task, n)
-
-
 # ---- inputs: trace files and stored traces --------------------------------------------------------
 
 
@@ -259,24 +237,21 @@ def load_trace_file(path) -> tuple[str, ReasoningTrace, dict]:
     problem_id: "<parent dir>/<problem dir>" for published files (e.g. "correct_base_solution/problem_330"),
     the file stem for text files.
     """
-    import json
     from pathlib import Path
+
+    from thoughtlens.trace.published_files import read_base_solution, read_problem
 
     path = Path(path)
     if not path.is_file():
         raise TraceError(f"no trace file at {path}: pass a base_solution.json or a plain-text trace")
-    text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix != ".json":
-        return path.stem, ReasoningTrace.parse("", text), {}
-    try:
-        data = json.loads(text)
-        prompt, solution = data["prompt"], data["solution"]
-    except (ValueError, KeyError, TypeError):
-        raise TraceError(f"{path} is not a published base_solution.json (needs keys 'prompt' and 'solution'): "
-                         "pass such a file or a plain-text trace") from None
+        return path.stem, ReasoningTrace.parse("", path.read_text(encoding="utf-8", errors="replace")), {}
+    # Shapes and types checked (DataError, a TraceError, naming file, key and fix).
+    data = read_base_solution(path, require=("prompt", "solution"))
+    prompt, solution = data["prompt"], data["solution"]
     problem: dict = {}
     if (path.parent / "problem.json").is_file():
-        info = json.loads((path.parent / "problem.json").read_text(encoding="utf-8"))
+        info = read_problem(path.parent / "problem.json")
         problem = {"problem": info.get("problem"), "gt_answer": info.get("gt_answer")}
     return f"{path.parent.parent.name}/{path.parent.name}", ReasoningTrace.parse(prompt, solution), problem
 

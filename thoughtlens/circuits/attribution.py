@@ -57,7 +57,7 @@ def _gate_hooks(model, state: dict) -> list:
     hooks = []
     for L in range(model.cfg.n_layers):
         for name in (f"blocks.{L}.hook_attn_out", f"blocks.{L}.hook_mlp_out"):
-            hooks.append((name, lambda t, hook: _GradGate.apply(t, hook.layer, state)))
+            hooks.append((name, lambda t, hook: _GradGate.apply(t, hook.layer(), state)))
     return hooks
 
 

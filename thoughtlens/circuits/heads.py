@@ -83,7 +83,7 @@ DETECTORS: dict[str, Mask] = {
 def detect(model, tokens: torch.Tensor | None = None, detectors=None) -> dict[str, torch.Tensor]:
     """Scores [layer, head] for each detector (default: all four) on `tokens` [batch, pos]
     (default: `repeated_random_tokens(model)`). See the module docstring for the definitions."""
-    tokens = repeated_random_tokens(model) if tokens is None else model._as_tokens(tokens)
+    tokens = repeated_random_tokens(model) if tokens is None else model.as_tokens(tokens)
     names = list(DETECTORS) if detectors is None else list(detectors)
     unknown = [n for n in names if n not in DETECTORS]
     if unknown:
@@ -100,7 +100,7 @@ def detect(model, tokens: torch.Tensor | None = None, detectors=None) -> dict[st
         A = pattern.float()  # [b, h, q, k]
         for n in names:
             mass = torch.einsum("bhqk,bqk->bhq", A, masks[n])  # attention on the mask, per row
-            scores[n][hook.layer] = (mass * rows[n][:, None]).sum((0, 2)).cpu() / rows[n].sum().cpu()
+            scores[n][hook.layer()] = (mass * rows[n][:, None]).sum((0, 2)).cpu() / rows[n].sum().cpu()
 
     with torch.no_grad(), model.hooks([("blocks.*.attn.hook_pattern", reduce)]):
         model(tokens)

@@ -213,7 +213,7 @@ def dla(model, tokens, correct, wrong=None, *, pos: int = -1, by_head: bool = Tr
     not a head), value (mean over the batch). The values sum to the model's logit (difference),
     averaged over the batch, exactly; `df.attrs["logit"]` holds that model value for checking.
     """
-    tokens = model._as_tokens(tokens)
+    tokens = model.as_tokens(tokens)
     _check_no_softcap(model)
     batch = tokens.shape[0]
     direction = logit_direction(model, correct, wrong, batch)  # [batch, d_model]
@@ -250,7 +250,7 @@ def neuron_dla(model, tokens, correct, wrong=None, *, pos: int = -1, layers=None
     Returns columns layer, neuron, value (batch mean). Per layer, the neurons plus the down
     projection's bias sum to that layer's "L{l}.mlp" row of `dla`.
     """
-    tokens = model._as_tokens(tokens)
+    tokens = model.as_tokens(tokens)
     _check_no_softcap(model)
     a = model.adapter
     if a.mlp_out != a.mlp:

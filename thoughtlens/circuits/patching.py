@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from thoughtlens.errors import ThoughtlensError
+from thoughtlens.progress import OnProgress, Tracker
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits [batch, pos, d_vocab] -> scalar tensor
 
@@ -111,7 +112,7 @@ def checked_metric(metric: Metric, logits: torch.Tensor) -> torch.Tensor:
 
 def check_pair(model, clean, corrupt) -> tuple[torch.Tensor, torch.Tensor]:
     """clean, corrupt -> tokens [batch, pos] each; they must have the same shape."""
-    clean_t, corrupt_t = model._as_tokens(clean), model._as_tokens(corrupt)
+    clean_t, corrupt_t = model.as_tokens(clean), model.as_tokens(corrupt)
     if clean_t.shape != corrupt_t.shape:
         raise ThoughtlensError(
             f"clean tokens have shape {tuple(clean_t.shape)} but corrupt have {tuple(corrupt_t.shape)}: patching "
@@ -209,13 +210,14 @@ def activation_patching(
     direction: str = "denoise",
     layers: Sequence[int] | None = None,
     batch_size: int | None = None,
-    progress: bool = True,
+    on_progress: OnProgress | None = None,
 ) -> pd.DataFrame:
     """Patch every node of `site` (each layer [x head] [x position]) and record the metric.
 
     clean, corrupt: tokens [batch, pos] (or strings) of equal shape. metric: logits -> scalar.
     direction: "denoise" (clean into corrupt run) or "noise" (corrupt into clean run).
     batch_size: patches per forward pass (default: ~4096 tokens per pass).
+    on_progress: receives `ProgressEvent`s (thoughtlens.progress), one per batch of patches.
     Returns a DataFrame (layer, [head], [pos], value) with attrs clean_metric, corrupt_metric, site, direction.
     value is the patch's effect: metric(patched target run) - metric(target run), the quantity AtP
     estimates; add `df.attrs["corrupt_metric"]` (denoising) to get the patched metric itself.
@@ -232,19 +234,14 @@ def activation_patching(
     src_value, tgt_value = float(checked_metric(metric, src_logits)), float(checked_metric(metric, tgt_logits))
     k = batch_size or _auto_batch(*clean_t.shape)
     values: list[float] = []
-    for start in _progress(range(0, len(patches), k), progress, f"patching {len(patches)} {site} nodes"):
+    bar = Tracker(on_progress, "patching", f"patching {len(patches)} {site} nodes", len(patches))
+    for start in range(0, len(patches), k):
         chunk = patches[start : start + k]
         logits = run_with_patches(model, target, source_cache, [[p] for p in chunk])
         values += [float(checked_metric(metric, group)) - tgt_value for group in logits]
+        bar.advance(len(chunk))
     df = to_frame(patches, values)
     clean_value, corrupt_value = (src_value, tgt_value) if direction == "denoise" else (tgt_value, src_value)
     df.attrs.update(clean_metric=clean_value, corrupt_metric=corrupt_value, site=site, direction=direction)
     return df
 
-
-def _progress(it, show: bool, description: str):
-    if not show:
-        return it
-    from rich.progress import track
-
-    return track(it, description=description, transient=True)

@@ -7,7 +7,9 @@ cannot serve, e.g. Gemma 2's logit soft-capping), so numerics and speed are Hugg
 A layer's `AttentionControl` (attached to its attention module by HookedModel) asks for more:
   * pattern_fns: functions that see, and may replace, the softmax pattern [batch, head, q, k].
     Only these layers pay for explicit softmax weights, computed by the model's own eager function.
-  * key_block: bool [batch, head|1, 1, k] keys to hide before the softmax (attention suppression).
+  * key_blocks: bool masks [batch|1, head|1, 1, k] of keys to hide before the softmax (attention
+    suppression); several (nested `block_keys`) are OR-ed. A mask shorter than the keys (generation
+    has added tokens since) leaves the extra keys visible.
   * observers: functions called with (query, key, mask) before the output is computed, for streaming
     analyses that reduce the pattern chunk by chunk without materialising it (see `pattern_rows`).
 """
@@ -36,12 +38,37 @@ class AttentionControl:
     layer: int
     eager_default: bool = False  # the family has no SDPA support in HF (e.g. Gemma 2): idle path is its eager
     pattern_fns: list[PatternFn] = field(default_factory=list)
-    key_block: torch.Tensor | None = None  # bool [batch|1, head|1, 1, k]: True = hidden
+    key_blocks: list[torch.Tensor] = field(default_factory=list)  # each bool [batch|1, head|1, 1, k]: True = hidden
     observers: list[Observer] = field(default_factory=list)
 
     @property
     def idle(self) -> bool:
-        return not self.pattern_fns and self.key_block is None and not self.observers
+        return not self.pattern_fns and not self.key_blocks and not self.observers
+
+    @property
+    def key_block(self) -> torch.Tensor | None:
+        """All key blocks OR-ed into one bool mask (None when nothing is blocked); for reading only."""
+        if not self.key_blocks:
+            return None
+        width = max(b.shape[-1] for b in self.key_blocks)
+        return _or_blocks(self.key_blocks, width)
+
+    @key_block.setter
+    def key_block(self, block: torch.Tensor | None) -> None:
+        """Old single-mask interface: replaces every block. Prefer `thoughtlens.model.interventions.block_keys`."""
+        self.key_blocks = [] if block is None else [block]
+
+
+def _or_blocks(blocks: list[torch.Tensor], k_len: int) -> torch.Tensor:
+    """OR of bool masks [batch|1, head|1, 1, k_i], each cut or False-padded to k_len keys."""
+    out = None
+    for b in blocks:
+        if b.shape[-1] >= k_len:
+            b = b[..., :k_len]
+        else:  # keys added since the mask was made (generation): visible
+            b = torch.nn.functional.pad(b, (0, k_len - b.shape[-1]), value=False)
+        out = b if out is None else out | b
+    return out
 
 
 @dataclass
@@ -123,10 +150,10 @@ def thoughtlens_attention(module, query, key, value, attention_mask, **kwargs):
     if ctl is None or ctl.idle:
         return _default_attention(module, query, key, value, attention_mask, **kwargs)
 
-    if ctl.key_block is not None or ctl.observers:
+    if ctl.key_blocks or ctl.observers:
         mask = additive_mask(attention_mask, query, key)
-        if ctl.key_block is not None:
-            block = ctl.key_block[..., : key.shape[-2]].to(query.device)
+        if ctl.key_blocks:
+            block = _or_blocks(ctl.key_blocks, key.shape[-2]).to(query.device)
             mask = mask.masked_fill(block, torch.finfo(query.dtype).min)
         attention_mask = mask
     if ctl.observers:

@@ -38,10 +38,20 @@ from thoughtlens.model.adapters import Adapter, ModelShape, get_module, has_modu
 
 @dataclass(frozen=True)
 class HookPoint:
-    """Passed to every hook as its second argument: which activation this is."""
+    """Passed to every hook as its second argument: which activation this is.
+
+    As in TransformerLens, `hook.name` is the full hook name and `hook.layer()` the block index, so
+    TransformerLens hook functions run unchanged.
+    """
 
     name: str
-    layer: int | None = None
+    layer_index: int | None = None  # None for hooks outside the blocks (hook_embed, hook_logits, ...)
+
+    def layer(self) -> int:
+        """The index of the block this hook point is in (TransformerLens' `HookPoint.layer()`)."""
+        if self.layer_index is None:
+            raise HookError(f"hook '{self.name}' is not inside a block: read hook.layer_index, which is None here")
+        return self.layer_index
 
 
 HookFn = Callable[[torch.Tensor, HookPoint], "torch.Tensor | None"]

@@ -138,7 +138,7 @@ class HookedModel(nn.Module):
 
     def forward(self, tokens: TokensLike, attention_mask: torch.Tensor | None = None, **hf_kwargs) -> torch.Tensor:
         """logits: [batch, pos, d_vocab] for tokens [batch, pos] (or a string / list of strings)."""
-        tokens = self._as_tokens(tokens)
+        tokens = self.as_tokens(tokens)
         # Runs in the caller's grad mode: weights are frozen, so a graph is built only when a hook
         # asks for gradients on an activation (attribution patching).
         out = self.hf_model(input_ids=tokens, attention_mask=attention_mask, use_cache=False, **hf_kwargs)
@@ -198,7 +198,7 @@ class HookedModel(nn.Module):
         Returns text for text input (continuation only), tokens [batch, pos] for token input.
         """
         as_text = not isinstance(input, torch.Tensor)
-        tokens = self._as_tokens(input)
+        tokens = self.as_tokens(input)
         kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, **hf_kwargs)
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p)
@@ -227,7 +227,9 @@ class HookedModel(nn.Module):
 
         BOS policy: by default a BOS token is present exactly when the model's own tokenizer adds
         one (`model.default_prepend_bos`), which is how the model was trained and how HF feeds it.
-        `prepend_bos=True` / `False` forces it on / off. Lists are right-padded with the pad token.
+        `prepend_bos=True` / `False` forces it on / off. Text that already starts with the BOS token
+        (chat templates such as DeepSeek-R1-Distill's write it) gets no second one.
+        Lists are right-padded with the pad token.
         """
         tok = self._require_tokenizer()
         texts = [text] if isinstance(text, str) else list(text)
@@ -236,7 +238,7 @@ class HookedModel(nn.Module):
         if want_bos:
             if tok.bos_token_id is None:
                 raise HookError(f"{self.name}'s tokenizer has no BOS token: use prepend_bos=False")
-            ids = [[tok.bos_token_id, *x] for x in ids]
+            ids = [x if x[:1] == [tok.bos_token_id] else [tok.bos_token_id, *x] for x in ids]
         width = max(len(x) for x in ids)
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         rows = [x + [pad] * (width - len(x)) for x in ids]
@@ -267,7 +269,8 @@ class HookedModel(nn.Module):
             raise HookError(f"{self.name} has no chat template: build the prompt text yourself")
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw)
 
-    def _as_tokens(self, tokens: TokensLike) -> torch.Tensor:
+    def as_tokens(self, tokens: TokensLike) -> torch.Tensor:
+        """tokens: [batch, pos] on the model's device, from text (via `to_tokens`) or from ids [pos] / [batch, pos]."""
         if isinstance(tokens, torch.Tensor):
             if tokens.ndim == 1:
                 tokens = tokens[None]
@@ -278,6 +281,23 @@ class HookedModel(nn.Module):
                 )
             return tokens.to(self.device)
         return self.to_tokens(tokens)
+
+    _as_tokens = as_tokens  # old private name, kept for code written before it was public
+
+    # ---- weights ---------------------------------------------------------------------------------------
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """Token embedding matrix: [d_vocab, d_model] (a view of the model's own weight)."""
+        return get_module(self.hf_model, self.adapter.embed).weight
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """Unembedding matrix: [d_model, d_vocab] (a transposed view of the LM head's weight).
+
+        Logits are `ln_final(resid) @ W_U` (+ the head's bias where the family has one; Gemma adds a final soft-cap).
+        """
+        return self.hf_model.get_output_embeddings().weight.T
 
     # ---- description -------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from thoughtlens.errors import ModelNotFoundError
+from thoughtlens.errors import ConfigError, ModelNotFoundError
 from thoughtlens.model.adapters import ADAPTERS
 from thoughtlens.model.hooked_model import HookedModel
 
@@ -72,46 +73,144 @@ def _as_dtype(dtype) -> torch.dtype | None:
     names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
              "fp16": torch.float16, "float16": torch.float16}
     if dtype not in names:
-        raise ModelNotFoundError(f"unknown dtype '{dtype}': use one of {', '.join(names)}")
+        raise ConfigError(f"unknown dtype '{dtype}': use one of {', '.join(names)}")
     return names[dtype]
 
 
 def load(
     name_or_path: str | os.PathLike | None = None,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "cpu",
     dtype: torch.dtype | str | None = None,
     gguf_file: str | None = None,
+    device_map: str | dict | None = None,
+    **hf_kwargs,
 ) -> HookedModel:
     """Load a causal LM and wrap it in a HookedModel.
 
     name_or_path: None (the bundled SmolLM2-135M-Instruct), a local HF directory, a `.gguf` file,
         a directory plus `gguf_file=`, or a hub id (needs network or the local HF cache).
+    device: where the weights go ("cpu", "cuda", "cuda:1", "mps"); the default stays CPU-safe.
+    device_map: instead of `device`, let accelerate place the layers (e.g. "auto" for a model larger
+        than one GPU); the model then stays where accelerate put it.
     dtype: None picks bf16 / fp32 as described in this module's docstring.
+    hf_kwargs: passed on to `AutoModelForCausalLM.from_pretrained` (e.g. attn_implementation="sdpa",
+        revision="main", trust_remote_code=True).
     """
-    dtype = _as_dtype(dtype) or default_dtype(device)
+    if device_map is not None and device not in (None, "cpu"):
+        raise ModelNotFoundError(f"pass either device={device!r} or device_map={device_map!r}, not both: drop one")
+    device = _check_device(device or "cpu")
+    dtype = _as_dtype(dtype) or default_dtype("cuda" if device_map is not None and torch.cuda.is_available() else device)
     label = str(name_or_path) if name_or_path is not None else BUNDLED_NAME
+    source = _resolve_source(name_or_path, gguf_file)
+    if device_map is not None:
+        hf_kwargs["device_map"] = device_map
+    hf_model, tokenizer = _from_pretrained(source, label, dtype, **hf_kwargs)
+    if device_map is None:
+        hf_model = hf_model.to(device)
+    return HookedModel(hf_model, tokenizer, name=label)
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """A device that exists here; asking for CUDA on a machine without it is a one-line error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelNotFoundError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelNotFoundError(f"device {device!r} asked for, but torch sees no CUDA GPU here: use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelNotFoundError(
+            f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist: use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelNotFoundError(f"device {device!r} asked for, but MPS is not available here: use --device cpu")
+    return dev
+
+
+def _resolve_source(name_or_path: str | os.PathLike | None, gguf_file: str | None) -> str:
+    """What from_pretrained reads: a local directory (GGUF files are converted once) or a hub id."""
     if name_or_path is None:
-        source = _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
+        return _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
+    path = Path(name_or_path).expanduser()
+    if gguf_file is not None:
+        path = path / gguf_file
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file {path} does not exist: check the path")
+        return _converted_gguf(path, path.stem)
+    if path.is_dir():
+        return str(path)
+    if str(name_or_path).startswith((".", "/", "~")) or path.suffix:
+        raise ModelNotFoundError(f"model path {path} does not exist: check the path, or pass a hub id like 'org/name'")
+    return str(name_or_path)
+
+
+class TokenizerOnly:
+    """The prompt-building half of a model, for remote backends (openai, vllm servers): a tokenizer and its
+    chat template, no weights. Has the attributes the anchors CLI reads from a HookedModel for prompts
+    (`name`, `tokenizer`, `apply_chat_template`), so a 14B model served elsewhere costs megabytes here."""
+
+    def __init__(self, tokenizer, name: str):
+        self.tokenizer = tokenizer
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"TokenizerOnly(name={self.name!r}, tokenizer={tokenizer_identity(self.tokenizer)!r})"
+
+    def apply_chat_template(self, messages: str | list[dict], add_generation_prompt: bool = True, **kw) -> str:
+        """Chat-formatted prompt text, exactly as HookedModel.apply_chat_template builds it."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ModelNotFoundError(f"{self.name} has no chat template: build the prompt text yourself")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw)
+
+
+def load_tokenizer(name_or_path: str | os.PathLike | None = None, *, gguf_file: str | None = None) -> TokenizerOnly:
+    """Only the tokenizer (and chat template) of a model: what a remote backend needs locally.
+
+    Never reads weights: for a GGUF file not yet converted, the tokenizer is read from the GGUF metadata.
+    """
+    from transformers import AutoTokenizer
+
+    label = str(name_or_path) if name_or_path is not None else BUNDLED_NAME
+    path = bundled_gguf_path() if name_or_path is None else Path(name_or_path).expanduser() / (gguf_file or "")
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file {path} does not exist: check the path")
+        converted = _converted_path(path, BUNDLED_NAME if name_or_path is None else path.stem)
+        if (converted / "tokenizer_config.json").is_file():  # converted earlier: the fast path
+            return TokenizerOnly(AutoTokenizer.from_pretrained(converted), label)
+        return TokenizerOnly(AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name), label)
+    source = _resolve_source(name_or_path, None)
+    try:
+        tok = _hub_call(AutoTokenizer.from_pretrained, source)
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(
+            f"cannot load the tokenizer of '{label}' ({type(e).__name__}): pass a local directory holding "
+            "tokenizer.json / tokenizer_config.json (the served model's), or a hub id reachable from here"
+        ) from None
+    return TokenizerOnly(tok, label)
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """A short, stable identity of a tokenizer: a hash of its vocabulary and merges, special tokens and chat
+    template (not of the path it came from). Equal identities split and format text identically."""
+    if tokenizer is None:
+        return ""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
     else:
-        path = Path(name_or_path).expanduser()
-        if gguf_file is not None:
-            path = path / gguf_file
-        if path.suffix == ".gguf":
-            if not path.is_file():
-                raise ModelNotFoundError(f"GGUF file {path} does not exist: check the path")
-            source = _converted_gguf(path, path.stem)
-        elif path.is_dir():
-            source = str(path)
-        elif str(name_or_path).startswith((".", "/", "~")) or path.suffix:
-            raise ModelNotFoundError(f"model path {path} does not exist: check the path, or pass a hub id like 'org/name'")
-        else:
-            source = str(name_or_path)
-    hf_model, tokenizer = _from_pretrained(source, label, dtype)
-    return HookedModel(hf_model.to(device), tokenizer, name=label)
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True, default=str).encode())
+    h.update((getattr(tokenizer, "chat_template", None) or "").encode())
+    return f"tokenizer-sha256:{h.hexdigest()[:16]}"
 
 
-def _from_pretrained(source: str, label: str, dtype: torch.dtype):
+def _from_pretrained(source: str, label: str, dtype: torch.dtype, **hf_kwargs):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -128,7 +227,7 @@ def _from_pretrained(source: str, label: str, dtype: torch.dtype):
             f"'{label}' is a {model_type} model, which thoughtlens does not support yet "
             f"(supported: {', '.join(sorted(ADAPTERS))}); register one with thoughtlens.model.adapters.register_adapter"
         )
-    hf_model = _hub_call(AutoModelForCausalLM.from_pretrained, source, dtype=dtype)
+    hf_model = _hub_call(AutoModelForCausalLM.from_pretrained, source, dtype=dtype, **hf_kwargs)
     try:
         tokenizer = _hub_call(AutoTokenizer.from_pretrained, source)
     except (OSError, ValueError):
@@ -146,11 +245,16 @@ def _hub_call(fn, source: str, **kw):
         return fn(source, **kw)
 
 
-def _converted_gguf(gguf_path: Path, name: str) -> str:
-    """Dequantise a GGUF file once into a safetensors directory under the cache; return that directory."""
+def _converted_path(gguf_path: Path, name: str) -> Path:
+    """Where `_converted_gguf` puts (or put) the safetensors copy of a GGUF file."""
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    out = cache_dir() / "models" / f"{name}-{key}"
+    return cache_dir() / "models" / f"{name}-{key}"
+
+
+def _converted_gguf(gguf_path: Path, name: str) -> str:
+    """Dequantise a GGUF file once into a safetensors directory under the cache; return that directory."""
+    out = _converted_path(gguf_path, name)
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
         return str(out)
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -217,7 +217,9 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
         "category_table_source": ("run artifact category_table" if stored_table else
                                   "computed from this trace: mean per primary category, 95 % percentile-"
                                   "bootstrap CI over sentences"),
-        "transition_matrix": transition, "notes": {},
+        "transition_matrix": transition,
+        # Steps the pipeline skipped, and why (e.g. every sentence dropped by the convergence filter).
+        "notes": dict(_artifact(store, run_id, "pipeline_notes", problem_id) or {}),
     }
     return validate_page_data(fill_notes(data))
 

@@ -47,42 +47,21 @@ from typing import Any
 import numpy as np
 
 from thoughtlens.errors import ThoughtlensError
+from thoughtlens.store.artifacts import METRICS as METRIC_DECLARATIONS
+from thoughtlens.store.artifacts import not_computed_note
 
 SCHEMA = "thoughtlens.report/1"
 
-# The paper's metric names (chunks_labeled.json); the switcher shows them in this order.
-METRICS: dict[str, tuple[str, str]] = {
-    "resampling_importance_accuracy": ("Resampling importance (accuracy)",
-                                       "Change in accuracy when the sentence is kept vs resampled."),
-    "resampling_importance_kl": ("Resampling importance (KL)",
-                                 "KL divergence between answer distributions, sentence kept vs resampled."),
-    "counterfactual_importance_accuracy": ("Counterfactual importance (accuracy)",
-                                           "As resampling, counting only resamples that differ in meaning."),
-    "counterfactual_importance_kl": ("Counterfactual importance (KL)",
-                                     "As resampling (KL), counting only resamples that differ in meaning."),
-    "forced_importance_accuracy": ("Forced-answer importance (accuracy)",
-                                   "Change in accuracy when the answer is forced right after the sentence."),
-    "forced_importance_kl": ("Forced-answer importance (KL)",
-                             "KL between forced-answer distributions after vs before the sentence."),
-    "accuracy": ("Accuracy of rollouts", "Fraction of rollouts resampled from this sentence that are correct."),
-    "different_trajectories_fraction": ("Different-trajectory fraction",
-                                        "Fraction of resamples whose replacement sentence differs in meaning."),
-    "overdeterminedness": ("Overdeterminedness",
-                           "Fraction of resamples that regenerate an equivalent sentence."),
-    "receiver_score": ("Receiver-head score", "Attention the top receiver heads pay to the sentence."),
-}
+# The metrics the switcher offers, in order, with their labels: declared once in store/artifacts.py.
+METRICS: dict[str, tuple[str, str]] = {m.key: (m.label, m.description) for m in METRIC_DECLARATIONS}
 
-# Why each optional view can be empty, and the command that fills it.
+# Why each optional view can be empty, and the command that fills it (from the artifact declarations).
 NOTES: dict[str, str] = {
-    "suppression": "not computed: run `thoughtlens anchors attention STORE` (attention suppression)",
-    "counterfactual": "not computed: run `thoughtlens anchors run STORE` with sentence->sentence effects",
-    "receiver_head_kurtosis": "not computed: run `thoughtlens anchors attention STORE` (receiver heads)",
-    "head_attention": "not computed: run `thoughtlens anchors attention STORE` (receiver heads)",
-    "answers": "not computed: run `thoughtlens anchors run STORE` (resampling rollouts)",
-    "alternatives": "not computed: run `thoughtlens anchors run STORE` (resampling rollouts)",
-    "category_table": "not computed: run `thoughtlens anchors categories STORE` (sentence categories)",
-    "transition_matrix": "not computed: run `thoughtlens anchors categories STORE` (sentence categories)",
+    view: note for view in ("suppression", "counterfactual", "receiver_head_kurtosis", "head_attention",
+                            "category_table", "transition_matrix")
+    if (note := not_computed_note(view)) is not None
 }
+NOTES["answers"] = NOTES["alternatives"] = "not computed: run `thoughtlens anchors run` (resampling rollouts)"
 
 _OPTIONAL_MATRICES = ("suppression", "counterfactual", "receiver_head_kurtosis", "receiver_scores",
                       "head_attention")
@@ -160,15 +139,16 @@ def validate_page_data(data: dict) -> dict:
 def fill_notes(data: dict) -> dict:
     """Attach the 'not computed: run ...' note of every optional view whose data is missing."""
     notes = dict(data.get("notes") or {})
+    # A note the producer gave (e.g. "skipped: ...") wins over the generic "not computed" one.
     for name in _OPTIONAL_MATRICES:
         if data["matrices"].get(name) is None and name in NOTES:
-            notes[name] = NOTES[name]
+            notes.setdefault(name, NOTES[name])
     for name in ("category_table", "transition_matrix"):
         if data.get(name) is None:
-            notes[name] = NOTES[name]
+            notes.setdefault(name, NOTES[name])
     if all(s.get("answers") is None for s in data["sentences"]):
-        notes["answers"] = NOTES["answers"]
+        notes.setdefault("answers", NOTES["answers"])
     if all(s.get("alternatives") is None for s in data["sentences"]):
-        notes["alternatives"] = NOTES["alternatives"]
+        notes.setdefault("alternatives", NOTES["alternatives"])
     data["notes"] = notes
     return data

@@ -3,27 +3,21 @@ problem.json, base_solution.json, chunks_labeled.json and (optional) chunks_resa
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from thoughtlens.errors import ThoughtlensError
+from thoughtlens.errors import DataError
 from thoughtlens.report.alternatives import (MAX_ALTERNATIVES, SIMILARITY_THRESHOLD, Embedder,
                                              alternatives_for_trace, minilm_embedder)
 from thoughtlens.report.category_stats import categories_in, category_table, transition_matrix
 from thoughtlens.report.page_data import (METRICS, SCHEMA, clean_number, fill_notes, metric_entries,
                                           validate_page_data)
+from thoughtlens.trace.published_files import (read_base_solution, read_chunks_labeled, read_chunks_resampled,
+                                               read_problem)
 
 _REQUIRED = ("problem.json", "base_solution.json", "chunks_labeled.json")
 _ANSWERS_NOTE = ("published data holds accuracy only: 'resampled' = rollouts resampled from this "
                  "sentence, 'kept' = rollouts resampled from the next one (this sentence kept)")
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ThoughtlensError(f"cannot read {path}: {e}; re-download the published problem directory") from e
 
 
 def locate_chunks(text: str, chunks: list[str]) -> list[tuple[int, int]]:
@@ -65,7 +59,7 @@ def _sentences(text: str, chunks: list[dict]) -> list[dict]:
             "tags": list(c.get("function_tags") or []), "summary": c.get("summary"),
             "metrics": {k: clean_number(c[k]) for k in METRICS if k in c},
             "ci": {},  # the published metrics come without CIs
-            "depends_on": sorted({int(d) for d in c.get("depends_on") or [] if str(d).isdigit()}),
+            "depends_on": sorted({int(d) for d in c.get("depends_on") or [] if str(d).isascii() and str(d).isdigit()}),
             "answers": _answers(accuracy, i), "alternatives": None,
         })
     return sentences
@@ -81,23 +75,21 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
     """
     problem_dir = Path(problem_dir)
     if not problem_dir.is_dir():
-        raise ThoughtlensError(f"{problem_dir} is not a directory; pass a published problem directory "
+        raise DataError(f"{problem_dir} is not a directory; pass a published problem directory "
                                "such as .../deepseek-r1-distill-qwen-14b/correct_base_solution/problem_1591")
     missing = [name for name in _REQUIRED if not (problem_dir / name).is_file()]
     if missing:
-        raise ThoughtlensError(f"{problem_dir} lacks {', '.join(missing)}; pass a published problem "
+        raise DataError(f"{problem_dir} lacks {', '.join(missing)}; pass a published problem "
                                "directory (problem.json, base_solution.json, chunks_labeled.json)")
-    problem = _read_json(problem_dir / "problem.json")
-    base = _read_json(problem_dir / "base_solution.json")
-    chunks = _read_json(problem_dir / "chunks_labeled.json")
-    if not isinstance(chunks, list) or not chunks or not all("chunk" in c for c in chunks):
-        raise ThoughtlensError(f"{problem_dir / 'chunks_labeled.json'} must be a non-empty list of "
-                               "{'chunk': ...} records; re-download the published problem directory")
+    # Shapes and types are checked file by file (DataError naming file, key and fix): see trace.published_files.
+    problem = read_problem(problem_dir / "problem.json")
+    base = read_base_solution(problem_dir / "base_solution.json")
+    chunks = read_chunks_labeled(problem_dir / "chunks_labeled.json", tuple(METRICS))
     text = base.get("solution") or ""
     sentences = _sentences(text, chunks)
     resampled_path = problem_dir / "chunks_resampled.json"
     if resampled_path.is_file():
-        _attach_alternatives(sentences, _read_json(resampled_path), similarity, embed, max_alternatives)
+        _attach_alternatives(sentences, read_chunks_resampled(resampled_path), similarity, embed, max_alternatives)
     categories = categories_in(sentences)
     metric_keys = [k for k in METRICS if any(s["metrics"].get(k) is not None for s in sentences)]
     pid = f"{problem_dir.parent.name}/{problem_dir.name}"
@@ -126,10 +118,8 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
 
 def _attach_alternatives(sentences: list[dict], resampled: dict, similarity: bool,
                          embed: Embedder | None, max_items: int) -> None:
-    """chunks_resampled.json maps str(sentence index) -> list of replacement sentences."""
-    if not isinstance(resampled, dict):
-        raise ThoughtlensError("chunks_resampled.json must map sentence index -> list of sentences; "
-                               "re-download the published problem directory")
+    """chunks_resampled.json maps str(sentence index) -> list of replacement sentences (shape checked by
+    read_chunks_resampled)."""
     per_sentence = [resampled.get(str(s["index"])) for s in sentences]
     if similarity and embed is None:
         embed = minilm_embedder()

@@ -72,7 +72,7 @@ def _add_artifacts(store: RunStore, rng, n: int) -> None:
     causal = np.triu(rng.normal(0, 1, (n, n)) * np.exp(-np.abs(np.subtract.outer(np.arange(n), np.arange(n))) / 8), 1)
     store.put_artifact(RUN_ID, "suppression_matrix", causal, PROBLEM_ID)
     store.put_artifact(RUN_ID, "counterfactual_matrix", np.abs(causal) * 0.5, PROBLEM_ID)
-    store.put_artifact(RUN_ID, "receiver_head_kurtosis", rng.gamma(2.0, 2.0, (12, 8)), PROBLEM_ID)
+    store.put_artifact(RUN_ID, "receiver_head_kurtosis", rng.gamma(2.0, 2.0, (12, 8)))  # run-level, as white_box writes it
     store.put_artifact(RUN_ID, "receiver_scores", rng.gamma(1.0, 0.1, n), PROBLEM_ID)
     heads = []
     for layer, head in ((7, 3), (9, 1)):

@@ -12,6 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Protocol, Sequence
 
+from thoughtlens.checks import check_float, check_int
+from thoughtlens.errors import ConfigError
+
 FinishReason = Literal["stop", "length", "answer", "error"]
 
 
@@ -24,6 +27,15 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # One-line ConfigError when the params are built, not a backend error after a model load.
+        check_float("--temperature (temperature)", self.temperature, min=0, example=0.6)
+        check_float("--top-p (top_p)", self.top_p, min=0, max=1, min_open=True, example=0.95)
+        check_int("--max-new-tokens (max_new_tokens)", self.max_new_tokens, min=1, example=256)
+        check_int("seed", self.seed, example=0)
+        if not isinstance(self.stop, (tuple, list)) or not all(isinstance(x, str) and x for x in self.stop):
+            raise ConfigError(f"stop must be a tuple of non-empty strings, got {self.stop!r}: pass e.g. stop=('\\n\\n',)")
 
 
 @dataclass

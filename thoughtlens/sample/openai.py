@@ -20,17 +20,25 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from thoughtlens.errors import BackendError
 from thoughtlens.sample.base import Completion, OnCompletion, SampleRequest, SamplingParams, rollout_seed
+from thoughtlens.sample.provenance import Provenance
+from thoughtlens.sample.provenance import redact_url as redact_url
 
 log = logging.getLogger(__name__)
 
 # Statuses worth retrying: rate limits, timeouts at a proxy, and server-side failures.
 _RETRY_STATUS = {408, 409, 429} | set(range(500, 600))
 _HEALTH_TIMEOUT_S = 5.0
+
+
+class ServerUnavailable(BackendError):
+    """The server could not be reached, or kept failing until the retries ran out: another server of a
+    fleet may still answer the same request (a refusal, HTTP 4xx, is a plain BackendError: it would not)."""
 
 
 class _Transient(Exception):
@@ -64,7 +72,7 @@ class OpenAIClient:
     ):
         if max_retries < 0 or concurrency < 1 or timeout <= 0:
             raise BackendError("OpenAIClient needs max_retries >= 0, concurrency >= 1 and timeout > 0: fix the arguments")
-        self.base_url = _normalise_base_url(base_url)
+        self.base_url, auth = _normalise_base_url(base_url)  # base_url: credential-free, safe to show
         self.model = model
         self.api_key_env = api_key_env
         self.timeout = timeout
@@ -77,7 +85,8 @@ class OpenAIClient:
         # The key goes only into the client's default headers (httpx never logs header values).
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, auth=auth, timeout=timeout, limits=limits)
+        self.served_models: list[str] = []  # what GET /models listed (filled by check())
         self._checked = False
         self._check_lock = threading.Lock()
         self._rng = random.Random()  # jitter only; never affects what is sampled
@@ -106,7 +115,7 @@ class OpenAIClient:
             try:
                 resp = self._http.get("/models", timeout=min(self.timeout, _HEALTH_TIMEOUT_S))
             except httpx.TransportError as exc:
-                raise BackendError(
+                raise ServerUnavailable(
                     f"cannot reach the OpenAI-compatible server at {self.base_url} ({type(exc).__name__}): "
                     "start it (e.g. python -m llama_cpp.server --model M.gguf) or fix the base URL"
                 ) from None
@@ -115,7 +124,19 @@ class OpenAIClient:
                     f"server at {self.base_url} rejected the request (HTTP {resp.status_code}): set a valid key in ${self.api_key_env}"
                 )
             if self.model is None:
-                self.model = _first_model(resp, self.base_url)
+                self.served_models = _served_models(resp, self.base_url)
+                self.model = self.served_models[0]
+                self._checked = True
+                return
+            try:  # a named model must be one the server serves (where it says what it serves)
+                self.served_models = _served_models(resp, self.base_url)
+            except BackendError:
+                self.served_models = []
+            if self.served_models and self.model not in self.served_models:
+                raise BackendError(
+                    f"server at {self.base_url} does not serve model '{self.model}' (it serves: "
+                    f"{', '.join(self.served_models[:10])}): pass one of those with --api-model, or drop it"
+                )
             self._checked = True
 
     def complete(self, prompt: str, **params: Any) -> dict:
@@ -144,7 +165,7 @@ class OpenAIClient:
             except _Transient as exc:
                 if attempt == attempts - 1:
                     log.warning("POST %s%s gave up after %d attempts: %s", self.base_url, path, attempts, exc)
-                    raise BackendError(
+                    raise ServerUnavailable(
                         f"POST {self.base_url}{path} failed {attempts} times (last: {exc}): check the server or raise max_retries"
                     ) from None
                 delay = self._backoff(attempt, exc.retry_after)
@@ -185,15 +206,27 @@ class OpenAIClient:
 
 
 class OpenAISampler:
-    """Sampler over an OpenAIClient: one /completions request per (prefix, sample_index)."""
+    """Sampler over an OpenAIClient: one /completions request per (prefix, sample_index).
+
+    tokenizer: the served model's tokenizer (`thoughtlens.model.load.load_tokenizer`), used by the anchors
+    runner for sentence token ranges; optional, never used to sample.
+    """
 
     name = "openai"
 
-    def __init__(self, client: OpenAIClient):
+    def __init__(self, client: OpenAIClient, tokenizer: Any = None):
         self.client = client
+        self.tokenizer = tokenizer
 
     def __repr__(self) -> str:
         return f"OpenAISampler({self.client!r})"
+
+    def provenance(self) -> Provenance:
+        """Backend, served model id (asked of the server), credential-free base URL, tokenizer identity."""
+        from thoughtlens.model.load import tokenizer_identity  # lazy: it imports torch
+
+        self.client.check()
+        return Provenance("openai", self.client.model or "", self.client.base_url, tokenizer_identity(self.tokenizer))
 
     def sample(
         self,
@@ -203,8 +236,7 @@ class OpenAISampler:
     ) -> list[Completion]:
         """Continue every (prefix, sample_index); `on_completion` is called (in this thread) as each
         finishes, errors included. Returns the completions in request order."""
-        if params.max_new_tokens < 1:
-            raise BackendError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}: raise --max-new-tokens")
+        _check_params(params)
         self.client.check()  # unreachable server: one clear error before any work
         jobs = [(p, s, r.prefix) for p, r in enumerate(requests) for s in r.sample_indices]
         done: dict[tuple[int, int], Completion] = {}
@@ -227,45 +259,75 @@ class OpenAISampler:
     def _one(
         self, prefix_index: int, sample_index: int, prefix: str, params: SamplingParams, cancel: threading.Event
     ) -> Completion:
-        body: dict[str, Any] = {
-            "max_tokens": params.max_new_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "seed": rollout_seed(params.seed, prefix, sample_index),
-            "n": 1,
-        }
-        if params.stop:
-            body["stop"] = list(params.stop)
         try:
-            data = self.client._complete(prefix, body, cancel)
+            data = self.client._complete(prefix, request_body(params, prefix, sample_index), cancel)
         except BackendError as exc:
             return Completion(prefix_index, sample_index, "", 0, "error", error=str(exc))
-        choice = data["choices"][0]
-        n_tokens = (data.get("usage") or {}).get("completion_tokens")
-        return Completion(
-            prefix_index,
-            sample_index,
-            choice.get("text") or "",
-            int(n_tokens) if n_tokens is not None else 0,  # 0 = the server did not say
-            "length" if choice.get("finish_reason") == "length" else "stop",
-        )
+        return to_completion(prefix_index, sample_index, data)
+
+
+def _check_params(params: SamplingParams) -> None:
+    if params.max_new_tokens < 1:
+        raise BackendError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}: raise --max-new-tokens")
+
+
+def request_body(params: SamplingParams, prefix: str, sample_index: int) -> dict[str, Any]:
+    """The /completions parameters of one rollout: n=1 with the rollout's own seed."""
+    body: dict[str, Any] = {
+        "max_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "seed": rollout_seed(params.seed, prefix, sample_index),
+        "n": 1,
+    }
+    if params.stop:
+        body["stop"] = list(params.stop)
+    return body
+
+
+def to_completion(prefix_index: int, sample_index: int, data: dict) -> Completion:
+    """A /completions response (one choice) as a Completion."""
+    choice = data["choices"][0]
+    n_tokens = (data.get("usage") or {}).get("completion_tokens")
+    return Completion(
+        prefix_index,
+        sample_index,
+        choice.get("text") or "",
+        int(n_tokens) if n_tokens is not None else 0,  # 0 = the server did not say
+        "length" if choice.get("finish_reason") == "length" else "stop",
+    )
 
 
 # ---- private helpers -----------------------------------------------------------------------------
 
 
-def _normalise_base_url(url: str) -> str:
-    """'http://h:8000', 'http://h:8000/' and 'http://h:8000/v1' all mean 'http://h:8000/v1'."""
+def _normalise_base_url(url: str) -> tuple[str, tuple[str, str] | None]:
+    """'http://h:8000', 'http://h:8000/' and 'http://h:8000/v1' all mean 'http://h:8000/v1'.
+
+    Returns (URL without credentials, (user, password) or None): credentials in the URL become HTTP basic
+    auth and never appear in the URL that is shown, logged or stored."""
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise BackendError(f"base URL must start with http:// or https://, got {url!r}: pass e.g. http://127.0.0.1:8000/v1")
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
+        shown = redact_url(url) if isinstance(url, str) else repr(url)
+        raise BackendError(f"base URL must start with http:// or https://, got {shown!r}: pass e.g. http://127.0.0.1:8000/v1")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise BackendError(
+            f"base URL {redact_url(url)} carries a query string or fragment: drop it, and pass an API key in the "
+            "environment variable named by --api-key-env instead"
+        )
+    auth = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username or parts.password else None
+    clean = redact_url(url).rstrip("/")
+    return (clean if clean.endswith("/v1") else clean + "/v1"), auth
 
 
-def _first_model(resp: httpx.Response, base_url: str) -> str:
+def _served_models(resp: httpx.Response, base_url: str) -> list[str]:
+    """The model ids listed by GET /models (at least one)."""
     try:
-        return resp.json()["data"][0]["id"]
-    except (ValueError, KeyError, IndexError, TypeError):
+        ids = [str(m["id"]) for m in resp.json()["data"]]
+        if not ids:
+            raise ValueError("no models")
+        return ids
+    except (ValueError, KeyError, TypeError):
         raise BackendError(
             f"server at {base_url} did not list a model at /models (HTTP {resp.status_code}): pass the model name explicitly"
         ) from None

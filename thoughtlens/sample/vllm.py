@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from thoughtlens.errors import BackendError
 from thoughtlens.sample.base import Completion, OnCompletion, SampleRequest, SamplingParams, rollout_seed
+from thoughtlens.sample.provenance import Provenance
 
 
 def _import_vllm() -> Any:
@@ -28,22 +29,40 @@ def _import_vllm() -> Any:
 class VLLMSampler:
     """Sampler over a vLLM `LLM` engine loaded from `model` (hub id or local dir).
 
-    engine_kwargs go to `vllm.LLM` (e.g. dtype="bfloat16", gpu_memory_utilization=0.8, max_model_len=8192).
+    tensor_parallel_size: GPUs the model is split over (vLLM's own option; 1 = one GPU).
+    dtype: "auto" (the checkpoint's), "bfloat16", "float16" or "float32" (seeded results reproduce
+        bit for bit only in float32, see ../shared/ENVIRONMENT.md).
+    engine_kwargs go to `vllm.LLM` (e.g. gpu_memory_utilization=0.8, max_model_len=8192, enforce_eager=True).
+    vLLM runs its engine in child processes: a script that builds one needs an `if __name__ == "__main__":` guard.
     """
 
     name = "vllm"
 
-    def __init__(self, model: str, *, chunk_size: int = 256, **engine_kwargs: Any):
+    def __init__(self, model: str, *, chunk_size: int = 256, tensor_parallel_size: int = 1, dtype: str = "auto",
+                 **engine_kwargs: Any):
         self._vllm = _import_vllm()
         if chunk_size < 1:
             raise BackendError(f"chunk_size must be >= 1, got {chunk_size}: pass a positive number of rollouts per engine call")
+        if tensor_parallel_size < 1:
+            raise BackendError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}: pass the number of GPUs")
         self.model = model
         self.chunk_size = chunk_size
         engine_kwargs.setdefault("enable_prefix_caching", True)
+        if tensor_parallel_size != 1:  # vLLM's defaults otherwise: keep the engine call minimal
+            engine_kwargs["tensor_parallel_size"] = tensor_parallel_size
+        if dtype != "auto":
+            engine_kwargs["dtype"] = dtype
         self.llm = self._vllm.LLM(model=model, **engine_kwargs)
+        self.tokenizer = self.llm.get_tokenizer() if hasattr(self.llm, "get_tokenizer") else None
 
     def __repr__(self) -> str:
         return f"VLLMSampler(model={self.model!r})"
+
+    def provenance(self) -> Provenance:
+        """Backend, model (as given to the engine), no URL, the engine tokenizer's identity."""
+        from thoughtlens.model.load import tokenizer_identity  # lazy: it imports torch
+
+        return Provenance("vllm", self.model, "", tokenizer_identity(self.tokenizer))
 
     def sample(
         self,

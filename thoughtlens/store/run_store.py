@@ -11,18 +11,42 @@ which are wrapped in one explicit transaction so a crash never leaves half a tra
 Threads. One connection, shared under a lock (`check_same_thread=False`), so samplers may call
 `add_rollout` from worker threads. Several processes may open the same file (WAL readers never block;
 writers wait up to `busy_timeout`).
+
+One writer per run. `create_run` takes an advisory lock on the run (a byte-range lock in the sidecar file
+`<store>.lock`, released by the kernel when the process ends, even on kill -9), so a second process
+writing the same run of the same store is refused with a one-line StoreError instead of duplicating work.
+Different runs in one store may be written at the same time.
+
+Ctrl-C. A SIGINT that arrives during a write is held until the write has committed (or rolled back), so
+an interrupted run stops at a rollout boundary: the store holds whole rollouts only.
+
+Failures of the file itself (read-only path, disk full, a folder where a file should be) raise StoreError;
+a write that fails is rolled back, so nothing is half-written.
+
+Schema. `meta.schema_version` says which layout wrote the file. An older store is migrated in place by
+the steps in `_MIGRATIONS` (none yet: v1 is the first layout), or refused with a one-line error when no
+migration exists; a newer store is refused (upgrade thoughtlens).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import signal
 import sqlite3
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+try:  # advisory run locks; absent on Windows, where concurrent writers are not detected
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 import pandas as pd
@@ -73,6 +97,9 @@ CREATE TABLE IF NOT EXISTS artifacts (
     PRIMARY KEY (run_id, problem_id, name));
 """
 TABLES = ("runs", "problems", "traces", "sentences", "rollouts", "metrics", "artifacts")
+# Schema migrations: _MIGRATIONS[v](con) turns a v store into a v+1 store inside one transaction.
+# When the layout changes, bump SCHEMA_VERSION and add the step here; never edit _SCHEMA in place alone.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 _ROLLOUT_COLUMNS = (
     "run_id, problem_id, sentence_index, condition, sample_index, text, answer, is_correct, "
     "n_tokens, finish_reason, error, created_at"
@@ -88,18 +115,27 @@ class RunStore:
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0):
         self.path = Path(path)
         self._lock = threading.RLock()
-        if self.path.is_dir():
-            raise StoreError(f"run store path {self.path} is a directory: pass a file path such as {self.path / 'run.sqlite'}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, so each add_rollout is committed before it returns.
-        self._con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+        self._run_locks: set[str] = set()
+        check_writable(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: autocommit, so each add_rollout is committed before it returns.
+            self._con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot create run store {self.path} ({_reason(exc)}): pass a --store path in a writable folder") from None
         try:
             self._init_schema()
+        except sqlite3.OperationalError as exc:
+            self._con.close()
+            raise _file_error(self.path, exc) from None
         except sqlite3.DatabaseError as exc:
             self._con.close()
             raise StoreError(
                 f"{self.path} is not a readable thoughtlens run store ({exc}): delete or move it, or pass another --store path"
             ) from None
+        except StoreError:
+            self._con.close()
+            raise
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
@@ -107,6 +143,9 @@ class RunStore:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+            for run_id in list(self._run_locks):
+                _RUN_LOCKS.release(self.path, run_id)
+            self._run_locks.clear()
 
     def __enter__(self) -> "RunStore":
         return self
@@ -135,41 +174,75 @@ class RunStore:
         meta = dict(con.execute("SELECT key, value FROM meta"))
         if meta.get("app") != _APP_ID:
             raise StoreError(f"{self.path} is an SQLite file but not a thoughtlens run store: pass another --store path")
-        version = int(meta.get("schema_version", "0"))
+        try:
+            version = int(meta.get("schema_version", "0"))
+        except ValueError:
+            raise StoreError(f"{self.path} has an unreadable schema version {meta.get('schema_version')!r}: "
+                             "pass another --store path") from None
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has store schema v{version}, newer than this thoughtlens (v{SCHEMA_VERSION}): upgrade thoughtlens"
             )
         if version < SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has old store schema v{version} (need v{SCHEMA_VERSION}): re-run into a new --store path")
+            self._migrate(version)
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            raise StoreError(f"{self.path} is an incomplete run store (no table {', '.join(missing)}): "
+                             "delete or move it, or pass another --store path")
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store written by an older thoughtlens up to SCHEMA_VERSION, one step per transaction."""
+        for v in range(version, SCHEMA_VERSION):
+            if v not in _MIGRATIONS:
+                raise StoreError(f"{self.path} has old store schema v{version} (need v{SCHEMA_VERSION}) and no migration "
+                                 "from it exists: re-run into a new --store path, or open it with the thoughtlens that wrote it")
+            with self._transaction() as con:
+                _MIGRATIONS[v](con)
+                con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(v + 1),))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One explicit transaction (autocommit mode otherwise commits per statement)."""
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
+        """One explicit transaction (autocommit mode otherwise commits per statement). Ctrl-C is held until
+        it has committed or rolled back; a full disk or read-only file becomes a StoreError (rolled back)."""
+        with self._lock, _sigint_deferred():
             try:
-                yield self._con
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            self._con.execute("COMMIT")
+                self._con.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._con
+                except BaseException:
+                    if self._con.in_transaction:
+                        self._con.execute("ROLLBACK")
+                    raise
+                self._con.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._con.in_transaction:  # COMMIT itself failed (e.g. disk full): undo the whole write
+                    self._con.execute("ROLLBACK")
+                raise _file_error(self.path, exc) from None
 
     def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        """Run one statement under the lock, turning a foreign-key failure into a one-line StoreError."""
-        with self._lock:
+        """Run one write statement under the lock (Ctrl-C held until it is done), turning a foreign-key
+        failure or a file failure (disk full, read-only) into a one-line StoreError."""
+        with self._lock, _sigint_deferred():
             try:
                 return self._con.execute(sql, args)
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"{exc} in {self.path}: create the run (create_run) and problem (add_problem) first") from None
+            except sqlite3.OperationalError as exc:
+                raise _file_error(self.path, exc) from None
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
-            return self._con.execute(sql, args).fetchall()
+            try:
+                return self._con.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise _file_error(self.path, exc) from None
 
     def _frame(self, sql: str, args: tuple = ()) -> pd.DataFrame:
         with self._lock:
-            return pd.read_sql_query(sql, self._con, params=args)
+            try:
+                return pd.read_sql_query(sql, self._con, params=args)
+            except (sqlite3.OperationalError, pd.errors.DatabaseError) as exc:
+                raise _file_error(self.path, exc) from None
 
     # ---- runs ------------------------------------------------------------------------------------
 
@@ -178,11 +251,13 @@ class RunStore:
         A different config raises StoreError listing the keys that differ."""
         _require_id("run_id", run_id)
         config_json = _config_json(config)
+        self.lock_run(run_id)
         with self._lock:
-            row = self._con.execute("SELECT config FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            if row is None:
-                self._con.execute("INSERT INTO runs VALUES (?, ?, ?)", (run_id, config_json, time.time()))
+            row = self._query("SELECT config FROM runs WHERE run_id=?", (run_id,))
+            if not row:
+                self._execute("INSERT INTO runs VALUES (?, ?, ?)", (run_id, config_json, time.time()))
                 return True
+            row = row[0]
         old, new = json.loads(row[0]), json.loads(config_json)
         differing = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
         if differing:
@@ -191,6 +266,13 @@ class RunStore:
                 "use a new run id, or the same settings to resume"
             )
         return False
+
+    def lock_run(self, run_id: str) -> None:
+        """Declare this process the writer of `run_id` until close() (or the process ends, however it ends).
+        Raises StoreError when another process is writing that run of this store now. Re-entrant."""
+        if run_id not in self._run_locks:
+            _RUN_LOCKS.acquire(self.path, run_id)
+            self._run_locks.add(run_id)
 
     def runs(self) -> list[dict]:
         rows = self._query("SELECT run_id, config, created_at FROM runs ORDER BY created_at, run_id")
@@ -382,6 +464,132 @@ class RunStore:
             self.to_pandas(table).to_parquet(path, index=False)
             paths.append(path)
         return paths
+
+
+# ---- the store file: writability, failures, Ctrl-C, one writer per run -----------------------------
+
+
+def check_writable(path: str | Path) -> Path:
+    """Raise a one-line StoreError when a run store cannot be created or written at `path` (a folder, a
+    parent that is a file, a read-only folder or file); creates nothing. Returns the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"run store path {path} is a directory: pass a file path such as {path / 'run.sqlite'}")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(f"run store {path} is read-only: pass a writable --store path (or copy the file somewhere writable)")
+        folder = path.parent
+    else:
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise StoreError(f"cannot create run store {path}: {folder} is a file, not a folder: pass another --store path")
+    # WAL mode writes <store>-wal and -shm next to the file, and the run lock <store>.lock: the folder must be
+    # writable. os.access alone says yes to root on a read-only mount or /proc, so probe with a temporary file.
+    try:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError("permission denied")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise StoreError(f"cannot write run store {path}: the folder {folder} is not writable ({_reason(exc)}): "
+                         "pass a --store path in a writable folder") from None
+    return path
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _file_error(path: Path, exc: BaseException) -> StoreError:
+    """A one-line StoreError for an SQLite failure of the file itself, naming the fix."""
+    reason = _reason(exc)
+    low = reason.lower()
+    if "full" in low:
+        fix = "free disk space, then run the same command again to resume (finished rollouts are kept)"
+    elif "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+        fix = "pass a --store path in a writable folder"
+    elif "locked" in low or "busy" in low:
+        fix = "another process is holding the store: wait for it to finish, or pass another --store path"
+    else:
+        fix = "check the disk and the file, or pass another --store path"
+    return StoreError(f"cannot use run store {path} ({reason}): {fix}")
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise KeyboardInterrupt once the block is done,
+    so a write is never cut in half. Only in the main thread, and only over Python's default handler."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+class _RunLocks:
+    """Per-process registry of run locks: byte-range locks (fcntl.lockf) on the sidecar file <store>.lock,
+    one byte per run (at an offset hashed from the run id). POSIX locks belong to the process and all of
+    them drop when any descriptor of the file is closed, so the process keeps one descriptor per lock file
+    and counts holders per run."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._files: dict[str, tuple[int, dict[int, int]]] = {}  # lock path -> (fd, {offset: holders})
+
+    @staticmethod
+    def _where(path: Path, run_id: str) -> tuple[str, int]:
+        offset = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=6).digest(), "little")
+        return str(path.resolve()) + ".lock", offset
+
+    def acquire(self, path: Path, run_id: str) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        lock_path, offset = self._where(path, run_id)
+        with self._mutex:
+            fd, held = self._files.get(lock_path, (None, {}))
+            if fd is None:
+                try:
+                    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the run lock {lock_path} ({_reason(exc)}): pass a --store path in a writable folder") from None
+                self._files[lock_path] = (fd, held)
+            if held.get(offset, 0) == 0:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                except OSError:
+                    if not held:
+                        os.close(fd)
+                        del self._files[lock_path]
+                    raise StoreError(f"run '{run_id}' of {path} is being written by another process right now: wait for it "
+                                     "to finish (or stop it), or pass another --store path") from None
+            held[offset] = held.get(offset, 0) + 1
+
+    def release(self, path: Path, run_id: str) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        lock_path, offset = self._where(path, run_id)
+        with self._mutex:
+            if lock_path not in self._files:
+                return
+            fd, held = self._files[lock_path]
+            held[offset] = held.get(offset, 1) - 1
+            if held[offset] <= 0:
+                del held[offset]
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+            if not held:
+                os.close(fd)
+                del self._files[lock_path]
+
+
+_RUN_LOCKS = _RunLocks()
 
 
 # ---- private helpers -----------------------------------------------------------------------------

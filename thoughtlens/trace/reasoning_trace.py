@@ -57,6 +57,7 @@ class ReasoningTrace:
         think_tags: tuple[str, str] = ("<think>", "</think>"),
         require_think_close: bool = False,
         answer_style: AnswerStyle | re.Pattern = "auto",
+        split_style: str = "thoughtlens",
     ) -> ReasoningTrace:
         """Parse `completion` (the model's output for `prompt`, chat template already applied).
 
@@ -64,6 +65,7 @@ class ReasoningTrace:
         completion when the prompt already ends inside an open think tag (R1-style templates)
         or no opening tag appears at all. It closes at `think_tags[1]`.
         The answer is extracted from the answer span, falling back to the whole completion.
+        split_style: "thoughtlens" (default) or "paper" (the published chunking, see trace.split).
         Raises TraceError for an empty completion, or a missing close tag when
         `require_think_close=True`.
         """
@@ -81,7 +83,10 @@ class ReasoningTrace:
             )
         think_end = base + closed if closed >= 0 else len(text)
         answer_span = (think_end + len(close_tag), len(text)) if closed >= 0 else None
-        spans = split_sentences(text, think_start, think_end)
+        try:
+            spans = split_sentences(text, think_start, think_end, style=split_style)
+        except ValueError as e:
+            raise TraceError(str(e)) from None
         sentences = [Sentence(i, s, e, text[s:e]) for i, (s, e) in enumerate(spans)]
         answer = _find_answer(text, answer_span, completion, answer_style)
         return cls(prompt, completion, (think_start, think_end), answer_span, sentences, answer)
@@ -94,6 +99,48 @@ class ReasoningTrace:
     def prefix_before(self, i: int) -> str:
         """`text[:sentences[i].start]`: the prefix to resample S_i from (S_i removed)."""
         return self.text[: self._check_index(i).start]
+
+    def rollout_prefix(self, i: int, tokenizer=None) -> str:
+        """The text to sample rollouts from at prefix position i (0..n; n keeps the whole reasoning).
+
+        For i < n, S_i and everything after it are removed, and the prefix ends where the model's own
+        tokenization of the full trace has a token boundary, so the first token a rollout produces is
+        one the model could have produced there (never a continuation of a dangling space):
+        - with a fast `tokenizer`: the prefix ends at the start of the token holding S_i's first
+          character (that token carries the whitespace before S_i, e.g. ' Then', or the whitespace is
+          fused into the previous token, e.g. '.\n\n'); position n ends after the token holding
+          S_{n-1}'s last character (e.g. '.\n');
+        - without one (or where that boundary would cut into the previous sentence): the paper's rule
+          (generate_rollouts.py: `prefix_without_chunk.strip()`): whitespace before S_i is dropped,
+          except before S_0, where it belongs to the opening of the reasoning (the paper's prompt ends
+          in '<think>\n').
+        """
+        n = len(self.sentences)
+        if not 0 <= i <= n or n == 0:
+            raise TraceError(f"prefix position {i} out of range: this trace has {n} sentences; use 0..{n}")
+        if i == n:
+            end = self.sentences[-1].end
+            if tokenizer is not None:
+                cut = _aligned_cut(tokenizer, self.text, end, _whitespace_end(self.text, end), latest=False)
+                if cut is not None:
+                    return self.text[:cut]
+            return self.text[:end]
+        s = self.sentences[i]
+        floor = self.sentences[i - 1].end if i > 0 else self.think_span[0]
+        if tokenizer is not None:
+            lo = max(floor, len(self.text[: s.start].rstrip()))
+            cut = _aligned_cut(tokenizer, self.text, lo, s.start, latest=True)
+            if cut is not None:
+                return self.text[:cut]
+        if i == 0:
+            return self.text[: s.start]
+        return self.text[: max(floor, len(self.text[: s.start].rstrip()))]
+
+    def rollout_prefixes(self, tokenizer=None) -> list[str]:
+        """`rollout_prefix(k)` for k = 0..n."""
+        if not self.sentences:
+            raise TraceError("the trace has no sentences to analyse: check max_new_tokens and the prompt")
+        return [self.rollout_prefix(k, tokenizer) for k in range(len(self.sentences) + 1)]
 
     def prefix_through(self, i: int) -> str:
         """`text[:sentences[i].end]`: the prefix that keeps S_i."""
@@ -129,6 +176,33 @@ def _find_answer(text: str, answer_span: tuple[int, int] | None, completion: str
         if found is not None:
             return found
     return extract_answer(completion, style)
+
+
+def _whitespace_end(text: str, pos: int) -> int:
+    """End of the run of whitespace starting at `pos`."""
+    return pos + len(text[pos:]) - len(text[pos:].lstrip())
+
+
+def _aligned_cut(tokenizer, text: str, lo: int, hi: int, *, latest: bool) -> int | None:
+    """A cut in [lo, hi] (only whitespace lies between lo and hi) at which `text[:cut]` tokenizes to
+    exactly the first tokens of `text`, i.e. a token boundary the model itself produced. The latest such
+    cut when `latest` (least whitespace left to generate), else the earliest; None when there is none.
+
+    Checked by re-tokenizing, because a token boundary is not always enough: byte-level pre-tokenizers
+    split a run of newlines differently at the end of a string ('\n\n' + 'Then' vs '\n\n' at the end)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TraceError("token-aligned prefixes need a fast tokenizer (offset mapping); load it with "
+                         "AutoTokenizer.from_pretrained(..., use_fast=True) or pass tokenizer=None")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    boundaries = sorted({0, *(b for _, b in offsets)}, reverse=latest)
+    for cut in boundaries:
+        if not lo <= cut <= hi:
+            continue
+        m = sum(1 for _, b in offsets if b <= cut)
+        if tokenizer(text[:cut], add_special_tokens=False)["input_ids"] == ids[:m]:
+            return cut
+    return None
 
 
 def _token_anchors(text: str, offsets: list[tuple[int, int]]) -> list[int]:

@@ -12,6 +12,14 @@ sentence after it). Unlike the paper's splitter we
   abbreviations ("e.g.", "i.e.", "Dr.", "vs." ...) or after a numbered-list marker ("2.").
 
 Decimals ("3.14") never end a sentence because the period is not followed by whitespace.
+
+`style="paper"` reproduces the paper's `utils.py:split_solution_into_chunks` exactly (with its final
+chunk kept, as in the published data): a cut after `.`/`?`/`!` followed by a space or newline, and at
+the first newline of every `\n\n` (a line holding only spaces is not a paragraph break), including
+inside LaTeX and after list markers; pieces shorter than 10 characters (as joined by a space) merged
+into the next one, the last into the previous one. Checked against all 20 published traces
+(tests/trace/test_trace_split_paper.py). A merged chunk's span runs from its first piece to its last,
+so `text[start:end]` keeps the original whitespace where the paper joined pieces with one space.
 """
 
 from __future__ import annotations
@@ -39,14 +47,34 @@ _ABBREVIATION = re.compile(
 _LIST_MARKER = re.compile(r"[ \t]*(?:[*_#>]+[ \t]*)?(?:\d{1,3}|[a-zA-Z]|[ivxIVX]{1,4})\.")
 
 
-def first_sentence(text: str) -> str:
+SPLIT_STYLES = ("thoughtlens", "paper")
+
+
+def first_sentence(text: str, style: str = "thoughtlens") -> str:
     """The first sentence of `text` ("" when there is none): the replacement a rollout wrote for the
-    sentence it resampled, split exactly like base traces."""
-    spans = split_sentences(text)
-    return text[spans[0][0] : spans[0][1]] if spans else ""
+    sentence it resampled, split exactly like base traces.
+
+    style="paper": the paper's `split_solution_into_chunks(rollout)[0]` (generate_rollouts.py), which
+    first keeps only the text after `<think>` and before `</think>`, joined as the paper joins merged pieces."""
+    sentences = rollout_sentences(text, style)
+    return sentences[0] if sentences else ""
 
 
-def split_sentences(text: str, start: int = 0, end: int | None = None, *, min_chars: int = 10) -> list[tuple[int, int]]:
+def rollout_sentences(text: str, style: str = "thoughtlens") -> list[str]:
+    """The sentences of a rollout's reasoning: the text after `<think>` (if any) and before `</think>`
+    (if any), split with `style`. "paper" is utils.py:split_solution_into_chunks exactly (what
+    step_attribution.py:extract_steps_from_rollout calls); merged pieces are joined with a space there."""
+    if "<think>" in text:
+        text = text.split("<think>")[1]
+    if "</think>" in text:
+        text = text.split("</think>")[0]
+    if style == "paper":
+        return paper_chunks(text)
+    return [text[a:b] for a, b in split_sentences(text, style=style)]
+
+
+def split_sentences(text: str, start: int = 0, end: int | None = None, *, min_chars: int = 10,
+                    style: str = "thoughtlens") -> list[tuple[int, int]]:
     """Split `text[start:end]` into sentences.
 
     Returns `[(sent_start, sent_end), ...]`: character offsets into `text` (not into the slice),
@@ -54,10 +82,15 @@ def split_sentences(text: str, start: int = 0, end: int | None = None, *, min_ch
     non-whitespace character of the slice. An all-whitespace slice gives `[]`.
     `min_chars`: pieces shorter than this are merged into the next piece (the last one into the
     previous), as the paper did; 0 disables merging.
+    style: "thoughtlens" (the default, cleaner) or "paper" (the published chunking, see the module doc).
     """
     end = len(text) if end is None else end
     if not 0 <= start <= end <= len(text):
         raise ValueError(f"bad span [{start}, {end}) for a text of length {len(text)}; pass 0 <= start <= end <= len(text)")
+    if style == "paper":
+        return [(s, e) for s, e, _ in _paper_spans(text, start, end, min_chars)]
+    if style != "thoughtlens":
+        raise ValueError(f"unknown split style {style!r}; use 'thoughtlens' (the default) or 'paper'")
     cuts = _cut_points(text, start, end)
     pieces = _stripped_pieces(text, [start, *cuts, end])
     return _merge_short(pieces, min_chars)
@@ -113,3 +146,57 @@ def _merge_short(pieces: list[tuple[int, int]], min_chars: int) -> list[tuple[in
         last_end = pieces[-1][1]
         merged[-1:] = [(merged[-1][0], last_end)] if merged else [(carry, last_end)]
     return merged
+
+
+# ---------------------------------------------------------------- the paper's splitter, with offsets
+
+
+def paper_chunks(text: str, min_chars: int = 10) -> list[str]:
+    """The paper's chunk strings for `text` (utils.py:split_solution_into_chunks, final chunk kept):
+    merged pieces are joined with one space, exactly as in their chunks.json."""
+    return [joined for _, _, joined in _paper_spans(text, 0, len(text), min_chars)]
+
+
+def _paper_spans(text: str, start: int, end: int, min_chars: int) -> list[tuple[int, int, str]]:
+    """(start, end, paper's chunk string) per chunk of text[start:end], following
+    utils.py:split_solution_into_chunks character for character on the stripped slice."""
+    piece = text[start:end]
+    lead = len(piece) - len(piece.lstrip())
+    s0, s1 = start + lead, start + len(piece.rstrip())
+    if s0 >= s1:
+        return []
+    chunks: list[tuple[int, int, str]] = []
+    chunk_start = s0
+    for i in range(s0, s1):
+        paragraph = text.startswith("\n\n", i) and i + 2 <= s1 or text.startswith("\r\n\r\n", i) and i + 4 <= s1
+        sentence = i < s1 - 1 and text[i] in ".?!" and text[i + 1] in " \n"
+        if (paragraph or sentence) and text[chunk_start : i + 1].strip():
+            chunks.append(_stripped(text, chunk_start, i + 1))
+            chunk_start = i + 1
+    if text[chunk_start:s1].strip():  # the final chunk (commented out in their later code, kept in the data)
+        chunks.append(_stripped(text, chunk_start, s1))
+    # Merge pieces shorter than min_chars (as joined strings) into the next one, the last into the previous.
+    i = 0
+    while i < len(chunks):
+        if len(chunks[i][2]) < min_chars:
+            if i == len(chunks) - 1:
+                if i > 0:
+                    a, b = chunks[i - 1], chunks[i]
+                    chunks[i - 1] = (a[0], b[1], a[2] + " " + b[2])
+                    chunks.pop(i)
+            else:
+                a, b = chunks[i], chunks[i + 1]
+                chunks[i + 1] = (a[0], b[1], a[2] + " " + b[2])
+                chunks.pop(i)
+            if i == 0 and len(chunks) == 1:
+                break
+        else:
+            i += 1
+    return chunks
+
+
+def _stripped(text: str, a: int, b: int) -> tuple[int, int, str]:
+    chunk = text[a:b]
+    lead = len(chunk) - len(chunk.lstrip())
+    stripped = chunk.strip()
+    return a + lead, a + lead + len(stripped), stripped

@@ -1,0 +1,84 @@
+"""Training mechanics: checkpoint + resume gives the same SAE as an uninterrupted run; several SAEs
+train from one pass; decoder rows stay unit-norm where the architecture asks for it; progress events
+carry L0 / FVU / dead fraction; the activation cache is reused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thoughtlens.sae import ActivationSource, TensorSource, TrainConfig, build_sae, train_saes
+from thoughtlens.sae.train import lr_factor
+
+
+def _saes():
+    torch.manual_seed(0)
+    return {"topk": build_sae(architecture="topk", d_in=8, d_sae=32, k=3, hook_name="h"),
+            "batchtopk": build_sae(architecture="batchtopk", d_in=8, d_sae=32, k=3, hook_name="h"),
+            "relu": build_sae(architecture="standard", d_in=8, d_sae=32, hook_name="h"),
+            "jumprelu": build_sae(architecture="jumprelu", d_in=8, d_sae=32, hook_name="h")}
+
+
+def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path):
+    x = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0)) ** 3
+    cfg = dict(total_activations=20 * 256, dead_window=1024, checkpoint_every=5, lr=1e-3)
+    full = train_saes(_saes(), TensorSource(x, "h", batch_size=256), TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "a")))
+
+    def stop_at_8(event):
+        if event.task == "sae training" and event.completed == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_saes(_saes(), TensorSource(x, "h", batch_size=256), TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b")),
+                   on_progress=stop_at_8)
+    resumed = train_saes(_saes(), TensorSource(x, "h", batch_size=256), TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b")))
+    assert resumed.resumed_from == 8 and resumed.steps == full.steps == 20
+    for name in full.saes:
+        a, b = full.saes[name].state_dict(), resumed.saes[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_unit_norm_decoder_progress_and_scale_folding():
+    x = torch.randn(4096, 8, generator=torch.Generator().manual_seed(1)) * 50 + 3
+    events = []
+    saes = _saes()
+    result = train_saes(saes, TensorSource(x, "h", batch_size=256), TrainConfig(total_activations=10 * 256, log_every=1),
+                        on_progress=events.append)
+    for name in ("topk", "jumprelu"):
+        torch.testing.assert_close(saes[name].W_dec.norm(dim=-1), torch.ones(32), rtol=0, atol=1e-5)
+    descriptions = [e.description for e in events if e.task == "sae training"]
+    assert any("L0" in d and "FVU" in d and "dead" in d for d in descriptions)
+    # The exported SAE takes raw activations: same latents as the trained one on scaled inputs.
+    s = result.scales["h"]
+    assert s == pytest.approx(8**0.5 / float(x[:8192].norm(dim=-1).mean()), rel=1e-5)
+    saes["topk"].eval()
+    torch.testing.assert_close(result.saes["topk"].encode(x[:64]), saes["topk"].encode(x[:64] * s), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(result.saes["topk"](x[:64]).recon * s, saes["topk"](x[:64] * s).recon, rtol=1e-4, atol=1e-3)
+
+
+def test_lr_schedule():
+    assert [round(lr_factor(s, 100, 0.05, 0.2), 3) for s in (0, 4, 5, 79, 80, 99)] == [0.2, 1.0, 1.0, 1.0, 1.0, 0.05]
+
+
+def test_activation_cache_is_written_once_and_reused(tiny_lm, tmp_path):
+    texts = [f"Sentence number {i} talks about apples and pears." for i in range(40)]
+    kw = dict(context_size=16, batch_size=32, buffer_size=128, cache_dir=tmp_path / "cache", model_batch_size=4)
+    first = ActivationSource(tiny_lm, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], texts, **kw)
+    a = torch.cat(list(first))
+    assert (tmp_path / "cache" / "meta.json").exists()
+    d = tiny_lm.cfg.d_model
+    # Rows are activations of both hooks at one token: compare with run_with_cache on the first window.
+    _, cache = tiny_lm.run_with_cache(torch.tensor([next(iter(_windows(tiny_lm, texts)))]), names_filter="resid_post")
+    want = torch.cat([cache["blocks.0.hook_resid_post"][0, 1:], cache["blocks.1.hook_resid_post"][0, 1:]], dim=-1)
+    for row in want:
+        assert ((a - row).abs().max(-1).values < 1e-5).any()
+    second = ActivationSource(None, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], None, **kw)
+    b = torch.cat(list(second))
+    assert second.cached and b.shape == a.shape and a.shape[1] == 2 * d
+    assert torch.equal(a.sum(0), b.sum(0)) or torch.allclose(a.sum(0), b.sum(0), atol=1e-3)
+
+
+def _windows(model, texts):
+    from thoughtlens.sae.activations import token_windows
+
+    return token_windows(model.tokenizer, texts, 16)

@@ -1,0 +1,3 @@
+from thoughtlens.cli import app
+
+app()

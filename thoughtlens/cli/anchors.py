@@ -1,0 +1,288 @@
+"""`thoughtlens anchors run|show|attention|categories`: parse options, call the library, render with rich.
+
+The pipeline itself is `thoughtlens.pipeline.anchors.run_anchors`; nothing here decides what is computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from thoughtlens.cli import _common as c
+from thoughtlens.store.artifacts import SHOW_COLUMNS
+
+app = typer.Typer(help="Thought anchors: which chain-of-thought sentences matter.", no_args_is_help=True)
+
+# ---- run ------------------------------------------------------------------------------------------
+
+
+@app.command("run")
+@c.command
+def run(
+    model: str = typer.Option(None, "--model", "-m", help="Model (default: the bundled SmolLM2-135M-Instruct)."),
+    problem: str = typer.Option(None, "--problem", help="One problem text."),
+    gt_answer: str = typer.Option(None, "--answer", help="Ground-truth answer of --problem."),
+    problems: str = typer.Option(None, "--problems", help="A .jsonl/.json file of problems (GSM8K `question`/`answer` or `problem`/`gt_answer`)."),
+    limit: int = typer.Option(1, help="Use the first N problems of --problems."),
+    trace: str = typer.Option(None, "--trace", help="Analyse this trace instead of generating one: base_solution.json (prompt, solution) or a text file."),
+    rollouts: int = typer.Option(10, "--rollouts", "-n", help="Rollouts per prefix."),
+    max_new_tokens: int = typer.Option(256, help="Token budget per rollout."),
+    temperature: float = typer.Option(0.6, help="Sampling temperature of the rollouts."),
+    top_p: float = typer.Option(0.95, help="Nucleus sampling threshold of the rollouts."),
+    seed: int = typer.Option(0),
+    forced: bool = typer.Option(True, "--forced/--no-forced", help="Also measure forced-answer importance."),
+    threshold: float = typer.Option(0.8, help="Cosine similarity below which a resampled sentence counts as different."),
+    store: str = typer.Option("runs/anchors.sqlite", "--store", help="Run store (SQLite) to write. Created if missing."),
+    run_id: str = typer.Option(None, "--run", "--run-id", help="Run id (default: derived from the settings, so the same command resumes)."),
+    resume: bool = typer.Option(False, "--resume", help="Require an existing run to resume (error if there is none)."),
+    backend: str = typer.Option("hf", help="hf | openai | vllm"),
+    base_url: str = typer.Option(None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1"),
+    api_model: str = typer.Option(None, help="openai backend: model name on the server."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai backend: env var holding the API key."),
+    batch_size: int = typer.Option(16, help="hf backend: rows decoded together."),
+    dtype: str = typer.Option(None, help="hf backend: float32 / bfloat16."),
+    attention: bool = typer.Option(False, "--attention/--no-attention", help="Also compute receiver heads and attention suppression (white box, hf only)."),
+    report: str = typer.Option(None, "--report", help="Also write the report page here."),
+    answer_style: str = typer.Option("auto", help="How to read answers: auto (\\boxed{}, ####, 'the answer is'), boxed, gsm8k, answer_is, last_number."),
+) -> None:
+    """Resample from every prefix of a reasoning trace and measure which sentences matter."""
+    from thoughtlens.anchors.black_box import AnchorsConfig
+
+    # Every option is checked here, before a model is loaded: a typo costs a second, not a model load.
+    config = AnchorsConfig(n_rollouts=rollouts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                           base_max_new_tokens=max(2 * max_new_tokens, 256), forced=forced, seed=seed,
+                           similarity_threshold=threshold, backend=backend, answer_style=answer_style)
+    run_pipeline(config, model=model, problem=problem, answer=gt_answer, problems=problems, limit=limit,
+                 trace=trace, store=store, run_id=run_id, resume=resume, base_url=base_url, api_model=api_model,
+                 api_key_env=api_key_env, batch_size=batch_size, dtype=dtype, attention=attention, report=report)
+
+
+def run_pipeline(config, *, model=None, problem=None, answer=None, problems=None, limit=1, trace=None,
+                 store="runs/anchors.sqlite", run_id=None, resume=False, base_url=None, api_model=None,
+                 api_key_env="OPENAI_API_KEY", batch_size=16, dtype=None, attention=False, report=None) -> None:
+    """Load, build the sampler, run the pipeline with a live progress display, print the table and paths."""
+    from dataclasses import replace
+
+    from thoughtlens import load
+    from thoughtlens.anchors.black_box import answer_complete
+    from thoughtlens.pipeline.anchors import make_problems, run_anchors
+    from thoughtlens.sample.registry import make_sampler
+
+    err = c.console()
+    if problem is None and problems is None and trace is None:
+        raise c.ConfigError("give a problem: --problem TEXT, --problems FILE or --trace FILE")
+    with err.status("loading model"):
+        lm = load(model, dtype=dtype)
+    todo = make_problems(lm.tokenizer, problem=problem, answer=answer, problems=problems, limit=limit, trace=trace)
+    sampler = make_sampler(config.backend, model=lm, base_url=base_url, api_model=api_model,
+                           api_key_env=api_key_env, batch_size=batch_size, answer_done=answer_complete)
+    config = replace(config, model=config.model or lm.name)
+    with c.RichProgress(err) as progress:
+        try:
+            result = run_anchors(todo, model=lm, sampler=sampler, store=store, config=config, attention=attention,
+                                 report=report, run_id=run_id, resume=resume, on_progress=progress)
+        except KeyboardInterrupt:
+            progress.bar.stop()
+            err.print("\n[yellow]interrupted[/]: every finished rollout is stored; run the same command again "
+                      "to resume")
+            raise typer.Exit(130) from None
+    show(store, result.run_id, None)
+    err.print(f"\nresults: {Path(store).resolve()} (run {result.run_id}); "
+              f"table: thoughtlens anchors show {store} --run {result.run_id}")
+    if result.page_path is not None:
+        err.print(f"page: {result.page_path.resolve()} (open it in a browser; it works offline)")
+
+
+# ---- show -----------------------------------------------------------------------------------------
+
+
+@app.command("show")
+@c.command
+def show_command(
+    store: str = typer.Argument(..., help="Run store written by `thoughtlens anchors run`."),
+    run_id: str = typer.Option(None, "--run", "--run-id", help="Run id (default: the latest run)."),
+    problem_id: str = typer.Option(None, "--problem-id", "--problem", help="Only this problem."),
+) -> None:
+    """Print the per-sentence importance table of a run."""
+    show(store, run_id, problem_id)
+
+
+def show(store_path: str, run_id: str | None, problem_id: str | None) -> None:
+    from rich.table import Table
+
+    from thoughtlens.store.run_store import RunStore
+
+    store = RunStore(c.existing_store(store_path))
+    runs = store.runs()
+    if not runs:
+        raise c.StoreError(f"{store_path} holds no runs: run `thoughtlens anchors run --store {store_path}` first")
+    run_id = run_id or runs[-1]["run_id"]
+    metrics = store.metrics(run_id, problem_id)
+    out = c.stdout(width=150)  # ten numeric columns: never squeeze them to 80
+    for pid, group in metrics.groupby("problem_id", sort=True) if not metrics.empty else []:
+        trace = store.trace(run_id, pid) or {"sentences": [], "answer": None, "is_correct": None}
+        texts = {s["index"]: s["text"] for s in trace["sentences"]}
+        table = Table(title=f"{pid} (run {run_id}): base answer {trace['answer']!r}, correct: {trace['is_correct']}")
+        table.add_column("#", justify="right")
+        table.add_column("sentence", max_width=48, overflow="ellipsis", no_wrap=True)
+        for _, label in SHOW_COLUMNS:
+            table.add_column(label, justify="right")
+        for row in group.itertuples():
+            cells = [c.fmt(getattr(row, col, None)) for col, _ in SHOW_COLUMNS]
+            table.add_row(str(row.sentence_index), texts.get(row.sentence_index, "").replace("\n", " "), *cells)
+        out.print(table)
+    if metrics.empty:
+        out.print(f"run {run_id} has no metrics yet (interrupted before the first problem finished?)")
+    notes = store.get_artifact(run_id, "pipeline_notes", None, default=None) or {}
+    for text in dict.fromkeys(notes.values()):
+        c.console().print(f"[yellow]note:[/] {text}", highlight=False)
+
+
+# ---- attention (white box) ------------------------------------------------------------------------
+
+
+@app.command("attention")
+@c.command
+def attention(
+    store: str = typer.Argument(None, help="Run store (.sqlite) whose base traces to analyse (results are written back)."),
+    trace: list[str] = typer.Option(None, "--trace", help="A published base_solution.json or a plain-text trace (repeatable)."),
+    model_name: str = typer.Option(None, "--model", help="HF id, local dir or .gguf; default: the bundled SmolLM2-135M-Instruct."),
+    out_store: str = typer.Option("runs/attention.sqlite", "--store", help="Store to write into with --trace."),
+    run_id: str = typer.Option(None, "--run", help="Run id (default: the store's only run; 'attention' with --trace)."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Analyse only sentences within the first N tokens (long traces)."),
+    top_k: int = typer.Option(20, "--top-k", help="How many receiver heads to keep."),
+    proximity_ignore: int = typer.Option(4, "--proximity-ignore", help="Queries must be at least this many sentences later."),
+    control_depth: bool = typer.Option(False, "--control-depth/--no-control-depth", help="Rank-normalise each query row first."),
+    suppression: bool = typer.Option(True, "--suppression/--no-suppression", help="Also compute the S x S suppression matrix."),
+    kl_temperature: float = typer.Option(0.6, "--kl-temperature", "--temperature", help="Softmax temperature of the suppression KL."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Suppressed sentences per forward pass."),
+    dtype: str = typer.Option(None, "--dtype", help="fp32 / bf16 (default: bf16 where the CPU has fast bf16)."),
+) -> None:
+    """Receiver heads, per-sentence receiver scores and attention suppression, written into a run store."""
+    from rich.table import Table
+
+    import thoughtlens
+    from thoughtlens.anchors.white_box import analyze_attention, load_trace_file, traces_from_store
+    from thoughtlens.store.run_store import RunStore
+
+    err = c.console()
+    c.exactly_one(store=store, trace=trace)
+    problems: dict = {}
+    if store is not None:
+        db = RunStore(c.existing_store(store))
+        run_id = c.pick_run(db, run_id)
+        traces = traces_from_store(db, run_id)
+    else:
+        traces = {}
+        for path in trace:
+            pid, t, problem = load_trace_file(path)
+            traces[pid], problems[pid] = t, problem
+        Path(out_store).parent.mkdir(parents=True, exist_ok=True)
+        db, run_id = RunStore(out_store), run_id or "attention"
+    with err.status("loading the model"):
+        model = thoughtlens.load(model_name, dtype=dtype)
+    with c.RichProgress(err) as progress:
+        result = analyze_attention(
+            model, traces, store=db, run_id=run_id, problems=problems, proximity_ignore=proximity_ignore,
+            control_depth=control_depth, top_k=top_k, suppression=suppression, temperature=kl_temperature,
+            batch_size=batch_size, max_tokens=max_tokens, on_progress=progress)
+    table = Table(title=f"receiver heads over {len(traces)} traces (kurtosis of vertical scores, mean over traces)")
+    for col in ("rank", "layer", "head", "kurtosis"):
+        table.add_column(col, justify="right")
+    for i, h in enumerate(result.receiver.top, 1):
+        table.add_row(str(i), str(h.layer), str(h.head), f"{h.kurtosis:.3f}")
+    c.stdout().print(table)
+    r = result.receiver.split_half_r
+    err.print(f"split-half reliability r = {'n/a (needs >= 2 traces)' if r is None else f'{r:.3f}'}; "
+              f"wrote run '{run_id}' in {db.path}")
+
+
+# ---- categories -----------------------------------------------------------------------------------
+
+
+@app.command("categories")
+@c.command
+def categories(
+    store: str = typer.Argument(None, help="Run store (.sqlite) to analyse; its results are written back to it."),
+    published: str = typer.Option(None, "--published", help="Folder of DIR/*/problem_*/chunks_labeled.json instead of a store."),
+    out_store: str = typer.Option(None, "--store", help="With --published: also write the results to this store (run 'published')."),
+    run_id: str = typer.Option(None, "--run", help="Run to analyse (needed when the store holds several)."),
+    metric: list[str] = typer.Option(None, "--metric", help="Metric column(s); default: counterfactual, resampling, forced KL."),
+    labeler: str = typer.Option("learned", "--labeler", help="Labeller for untagged store sentences: learned, rules, none."),
+    first_tag_only: bool = typer.Option(True, "--first-tag-only/--all-tags", help="Count a sentence under its first tag only."),
+    skip_unknown: bool = typer.Option(True, "--skip-unknown/--keep-unknown", help="Drop sentences tagged unknown."),
+    clip_negative: bool = typer.Option(True, "--clip-negative/--no-clip-negative", help="Count negative importance as 0."),
+    convergence: bool = typer.Option(True, "--convergence-filter/--no-convergence-filter", help="Drop sentences after convergence."),
+    window: int = typer.Option(4, "--convergence-window", help="Consecutive sentences with accuracy > 0.99 or < 0.01."),
+    paper_bound: bool = typer.Option(True, "--paper-bound/--full-scan", help="Search convergence starts as the paper's loop does."),
+    per_trace: bool = typer.Option(True, "--per-trace/--pooled", help="Per-trace means, then mean +- SE across traces."),
+    debias_degree: int = typer.Option(10, "--debias-degree", help="Degree of the position curve for the debiased table (0 = skip)."),
+    reference: str = typer.Option("active_computation", "--reference", help="Category the others are compared with."),
+    n_boot: int = typer.Option(2000, "--n-boot", help="Bootstrap replicates for every CI."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Category x metric table (hierarchical-bootstrap CIs, n), category differences and the transition matrix."""
+    from thoughtlens.anchors import categories as cat
+    from thoughtlens.store.run_store import RunStore
+
+    err = c.console()
+    c.exactly_one(store=store, published=published)
+    rules = cat.AggregationRules(first_tag_only=first_tag_only, skip_unknown=skip_unknown, clip_negative=clip_negative,
+                                 drop_after_convergence=convergence, convergence_window=window,
+                                 convergence_paper_bound=paper_bound, per_trace_mean=per_trace)
+    db = None
+    if published is not None:
+        sentences, run_id = cat.load_published(published), run_id or "published"
+    else:
+        from thoughtlens.trace.labelers import get_labeler
+
+        db = RunStore(c.existing_store(store))
+        run_id = c.pick_run(db, run_id)
+        sentences = cat.load_store(db, run_id, None if labeler == "none" else get_labeler(labeler))
+    results = cat.analyze(sentences, metric or cat.DEFAULT_METRICS, rules, reference=reference,
+                          debias_degree=debias_degree or None, n_boot=n_boot, seed=seed)
+    _print_category_results(c.stdout(width=200), results)
+    if out_store is not None:
+        db = RunStore(out_store)
+        db.create_run(run_id, {"source": "published", "path": str(published)})
+    if db is not None:
+        names = cat.save_results(db, run_id, results)
+        err.print(f"wrote {', '.join(names)} to run '{run_id}' in {db.path}")
+
+
+def _print_category_results(out, results) -> None:
+    """Rich tables: filter counts, category x metric (CIs, n), differences, transitions (CIs, n per row)."""
+    from rich.table import Table
+
+    f = lambda x, d=4: c.fmt(x, d, missing="n/a")  # noqa: E731
+    n = results.counts
+    out.print(f"{n.n_after_convergence:,} of {n.n_total:,} sentences kept after the convergence filter; "
+              f"{n.n_untagged} untagged, {n.n_unknown} unknown; {n.n_used:,} used from {n.n_traces} traces")
+    conf = "95% CI"
+    t = Table(title=f"Category x metric: mean of per-trace means, SE across traces, hierarchical bootstrap {conf}")
+    for col in ("category", "metric", "mean", "SE", conf, "n traces", "n sentences"):
+        t.add_column(col, justify="left" if col in ("category", "metric") else "right")
+    for r in results.table.itertuples():
+        t.add_row(r.category, r.metric, f(r.mean), f(r.se), f"[{f(r.ci_low)}, {f(r.ci_high)}]", str(r.n_traces), str(r.n))
+    out.print(t)
+    if not results.differences.empty:
+        d = results.differences
+        t = Table(title=f"{d['metric'].iloc[0]}: category - {d['reference'].iloc[0]} (paired permutation p over traces, BH-adjusted)")
+        for col in ("category", "difference", conf, "p", "p (BH)", "Hedges g", "n traces", "n sentences"):
+            t.add_column(col, justify="left" if col == "category" else "right")
+        for r in d.itertuples():
+            t.add_row(r.category, f(r.difference), f"[{f(r.ci_low)}, {f(r.ci_high)}]", f(r.p_value),
+                      f(r.p_bh), f(r.hedges_g, 2), str(r.n_traces), str(r.n))
+        out.print(t)
+    tr = results.transitions
+    short = ["".join(w[0] for w in name.split("_")).upper() for name in tr.categories]
+    t = Table(title=f"P(next | category), {conf} from resampling {tr.n_traces} traces; n = transitions from the row category")
+    t.add_column("from \\ to")
+    for s in short:
+        t.add_column(s, justify="right")
+    t.add_column("n", justify="right")
+    for i, name in enumerate(tr.categories):
+        cells = [f"{f(tr.probs[i, j], 2)} [{f(tr.ci_low[i, j], 2)}, {f(tr.ci_high[i, j], 2)}]" for j in range(len(short))]
+        t.add_row(f"{name} ({short[i]})", *cells, str(int(tr.counts[i].sum())))
+    out.print(t)

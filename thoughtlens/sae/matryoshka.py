@@ -1,0 +1,49 @@
+"""Matryoshka BatchTopK SAE (Bussmann et al. 2025, "Learning Multi-Level Features with Matryoshka
+Sparse Autoencoders"; code bartbussmann/matryoshka_sae), as SAELens's
+MatryoshkaBatchTopKTrainingSAE (`sae_lens/saes/matryoshka_batchtopk_sae.py`).
+
+Latents are ordered; each prefix of widths `matryoshka_widths` (the last = d_sae) must reconstruct the
+input on its own, so the loss sums the reconstruction losses of every prefix. General features
+gather in the early latents and absorption drops. Inference and saving: as BatchTopK (a JumpReLU).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from thoughtlens.errors import SAEError
+from thoughtlens.sae.base import SAEConfig, register_architecture
+from thoughtlens.sae.batchtopk import BatchTopKSAE
+from thoughtlens.sae.topk import normalized_mse
+
+
+def default_widths(d_sae: int) -> list[int]:
+    """d_sae/16, d_sae/4, d_sae: three nested levels (a common choice in the paper's experiments)."""
+    return [max(1, d_sae // 16), max(2, d_sae // 4), d_sae]
+
+
+@register_architecture("matryoshka_batchtopk")
+class MatryoshkaBatchTopKSAE(BatchTopKSAE):
+    @classmethod
+    def check_config(cls, cfg: SAEConfig) -> None:
+        super().check_config(cfg)
+        widths = cfg.matryoshka_widths
+        if widths is None:
+            return
+        if not widths or widths[-1] != cfg.d_sae or any(a >= b for a, b in zip(widths, widths[1:])) or widths[0] <= 0:
+            raise SAEError(f"matryoshka_widths must be strictly increasing and end at d_sae={cfg.d_sae}, got {widths}")
+
+    @property
+    def widths(self) -> list[int]:
+        return self.cfg.matryoshka_widths or default_widths(self.cfg.d_sae)
+
+    def reconstruction_loss(self, latents, target, recon) -> torch.Tensor:
+        # Inner prefixes: decode latents[:, :w] only. The outer prefix is `recon` itself.
+        loss = normalized_mse(recon, target)
+        partial = self.b_dec
+        start = 0
+        for w in self.widths[:-1]:
+            partial = partial + latents[:, start:w] @ self.W_dec[start:w]
+            start = w
+            loss = loss + normalized_mse(partial.expand_as(target), target)
+        return loss
