@@ -24,14 +24,19 @@ def main() -> None:
     ap.add_argument("--n-traces", type=int, default=24)
     ap.add_argument("--n-rollouts", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rescore", metavar="RUN_ID", default=None,
+                    help="score a finished run in --store again (current metric code, nothing sampled)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from thoughtlens.groundtruth.benchmark import BenchConfig, run_benchmark, save_result
+    from thoughtlens.groundtruth.benchmark import BenchConfig, run_benchmark, save_result, score_store
 
     cfg = BenchConfig(n_traces=args.n_traces, n_rollouts=args.n_rollouts, seed=args.seed)
     t0 = time.perf_counter()
-    result = run_benchmark(args.model, args.store, cfg, on_progress=lambda m: print(m, flush=True))
+    if args.rescore:
+        result = score_store(args.store, args.rescore, cfg, f"{args.rescore}-wb", args.model)
+    else:
+        result = run_benchmark(args.model, args.store, cfg, on_progress=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - t0
     result.extra["seconds"] = round(seconds, 1)
     out = Path(args.out)

@@ -16,6 +16,14 @@ import time
 import traceback
 
 FAILS = 0
+DEVICE = "cuda"  # --device cpu: a dry run of the same checks on this CPU (for checking the script itself)
+
+
+def sync() -> None:
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def report(status: str, check: str, text: str) -> None:
@@ -59,29 +67,29 @@ def hf_backend(model_dir: str) -> None:
     from thoughtlens.sample.base import SamplingParams, requests_for
     from thoughtlens.sample.registry import make_sampler
 
-    lm = load(model_dir, device="cuda", dtype="bf16")
+    lm = load(model_dir, device=DEVICE, dtype="bf16")
     p = next(lm.hf_model.parameters())
-    assert p.device.type == "cuda" and p.dtype == torch.bfloat16, (p.device, p.dtype)
+    assert p.device.type == DEVICE and p.dtype == torch.bfloat16, (p.device, p.dtype)
     prompt = lm.apply_chat_template("What is 12 + 30? Think step by step.")
     sampler = make_sampler("hf", model=lm, batch_size=32)
     params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=64, seed=0)
     sampler.sample(requests_for([prompt], 4), SamplingParams(max_new_tokens=4))  # warm-up
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     out = sampler.sample(requests_for([prompt], 32), params)
-    torch.cuda.synchronize()
+    sync()
     dt = time.perf_counter() - t0
     tokens = sum(c.n_tokens for c in out)
     # First-position logits: bf16 on CUDA vs fp32 on CPU (same weights).
     ref = load(model_dir, device="cpu", dtype="float32")
     ids = ref.to_tokens(prompt)
     with torch.no_grad():
-        a = lm.hf_model(ids.to("cuda")).logits[0, -1].float().cpu()
+        a = lm.hf_model(ids.to(DEVICE)).logits[0, -1].float().cpu()
         b = ref.hf_model(ids).logits[0, -1]
     top_agree = int(a.argmax() == b.argmax())
     err = float((a - b).abs().max() / b.abs().max())
     report("ok", "hf-cuda-bf16", f"{len(out)} rollouts, {tokens} tokens in {dt:.2f}s = {tokens / dt:,.0f} tok/s on "
-           f"{torch.cuda.get_device_name()}; logits vs CPU fp32: max rel err {err:.3g}, same argmax {bool(top_agree)}")
+           f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'cpu'}; logits vs CPU fp32: max rel err {err:.3g}, same argmax {bool(top_agree)}")
 
 
 @check("device-map-auto")
@@ -114,14 +122,14 @@ def receiver_heads(model_dir: str) -> None:
     traces = [ReasoningTrace.parse("Q: What is 12 + 30?\nA:", " " + " ".join(sentences[i:] + sentences[:i]))
               for i in range(3)]
     results = {}
-    for device, dtype in (("cuda", "bf16"), ("cpu", "float32")):
+    for key, device, dtype in (("test", DEVICE, "bf16"), ("ref", "cpu", "float32")):
         lm = load(model_dir, device=device, dtype=dtype)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         res = analyze_attention(lm, traces, proximity_ignore=2, suppression=False, top_k=5)
-        results[device] = (res, time.perf_counter() - t0)
-    (gpu, t_gpu), (cpu, t_cpu) = results["cuda"], results["cpu"]
+        sync()
+        results[key] = (res, time.perf_counter() - t0)
+    (gpu, t_gpu), (cpu, t_cpu) = results["test"], results["ref"]
     kg, kc = np.asarray(gpu.receiver.kurtosis, float), np.asarray(cpu.receiver.kurtosis, float)
     ok = np.isfinite(kg) | np.isnan(kc)
     from scipy.stats import spearmanr
@@ -156,14 +164,18 @@ def main() -> int:
     ap.add_argument("--model", help="a local model directory (default: a tiny random Llama with --tokenizer's tokenizer)")
     ap.add_argument("--tokenizer", help="tokenizer directory for the tiny random model")
     ap.add_argument("--workdir", default="/tmp/thoughtlens-gpu-check")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run of the script itself")
     args = ap.parse_args()
     import torch
 
-    if not torch.cuda.is_available():
-        print("no CUDA GPU visible to torch: nothing to check", file=sys.stderr)
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        print("no CUDA GPU visible to torch: nothing to check (--device cpu runs a dry run)", file=sys.stderr)
         return 1
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, "
-          f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB", flush=True)
+    if DEVICE == "cuda":
+        print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, "
+              f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB", flush=True)
     model_dir = args.model
     if model_dir is None:
         if not args.tokenizer:
@@ -173,7 +185,8 @@ def main() -> int:
     hf_backend(model_dir)
     device_map(model_dir)
     receiver_heads(model_dir)
-    vllm_backend(model_dir)
+    if DEVICE == "cuda":  # vLLM's CPU build is checked by tests/sample/test_sample_vllm_engine.py instead
+        vllm_backend(model_dir)
     return FAILS
 
 

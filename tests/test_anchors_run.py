@@ -91,7 +91,7 @@ def test_a_model_that_never_answers_is_recorded_not_dropped(tiny_lm, tmp_path):
     store, job = _run(tiny_lm, tmp_path / "s.sqlite", AnchorsConfig(n_rollouts=2, max_new_tokens=3, forced=False))
     df = store.rollouts(job.run_id)
     assert df["answer"].isna().all() and len(df) == (len(ReasoningTrace.parse(PROMPT, TRACE)) + 1) * 2
-    assert store.metrics(job.run_id)["accuracy"].eq(0).all()  # no answer counts as wrong
+    assert store.metrics(job.run_id)["accuracy"].eq(0).all()  # paper conventions: 0.0 when nothing answered
 
 
 def test_empty_prompt_is_refused_before_anything_is_stored(tiny_lm, tmp_path):

@@ -208,7 +208,7 @@ def test_cli_needs_exactly_one_source(tmp_path):
     from thoughtlens.cli import app
 
     res = CliRunner().invoke(app, ["anchors", "categories"])
-    assert res.exit_code == 1 and "either a STORE or --published" in res.output
+    assert res.exit_code == 1 and "give exactly one of STORE or --published" in res.output
 
 
 def test_store_sentences_and_metrics_are_joined_and_untagged_ones_labelled(tmp_path):

@@ -65,10 +65,12 @@ def test_neurons_sum_to_their_mlp_row(model):
     down = model.hf_model.get_submodule({"llama": "model.layers.1.mlp.down_proj", "qwen3": "model.layers.1.mlp.down_proj",
                                          "gpt2": "transformer.h.1.mlp.c_proj",
                                          "gpt_neox": "gpt_neox.layers.1.mlp.dense_4h_to_h"}[model.adapter.name])
-    if getattr(down, "bias", None) is not None:
-        pytest.skip("the down projection's bias is not a neuron; checked on bias-free families")
-    assert len(neurons) == model.cfg.d_mlp
+    # d_mlp neurons plus the bias row (neuron -1; 0 for bias-free families) sum to the layer's MLP row
+    # (before: the bias row was promised but missing, so families with a bias were skipped here).
+    assert len(neurons) == model.cfg.d_mlp + 1 and neurons["neuron"].iloc[-1] == -1
     assert neurons["value"].sum() == pytest.approx(layer_rows["L1.mlp"], abs=1e-4)
+    if getattr(down, "bias", None) is None:
+        assert neurons["value"].iloc[-1] == 0.0
 
 
 def test_logit_lens_last_row_is_the_logits_and_rows_match_hidden_states(model):

@@ -1,4 +1,8 @@
-"""Attention suppression with KV-cache reuse vs full eager forwards with an explicit additive mask."""
+"""Attention suppression with KV-cache reuse vs full eager forwards with an explicit additive mask.
+
+These tests check the machinery (cache reuse, batches, head subsets) on the plain mean KL
+(kl_reduction="raw", the pre-1.0 reduction); the paper's reduction, now the default, is checked against
+a re-implementation of their code in tests/anchors/test_anchors_suppression_paper.py."""
 
 from __future__ import annotations
 
@@ -58,7 +62,8 @@ def test_cache_reuse_equals_full_eager_with_additive_mask(arch):
     hf, ref = tiny_pair(arch)
     tokens = random_tokens(1, 40)[0]
     # batch_size 2 and 4-position chunks: several batches, rows with different starts, chunked KL.
-    got = suppression_matrix(HookedModel(hf), tokens, RANGES, temperature=TEMPERATURE, batch_size=2, chunk_positions=4)
+    got = suppression_matrix(HookedModel(hf), tokens, RANGES, temperature=TEMPERATURE, batch_size=2, chunk_positions=4,
+                             kl_reduction="raw")
     want = _reference(_eager_masked_logp(ref, tokens, TEMPERATURE), 40, RANGES, TEMPERATURE)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, equal_nan=True)
@@ -80,7 +85,7 @@ def test_head_subset_equals_renormalised_pattern_edit():
     hf, _ = tiny_pair("llama")
     heads = [(1, 0), (2, 3)]
     tokens = random_tokens(1, 40)[0]
-    got = suppression_matrix(HookedModel(hf), tokens, RANGES, heads=heads, batch_size=3)
+    got = suppression_matrix(HookedModel(hf), tokens, RANGES, heads=heads, batch_size=3, kl_reduction="raw")
 
     other = HookedModel(copy.deepcopy(hf))
 
@@ -104,14 +109,14 @@ def test_head_subset_equals_renormalised_pattern_edit():
 
     want = _reference(logp, 40, RANGES, TEMPERATURE)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, equal_nan=True)
-    everywhere = suppression_matrix(HookedModel(hf), tokens, RANGES)
+    everywhere = suppression_matrix(HookedModel(hf), tokens, RANGES, kl_reduction="raw")
     assert np.nanmean(got) < np.nanmean(everywhere)  # two heads matter less than all 12
 
 
 def test_temperature_changes_the_effect_and_matches_reference():
     hf, ref = tiny_pair("llama")
     tokens = random_tokens(1, 40)[0]
-    got = suppression_matrix(HookedModel(hf), tokens, RANGES, temperature=1.0)
+    got = suppression_matrix(HookedModel(hf), tokens, RANGES, temperature=1.0, kl_reduction="raw")
     want = _reference(_eager_masked_logp(ref, tokens, 1.0), 40, RANGES, 1.0)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, equal_nan=True)
 
@@ -148,6 +153,8 @@ def test_trace_longer_than_context_is_refused():
     (dict(heads=[(3, 0)]), r"head \(3, 0\) does not exist"),
     (dict(heads=[]), "heads is empty"),
     (dict(batch_size=0), "batch_size"),
+    (dict(kl_reduction="mean"), "unknown kl_reduction 'mean'.*'paper'"),
+    (dict(p_nucleus=0.0), "p_nucleus must be in"),
 ])
 def test_bad_parameters(kwargs, match):
     hf, _ = tiny_pair("llama")

@@ -84,3 +84,17 @@ def test_counterfactual_matrix_is_stored_with_the_papers_shape(tmp_path):
     m = np.asarray(store.get_artifact(job.run_id, "counterfactual_matrix", "p0"))
     assert m.shape == (n, n)
     assert np.allclose(np.tril(m), 0)  # only later sentences are affected
+
+
+def test_a_store_written_before_conventions_still_opens_and_says_pre_1_0(tmp_path):
+    from thoughtlens.report.from_store import page_data_from_store
+    from thoughtlens.report.synthetic import synthetic_store
+
+    path = tmp_path / "old.sqlite"
+    synthetic_store(path, n_sentences=6)  # its run config has no "conventions": an old run
+    data = page_data_from_store(path, similarity=False)
+    assert data["notes"]["conventions"].startswith("Metric definitions: pre-1.0 conventions")
+    store, job = _run(tmp_path, counterfactual_matrix=False)
+    new = page_data_from_store(store, job.run_id, similarity=False)
+    assert "paper: the paper's definitions" in new["notes"]["conventions"]
+    assert "normalize_answer" in new["notes"]["conventions"]  # the remaining deviations are listed

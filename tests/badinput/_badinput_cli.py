@@ -20,12 +20,19 @@ def cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
-def assert_one_line_error(result, *needles: str, code: int = 1) -> str:
-    """The CLI failed with `code`, printed one error line (+ at most one hint line) naming `needles`, no traceback."""
+def assert_one_line_error(result, *needles: str, code: int = 1, after_progress: bool = False) -> str:
+    """The CLI failed with `code`, printed one error line (+ at most one hint line) naming `needles`, no traceback.
+
+    after_progress: the error comes after work has started, so progress lines and notes may precede it; then
+    only the part from the `error:` line on must be one line (+ hint). Otherwise stderr is that and nothing else.
+    """
     err = result.stderr
     assert result.exit_code == code, f"exit {result.exit_code}, stderr: {err!r}, stdout: {result.stdout!r}"
     assert "Traceback" not in err + result.stdout, err
     lines = [line for line in err.splitlines() if line.strip()]
+    assert sum(line.startswith("error:") for line in lines) == 1, f"not exactly one error line: {err!r}"
+    if after_progress:
+        lines = lines[next(i for i, line in enumerate(lines) if line.startswith("error:")):]
     assert 1 <= len(lines) <= 2, f"stderr is not one line (+ hint): {err!r}"
     assert lines[0].startswith("error:"), err
     for needle in needles:

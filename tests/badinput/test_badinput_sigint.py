@@ -78,7 +78,6 @@ def test_ctrl_c_at_several_points_then_resume(tiny_lm_dir, tmp_path):
 
     done = subprocess.run(_command(tiny_lm_dir, trace_file, store), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming" in done.stderr
     keys = _keys(store)
     n_prefixes = total // (2 * N)
     expected = {("trace", k, c, j) for k, c, j in itertools.product(range(n_prefixes), ("resampled", "forced"), range(N))}

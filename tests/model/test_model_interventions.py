@@ -7,6 +7,8 @@ inside `generate`, inside the HF sampler, and nested with the others.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.slow
 TEXT = ("Let me think. First I add the two numbers. Then I check the sum again. "
         "Wait, that is wrong. So the answer is nine.")
 PROMPT = "The capital of France is"
-N_NEW = 6
+N_NEW = 5
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +236,7 @@ def test_block_keys_equals_the_suppression_matrix(model, tokens):
     of these logits in fp64 differs from fp32's by up to 1e-5 (its ~3.6 nats summed over 49k entries)."""
     assert model.default_prepend_bos is False
     ranges = _ranges(model)
-    got = suppression_matrix(model, tokens, ranges, temperature=0.6, batch_size=2)
+    got = suppression_matrix(model, tokens, ranges, temperature=0.6, batch_size=2, kl_reduction="raw")  # plain KL
     with torch.no_grad():
         base = torch.log_softmax(model(tokens)[0] / 0.6, dim=-1)
         for j, (a, b) in enumerate(ranges):
@@ -299,16 +301,23 @@ def test_all_four_compose_inside_generate_and_the_sampler(model, ref):
     v, d = _unit(576, 10) * 6, _unit(576, 11)
     reference = _RefEdits(ref, add=(10, v, n), project=(12, d[None]), mlp_scale=(3, 3.0), hidden_keys=range(1, 3))
     want = reference.greedy(ids, N_NEW)
-    with add_direction(model, "blocks.10.hook_resid_post", v, positions=slice(n, None)), \
-            project_out(model, "blocks.12.hook_resid_post", d), \
-            splice(model, "blocks.3.hook_mlp_out", _Scale(3.0)), \
-            block_keys(model, ranges=[(1, 3)]):
+    def all_four():
+        stack = contextlib.ExitStack()
+        stack.enter_context(add_direction(model, "blocks.10.hook_resid_post", v, positions=slice(n, None)))
+        stack.enter_context(project_out(model, "blocks.12.hook_resid_post", d))
+        stack.enter_context(splice(model, "blocks.3.hook_mlp_out", _Scale(3.0)))
+        stack.enter_context(block_keys(model, ranges=[(1, 3)]))
+        return stack
+
+    params = SamplingParams(temperature=0.0, max_new_tokens=N_NEW, seed=0)
+    with all_four():
         got = model.generate(ids, max_new_tokens=N_NEW)
-        params = SamplingParams(temperature=0.0, max_new_tokens=N_NEW, seed=0)
         sampled = HFSampler(model, batch_size=2).sample([SampleRequest(PROMPT, (0, 1))], params)
+    steered_sampler = HFSampler(model, batch_size=1, intervention=all_four)  # the sampler opens them itself
+    sampled_too = steered_sampler.sample([SampleRequest(PROMPT, (0,))], params)
     assert torch.equal(got, want)
     text = model.tokenizer.decode(want[0, n:], skip_special_tokens=True)
-    assert [c.text for c in sampled] == [text, text]
+    assert [c.text for c in sampled] == [text, text] and sampled_too[0].text == text
     # everything was removed on exit
     assert all(ctl.idle for ctl in model._controls)
     assert torch.equal(model.generate(ids, max_new_tokens=N_NEW), ref.generate(ids, max_new_tokens=N_NEW, do_sample=False))

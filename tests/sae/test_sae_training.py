@@ -82,3 +82,34 @@ def _windows(model, texts):
     from thoughtlens.sae.activations import token_windows
 
     return token_windows(model.tokenizer, texts, 16)
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka_batchtopk"])
+def test_sparse_training_step_matches_dense_formula(arch):
+    """The sparse training forward (only the chosen latents recomputed) gives the loss and gradients
+    of the dense formula, written out here."""
+    torch.manual_seed(0)
+    sae = build_sae(architecture=arch, d_in=8, d_sae=32, k=3, hook_name="h", matryoshka_widths=[4, 12, 32] if "matryoshka" in arch else None)
+    x = torch.randn(16, 8)
+    out = sae.training_loss(x, x, None, 1.0)
+    grads = torch.autograd.grad(out.loss, [sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec])
+
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    if arch == "topk":
+        keep = pre >= pre.sort(dim=-1, descending=True).values[:, 2:3]
+    else:  # the 3 * 16 largest entries of the whole batch
+        keep = pre >= pre.flatten().sort(descending=True).values[3 * 16 - 1]
+    f = torch.where(keep, pre, torch.zeros_like(pre)).clamp_min(0)
+
+    def nmse(r):
+        return (r - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+
+    ref = nmse(f @ sae.W_dec + sae.b_dec)
+    if "matryoshka" in arch:
+        for w in (4, 12):
+            ref = ref + nmse(f[:, :w] @ sae.W_dec[:w] + sae.b_dec)
+    ref_grads = torch.autograd.grad(ref, [sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec])
+    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.latents, f.detach(), rtol=1e-5, atol=1e-5)

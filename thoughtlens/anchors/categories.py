@@ -25,6 +25,7 @@ import pandas as pd
 from thoughtlens import stats
 from thoughtlens.anchors.importance import IMPORTANCE_METRICS
 from thoughtlens.errors import StoreError, ThoughtlensError
+from thoughtlens.jsonsafe import json_safe
 from thoughtlens.trace.categories import CATEGORIES, UNKNOWN, first_tag, validate_tags
 from thoughtlens.trace.published_files import read_chunks_labeled
 
@@ -312,12 +313,8 @@ class Transitions:
 
     def to_artifact(self) -> dict:
         """JSON-able form for RunStore.put_artifact('transition_matrix', ...) (NaN -> None)."""
-        return {"categories": self.categories, "matrix": _nan_to_none(self.probs), "counts": self.counts.astype(int).tolist(),
-                "ci_low": _nan_to_none(self.ci_low), "ci_high": _nan_to_none(self.ci_high), "n_traces": self.n_traces}
-
-
-def _nan_to_none(a: np.ndarray) -> list:
-    return [[None if math.isnan(x) else float(x) for x in row] for row in a]
+        return json_safe({"categories": self.categories, "matrix": self.probs, "counts": self.counts.astype(int),
+                          "ci_low": self.ci_low, "ci_high": self.ci_high, "n_traces": self.n_traces})
 
 
 def transition_matrix(
@@ -373,7 +370,7 @@ def _row_normalise(m: np.ndarray) -> np.ndarray:
 
 def table_artifact(table: pd.DataFrame) -> list[dict]:
     """JSON-able records for RunStore.put_artifact('category_table', ...) (NaN -> None)."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table.to_dict("records")]
+    return json_safe(table.to_dict("records"))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ Paper conventions, per sentence i (`analyze_rollouts.py:process_chunk_importance
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -63,6 +64,8 @@ PAPER_KL_ALPHA = 1e-9  # analyze_rollouts.py:calculate_kl_divergence, laplace_sm
 THOUGHTLENS_KL_ALPHA = 0.5  # Jeffreys prior: finite, moderate KL on disjoint supports
 PRE_1_0 = "pre-1.0 conventions"
 NO_ANSWER = "<no answer>"
+# Answers repeat a lot (100 rollouts x hundreds of sentences, a handful of distinct answers): normalise once.
+_normalize = functools.lru_cache(maxsize=65536)(normalize_answer)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,33 @@ def conventions_label(config: dict | None) -> str:
     return f"{conventions}: {what}{alpha_text}"
 
 
+# Where thoughtlens differs from the paper's pipeline even under "paper" conventions (docs/validation.md).
+PAPER_MODE_DEVIATIONS = (
+    "answers are normalised and compared with thoughtlens's normalize_answer / answers_equivalent "
+    "(the paper: utils.py normalize_latex / check_answer)",
+    "a rollout prefix keeps the trace's own whitespace and ends at a token boundary of the model's tokenizer "
+    "(the paper joins chunks with single spaces and strips the prefix)",
+    "a reasoning rollout stops once an answer follows </think>, and its answer is the one after </think> "
+    "(the paper samples to EOS and takes the first \\boxed{} anywhere)",
+    "a forced answer is read up to the brace that balances \\boxed{, within forced_max_new_tokens",
+    "the default sentence splitter is thoughtlens's; split_style='paper' reproduces the published chunks",
+)
+
+
+def conventions_note(config: dict | None) -> str:
+    """One paragraph for the report page: which definitions the run used and how they differ from the paper."""
+    label = conventions_label(config)
+    if label == PRE_1_0:
+        return ("Metric definitions: pre-1.0 conventions (KL(kept || resampled) with Jeffreys smoothing, "
+                "missing answers counted as wrong, counterfactual = kept - dissimilar): not comparable with "
+                "the paper's numbers; re-run with conventions='paper'.")
+    if (config or {}).get("conventions") == "thoughtlens":
+        return (f"Metric definitions: {label}. Differs from the paper: KL(kept || resampled), 'no answer' is an "
+                "outcome, missing answers count as wrong, counterfactual = kept - dissimilar, undefined values "
+                "are gaps, the last sentence is compared with rollouts from the whole reasoning.")
+    return f"Metric definitions: {label}. Remaining differences: " + "; ".join(PAPER_MODE_DEVIATIONS) + "."
+
+
 # ---------------------------------------------------------------- the paper's conventions
 
 
@@ -121,7 +151,7 @@ def paper_answer_counts(outcomes: Sequence[Outcome]) -> Counter:
     """Counts of normalised answers; rollouts without an answer (or normalising to "") are left out."""
     counts: Counter = Counter()
     for o in outcomes:
-        a = normalize_answer(o.answer) if o.answer is not None else ""
+        a = _normalize(o.answer) if o.answer is not None else ""
         if a:
             counts[a] += 1
     return counts
@@ -203,7 +233,7 @@ def paper_sentence_row(
 
 def thoughtlens_answer_counts(outcomes: Sequence[Outcome]) -> Counter:
     """Counts of normalised answers; a missing answer is its own outcome, NO_ANSWER."""
-    return Counter(normalize_answer(o.answer) if o.answer is not None else NO_ANSWER for o in outcomes)
+    return Counter(_normalize(o.answer) if o.answer is not None else NO_ANSWER for o in outcomes)
 
 
 def thoughtlens_accuracy(outcomes: Sequence[Outcome]) -> float | None:

@@ -55,7 +55,7 @@ def _backends() -> list[str]:
     try:
         from thoughtlens.sample import registry
 
-        names = list(getattr(registry, "_REGISTRY", {})) or list(getattr(registry, "sampler_names", lambda: [])())
+        names = [*registry.BACKENDS, *registry._REGISTERED]
     except ImportError:
         names = []
     return sorted(set(names) | {"hf", "openai", "vllm"})
@@ -74,15 +74,7 @@ def check_run_options(*, problem: str | None = None, problems: str | os.PathLike
     """
     from thoughtlens.anchors.black_box import AnchorsConfig
 
-    # --problem with --trace is the question of a plain-text trace; otherwise exactly one source.
-    given = [name for name, v in (("--problems", problems), ("--trace", trace)) if v is not None]
-    if problem is not None and trace is None:
-        given.insert(0, "--problem")
-    if len(given) != 1:
-        raise ConfigError("give exactly one problem source: --problem TEXT, --problems FILE or --trace FILE"
-                          + (f" (got {', '.join(given)})" if given else ""))
-    if problem is not None and (not isinstance(problem, str) or not problem.strip()):
-        raise ConfigError("the problem text is empty: pass the question itself, e.g. --problem \"What is 2 + 3?\"")
+    check_problem_source(problem, problems, trace)
     for flag, path in (("--problems", problems), ("--trace", trace)):
         if path is not None and not Path(path).is_file():
             from thoughtlens.errors import DataError
@@ -107,6 +99,19 @@ def check_run_options(*, problem: str | None = None, problems: str | os.PathLike
     if report is not None:
         _check_output_file("--report", report)
     return config
+
+
+def check_problem_source(problem, problems, trace) -> None:
+    """Exactly one problem source (--problem with --trace is the question of a plain-text trace), and a
+    problem text that is not blank."""
+    given = [name for name, v in (("--problems", problems), ("--trace", trace)) if v is not None]
+    if problem is not None and trace is None:
+        given.insert(0, "--problem")
+    if len(given) != 1:
+        raise ConfigError("give exactly one problem source: --problem TEXT, --problems FILE or --trace FILE"
+                          + (f" (got {', '.join(given)})" if given else ""))
+    if problem is not None and (not isinstance(problem, str) or not problem.strip()):
+        raise ConfigError("the problem text is empty: pass the question itself, e.g. --problem \"What is 2 + 3?\"")
 
 
 def _check_output_file(flag: str, path: str | os.PathLike) -> None:

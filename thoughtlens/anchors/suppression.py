@@ -2,8 +2,18 @@
 
 For each sentence j, hide j's key positions before the softmax (scores -> -inf) in every layer and
 head, or in a chosen subset of (layer, head) pairs, and measure the effect on each later sentence k
-as the mean over k's tokens of KL(base || suppressed) between next-token distributions at
-`temperature` (Thought Anchors, Bogdan et al. 2025, section 5).
+as the mean over k's tokens of a per-token KL(base || suppressed) between next-token distributions
+at `temperature` (Thought Anchors, Bogdan et al. 2025, section 5).
+
+Per-token value (`kl_reduction`):
+- "paper" (default): the paper's code (whitebox-analyses/attention_analysis/attn_supp_funcs.py:
+  get_suppression_KL_matrix with calculate_kl_divergence_sparse; logits_funcs.py:compress_logits_top_p):
+  each distribution is truncated to its own nucleus (top-p 0.9999 at `temperature`, at most 100 tokens,
+  logits stored in float16), the two are compared on the union of both nuclei with -1e9 for a token
+  outside a distribution's own nucleus, KL(P || Q) is clipped at 0, and the value averaged is
+  log(KL + 1e-9). A base-nucleus token missing from the suppressed nucleus therefore dominates (their
+  -1e9 logit makes it ~p * 1.7e9 nats before the log).
+- "raw": the plain KL over the full vocabulary, averaged as is (the pre-1.0 thoughtlens reduction).
 
 Off-by-one: the logits at position t predict token t + 1, so sentence k's tokens [a, b) are
 predicted by the logits at positions [a - 1, b - 1). (The original code compared the logits at
@@ -35,6 +45,10 @@ from thoughtlens.errors import ConfigError
 from thoughtlens.model.interventions import block_keys
 
 HeadSubset = Sequence[tuple[int, int]]  # (layer, head) pairs
+KL_REDUCTIONS = ("paper", "raw")
+PAPER_MAX_K = 100  # logits_funcs.py:analyze_text_get_p_logits(max_k=100)
+PAPER_LOG_EPS = 1e-9  # attn_supp_funcs.py: np.log(KL_sparse + 1e-9)
+PAPER_OUTSIDE_LOGIT = -1e9  # calculate_kl_divergence_sparse: min_logit_val
 
 
 def suppression_matrix(
@@ -47,6 +61,8 @@ def suppression_matrix(
     batch_size: int = 4,
     chunk_positions: int = 128,
     on_progress: ProgressFn | None = None,
+    kl_reduction: str = "paper",
+    p_nucleus: float = 0.9999,
 ) -> np.ndarray:
     """Suppression effects [S, S] (see module docstring).
 
@@ -56,7 +72,14 @@ def suppression_matrix(
     batch_size: suppressed sentences per forward (memory: batch_size x the KV cache of the trace).
     chunk_positions: positions per logit/KL block (memory: batch_size x chunk x vocab floats).
     on_progress(n): called as n more sentences j are done (S in total).
+    kl_reduction: "paper" (mean of log(KL + 1e-9) over nucleus-truncated distributions, the default) or
+    "raw" (mean KL over the full vocabulary); p_nucleus: the nucleus of "paper" (their 0.9999).
     """
+    if kl_reduction not in KL_REDUCTIONS:
+        raise ConfigError(f"unknown kl_reduction {kl_reduction!r}; use 'paper' (mean log(KL + 1e-9) over "
+                          "nucleus-truncated distributions, the default) or 'raw' (mean KL)")
+    if not 0 < p_nucleus <= 1:
+        raise ConfigError(f"p_nucleus must be in (0, 1], got {p_nucleus}: the paper uses 0.9999")
     attention_controls(model)  # fail before any work if the model cannot be intercepted
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}: pass e.g. --temperature 0.6 (the paper's)")
@@ -88,7 +111,7 @@ def suppression_matrix(
             start = ranges[batch[0]][0] if reuse else 0
             hidden = _suppressed_hidden(model, tokens, kv, start, [ranges[j] for j in batch], heads)
             result[batch] = _kl_rows(model, hidden, hidden_base, start, batch, ranges, target, temperature,
-                                     chunk_positions)
+                                     chunk_positions, kl_reduction, p_nucleus)
             if on_progress is not None:
                 on_progress(len(batch))
     return result
@@ -134,8 +157,8 @@ def _suppressed_hidden(model, tokens, kv, start: int, hidden_ranges: list[tuple[
     return out.last_hidden_state
 
 
-def _log_probs(model, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log softmax(logits / T) in fp32: [..., pos, d_model] -> [..., pos, vocab].
+def _logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits in fp32: [..., pos, d_model] -> [..., pos, vocab].
 
     The causal-LM head applied by hand (unembedding plus optional final soft-cap, as HF's own
     forward does) so that logits exist only for the positions of one chunk.
@@ -144,20 +167,59 @@ def _log_probs(model, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
     softcap = getattr(model.hf_model.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return torch.log_softmax(logits / temperature, dim=-1)
+    return logits
 
 
-def _kl_rows(model, hidden, hidden_base, start, batch, ranges, target, temperature, chunk) -> np.ndarray:
-    """Rows `batch` of the matrix: [B, S] mean KL(base || suppressed) over each later sentence's tokens."""
+def _log_probs(model, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / T) in fp32: [..., pos, d_model] -> [..., pos, vocab]."""
+    return torch.log_softmax(_logits(model, hidden) / temperature, dim=-1)
+
+
+def _nucleus(logits: torch.Tensor, temperature: float, p: float, max_k: int) -> torch.Tensor:
+    """[..., vocab] bool: the top-p nucleus of softmax(logits / T), at most max_k tokens, at least one
+    (logits_funcs.py:compress_logits_top_p: k = min(searchsorted(cumsum, p) + 1, max_k))."""
+    k_max = min(max_k, logits.shape[-1])
+    top_p, top_i = torch.softmax(logits / temperature, dim=-1).topk(k_max, dim=-1)
+    k = ((top_p.cumsum(-1) < p).sum(-1) + 1).clamp(1, k_max)  # [...]
+    keep = torch.arange(k_max, device=logits.device) < k[..., None]
+    return torch.zeros_like(logits, dtype=torch.bool).scatter(-1, top_i, keep)
+
+
+def paper_log_kl(base_logits: torch.Tensor, supp_logits: torch.Tensor, temperature: float = 0.6,
+                 p_nucleus: float = 0.9999, max_k: int = PAPER_MAX_K) -> torch.Tensor:
+    """log(KL(P || Q) + 1e-9) per position as the paper computes it (attn_supp_funcs.py:
+    calculate_kl_divergence_sparse on compress_logits_top_p's float16 logits).
+
+    base_logits: [..., vocab] (P), supp_logits: [..., vocab] (Q), broadcastable. Returns [...]."""
+    base_keep = _nucleus(base_logits, temperature, p_nucleus, max_k)
+    supp_keep = _nucleus(supp_logits, temperature, p_nucleus, max_k)
+    union = base_keep | supp_keep
+    gone = float("-inf")  # outside the union: not part of either sparse distribution
+    b = torch.where(union, torch.where(base_keep, base_logits.half().float(), PAPER_OUTSIDE_LOGIT), gone)
+    s = torch.where(union, torch.where(supp_keep, supp_logits.half().float(), PAPER_OUTSIDE_LOGIT), gone)
+    log_p, log_q = torch.log_softmax(b / temperature, dim=-1), torch.log_softmax(s / temperature, dim=-1)
+    p = log_p.exp()
+    kl = torch.where(p == 0, 0.0, p * (log_p - log_q)).sum(-1).clamp_min(0.0)
+    return torch.log(kl.double() + PAPER_LOG_EPS)
+
+
+def _kl_rows(model, hidden, hidden_base, start, batch, ranges, target, temperature, chunk,
+             kl_reduction: str = "paper", p_nucleus: float = 0.9999) -> np.ndarray:
+    """Rows `batch` of the matrix: [B, S] mean per-token KL value (see kl_reduction) over each later
+    sentence's tokens."""
     n = len(ranges)
     sums = np.zeros((len(batch), n))
     # Logits at p predict token p + 1: the first needed position predicts the first token after the earliest j.
     first = ranges[batch[0]][1] - 1
     for p0 in range(max(first, start), target.shape[0] - 1, chunk):
         p1 = min(p0 + chunk, target.shape[0] - 1)
-        base_lp = _log_probs(model, hidden_base[:, p0:p1], temperature)  # [1, c, vocab]
-        supp_lp = _log_probs(model, hidden[:, p0 - start : p1 - start], temperature)  # [B, c, vocab]
-        kl = (base_lp.exp() * (base_lp - supp_lp)).sum(-1).cpu().numpy()  # [B, c]
+        if kl_reduction == "paper":
+            kl = paper_log_kl(_logits(model, hidden_base[:, p0:p1]), _logits(model, hidden[:, p0 - start : p1 - start]),
+                              temperature, p_nucleus).cpu().numpy()  # [B, c]
+        else:
+            base_lp = _log_probs(model, hidden_base[:, p0:p1], temperature)  # [1, c, vocab]
+            supp_lp = _log_probs(model, hidden[:, p0 - start : p1 - start], temperature)  # [B, c, vocab]
+            kl = (base_lp.exp() * (base_lp - supp_lp)).sum(-1).cpu().numpy()  # [B, c]
         predicted = target[p0 + 1 : p1 + 1]  # [c] sentence of the token each position predicts
         for b, j in enumerate(batch):
             later = predicted > j

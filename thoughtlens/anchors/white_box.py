@@ -32,6 +32,7 @@ from thoughtlens.anchors.receiver_heads import (ReceiverHeadResult, find_receive
 from thoughtlens.anchors.sentence_attention import attention_controls, sentence_attention
 from thoughtlens.anchors.suppression import HeadSubset, suppression_matrix
 from thoughtlens.errors import TraceError
+from thoughtlens.jsonsafe import json_safe
 from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
@@ -153,7 +154,7 @@ def analyze_attention(
     for i, (pid, r) in enumerate(results.items()):
         r.kurtosis = receiver.per_trace_kurtosis[i]
         r.receiver_scores = receiver_scores(r.vertical, receiver.top)
-        r.head_matrices = [{**h.as_dict(), "matrix": _json_matrix(matrices[pid][h.layer, h.head])}
+        r.head_matrices = [{**h.as_dict(), "matrix": json_safe(matrices[pid][h.layer, h.head])}
                            for h in receiver.top[:n_head_matrices]]
     del matrices
     if store is not None:
@@ -170,11 +171,6 @@ def analyze_attention(
             if store is not None:
                 _write_suppression(store, run_id, pid, results[pid].suppression, named[pid], tt, meta)
     return WhiteBoxResult(receiver, results)
-
-
-def _json_matrix(m: np.ndarray) -> list[list[float | None]]:
-    """A matrix as nested lists with NaN -> None (strict JSON has no NaN)."""
-    return [[None if not np.isfinite(v) else float(v) for v in row] for row in np.asarray(m)]
 
 
 def _padded(values: np.ndarray, n: int, fill=np.nan) -> np.ndarray:
@@ -212,7 +208,7 @@ def _write_receiver(store, run_id, params, named, tokenized, problems, receiver:
         _ensure_trace(store, run_id, pid, named[pid], tokenized[pid], problems.get(pid, {}))
         store.put_artifact(run_id, "receiver_scores", _padded(r.receiver_scores, n), pid)
         store.put_artifact(run_id, "vertical_scores", _padded(r.vertical, n).astype(np.float32), pid)
-        heads = [{**h, "matrix": _json_matrix(_padded(np.array(h["matrix"], dtype=float), n))} for h in r.head_matrices]
+        heads = [{**h, "matrix": json_safe(_padded(np.array(h["matrix"], dtype=float), n))} for h in r.head_matrices]
         store.put_artifact(run_id, "sentence_attention_top_heads", heads, pid)
     store.put_artifact(run_id, "receiver_head_kurtosis", receiver.kurtosis)
     store.put_artifact(run_id, "receiver_heads", [h.as_dict() for h in receiver.top])

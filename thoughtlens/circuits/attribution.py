@@ -9,7 +9,9 @@ AtP* adds two fixes:
   * QK fix (sites "q" and "k"): a query or key acts only through the attention softmax, which
     saturates. Instead of linearising the softmax, recompute the attention pattern exactly with the
     patched query (one row) or key (one column, every query row) and linearise only from the
-    pattern onwards: effect ~ sum(dM/dA * (A_patched - A_target)).
+    pattern onwards: effect ~ sum(dM/dA * (A_patched - A_target)). A node that patches a head's key at
+    every position at once (site "k", per_position=False) recomputes the whole pattern with all keys
+    patched: softmax effects of single keys do not add up.
   * GradDrop: a node's direct and indirect effects can cancel in the gradient. For each layer l,
     zero the gradient flowing back through layer l's writes to the residual stream (its attention
     and MLP outputs), take the AtP estimate, and average the magnitudes:
@@ -126,7 +128,7 @@ def attribution_patching(
         value = checked_metric(metric, logits)
         tensors = [kept[n] for n in names]
         if qk_fix:
-            deltas = [_qk_pattern_delta(site, src_attn[L], tgt_attn[L]) for L in used_layers]
+            deltas = [_qk_pattern_delta(site, src_attn[L], tgt_attn[L], per_position) for L in used_layers]
         else:
             deltas = [source_cache[n].float() - kept[n].detach().float() for n in names]
 
@@ -195,12 +197,14 @@ def _scores(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor, scaling:
     return query @ key.transpose(-1, -2) * scaling + mask
 
 
-def _qk_pattern_delta(site: str, src, tgt) -> dict[str, torch.Tensor]:
+def _qk_pattern_delta(site: str, src, tgt, per_position: bool = True) -> dict[str, torch.Tensor]:
     """What the QK fix needs to know about one layer, everything else held at the target run.
 
     q: "delta" [b, h, q, k] = softmax of each row with that row's source query - target pattern.
-    k: "A" [b, h, q, k] (target pattern), "lse" [b, h, q] (its log-normaliser) and "new" [b, h, q, k]
-       (scores of every query against the *source* key at each position, mask included).
+       (Rows are independent, so patching every query at once is the sum of the rows: exact either way.)
+    k, per position: "A" [b, h, q, k] (target pattern), "lse" [b, h, q] (its log-normaliser) and "new"
+       [b, h, q, k] (scores of every query against the *source* key at each position, mask included).
+    k, all positions at once: "delta_all" [b, h, q, k] = pattern with every key patched - target pattern.
     """
     (q_s, k_s, _, _), (q_t, k_t, mask, scaling) = src, tgt
     if q_s.shape != q_t.shape:
@@ -208,6 +212,8 @@ def _qk_pattern_delta(site: str, src, tgt) -> dict[str, torch.Tensor]:
     base = _scores(q_t, k_t, mask, scaling)  # [b, h, q, k]
     if site == "q":  # each query row is patched on its own, so all patched rows fit one matrix
         return {"delta": _scores(q_s, k_t, mask, scaling).softmax(-1) - base.softmax(-1)}
+    if not per_position:
+        return {"delta_all": _scores(q_t, k_s, mask, scaling).softmax(-1) - base.softmax(-1)}
     return {"A": base.softmax(-1), "lse": base.logsumexp(-1), "new": _scores(q_t, k_s, mask, scaling)}
 
 
@@ -216,6 +222,9 @@ def _pattern_estimate(site: str, grad_pattern: torch.Tensor, d: dict, n_kv: int)
     g = grad_pattern.float()  # [b, h, q, k]
     if site == "q":
         return (g * d["delta"]).sum(-1)
+    if "delta_all" in d:  # every key of the head patched together: [b, kv_head, 1] (one "position")
+        est = (g * d["delta_all"]).sum((-1, -2))[..., None]  # [b, h, 1]
+        return est.unflatten(1, (n_kv, -1)).sum(2)
     # Key p patched: in each query row only score p changes (s_p -> s'_p). The new row is
     # A'_j = A_j / D (j != p), A'_p = A_p e^(s'_p - s_p) / D with D = 1 - A_p + A_p e^(s'_p - s_p),
     # so sum_j g_j A'_j = (G - g_p A_p + g_p e^u) / D with G = sum_j g_j A_j and u = s'_p - lse.

@@ -247,8 +247,9 @@ def _read_logits(model, logits: torch.Tensor, correct, wrong) -> torch.Tensor:
 def neuron_dla(model, tokens, correct, wrong=None, *, pos: int = -1, layers=None) -> pd.DataFrame:
     """DLA of every MLP neuron: hook_post[..., n] * W_down[:, n], folded like `dla`.
 
-    Returns columns layer, neuron, value (batch mean). Per layer, the neurons plus the down
-    projection's bias sum to that layer's "L{l}.mlp" row of `dla`.
+    Returns columns layer, neuron, value (batch mean): d_mlp neuron rows per layer, then one row with
+    neuron = -1 for the down projection's bias (0.0 when it has none). Per layer, the rows sum to that
+    layer's "L{l}.mlp" row of `dla`.
     """
     tokens = model.as_tokens(tokens)
     _check_no_softcap(model)
@@ -269,12 +270,17 @@ def neuron_dla(model, tokens, correct, wrong=None, *, pos: int = -1, layers=None
         down = get_module(get_module(model.hf_model, a.layers)[L], a.mlp_down)
         W_out = (down.weight.detach().float() if a.conv1d else down.weight.detach().float().T)  # [d_mlp, d_model]
         post = cache[f"blocks.{L}.mlp.hook_post"][:, 0].float()  # [batch, d_mlp]
+        bias = getattr(down, "bias", None)
+        b_out = (bias.detach().float() if bias is not None else torch.zeros(W_out.shape[1]))[None]  # [1, d_model]
         if folded is None:  # LayerNorm centres each component: centre the neuron output vectors
             vecs = norm.apply_linear(W_out[None], scale[:, None])  # [batch, d_mlp, d_model]
             value = post * (vecs * direction[:, None]).sum(-1)
+            bias_value = (norm.apply_linear(b_out[None], scale[:, None])[:, 0] * direction).sum(-1)  # [batch]
         else:
             value = post * (W_out @ folded.T).T
-        frames.append(pd.DataFrame({"layer": L, "neuron": range(post.shape[1]), "value": value.mean(0).numpy()}))
+            bias_value = (b_out @ folded.T)[0]  # [batch]
+        frames.append(pd.DataFrame({"layer": L, "neuron": [*range(post.shape[1]), -1],
+                                    "value": [*value.mean(0).numpy(), float(bias_value.mean())]}))
     return pd.concat(frames, ignore_index=True)
 
 

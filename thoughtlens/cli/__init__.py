@@ -63,16 +63,10 @@ def demo(
 ) -> None:
     """The main job on the bundled model: thought anchors for one small problem, then its report page."""
     from thoughtlens.cli.anchors import run_pipeline
-    from thoughtlens.pipeline.demo import demo_config, demo_problem
+    from thoughtlens.pipeline.demo import demo_config, demo_problems
 
-    config = demo_config(rollouts=rollouts, max_new_tokens=max_new_tokens)
-    run_pipeline(config, trace=demo_problem(), store=store, report=output, attention=True, dtype=config_dtype())
-
-
-def config_dtype():
-    from thoughtlens.pipeline.demo import DEMO_DTYPE
-
-    return DEMO_DTYPE
+    run_pipeline(demo_config(rollouts, max_new_tokens), make_todo=demo_problems, store=store, report=output,
+                 attention=True)
 
 
 # ---- command groups and commands that live in their own modules ----------------------------------
@@ -82,7 +76,7 @@ _COMMANDS: list[tuple[str, str, str]] = [  # (module in thoughtlens.cli, functio
     ("report", "report", "report"),
     ("circuits", "heads", "heads"),
 ]
-_GROUPS: list[tuple[str, str]] = [("anchors", "anchors")]  # (module in thoughtlens.cli, command name)
+_GROUPS: list[tuple[str, str]] = [("anchors", "anchors"), ("groundtruth", "ground-truth")]  # (module in thoughtlens.cli, command name)
 
 
 def _mount() -> None:

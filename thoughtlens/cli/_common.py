@@ -116,16 +116,9 @@ def existing_store(path: str) -> str:
 
 def pick_run(store, run_id: str | None) -> str:
     """The run to use: the one given (checked), or the store's only run."""
-    runs = [r["run_id"] for r in store.runs()]
-    if run_id is not None:
-        if run_id not in runs:
-            raise StoreError(f"no run '{run_id}' in {store.path} (runs: {', '.join(runs) or 'none'}); pass one of those with --run")
-        return run_id
-    if not runs:
-        raise StoreError(f"{store.path} holds no runs: run `thoughtlens anchors run --store {store.path}` first")
-    if len(runs) > 1:
-        raise StoreError(f"{store.path} has {len(runs)} runs ({', '.join(runs[:10])}): pick one with --run")
-    return runs[0]
+    from thoughtlens.store.run_store import pick_one
+
+    return pick_one("run", run_id, [r["run_id"] for r in store.runs()], "--run", str(store.path))
 
 
 def exactly_one(**given) -> None:

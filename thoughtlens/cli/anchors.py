@@ -47,12 +47,15 @@ def run(
     answer_style: str = typer.Option("auto", help="How to read answers: auto (\\boxed{}, ####, 'the answer is'), boxed, gsm8k, answer_is, last_number."),
 ) -> None:
     """Resample from every prefix of a reasoning trace and measure which sentences matter."""
-    from thoughtlens.anchors.black_box import AnchorsConfig
+    from thoughtlens.anchors.run_options import check_run_options
 
     # Every option is checked here, before a model is loaded: a typo costs a second, not a model load.
-    config = AnchorsConfig(n_rollouts=rollouts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                           base_max_new_tokens=max(2 * max_new_tokens, 256), forced=forced, seed=seed,
-                           similarity_threshold=threshold, backend=backend, answer_style=answer_style)
+    config = check_run_options(
+        problem=problem, problems=problems, trace=trace, limit=limit, dtype=dtype, batch_size=batch_size,
+        backend=backend, base_url=base_url, store=store, report=report, n_rollouts=rollouts,
+        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        base_max_new_tokens=max(2 * max_new_tokens, 256), forced=forced, seed=seed, similarity_threshold=threshold,
+        answer_style=answer_style)
     run_pipeline(config, model=model, problem=problem, answer=gt_answer, problems=problems, limit=limit,
                  trace=trace, store=store, run_id=run_id, resume=resume, base_url=base_url, api_model=api_model,
                  api_key_env=api_key_env, batch_size=batch_size, dtype=dtype, attention=attention, report=report)
@@ -60,21 +63,26 @@ def run(
 
 def run_pipeline(config, *, model=None, problem=None, answer=None, problems=None, limit=1, trace=None,
                  store="runs/anchors.sqlite", run_id=None, resume=False, base_url=None, api_model=None,
-                 api_key_env="OPENAI_API_KEY", batch_size=16, dtype=None, attention=False, report=None) -> None:
-    """Load, build the sampler, run the pipeline with a live progress display, print the table and paths."""
+                 api_key_env="OPENAI_API_KEY", batch_size=16, dtype=None, attention=False, report=None,
+                 make_todo=None) -> None:
+    """Load, build the sampler, run the pipeline with a live progress display, print the table and paths.
+
+    make_todo: `fn(tokenizer) -> [Problem]` instead of problem / problems / trace (the demo's fixed trace)."""
     from dataclasses import replace
 
     from thoughtlens import load
     from thoughtlens.anchors.black_box import answer_complete
+    from thoughtlens.anchors.run_options import check_problem_source
     from thoughtlens.pipeline.anchors import make_problems, run_anchors
     from thoughtlens.sample.registry import make_sampler
 
     err = c.console()
-    if problem is None and problems is None and trace is None:
-        raise c.ConfigError("give a problem: --problem TEXT, --problems FILE or --trace FILE")
+    if make_todo is None:  # checked before the model load, like every option
+        check_problem_source(problem, problems, trace)
     with err.status("loading model"):
         lm = load(model, dtype=dtype)
-    todo = make_problems(lm.tokenizer, problem=problem, answer=answer, problems=problems, limit=limit, trace=trace)
+    todo = make_todo(lm.tokenizer) if make_todo else make_problems(
+        lm.tokenizer, problem=problem, answer=answer, problems=problems, limit=limit, trace=trace)
     sampler = make_sampler(config.backend, model=lm, base_url=base_url, api_model=api_model,
                            api_key_env=api_key_env, batch_size=batch_size, answer_done=answer_complete)
     config = replace(config, model=config.model or lm.name)
@@ -166,8 +174,12 @@ def attention(
     from thoughtlens.anchors.white_box import analyze_attention, load_trace_file, traces_from_store
     from thoughtlens.store.run_store import RunStore
 
+    from thoughtlens.anchors.run_options import check_attention_options
+
     err = c.console()
     c.exactly_one(store=store, trace=trace)
+    check_attention_options(top_k=top_k, proximity_ignore=proximity_ignore, max_tokens=max_tokens,
+                            kl_temperature=kl_temperature, batch_size=batch_size, dtype=dtype)
     problems: dict = {}
     if store is not None:
         db = RunStore(c.existing_store(store))

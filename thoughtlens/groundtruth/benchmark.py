@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thoughtlens.errors import ThoughtlensError
+from thoughtlens.errors import ConfigError, ThoughtlensError
 from thoughtlens.groundtruth.task import Chain, TaskConfig, generate_chain, parse_chain, prompt_for
 
 ProgressFn = Callable[[str], None]
@@ -60,7 +60,7 @@ class BenchConfig:
 
     def __post_init__(self):
         if self.n_traces < 2 or self.n_rollouts < 2:
-            raise ThoughtlensError(f"need n_traces >= 2 and n_rollouts >= 2 (got {self.n_traces}, {self.n_rollouts}); "
+            raise ConfigError(f"need n_traces >= 2 and n_rollouts >= 2 (got {self.n_traces}, {self.n_rollouts}); "
                                    "use >= 20 traces for meaningful CIs")
 
 
@@ -227,6 +227,30 @@ def run_benchmark(model_dir: str | Path, store_path: str | Path, cfg: BenchConfi
     return BenchResult(table, sampled, len(traces), job.run_id, wb_id, extra)
 
 
+def score_store(store_path: str | Path, run_id: str, cfg: BenchConfig = BenchConfig(),
+                white_box_run_id: str | None = None, model_dir: str | Path | None = None) -> BenchResult:
+    """The table again from a finished run's store, without sampling anything: the chains are parsed back
+    from the stored base traces. White-box rows need the model (receiver heads are recomputed; the stored
+    suppression matrices are read)."""
+    from thoughtlens.store.run_store import RunStore
+
+    store = RunStore(store_path)
+    chains = {}
+    for pid in store.problems(run_id)["problem_id"]:
+        stored = store.trace(run_id, pid)
+        if stored is not None:
+            chains[pid] = parse_chain(stored["prompt"], stored["completion"])
+    if not chains:
+        raise ThoughtlensError(f"run '{run_id}' in {store_path} has no base traces: run the benchmark first")
+    rows, extra = _score_black_box(store, run_id, chains, cfg)
+    if white_box_run_id is not None and model_dir is not None:
+        import thoughtlens
+
+        model = thoughtlens.load(str(model_dir), dtype="float32")
+        rows += _score_white_box(model, store, run_id, white_box_run_id, chains, cfg, extra)
+    return BenchResult(pd.DataFrame(rows), len(chains), len(chains), run_id, white_box_run_id, extra)
+
+
 def _stored_sentences_match(store, run_id: str, pid: str, chain: Chain) -> bool:
     stored = store.trace(run_id, pid)
     texts = [s["text"] for s in stored["sentences"]] if stored else []
@@ -251,15 +275,41 @@ def _score_black_box(store, run_id: str, chains: dict[str, Chain], cfg: BenchCon
     graph = _pair_rows(store, run_id, "counterfactual_matrix", chains, ok, cfg)
     if graph is not None:
         rows.append({"method": "counterfactual_matrix (black-box graph)", "truth": "k reads j", "kind": "graph", **graph})
+    exact = {pid: exact_match_graph(store, run_id, pid, len(chains[pid].steps)) for pid in ok}
+    graph = _pair_rows_from(exact, chains, cfg)
+    if graph is not None:
+        rows.append({"method": "counterfactual_matrix, exact match (option)", "truth": "k reads j", "kind": "graph",
+                     **graph})
     return rows, extra
 
 
+def exact_match_graph(store, run_id: str, pid: str, n: int) -> np.ndarray:
+    """The black-box sentence graph with exact text matching instead of MiniLM similarity >= 0.8 (a named
+    option, not the paper's): M[i, j] = share of R_{i+1} containing S_j verbatim - the same share of R_i,
+    for j > i. MiniLM scores "Let e = b + 3 = 0." and "Let e = b - 3 = 4." as near-identical, which hides
+    exactly what this task varies. [n, n], 0 where undefined."""
+    stored = store.trace(run_id, pid)
+    targets = [s["text"] for s in stored["sentences"]][:n]
+    df = store.rollouts(run_id, pid)
+    df = df[(df["condition"] == "resampled") & (df["finish_reason"] != "error")]
+    rates = []
+    for k in range(len(targets) + 1):
+        texts = [t for t in df.loc[df["sentence_index"] == k, "text"] if isinstance(t, str)]
+        rates.append(np.array([np.mean([t in r for r in texts]) if texts else np.nan for t in targets]))
+    m = np.zeros((len(targets), len(targets)))
+    for i in range(len(targets) - 1):
+        m[i, i + 1:] = np.nan_to_num(rates[i + 1][i + 1:] - rates[i][i + 1:])
+    return m
+
+
 def _pair_rows(store, run_id: str, artifact: str, chains: dict[str, Chain], ids: list[str], cfg: BenchConfig):
+    matrices = {pid: store.get_artifact(run_id, artifact, pid, default=None) for pid in ids}
+    return _pair_rows_from({k: v for k, v in matrices.items() if v is not None}, chains, cfg)
+
+
+def _pair_rows_from(matrices: dict, chains: dict[str, Chain], cfg: BenchConfig):
     per_trace = []
-    for pid in ids:
-        matrix = store.get_artifact(run_id, artifact, pid, default=None)
-        if matrix is None:
-            continue
+    for pid, matrix in matrices.items():
         m = np.asarray(matrix, dtype=float)
         label, mask = pair_truth(chains[pid])
         n = min(m.shape[0], label.shape[0])

@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from thoughtlens.errors import TraceError
+from thoughtlens.errors import ConfigError, TraceError
 
 INPUTS = ("x", "y")
 VAR_NAMES = "abcdefghijklmno"
@@ -58,9 +58,9 @@ class TaskConfig:
 
     def __post_init__(self):
         if not 1 <= self.n_path <= self.n_steps <= len(VAR_NAMES):
-            raise TraceError(f"need 1 <= n_path ({self.n_path}) <= n_steps ({self.n_steps}) <= {len(VAR_NAMES)}")
+            raise ConfigError(f"need 1 <= n_path ({self.n_path}) <= n_steps ({self.n_steps}) <= {len(VAR_NAMES)}")
         if len(self.path_constants) < self.n_path:
-            raise TraceError(f"give one path constant per path step: {self.n_path} needed, got {self.path_constants}")
+            raise ConfigError(f"give one path constant per path step: {self.n_path} needed, got {self.path_constants}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Models: loading, hook points, the attention function."""
+"""Models: loading, hook points, the attention function, interventions."""
 
 from thoughtlens.model.cache import ActivationCache
 from thoughtlens.model.hook_points import HookPoint
 from thoughtlens.model.hooked_model import HookedModel
+from thoughtlens.model.interventions import add_direction, block_keys, observe_attention, project_out, splice
 from thoughtlens.model.load import load
 
-__all__ = ["ActivationCache", "HookPoint", "HookedModel", "load"]
+__all__ = ["ActivationCache", "HookPoint", "HookedModel", "load", "add_direction", "block_keys", "observe_attention",
+           "project_out", "splice"]

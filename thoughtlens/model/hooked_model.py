@@ -195,10 +195,14 @@ class HookedModel(nn.Module):
         """HF `generate`, with whatever hooks are attached by an enclosing `model.hooks(...)`.
 
         Hooks see only the new positions at each decoding step (the prompt once, then one token).
+        A list of texts is left-padded (with an attention mask) so every row continues its own text.
         Returns text for text input (continuation only), tokens [batch, pos] for token input.
         """
         as_text = not isinstance(input, torch.Tensor)
         tokens = self.as_tokens(input)
+        mask = torch.ones_like(tokens)
+        if as_text and not isinstance(input, str) and len(input) > 1:
+            tokens, mask = self._left_padded(list(input))
         kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, **hf_kwargs)
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p)
@@ -207,13 +211,24 @@ class HookedModel(nn.Module):
         pad = self.tokenizer.pad_token_id if self.tokenizer is not None else None
         if pad is None and self.tokenizer is not None:
             pad = self.tokenizer.eos_token_id
-        out = self.hf_model.generate(
-            tokens, attention_mask=torch.ones_like(tokens), pad_token_id=pad, **kwargs
-        )
+        out = self.hf_model.generate(tokens, attention_mask=mask, pad_token_id=pad, **kwargs)
         if not as_text:
             return out
         texts = self.tokenizer.batch_decode(out[:, tokens.shape[1] :], skip_special_tokens=True)
         return texts[0] if isinstance(input, str) else texts
+
+    def _left_padded(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens [batch, pos] left-padded and attention mask [batch, pos] (1 = real token), for generation."""
+        rows = [self.to_tokens(t)[0] for t in texts]
+        width = max(len(r) for r in rows)
+        tok = self._require_tokenizer()
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        tokens = torch.full((len(rows), width), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(tokens)
+        for i, r in enumerate(rows):
+            tokens[i, width - len(r) :] = r
+            mask[i, width - len(r) :] = 1
+        return tokens, mask
 
     # ---- tokens ----------------------------------------------------------------------------------------
 

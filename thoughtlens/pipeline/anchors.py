@@ -24,6 +24,7 @@ import pandas as pd
 
 from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
 from thoughtlens.anchors.problems import load_problems
+from thoughtlens.anchors.run_options import check_problem_source
 from thoughtlens.errors import ConfigError, StoreError, ThoughtlensError
 from thoughtlens.progress import OnProgress, note
 from thoughtlens.store.run_store import RunStore
@@ -74,14 +75,7 @@ def make_problems(tokenizer=None, *, problem: str | None = None, answer: str | N
 
     tokenizer: the model's tokenizer (its chat template builds the prompt; None for plain text).
     """
-    given = [name for name, v in (("problems", problems), ("trace", trace)) if v is not None]
-    if problem is not None and trace is None:
-        given.insert(0, "problem")
-    if len(given) != 1:
-        raise ConfigError("give exactly one problem source: --problem TEXT, --problems FILE or --trace FILE"
-                          + (f" (got {', '.join(given)})" if given else ""))
-    if problem is not None and not problem.strip():
-        raise ConfigError("the problem text is empty: pass the question itself, e.g. --problem \"What is 2 + 3?\"")
+    check_problem_source(problem, problems, trace)
     if trace is not None:
         from thoughtlens.anchors.white_box import load_trace_file
 
@@ -170,9 +164,7 @@ def run_anchors(
 
 
 def _open_store(path: str | Path) -> RunStore:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return RunStore(path)
+    return RunStore(path)  # creates the folder, or says in one line why it cannot
 
 
 def _skip(result: AnchorsResult, on_progress: OnProgress | None, views: Sequence[str], why: str) -> None:

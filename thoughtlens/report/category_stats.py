@@ -1,19 +1,23 @@
-"""Category charts computed from one trace: category x metric means with bootstrap CIs, and the
-category transition matrix. Used when the run store has no "category_table" / "transition_matrix"
-artifact (the published traces, or a run whose categories step has not run).
+"""Category charts for a page whose store holds no "category_table" / "transition_matrix" artifact (a
+published trace, or a run whose categories step has not run): the same computation as
+`thoughtlens anchors categories` (`anchors/categories.py`), applied to the one trace on the page.
 
-Each sentence counts under its primary (first) tag, as the paper's per-category figures do.
+With one trace the table pools its sentences (no convergence filter: the page shows every sentence) and its
+CI resamples sentences; the transition matrix counts consecutive primary tags, with None for a category that
+is never followed (no data), as in the run-level artifact.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
+from thoughtlens.anchors import categories as cat
+from thoughtlens.errors import ThoughtlensError
+from thoughtlens.jsonsafe import json_safe
 from thoughtlens.trace.categories import CATEGORIES
 
-CI_LEVEL = 0.95
+# One trace: no convergence filter, sentences pooled, signed values (the page shows what the metric says).
+PAGE_RULES = cat.AggregationRules(drop_after_convergence=False, per_trace_mean=False, clip_negative=False)
 
 
 def categories_in(sentences: list[dict]) -> list[str]:
@@ -22,21 +26,14 @@ def categories_in(sentences: list[dict]) -> list[str]:
     return [c for c in CATEGORIES if c in seen] + sorted(seen - set(CATEGORIES))
 
 
-def primary_tag(sentence: dict) -> str | None:
-    """The first category tag of a page-data sentence, or None when it has none."""
-    tags = sentence.get("tags") or []
-    return tags[0] if tags else None
-
-
-def _mean_ci(values: np.ndarray, n_resamples: int, seed: int) -> tuple[float | None, float | None]:
-    """Percentile-bootstrap 95 % CI of the mean (scipy); (None, None) for fewer than 2 values."""
-    if len(values) < 2:
-        return None, None
-    if np.all(values == values[0]):  # scipy warns on a degenerate distribution; the CI is the point
-        return float(values[0]), float(values[0])
-    res = stats.bootstrap((values,), np.mean, n_resamples=n_resamples, confidence_level=CI_LEVEL,
-                          method="percentile", random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+def _frame(sentences: list[dict], metric_keys: list[str]) -> pd.DataFrame:
+    """Page-data sentences -> the sentence table of anchors/categories.py (one trace)."""
+    rows = [{"trace_id": "page", "sentence_index": i, "n_sentences": len(sentences), "tags": list(s.get("tags") or []),
+             **{k: s["metrics"].get(k) for k in metric_keys}} for i, s in enumerate(sentences)]
+    df = pd.DataFrame(rows, columns=["trace_id", "sentence_index", "n_sentences", "tags", *metric_keys])
+    for k in metric_keys:
+        df[k] = pd.to_numeric(df[k], errors="coerce")
+    return df
 
 
 def category_table(sentences: list[dict], metric_keys: list[str], *, n_resamples: int = 2000,
@@ -45,32 +42,28 @@ def category_table(sentences: list[dict], metric_keys: list[str], *, n_resamples
 
     sentences: page-data sentences (need "tags" and "metrics"); metric_keys: metrics to summarise.
     """
-    rows = [{"category": primary_tag(s), "metric": k, "value": s["metrics"].get(k)}
-            for s in sentences for k in metric_keys]
-    df = pd.DataFrame(rows, columns=["category", "metric", "value"]).dropna()
-    records = []
-    for (category, metric), group in df.groupby(["category", "metric"], sort=True):
-        values = group["value"].to_numpy(dtype=float)
-        low, high = _mean_ci(values, n_resamples, seed)
-        records.append({"category": category, "metric": metric, "mean": float(values.mean()),
-                        "ci_low": low, "ci_high": high, "n": int(len(values))})
-    return records
+    df = _frame(sentences, metric_keys)
+    if df["tags"].map(len).sum() == 0 or not metric_keys:
+        return []
+    table, _ = cat.category_table(df, metric_keys, PAGE_RULES, n_boot=n_resamples, seed=seed)
+    table = table[table["n"] > 0]
+    records = table[["category", "metric", "mean", "ci_low", "ci_high", "n"]].to_dict("records")
+    for r in records:  # one value has no interval
+        if r["n"] < 2:
+            r["ci_low"] = r["ci_high"] = None
+    return json_safe(records)
 
 
 def transition_matrix(sentences: list[dict], categories: list[str]) -> dict | None:
-    """Row-normalised counts of primary category i followed by primary category j.
-
-    Returns {categories: [C], matrix: [C][C] (rows sum to 1, or 0 for a category never followed),
-    counts: [C][C]}, or None when fewer than two tagged sentences follow each other.
-    """
-    pos = {c: i for i, c in enumerate(categories)}
-    counts = np.zeros((len(categories), len(categories)), dtype=int)
-    tags = [primary_tag(s) for s in sentences]
-    for a, b in zip(tags, tags[1:]):
-        if a in pos and b in pos:
-            counts[pos[a], pos[b]] += 1
-    if counts.sum() == 0:
+    """{categories, matrix [C][C] (row = from; None where a category is never followed), counts [C][C]}
+    in the order `categories`, or None when no two tagged sentences follow each other."""
+    try:
+        t = cat.transition_matrix(_frame(sentences, []), skip_unknown=False, n_boot=200)
+    except ThoughtlensError:
         return None
-    totals = counts.sum(axis=1, keepdims=True)
-    probs = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
-    return {"categories": list(categories), "matrix": probs.round(4).tolist(), "counts": counts.tolist()}
+    if t.counts.sum() == 0:
+        return None
+    order = [t.categories.index(c) for c in categories if c in t.categories]
+    counts, probs = t.counts[order][:, order], t.probs[order][:, order]
+    return json_safe({"categories": [t.categories[i] for i in order], "matrix": probs.round(4),
+                      "counts": counts.astype(int)})

@@ -7,7 +7,7 @@ Store conventions read here:
 - rollouts: condition "resampled" (prefix before S_i) and "kept" (prefix through S_i); without "kept"
   rollouts, S_i kept = S_{i+1} resampled, as in the paper. Rollouts with finish_reason "error" are skipped.
 - artifacts (per problem, else run-level): suppression_matrix [S,S], counterfactual_matrix [S,S]
-  (row = cause, column = affected), receiver_head_kurtosis [layers, heads], receiver_scores [S],
+  (row = cause, column = affected; written by `anchors run`, anchors/step_attribution.py), receiver_head_kurtosis [layers, heads], receiver_scores [S],
   sentence_attention_top_heads [{layer, head, matrix [S,S]}], category_table [{category, metric,
   mean, ci_low, ci_high, n}], transition_matrix {categories, matrix[, counts]}.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from thoughtlens.anchors.definitions import conventions_note
 from thoughtlens.errors import StoreError, ThoughtlensError
 from thoughtlens.report.alternatives import (MAX_ALTERNATIVES, SIMILARITY_THRESHOLD, Embedder,
                                              alternatives_for_trace, minilm_embedder)
@@ -27,7 +28,7 @@ from thoughtlens.trace.split import first_sentence
 from thoughtlens.report.category_stats import categories_in, category_table, transition_matrix
 from thoughtlens.report.page_data import (SCHEMA, clean_matrix, clean_number, fill_notes,
                                           metric_entries, validate_page_data)
-from thoughtlens.store.run_store import RunStore
+from thoughtlens.store.run_store import RunStore, pick_one
 from thoughtlens.trace.answers import normalize_answer
 
 _CI_SUFFIXES = ("_ci_low", "_ci_high")
@@ -41,20 +42,6 @@ def _open(store: RunStore | str | Path) -> RunStore:
     if not path.is_file():  # RunStore would create an empty store here; a report needs an existing one
         raise StoreError(f"no run store at {path}: pass the .sqlite file written by `thoughtlens anchors run`")
     return RunStore(path)
-
-
-def _pick(kind: str, given: str | None, available: list[str], flag: str, where: str) -> str:
-    """The one `kind` to report on: `given` if valid, the only one available, or a one-line error."""
-    if given is not None:
-        if given not in available:
-            raise StoreError(f"no {kind} '{given}' in {where} ({kind}s: {', '.join(available) or 'none'}); "
-                             f"pass one of those with {flag}")
-        return given
-    if not available:
-        raise StoreError(f"{where} has no {kind}s; run `thoughtlens anchors run` into it first")
-    if len(available) > 1:
-        raise StoreError(f"{where} has {len(available)} {kind}s ({', '.join(available[:10])}); pick one with {flag}")
-    return available[0]
 
 
 def _artifact(store: RunStore, run_id: str, name: str, problem_id: str):
@@ -159,9 +146,9 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
                          embed: Embedder | None = None, max_alternatives: int = MAX_ALTERNATIVES) -> dict:
     """Page data for one problem of one run. run_id / problem_id may be left out when there is one."""
     store = _open(store)
-    run_id = _pick("run", run_id, [r["run_id"] for r in store.runs()], "--run", str(store.path))
+    run_id = pick_one("run", run_id, [r["run_id"] for r in store.runs()], "--run", str(store.path))
     problems = store.problems(run_id)
-    problem_id = _pick("problem", problem_id, problems["problem_id"].tolist(), "--problem",
+    problem_id = pick_one("problem", problem_id, problems["problem_id"].tolist(), "--problem-id",
                        f"run '{run_id}' of {store.path}")
     trace = store.trace(run_id, problem_id)
     if trace is None or not trace["sentences"]:
@@ -219,9 +206,14 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
                                   "bootstrap CI over sentences"),
         "transition_matrix": transition,
         # Steps the pipeline skipped, and why (e.g. every sentence dropped by the convergence filter).
-        "notes": dict(_artifact(store, run_id, "pipeline_notes", problem_id) or {}),
+        "notes": {**dict(_artifact(store, run_id, "pipeline_notes", problem_id) or {}),
+                  "conventions": conventions_note(_run_config(store, run_id))},
     }
     return validate_page_data(fill_notes(data))
+
+
+def _run_config(store: RunStore, run_id: str) -> dict:
+    return next((r["config"] for r in store.runs() if r["run_id"] == run_id), {}) or {}
 
 
 def _sentences(trace: dict) -> list[dict]:

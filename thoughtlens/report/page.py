@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
 
+from thoughtlens.errors import ThoughtlensError
 from thoughtlens.report.page_data import validate_page_data
 
 # A JSON string may hold "</script>", "<!--" or U+2028/2029; escaping these keeps it inert inside a
@@ -54,9 +56,17 @@ class ReportPage:
         self.html = render_page(data)
 
     def save(self, path: str | Path) -> Path:
+        """Write the page atomically (a temporary file, then a rename): never half a page on disk."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.html, encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(self.html, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ThoughtlensError(f"cannot write the page to {path} ({exc.strerror or exc}): "
+                                   "pass -o with a path in a writable folder that has space") from None
         return path
 
     def _repr_html_(self) -> str:

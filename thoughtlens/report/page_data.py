@@ -41,12 +41,12 @@ Schema ``thoughtlens.report/1`` (every optional part may be ``None``; the page t
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from thoughtlens.errors import ThoughtlensError
+from thoughtlens.jsonsafe import finite_or_none
 from thoughtlens.store.artifacts import METRICS as METRIC_DECLARATIONS
 from thoughtlens.store.artifacts import not_computed_note
 
@@ -78,12 +78,8 @@ def metric_entries(keys: set[str]) -> list[dict[str, str]]:
 
 def clean_number(x: Any) -> float | None:
     """A float rounded to 4 significant digits (keeps 300x300 matrices small), or None for NaN/inf/None."""
-    if x is None:
-        return None
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.4g}")
+    x = finite_or_none(x)
+    return None if x is None else float(f"{x:.4g}")
 
 
 def clean_matrix(m: Any, *, name: str, shape: tuple[int | None, int | None] = (None, None)) -> list | None:

@@ -3,6 +3,7 @@ problem.json, base_solution.json, chunks_labeled.json and (optional) chunks_resa
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -100,20 +101,37 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
         "trace": {"text": text, "answer": base.get("answer"), "is_correct": base.get("is_correct")},
         "categories": categories, "metrics": metric_entries(set(metric_keys)), "sentences": sentences,
         "similarity_threshold": SIMILARITY_THRESHOLD if similarity else None,
-        "matrices": {"suppression": None, "counterfactual": None, "receiver_head_kurtosis": None,
-                     "receiver_scores": None, "head_attention": None},
+        "matrices": {"suppression": None, "counterfactual": _step_importance(problem_dir, len(sentences)),
+                     "receiver_head_kurtosis": None, "receiver_scores": None, "head_attention": None},
         "category_table": category_table(sentences, metric_keys) or None,
         "category_table_source": "computed from this trace: mean per primary category, "
                                  "95 % percentile-bootstrap CI over sentences",
         "transition_matrix": transition_matrix(sentences, categories),
-        "notes": {},
+        "notes": {"conventions": "Metric definitions: the paper's own numbers (chunks_labeled.json, computed by "
+                                 "analyze_rollouts.py); sentence graph: step_importance.json (step_attribution.py)."},
     }
     data = fill_notes(data)
     # The published data has no white-box analyses; say so rather than pointing at a STORE command.
     for view in ("suppression", "counterfactual", "receiver_head_kurtosis", "head_attention"):
-        data["notes"][view] = ("not in the published data: run `thoughtlens anchors attention STORE` "
-                               "on your own run of this trace")
+        if data["matrices"].get(view) is None:
+            data["notes"][view] = ("not in the published data: run `thoughtlens anchors attention STORE` "
+                                   "on your own run of this trace")
     return validate_page_data(data)
+
+
+def _step_importance(problem_dir: Path, n: int) -> list | None:
+    """The published sentence-to-sentence graph (step_importance.json) as an [n, n] matrix, row = source;
+    None when the file is absent."""
+    path = problem_dir / "step_importance.json"
+    if not path.is_file():
+        return None
+    from thoughtlens.anchors.step_attribution import from_step_importance_json
+
+    try:
+        matrix = from_step_importance_json(json.loads(path.read_text(encoding="utf-8")), n)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"cannot read {path}: {e}; re-download the published problem directory") from None
+    return matrix.tolist()
 
 
 def _attach_alternatives(sentences: list[dict], resampled: dict, similarity: bool,

@@ -97,7 +97,7 @@
     box.appendChild(el("span", { "class": "source" }, "source: " + DATA.source));
     // What the pipeline skipped or found degenerate, said once at the top (the views repeat it in place).
     const said = Object.keys(NOTES).filter(function (k) {
-      return k === "accuracy" || /^skipped:/.test(NOTES[k]);
+      return k === "accuracy" || k === "conventions" || /^skipped:/.test(NOTES[k]);
     }).map(function (k) { return NOTES[k]; }).filter(function (v, i, a) { return a.indexOf(v) === i; });
     if (said.length) {
       const list = el("ul", { "id": "tl-notes", "class": "note" });

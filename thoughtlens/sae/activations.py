@@ -214,7 +214,7 @@ class ActivationSource:
             return None
         meta = json.loads((self.cache_dir / "meta.json").read_text())
         want = self._fingerprint()
-        for key in ("hook_names", "context_size", "exclude_bos"):
+        for key in ("hook_names", "context_size", "exclude_bos", "max_tokens"):
             if meta.get(key) != want[key]:
                 raise SAEError(f"activation cache {self.cache_dir} holds {key}={meta.get(key)!r}, not {want[key]!r}: "
                                "use another cache_dir or delete this one")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from thoughtlens.sae.base import SAEConfig, TrainStep, register_architecture
-from thoughtlens.sae.topk import TopKSAE, auxk_loss, normalized_mse
+from thoughtlens.sae.base import SAE, SAEConfig, register_architecture
+from thoughtlens.sae.topk import Selection, TopKSAE, sparse_forward
 
 
 def batch_topk(pre: torch.Tensor, k: float) -> torch.Tensor:
@@ -47,17 +47,15 @@ class BatchTopKSAE(TopKSAE):
             return batch_topk(pre.reshape(-1, pre.shape[-1]), self.cfg.k).reshape(pre.shape)
         return pre.relu() * (pre > self.topk_threshold.to(pre.dtype)).to(pre)
 
-    def training_loss(self, x, target, dead_mask, sparsity_scale) -> TrainStep:
-        pre = self.pre_acts(x)
-        latents = batch_topk(pre, self.cfg.k)
-        recon = self.decode(latents)
-        main = self.reconstruction_loss(latents, target, recon)
-        aux = auxk_loss(self, pre, target, recon, dead_mask)
-        loss = main + self.cfg.aux_k_coefficient * aux
-        return TrainStep(loss, {"nmse": float(main.detach()), "auxk": float(aux.detach())}, latents, recon)
-
-    def reconstruction_loss(self, latents, target, recon) -> torch.Tensor:
-        return normalized_mse(recon, target)
+    def select(self, x: torch.Tensor) -> Selection:
+        """Keep the int(k * batch) largest relu'd pre-activations of the whole batch."""
+        pre = SAE.pre_acts(self, x)
+        with torch.no_grad():
+            flat = pre.relu().flatten()
+            n_keep = min(int(self.cfg.k * x.shape[0]), flat.numel())
+            idx = flat.topk(n_keep, sorted=False).indices.sort().values  # row-major: rows non-decreasing
+            rows, cols = idx // pre.shape[1], idx % pre.shape[1]
+        return sparse_forward(self, pre, rows, cols)
 
     @torch.no_grad()
     def after_step(self, latents: torch.Tensor) -> None:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from thoughtlens.errors import SAEError
 from thoughtlens.model.interventions import splice
 from thoughtlens.progress import OnProgress, Tracker
-from thoughtlens.sae.activations import model_activations, token_windows
+from thoughtlens.sae.activations import token_windows
 from thoughtlens.sae.base import SAE, check_finite
 from thoughtlens.sae.splice import check_fits, splice_sae
 
@@ -51,10 +51,15 @@ def _next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none").view(tokens.shape[0], -1)
 
 
+def evaluate_sae(model, sae: SAE, texts: Sequence[str], **kw) -> SAEMetrics:
+    """Core metrics of one SAE (see `evaluate_saes`)."""
+    return evaluate_saes(model, {"sae": sae}, texts, **kw)["sae"]
+
+
 @torch.no_grad()
-def evaluate_sae(
+def evaluate_saes(
     model,
-    sae: SAE,
+    saes: dict[str, SAE],
     texts: Sequence[str],
     *,
     context_size: int = 128,
@@ -62,63 +67,68 @@ def evaluate_sae(
     max_tokens: int = 16_384,
     dense_threshold: float = 0.1,
     on_progress: OnProgress | None = None,
-) -> SAEMetrics:
-    """Core metrics of `sae` on the model's activations over `texts` (use text the SAE was not trained on)."""
-    check_fits(model, sae)
-    sae = sae.eval()
-    hook_in = sae.cfg.hook_name
-    hook_out = sae.cfg.hook_name_out or hook_in
-    hooks = [hook_in] if hook_out == hook_in else [hook_in, hook_out]
+) -> dict[str, SAEMetrics]:
+    """Core metrics of several SAEs on the model's activations over `texts` (use text they were not
+    trained on). The clean and zero-ablated forwards are shared by all SAEs of the same hook."""
+    if not saes:
+        raise SAEError("no SAEs to evaluate")
+    for sae in saes.values():
+        check_fits(model, sae)
+        sae.eval()
+    hooks = sorted({h for s in saes.values() for h in (s.cfg.hook_name, s.cfg.hook_name_out or s.cfg.hook_name)},
+                   key=model.hook_names.index)
+    out_hooks = sorted({s.cfg.hook_name_out or s.cfg.hook_name for s in saes.values()}, key=model.hook_names.index)
     windows = token_windows(model.tokenizer, texts, context_size)
-    n_tok, sq_err, l0_sum = 0, 0.0, 0.0
-    sum_x, sum_x2 = None, 0.0
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
-    ce = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
-    n_pred = 0
-    tracker = Tracker(on_progress, "sae eval", f"evaluating {sae.cfg.architecture} at {hook_in}", total=max_tokens)
+    acc = {name: {"sq_err": 0.0, "l0": 0.0, "sum": None, "sum2": 0.0, "ce": 0.0,
+                  "fired": torch.zeros(s.cfg.d_sae, dtype=torch.long)} for name, s in saes.items()}
+    ce_clean, ce_zero = 0.0, {h: 0.0 for h in out_hooks}
+    n_tok = n_pred = 0
+    tracker = Tracker(on_progress, "sae eval", f"evaluating {len(saes)} SAE(s)", total=max_tokens)
     while n_tok < max_tokens:
         rows = [w for _, w in zip(range(batch_size), windows)]
         if not rows:
             break
         tokens = torch.tensor(rows, dtype=torch.long, device=model.device)
-        acts = model_activations(model, tokens, hooks)[:, 1:]  # drop BOS
-        x = acts[..., : sae.cfg.d_in].reshape(-1, sae.cfg.d_in)
-        y = acts[..., -sae.cfg.d_output :].reshape(-1, sae.cfg.d_output)
-        check_finite(x, f"activations at {hook_in}")
-        recon, latents = sae(x.to(sae.device))
-        recon, latents = recon.float().cpu(), latents.float().cpu()
-        sq_err += float((recon - y).pow(2).sum())
-        sum_x = y.sum(0) if sum_x is None else sum_x + y.sum(0)
-        sum_x2 += float(y.pow(2).sum())
-        l0_sum += float((latents > 0).sum())
-        fired += (latents > 0).sum(0)
-        n_tok += len(x)
-        clean = model.forward(tokens)
-        with splice_sae(model, sae, skip_first=True):
-            spliced = model.forward(tokens)
-        with splice(model, hook_out, _ZeroExceptFirst()):
-            zero = model.forward(tokens)
-        for key, logits in (("clean", clean), ("spliced", spliced), ("zero", zero)):
-            ce[key] += float(_next_token_ce(logits, tokens).sum())
+        clean, cache = model.run_with_cache(tokens, names_filter=hooks)
+        ce_clean += float(_next_token_ce(clean, tokens).sum())
+        for h in out_hooks:
+            with splice(model, h, _ZeroExceptFirst()):
+                ce_zero[h] += float(_next_token_ce(model.forward(tokens), tokens).sum())
+        for name, sae in saes.items():
+            a = acc[name]
+            x = cache[sae.cfg.hook_name][:, 1:].float().reshape(-1, sae.cfg.d_in)  # BOS dropped
+            y = cache[sae.cfg.hook_name_out or sae.cfg.hook_name][:, 1:].float().reshape(-1, sae.cfg.d_output)
+            check_finite(x, f"activations at {sae.cfg.hook_name}")
+            recon, latents = sae(x.to(sae.device))
+            recon, latents = recon.float().cpu(), latents.float().cpu()
+            y = y.cpu()
+            a["sq_err"] += float((recon - y).pow(2).sum())
+            a["sum"] = y.sum(0) if a["sum"] is None else a["sum"] + y.sum(0)
+            a["sum2"] += float(y.pow(2).sum())
+            a["l0"] += float((latents > 0).sum())
+            a["fired"] += (latents > 0).sum(0)
+            with splice_sae(model, sae, skip_first=True):
+                a["ce"] += float(_next_token_ce(model.forward(tokens), tokens).sum())
+        n_tok += tokens.shape[0] * (tokens.shape[1] - 1)
         n_pred += tokens.shape[0] * (tokens.shape[1] - 1)
-        tracker.advance(len(x))
+        tracker.advance(tokens.shape[0] * (tokens.shape[1] - 1))
     if n_tok == 0:
         raise SAEError(f"the evaluation corpus is shorter than one window of {context_size} tokens: add text or lower context_size")
-    var = sum_x2 - float(sum_x.pow(2).sum()) / n_tok
-    ce = {k: v / n_pred for k, v in ce.items()}
-    denom = ce["zero"] - ce["clean"]
-    return SAEMetrics(
-        l0=l0_sum / n_tok,
-        fvu=sq_err / max(var, 1e-12),
-        mse=sq_err / n_tok,
-        ce_clean=ce["clean"],
-        ce_spliced=ce["spliced"],
-        ce_zero=ce["zero"],
-        ce_loss_recovered=(ce["zero"] - ce["spliced"]) / denom if abs(denom) > 1e-12 else float("nan"),
-        dead_fraction=float((fired == 0).float().mean()),
-        dense_fraction=float((fired > dense_threshold * n_tok).float().mean()),
-        n_tokens=n_tok,
-    )
+    results = {}
+    for name, sae in saes.items():
+        a = acc[name]
+        var = a["sum2"] - float(a["sum"].pow(2).sum()) / n_tok
+        clean_ce, zero_ce, spliced_ce = ce_clean / n_pred, ce_zero[sae.cfg.hook_name_out or sae.cfg.hook_name] / n_pred, a["ce"] / n_pred
+        denom = zero_ce - clean_ce
+        results[name] = SAEMetrics(
+            l0=a["l0"] / n_tok, fvu=a["sq_err"] / max(var, 1e-12), mse=a["sq_err"] / n_tok,
+            ce_clean=clean_ce, ce_spliced=spliced_ce, ce_zero=zero_ce,
+            ce_loss_recovered=(zero_ce - spliced_ce) / denom if abs(denom) > 1e-12 else float("nan"),
+            dead_fraction=float((a["fired"] == 0).float().mean()),
+            dense_fraction=float((a["fired"] > dense_threshold * n_tok).float().mean()),
+            n_tokens=n_tok,
+        )
+    return results
 
 
 class _ZeroExceptFirst(torch.nn.Module):

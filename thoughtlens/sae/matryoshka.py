@@ -14,7 +14,7 @@ import torch
 from thoughtlens.errors import SAEError
 from thoughtlens.sae.base import SAEConfig, register_architecture
 from thoughtlens.sae.batchtopk import BatchTopKSAE
-from thoughtlens.sae.topk import normalized_mse
+from thoughtlens.sae.topk import Selection, normalized_mse
 
 
 def default_widths(d_sae: int) -> list[int]:
@@ -37,13 +37,13 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     def widths(self) -> list[int]:
         return self.cfg.matryoshka_widths or default_widths(self.cfg.d_sae)
 
-    def reconstruction_loss(self, latents, target, recon) -> torch.Tensor:
-        # Inner prefixes: decode latents[:, :w] only. The outer prefix is `recon` itself.
-        loss = normalized_mse(recon, target)
-        partial = self.b_dec
-        start = 0
+    def reconstruction_loss(self, sel: Selection, target: torch.Tensor) -> torch.Tensor:
+        """Sum over prefixes of the normalised MSE of the reconstruction from latents [0, w) only
+        (the outer prefix is the full reconstruction)."""
+        loss = normalized_mse(sel.recon, target)
+        contrib = sel.vals[:, None] * self.W_dec[sel.cols]  # [n, d_out]
         for w in self.widths[:-1]:
-            partial = partial + latents[:, start:w] @ self.W_dec[start:w]
-            start = w
-            loss = loss + normalized_mse(partial.expand_as(target), target)
+            keep = sel.cols < w
+            partial = self.b_dec + torch.zeros_like(sel.recon).index_add(0, sel.rows[keep], contrib[keep])
+            loss = loss + normalized_mse(partial, target)
         return loss

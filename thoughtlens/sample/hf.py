@@ -13,9 +13,11 @@ batches (see `deterministic_batch`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
+from typing import ContextManager
 
 import torch
 
@@ -29,17 +31,23 @@ class HFSampler:
 
     batch_size: rows decoded together; also the unit of determinism for resumed runs.
     answer_done: optional predicate on the text so far; True ends the row with finish_reason "answer".
+    intervention: optional zero-argument function returning a context manager that is open while this
+        sampler decodes, e.g. `lambda: add_direction(model, "blocks.12.hook_resid_post", v, scale=4)`
+        (thoughtlens.model.interventions): a steered model is resampled like any other. Interventions
+        entered around `sample()` by the caller work the same way.
     """
 
     name = "hf"
 
-    def __init__(self, model, *, batch_size: int = 16, answer_done: AnswerDone | None = None):
+    def __init__(self, model, *, batch_size: int = 16, answer_done: AnswerDone | None = None,
+                 intervention: Callable[[], ContextManager] | None = None):
         self.model = model
         self.hf_model = getattr(model, "hf_model", model)
         self.tokenizer = model.tokenizer
         self.batch_size = batch_size
         self.deterministic_batch = batch_size
         self.answer_done = answer_done
+        self.intervention = intervention
         self.tokens_generated = 0
         self.seconds = 0.0
         eos = self.hf_model.generation_config.eos_token_id if self.hf_model.generation_config else None
@@ -64,6 +72,11 @@ class HFSampler:
         on_completion: OnCompletion | None = None,
     ) -> list[Completion]:
         done: list[Completion] = []
+        with self.intervention() if self.intervention is not None else contextlib.nullcontext():
+            self._sample(requests, params, on_completion, done)
+        return done
+
+    def _sample(self, requests, params: SamplingParams, on_completion, done: list[Completion]) -> None:
         for prefix_index, req in enumerate(requests):
             if not req.sample_indices:
                 continue

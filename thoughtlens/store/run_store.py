@@ -39,6 +39,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -116,6 +117,8 @@ class RunStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._run_locks: set[str] = set()
+        # Run locks are released on close(), or when the store is garbage-collected without one.
+        self._release_locks = weakref.finalize(self, _release_run_locks, self.path, self._run_locks)
         check_writable(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +146,7 @@ class RunStore:
     def close(self) -> None:
         with self._lock:
             self._con.close()
-            for run_id in list(self._run_locks):
-                _RUN_LOCKS.release(self.path, run_id)
-            self._run_locks.clear()
+            self._release_locks()
 
     def __enter__(self) -> "RunStore":
         return self
@@ -592,6 +593,12 @@ class _RunLocks:
 _RUN_LOCKS = _RunLocks()
 
 
+def _release_run_locks(path: Path, run_ids: set[str]) -> None:
+    for run_id in list(run_ids):
+        _RUN_LOCKS.release(path, run_id)
+    run_ids.clear()
+
+
 # ---- private helpers -----------------------------------------------------------------------------
 
 
@@ -657,3 +664,17 @@ def _decode_artifact(kind: str, blob: bytes) -> Any:
         # allow_pickle=False: a store file may come from elsewhere; never unpickle its contents.
         return np.load(io.BytesIO(blob), allow_pickle=False)
     return json.loads(blob)
+
+
+def pick_one(kind: str, given: str | None, available: list[str], flag: str, where: str) -> str:
+    """The one `kind` (run, problem) to use: `given` if valid, the only one available, or a one-line error."""
+    if given is not None:
+        if given not in available:
+            raise StoreError(f"no {kind} '{given}' in {where} ({kind}s: {', '.join(available) or 'none'}); "
+                             f"pass one of those with {flag}")
+        return given
+    if not available:
+        raise StoreError(f"{where} has no {kind}s; run `thoughtlens anchors run` into it first")
+    if len(available) > 1:
+        raise StoreError(f"{where} has {len(available)} {kind}s ({', '.join(available[:10])}); pick one with {flag}")
+    return available[0]

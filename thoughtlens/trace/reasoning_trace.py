@@ -8,6 +8,7 @@ be cut out, replaced or resampled without losing a single character of the origi
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -100,7 +101,7 @@ class ReasoningTrace:
         """`text[:sentences[i].start]`: the prefix to resample S_i from (S_i removed)."""
         return self.text[: self._check_index(i).start]
 
-    def rollout_prefix(self, i: int, tokenizer=None) -> str:
+    def rollout_prefix(self, i: int, tokenizer=None, _encoding=None) -> str:
         """The text to sample rollouts from at prefix position i (0..n; n keeps the whole reasoning).
 
         For i < n, S_i and everything after it are removed, and the prefix ends where the model's own
@@ -121,7 +122,8 @@ class ReasoningTrace:
         if i == n:
             end = self.sentences[-1].end
             if tokenizer is not None:
-                cut = _aligned_cut(tokenizer, self.text, end, _whitespace_end(self.text, end), latest=False)
+                cut = _aligned_cut(tokenizer, self.text, end, _whitespace_end(self.text, end), latest=False,
+                                   encoding=_encoding)
                 if cut is not None:
                     return self.text[:cut]
             return self.text[:end]
@@ -129,7 +131,7 @@ class ReasoningTrace:
         floor = self.sentences[i - 1].end if i > 0 else self.think_span[0]
         if tokenizer is not None:
             lo = max(floor, len(self.text[: s.start].rstrip()))
-            cut = _aligned_cut(tokenizer, self.text, lo, s.start, latest=True)
+            cut = _aligned_cut(tokenizer, self.text, lo, s.start, latest=True, encoding=_encoding)
             if cut is not None:
                 return self.text[:cut]
         if i == 0:
@@ -140,7 +142,8 @@ class ReasoningTrace:
         """`rollout_prefix(k)` for k = 0..n."""
         if not self.sentences:
             raise TraceError("the trace has no sentences to analyse: check max_new_tokens and the prompt")
-        return [self.rollout_prefix(k, tokenizer) for k in range(len(self.sentences) + 1)]
+        encoding = _encode(tokenizer, self.text) if tokenizer is not None else None  # once for all prefixes
+        return [self.rollout_prefix(k, tokenizer, encoding) for k in range(len(self.sentences) + 1)]
 
     def prefix_through(self, i: int) -> str:
         """`text[:sentences[i].end]`: the prefix that keeps S_i."""
@@ -183,23 +186,28 @@ def _whitespace_end(text: str, pos: int) -> int:
     return pos + len(text[pos:]) - len(text[pos:].lstrip())
 
 
-def _aligned_cut(tokenizer, text: str, lo: int, hi: int, *, latest: bool) -> int | None:
+def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """(token ids, char offsets) of `text`, no special tokens added; needs a fast tokenizer."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TraceError("token-aligned prefixes need a fast tokenizer (offset mapping); load it with "
+                         "AutoTokenizer.from_pretrained(..., use_fast=True) or pass tokenizer=None")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _aligned_cut(tokenizer, text: str, lo: int, hi: int, *, latest: bool, encoding=None) -> int | None:
     """A cut in [lo, hi] (only whitespace lies between lo and hi) at which `text[:cut]` tokenizes to
     exactly the first tokens of `text`, i.e. a token boundary the model itself produced. The latest such
     cut when `latest` (least whitespace left to generate), else the earliest; None when there is none.
 
     Checked by re-tokenizing, because a token boundary is not always enough: byte-level pre-tokenizers
     split a run of newlines differently at the end of a string ('\n\n' + 'Then' vs '\n\n' at the end)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise TraceError("token-aligned prefixes need a fast tokenizer (offset mapping); load it with "
-                         "AutoTokenizer.from_pretrained(..., use_fast=True) or pass tokenizer=None")
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    boundaries = sorted({0, *(b for _, b in offsets)}, reverse=latest)
-    for cut in boundaries:
-        if not lo <= cut <= hi:
-            continue
-        m = sum(1 for _, b in offsets if b <= cut)
+    ids, offsets = encoding if encoding is not None else _encode(tokenizer, text)
+    ends = list(itertools.accumulate((b for _, b in offsets), max))  # non-decreasing, for bisect
+    lo_t, hi_t = bisect.bisect_left(ends, lo), bisect.bisect_right(ends, hi)  # token ends within [lo, hi]
+    candidates = sorted({b for b in ends[lo_t:hi_t]} | ({0} if lo <= 0 <= hi else set()), reverse=latest)
+    for cut in candidates:
+        m = bisect.bisect_right(ends, cut)  # tokens ending at or before the cut
         if tokenizer(text[:cut], add_special_tokens=False)["input_ids"] == ids[:m]:
             return cut
     return None

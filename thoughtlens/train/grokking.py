@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thoughtlens.errors import ThoughtlensError
+from thoughtlens.errors import ConfigError, ThoughtlensError
 from thoughtlens.train.checkpoints import Checkpoints, plot_measures
 from thoughtlens.train.trainer import TrainConfig, Trainer, TrainResult
 
@@ -66,11 +66,11 @@ class GrokkingConfig:
 
     def __post_init__(self):
         if self.p < 3 or any(self.p % d == 0 for d in range(2, int(self.p ** 0.5) + 1)):
-            raise ThoughtlensError(f"p={self.p} must be a prime >= 3 (the paper uses 113)")
+            raise ConfigError(f"p={self.p} must be a prime >= 3 (the paper uses 113)")
         if not 0 < self.frac_train < 1:
-            raise ThoughtlensError(f"frac_train={self.frac_train} must lie in (0, 1); the paper uses 0.3")
+            raise ConfigError(f"frac_train={self.frac_train} must lie in (0, 1); the paper uses 0.3")
         if self.d_model % self.n_heads:
-            raise ThoughtlensError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+            raise ConfigError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
 
 
 class OneLayerTransformer(nn.Module):

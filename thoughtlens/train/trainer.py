@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from thoughtlens.errors import ThoughtlensError
+from thoughtlens.errors import ConfigError, ThoughtlensError
 
 Batch = dict[str, torch.Tensor]
 ProgressFn = Callable[[dict], None]
@@ -61,11 +61,11 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
-            raise ThoughtlensError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+            raise ConfigError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if self.schedule not in ("constant", "cosine"):
-            raise ThoughtlensError(f"unknown schedule '{self.schedule}': use 'constant' or 'cosine'")
+            raise ConfigError(f"unknown schedule '{self.schedule}': use 'constant' or 'cosine'")
         if self.n_checkpoints < 1:
-            raise ThoughtlensError(f"n_checkpoints must be >= 1, got {self.n_checkpoints}")
+            raise ConfigError(f"n_checkpoints must be >= 1, got {self.n_checkpoints}")
 
 
 @dataclass

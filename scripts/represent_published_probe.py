@@ -1,0 +1,139 @@
+"""Probe the bundled model's activations of the 20 published Thought Anchors traces for each sentence's category.
+
+    python scripts/represent_published_probe.py [--data ../shared/data/thought-anchors/deepseek-r1-distill-qwen-14b]
+        [--cache DIR] [--layers 0,2,...] [--out docs/figures/represent_category_probe.png] [--json docs/represent_probe.json]
+
+The bundled SmolLM2-135M-Instruct reads each published trace (prompt + chain of thought, cut to 4,096 tokens);
+the residual stream after every layer is reduced per sentence (mean over its tokens) with
+`thoughtlens.represent.sentence_activations` and cached per trace under --cache (resumable). A logistic probe
+(thoughtlens.represent.probes) predicts the published first tag with leave-problems-out cross-validation
+(GroupKFold over problems: both traces of a problem are always held out together), per layer, next to
+the MiniLM labeller (0.569, docs/validation.md) and the majority class (0.345), with a Hewitt-Liang control
+task. A second probe (ridge) predicts counterfactual_importance_kl's rank (Spearman on held-out problems).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from thoughtlens.anchors.categories import load_published  # noqa: E402
+from thoughtlens.report.published import locate_chunks  # noqa: E402
+from thoughtlens.trace.categories import first_tag  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "thought-anchors" / "deepseek-r1-distill-qwen-14b"
+MINILM, MAJORITY = 0.569, 0.345
+
+
+def published_items(data: Path, limit: int | None = None):
+    """(trace_id, text, char spans, meta DataFrame) for each published trace."""
+    df = load_published(data)
+    items = []
+    for trace_id, g in sorted(df.groupby("trace_id"), key=lambda kv: kv[0]):
+        g = g.sort_values("sentence_index").reset_index(drop=True)
+        base = json.loads((data / trace_id / "base_solution.json").read_text())
+        prompt, solution = base["prompt"], base["solution"]
+        spans = [(a + len(prompt), b + len(prompt)) for a, b in locate_chunks(solution, g["text"].tolist())]
+        meta = g.drop(columns=["sentence_index"]).copy()
+        meta["category"] = [first_tag(t) for t in g["tags"]]
+        meta["problem"] = trace_id.split("/")[-1]
+        meta = meta.drop(columns=["tags", "trace_id"])
+        items.append((trace_id, prompt + solution, spans, meta))
+    return items[:limit] if limit else items
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    import thoughtlens
+    from thoughtlens.model.load import cache_dir
+    from thoughtlens.represent.sentence_activations import collect
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--cache", type=Path, default=None, help="per-trace activation cache (default: thoughtlens cache)")
+    p.add_argument("--dtype", default=None, help="model dtype (default: bf16 where fast, else fp32)")
+    p.add_argument("--layers", default=None, help="comma-separated layers to probe (default: all collected)")
+    p.add_argument("--collect-only", action="store_true")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "figures" / "represent_category_probe.png")
+    p.add_argument("--json", type=Path, default=REPO / "docs" / "represent_probe.json")
+    args = p.parse_args(argv)
+    console = Console()
+    torch.manual_seed(0)
+
+    items = published_items(args.data)
+    cache = args.cache or cache_dir() / "represent" / "published-smollm2"
+    model = thoughtlens.load(dtype=args.dtype)
+    with Progress(console=console) as bar:
+        task = bar.add_task("reading traces", total=len(items))
+        acts = collect(model, items, hooks="resid_post", cache_dir=cache, on_progress=lambda n: bar.advance(task, n))
+    console.print(f"{acts.n_sentences} sentences, {len(acts.hooks)} hooks, cached in {cache}")
+    if args.collect_only:
+        return 0
+    from thoughtlens.represent.probes import layer_sweep
+
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else acts.layers()
+    meta = acts.meta
+    report: dict = {"n_sentences": int(len(meta)), "n_traces": int(meta["trace_id"].nunique()),
+                    "minilm_labeller": MINILM, "majority": MAJORITY, "model": model.name, "dtype": str(model.dtype)}
+    cat = layer_sweep(acts, meta["category"].to_numpy(), meta["problem"].to_numpy(), layers=layers, task="classify",
+                      control=True, n_splits=10, reduction="mean")
+    report["category"] = cat.to_dict()
+    best = cat.best()
+    console.print(f"category: best layer {best.layer}: accuracy {best.score:.3f} CI [{best.ci[0]:.3f}, {best.ci[1]:.3f}], "
+                  f"control {best.control_score:.3f}, selectivity {best.selectivity:.3f} "
+                  f"(MiniLM labeller {MINILM}, majority {MAJORITY})")
+    y = meta["counterfactual_importance_kl"].to_numpy(dtype=float)
+    ok = np.isfinite(y)
+    imp = layer_sweep(acts, y, meta["problem"].to_numpy(), layers=layers, task="regress", n_splits=10,
+                      reduction="mean", rows=ok)
+    report["importance_kl"] = imp.to_dict()
+    bi = imp.best()
+    console.print(f"importance (counterfactual_importance_kl): best layer {bi.layer}: Spearman {bi.score:.3f} "
+                  f"CI [{bi.ci[0]:.3f}, {bi.ci[1]:.3f}]")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
+    _figure(cat, imp, args.out)
+    console.print(f"wrote {args.json} and {args.out}")
+    return 0
+
+
+def _figure(cat, imp, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax = axes[0]
+    L = [r.layer for r in cat.rows]
+    ax.plot(L, [r.score for r in cat.rows], "o-", label="probe (held-out problems)")
+    ax.fill_between(L, [r.ci[0] for r in cat.rows], [r.ci[1] for r in cat.rows], alpha=0.2)
+    ax.plot(L, [r.control_score for r in cat.rows], "s--", label="control task")
+    ax.axhline(MINILM, color="tab:green", ls=":", label=f"MiniLM labeller {MINILM}")
+    ax.axhline(MAJORITY, color="gray", ls=":", label=f"majority {MAJORITY}")
+    ax.set(xlabel="layer (resid_post, sentence mean)", ylabel="first-tag accuracy", title="sentence category")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    L = [r.layer for r in imp.rows]
+    ax.plot(L, [r.score for r in imp.rows], "o-")
+    ax.fill_between(L, [r.ci[0] for r in imp.rows], [r.ci[1] for r in imp.rows], alpha=0.2)
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set(xlabel="layer", ylabel="Spearman (held-out problems)", title="counterfactual_importance_kl")
+    fig.suptitle("SmolLM2-135M-Instruct reading the 20 published R1-Distill traces")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

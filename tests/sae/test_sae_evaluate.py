@@ -1,0 +1,52 @@
+"""Evaluation metrics against independent computations: plain HF loss for CE, an explicit zero-ablation
+hook, an identity SAE (FVU 0, CE recovered 1), and k-sparse probing on planted features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from thoughtlens.sae.evaluate import evaluate_saes, k_sparse_probe
+from thoughtlens.sae.activations import token_windows
+
+from test_sae_splice import identity_sae
+
+TEXTS = [f"Problem {i}: Tom has {i} apples and buys {i + 3} more, so he has {2 * i + 3} apples." for i in range(30)]
+
+
+def test_identity_sae_metrics_match_independent_computation(tiny_lm):
+    hook = "blocks.0.hook_resid_post"
+    sae = identity_sae(tiny_lm.cfg.d_model, hook)
+    m = evaluate_saes(tiny_lm, {"id": sae}, TEXTS, context_size=16, batch_size=4, max_tokens=120)["id"]
+    windows = list(token_windows(tiny_lm.tokenizer, TEXTS, 16))[: -(-m.n_tokens // 15)]
+    tokens = torch.tensor(windows)
+    with torch.no_grad():
+        hf_loss = float(tiny_lm.hf_model(input_ids=tokens, labels=tokens).loss)  # HF's own mean next-token CE
+
+        def zero_after_bos(x, hook):
+            x = x.clone()
+            x[:, 1:] = 0
+            return x
+
+        logits = tiny_lm.run_with_hooks(tokens, [(hook, zero_after_bos)])
+        zero = float(F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()))
+    assert m.n_tokens == tokens.shape[0] * 15
+    assert m.ce_clean == pytest.approx(hf_loss, rel=1e-5)
+    assert m.ce_zero == pytest.approx(zero, rel=1e-5)
+    assert m.ce_spliced == pytest.approx(m.ce_clean, abs=1e-5)
+    assert m.ce_loss_recovered == pytest.approx(1.0, abs=1e-4)
+    assert m.fvu < 1e-10 and m.l0 == pytest.approx(tiny_lm.cfg.d_model)
+    assert m.dead_fraction == 0.0
+
+
+def test_k_sparse_probe_finds_a_planted_feature():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    feats = rng.exponential(1.0, (400, 50)) * (rng.random((400, 50)) < 0.2)
+    feats[:, 17] = labels * 3.0 + rng.random(400) * 0.1  # latent 17 carries the label
+    acc = k_sparse_probe(feats, labels, ks=(1, 5))
+    assert acc[1] > 0.97 and acc[5] > 0.97
+    shuffled = k_sparse_probe(feats, rng.permutation(labels), ks=(1,))
+    assert shuffled[1] < 0.7

@@ -1,0 +1,117 @@
+"""Directional ablation: remove a direction from the residual stream, by hooks or by editing the weights.
+
+    with ablate_direction(model, refusal_dir):              # hooks, for this block only
+        text = model.generate(prompt)
+    path = orthogonalize_weights(model, refusal_dir, "smol-no-refusal")   # a model directory
+    edited = thoughtlens.load("smol-no-refusal")            # same logits as the hooked model (up to rounding)
+
+Arditi et al. 2024, "Refusal in language models is mediated by a single direction" (repository
+andyrdt/refusal_direction): the hook version projects the unit direction r out of every block's input
+(resid_pre) and out of every attention and MLP output (`get_all_direction_ablation_hooks`,
+pipeline/utils/hook_utils.py); the weight version orthogonalises every matrix that writes to the
+residual stream, W <- W - r r^T W: the token (and position) embeddings and each layer's attention output
+and MLP down projections (`orthogonalize_model_weights` in pipeline/model_utils/*_model.py). Both leave
+every residual-stream vector orthogonal to r, so they compute the same function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from thoughtlens.errors import ConfigError
+from thoughtlens.model.adapters import get_module
+from thoughtlens.model.interventions import project_out
+
+
+def _unit(model, direction) -> torch.Tensor:
+    d = torch.as_tensor(direction).detach().double().flatten()
+    if d.shape[0] != model.cfg.d_model:
+        raise ConfigError(f"the direction has width {d.shape[0]} but {model.name}'s residual stream has "
+                          f"d_model = {model.cfg.d_model}: compute it at a residual-stream hook of this model")
+    if not torch.isfinite(d).all() or d.norm() == 0:
+        raise ConfigError("the direction is zero or not finite: check how it was computed")
+    return d / d.norm()
+
+
+@contextlib.contextmanager
+def ablate_direction(model, direction, *, layers=None) -> Iterator[None]:
+    """Project `direction` out of the residual stream everywhere while the block is open (hook version).
+
+    layers: restrict to these blocks (default every block), e.g. to ablate in later layers only.
+    """
+    r = _unit(model, direction).float()
+    layers = range(model.cfg.n_layers) if layers is None else layers
+    with contextlib.ExitStack() as stack:
+        for L in layers:
+            for hook in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out"):
+                stack.enter_context(project_out(model, f"blocks.{int(L)}.{hook}", r))
+        yield
+
+
+def _orthogonalize_output(module: nn.Module, r: torch.Tensor) -> None:
+    """Make `module`'s output orthogonal to r in place: nn.Linear ([out, in]), Conv1D ([in, out]) or Embedding."""
+    w = module.weight
+    rr = r.to(w.dtype)
+    with torch.no_grad():
+        if type(module).__name__ == "Conv1D":  # GPT-2: y = x @ W + b, W [in, out]
+            w -= (w @ rr)[:, None] * rr[None, :]
+        elif isinstance(module, nn.Embedding):  # rows are output vectors: [vocab, d_model]
+            w -= (w @ rr)[:, None] * rr[None, :]
+        else:  # nn.Linear: y = x @ W^T + b, W [out, in]
+            w -= rr[:, None] * (rr @ w)[None, :]
+        bias = getattr(module, "bias", None)
+        if bias is not None:
+            bias -= (bias @ rr) * rr
+
+
+def orthogonalized_hf_model(model, direction) -> nn.Module:
+    """A copy of `model.hf_model` whose residual-stream writers are orthogonal to `direction`.
+
+    Tied input / output embeddings are untied first (only the embedding is edited, as in Arditi et al.).
+    """
+    a = model.adapter
+    if a.attn_out != a.o_proj.split(".")[0] and a.attn_out != a.o_proj:
+        raise ConfigError(f"{a.name} normalises attention / MLP outputs after their projections (sandwich norms), "
+                          "so editing the projections does not remove the direction: use ablate_direction (hooks)")
+    r = _unit(model, direction)
+    hf = copy.deepcopy(model.hf_model)
+    for m in hf.modules():  # hooks of open interventions were copied too
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    out_emb, in_emb = hf.get_output_embeddings(), get_module(hf, a.embed)
+    if out_emb is not None and out_emb.weight is in_emb.weight:
+        out_emb.weight = nn.Parameter(in_emb.weight.detach().clone(), requires_grad=False)
+    for cfg in {id(c): c for c in (hf.config, getattr(hf.config, "get_text_config", lambda: hf.config)())}.values():
+        cfg.tie_word_embeddings = False
+    r = r.float()
+    _orthogonalize_output(in_emb, r)
+    if a.pos_embed:
+        _orthogonalize_output(get_module(hf, a.pos_embed), r)
+    for layer in get_module(hf, a.layers):
+        _orthogonalize_output(get_module(layer, a.o_proj), r)
+        _orthogonalize_output(get_module(layer, a.mlp_down), r)
+    return hf
+
+
+def orthogonalize_weights(model, direction, out_dir: str | Path) -> Path:
+    """Save a model directory (safetensors + tokenizer) with `direction` orthogonalised out of the weights.
+
+    `thoughtlens.load(out_dir)` opens it like any other model.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty: pass a new directory")
+    hf = orthogonalized_hf_model(model, direction)
+    sdpa = getattr(hf, "_supports_sdpa", True)
+    hf.set_attn_implementation("sdpa" if sdpa else "eager")  # not thoughtlens': plain HF must open it too
+    out.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(out)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(out)
+    return out
