@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--vllm-url", default=os.environ.get("THOUGHTLENS_VLLM_URL"))
     ap.add_argument("--llama-url", default=None)
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--skip-llama", action="store_true")
     args = ap.parse_args()
 
     from transformers import AutoTokenizer
@@ -147,7 +148,7 @@ def main() -> None:
             print(f"thoughtlens overhead over vLLM's own client: {best_d / best_b - 1:+.1%} (best of {args.repeats}; "
                   f"target <= +10%); identical texts: yes", flush=True)
         llama = args.llama_url
-        if llama is None:
+        if llama is None and not args.skip_llama:
             try:
                 import llama_cpp  # noqa: F401
 
@@ -156,7 +157,7 @@ def main() -> None:
                 llama = server.url
             except ImportError:
                 print("(c) skipped: llama-cpp-python is not installed (make llama-server)")
-        if llama is not None:
+        if llama is not None and not args.skip_llama:
             tok_c, dt_c, _, _ = _thoughtlens_openai(llama, prompt, args.n, args.tokens, 4)
             _row("(c) thoughtlens openai backend -> llama.cpp (Q4_1)", tok_c, dt_c)
     finally:

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default=None, help="model dtype (default: bf16 where fast, else fp32)")
     p.add_argument("--layers", default=None, help="comma-separated layers to probe (default: all collected)")
     p.add_argument("--collect-only", action="store_true")
+    p.add_argument("--cached-only", action="store_true", help="probe only the traces already in --cache (no model run)")
+    p.add_argument("--splits", type=int, default=10, help="GroupKFold splits over problems")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures" / "represent_category_probe.png")
     p.add_argument("--json", type=Path, default=REPO / "docs" / "represent_probe.json")
     args = p.parse_args(argv)
@@ -72,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     items = published_items(args.data)
     cache = args.cache or cache_dir() / "represent" / "published-smollm2"
-    model = thoughtlens.load(dtype=args.dtype)
+    if args.cached_only:
+        items = [it for it in items if (cache / f"{it[0].replace('/', '__')}.npz").exists()]
+    model = None if args.cached_only else thoughtlens.load(dtype=args.dtype)  # cached traces need no model
     with Progress(console=console) as bar:
         task = bar.add_task("reading traces", total=len(items))
         acts = collect(model, items, hooks="resid_post", cache_dir=cache, on_progress=lambda n: bar.advance(task, n))
@@ -84,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     layers = [int(x) for x in args.layers.split(",")] if args.layers else acts.layers()
     meta = acts.meta
     report: dict = {"n_sentences": int(len(meta)), "n_traces": int(meta["trace_id"].nunique()),
-                    "minilm_labeller": MINILM, "majority": MAJORITY, "model": model.name, "dtype": str(model.dtype)}
+                    "minilm_labeller": MINILM, "majority": MAJORITY, "model": "SmolLM2-135M-Instruct (bundled)",
+                    "hooks": "blocks.*.hook_resid_post, mean over each sentence's tokens", "splits": args.splits}
     cat = layer_sweep(acts, meta["category"].to_numpy(), meta["problem"].to_numpy(), layers=layers, task="classify",
-                      control=True, n_splits=10, reduction="mean")
+                      control=True, n_splits=args.splits, reduction="mean", on_progress=lambda n: console.print(".", end=""))
     report["category"] = cat.to_dict()
     best = cat.best()
     console.print(f"category: best layer {best.layer}: accuracy {best.score:.3f} CI [{best.ci[0]:.3f}, {best.ci[1]:.3f}], "
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(MiniLM labeller {MINILM}, majority {MAJORITY})")
     y = meta["counterfactual_importance_kl"].to_numpy(dtype=float)
     ok = np.isfinite(y)
-    imp = layer_sweep(acts, y, meta["problem"].to_numpy(), layers=layers, task="regress", n_splits=10,
+    imp = layer_sweep(acts, y, meta["problem"].to_numpy(), layers=layers, task="regress", n_splits=args.splits,
                       reduction="mean", rows=ok)
     report["importance_kl"] = imp.to_dict()
     bi = imp.best()

@@ -44,6 +44,20 @@ def test_bundled_tokenizer_prefixes_are_token_aligned(smol_tokenizer):
     assert "Ġ" in old
 
 
+def test_tiny_model_with_the_bundled_tokenizer_encodes_prefixes_as_trace_tokens(tiny_lm):
+    from thoughtlens.sample.hf import HFSampler
+
+    tok = tiny_lm.tokenizer
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 3 + 5 - 2?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    trace = ReasoningTrace.parse(prompt, COMPLETION)
+    full = tiny_lm.to_tokens(trace.text)[0].tolist()
+    sampler = HFSampler(tiny_lm)
+    for prefix in trace.rollout_prefixes(tok):
+        ids = sampler._encode(prefix)[0].tolist()  # what the hf backend feeds the model
+        assert ids == full[: len(ids)]
+
+
 def test_r1_like_tokenizer_prefixes_are_token_aligned_and_keep_fused_newlines():
     tok = r1_like_tokenizer()
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is 3+5-2?"}], tokenize=False,

@@ -4,9 +4,8 @@ the conventions are recorded in the run config, and the sentence-to-sentence gra
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
+from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem, answer_complete
 from thoughtlens.anchors.definitions import conventions_label
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore
@@ -46,10 +45,10 @@ class ScriptedSampler:
         return out
 
 
-def _run(tmp_path, **cfg):
-    store = RunStore(tmp_path / "s.sqlite")
+def _run(tmp_path, sampler=None, name="s.sqlite", **cfg):
+    store = RunStore(tmp_path / name)
     config = AnchorsConfig(n_rollouts=2, label_categories=False, **cfg)
-    job = AnchorsRun(ScriptedSampler(), store, config)
+    job = AnchorsRun(sampler or ScriptedSampler(), store, config)
     job.run([Problem("p0", "What is 3 + 4?", PROMPT, "7", base_completion=TRACE)])
     return store, job
 
@@ -63,9 +62,16 @@ def test_reasoning_rollouts_run_past_hedged_guesses_and_forced_answers_are_read_
     assert set(forced["text"]) == {"-\\frac{5}{12}}"} and set(forced["answer"]) == {"-\\frac{5}{12}"}
     # paper conventions: the paper's forcing text, after a prefix with no dangling whitespace
     assert all(p.endswith(".\n</think>\n\nTherefore, the final answers is \\boxed{") or
-               p.endswith("<think>\n</think>\n\nTherefore, the final answers is \\boxed{")
+               p.endswith("<think>\n\n</think>\n\nTherefore, the final answers is \\boxed{")
                for p in job.sampler.prefixes if p.endswith("\\boxed{"))
     assert job.sampler.answer_done is None  # the job's rule was removed again
+    # The CLI builds its sampler with answer_done=answer_complete, the README example without one: same rollouts.
+    cli_sampler = ScriptedSampler()
+    cli_sampler.answer_done = answer_complete
+    store2, job2 = _run(tmp_path, cli_sampler, "cli.sqlite", counterfactual_matrix=False)
+    a = store.rollouts(job.run_id).drop(columns=["created_at"])
+    b = store2.rollouts(job2.run_id).drop(columns=["created_at"])
+    assert a.equals(b) and cli_sampler.answer_done is answer_complete
 
 
 def test_conventions_are_recorded_and_old_runs_say_pre_1_0(tmp_path):
@@ -87,14 +93,19 @@ def test_counterfactual_matrix_is_stored_with_the_papers_shape(tmp_path):
 
 
 def test_a_store_written_before_conventions_still_opens_and_says_pre_1_0(tmp_path):
-    from thoughtlens.report.from_store import page_data_from_store
-    from thoughtlens.report.synthetic import synthetic_store
+    import json
+    import sqlite3
 
-    path = tmp_path / "old.sqlite"
-    synthetic_store(path, n_sentences=6)  # its run config has no "conventions": an old run
-    data = page_data_from_store(path, similarity=False)
-    assert data["notes"]["conventions"].startswith("Metric definitions: pre-1.0 conventions")
+    from thoughtlens.report.from_store import page_data_from_store
+
     store, job = _run(tmp_path, counterfactual_matrix=False)
     new = page_data_from_store(store, job.run_id, similarity=False)
     assert "paper: the paper's definitions" in new["notes"]["conventions"]
     assert "normalize_answer" in new["notes"]["conventions"]  # the remaining deviations are listed
+    # The same store as an older thoughtlens wrote it: no conventions, split_style, counterfactual_matrix.
+    old = {k: v for k, v in store.runs()[0]["config"].items()
+           if k not in ("conventions", "split_style", "counterfactual_matrix")} | {"kl_alpha": 0.5}
+    with sqlite3.connect(store.path) as con:
+        con.execute("UPDATE runs SET config=? WHERE run_id=?", (json.dumps(old), job.run_id))
+    data = page_data_from_store(tmp_path / "s.sqlite", job.run_id, similarity=False)
+    assert data["notes"]["conventions"].startswith("Metric definitions: pre-1.0 conventions")

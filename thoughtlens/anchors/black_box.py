@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+from thoughtlens.anchors.budget import BudgetPolicy, PositionStats, importance_ci, next_round
 from thoughtlens.anchors.definitions import CONVENTIONS, DEFAULT_CONVENTIONS, default_kl_alpha
 from thoughtlens.anchors.importance import Outcome, regeneration_curve, sentence_metrics
 from thoughtlens.anchors.run_options import validate_config
@@ -188,20 +189,27 @@ class AnchorsRun:
     """Runs (or resumes) one thought-anchors job into a store."""
 
     def __init__(self, sampler: Sampler, store: RunStore, config: AnchorsConfig, run_id: str | None = None,
-                 on_progress: OnProgress | None = None):
+                 on_progress: OnProgress | None = None, budget: BudgetPolicy | None = None):
         try:
             extract_answer("", config.answer_style)  # fail now, not after the first rollout, on a bad style
         except ValueError as e:
             raise TraceError(str(e)) from None
         config = with_provenance(config, sampler)  # remote/vllm: the served model, URL and tokenizer identity
         self.sampler, self.store, self.config = sampler, store, config
+        # budget: None = every position gets n_rollouts at once (the paper's, today's behaviour; the stored
+        # config and run id are exactly those of a run without the option). Otherwise an adaptive policy
+        # (anchors.budget), stored in the config under "budget" and part of the run id.
+        self.budget = budget
+        config_dict = asdict(config) if budget is None else {**asdict(config), "budget": asdict(budget)}
+        if budget is not None and run_id is None:
+            run_id = "anchors-" + hashlib.sha1(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:10]
         self.run_id = run_id or config.run_id()
         self.on_progress = on_progress  # receives ProgressEvents (thoughtlens.progress); the library never prints
         # JSON round trip: tuples become lists, exactly as the store will hand the config back on resume.
         stored = next((r["config"] for r in store.runs() if r["run_id"] == self.run_id), None)
         if stored is not None:  # a forced run id: never resume it from another model or tokenizer
-            check_same_source(self.run_id, stored, asdict(config))
-        self.resumed = not store.create_run(self.run_id, json.loads(json.dumps(asdict(config))))
+            check_same_source(self.run_id, stored, config_dict)
+        self.resumed = not store.create_run(self.run_id, json.loads(json.dumps(config_dict)))
 
     # ---- public ------------------------------------------------------------------------------------
 
@@ -225,14 +233,21 @@ class AnchorsRun:
         bar.add_total(len(pre) * cfg.n_rollouts * (2 if cfg.forced else 1))
         bar.describe(f"{problem.id}: {len(trace)} sentences x {cfg.n_rollouts} rollouts")
         params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed=cfg.seed)
+        targets = None  # fixed budget: n_rollouts everywhere
         with _stopping(self.sampler, completion_rule(thinking, cfg.think_tags[1])):
-            self._sample(problem, "resampled", pre, params, bar)
+            if self.budget is None:
+                self._sample(problem, "resampled", pre, params, bar)
+            else:
+                targets = self._sample_adaptive(problem, pre, params, bar)
         if cfg.forced:
             suffix = _forcing_suffix(trace, cfg.think_tags, cfg.conventions)
             # No stop string: the answer is read up to the brace that balances \boxed{ (nested braces).
             forced_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.forced_max_new_tokens, seed=cfg.seed)
+            # The paper's forced prompt: the text before S_k with the whitespace after S_{k-1} stripped (never the
+            # prompt's own '<think>\n'), then the suffix; the suffix re-tokenizes the boundary anyway.
+            forced_texts = [p + suffix for p in trace.rollout_prefixes(None)]
             with _stopping(self.sampler, forced_answer_complete):
-                self._sample(problem, "forced", [p.rstrip() + suffix for p in pre], forced_params, bar)
+                self._sample(problem, "forced", forced_texts, forced_params, bar, targets)
         return self._metrics(problem, trace)
 
     # ---- steps -------------------------------------------------------------------------------------
@@ -274,15 +289,53 @@ class AnchorsRun:
 
         return label(trace)
 
-    def _sample(self, problem: Problem, condition: str, texts: list[str], params: SamplingParams, bar: Tracker) -> None:
-        """Request every missing (prefix, sample) pair; commit each completion as it arrives."""
-        n = self.config.n_rollouts
+    def _sample_adaptive(self, problem: Problem, texts: list[str], params: SamplingParams, bar: Tracker) -> list[int]:
+        """Resampled rollouts in rounds decided by self.budget (anchors.budget.next_round); returns the
+        final per-position counts. Each round's targets are stored (artifact budget_rounds) before it is
+        sampled, so a run killed mid-round first completes that same round on resume: nothing is lost,
+        nothing is drawn twice, and the result equals an uninterrupted run."""
+        rounds: list[list[int]] = self.store.get_artifact(self.run_id, "budget_rounds", problem.id, default=[])
+        stats = self._position_stats(problem, len(texts))
+        bar.advance(sum(s.n for s in stats))  # stored by an earlier attempt
+        while True:
+            if rounds:
+                targets = rounds[-1]
+                self._sample(problem, "resampled", texts, params, bar, targets, count_stored=False)
+                stats = self._position_stats(problem, len(texts))
+                if any(s.n < t for s, t in zip(stats, targets)):  # failed rollouts: retried on the next resume
+                    note(self.on_progress, f"{problem.id}: some rollouts failed; the adaptive budget stops here")
+                    return [s.n for s in stats]
+            extra = next_round(self.budget, stats, self.config.n_rollouts)
+            if not extra:
+                return [s.n for s in stats]
+            rounds.append([s.n + extra.get(k, 0) for k, s in enumerate(stats)])
+            self.store.put_artifact(self.run_id, "budget_rounds", rounds, problem.id)
+            bar.describe(f"{problem.id}: budget round {len(rounds)}, {sum(extra.values())} more rollouts")
+
+    def _position_stats(self, problem: Problem, n_pos: int) -> list[PositionStats]:
+        """Stored resampled rollouts per prefix position (errors excluded): count, answered, correct."""
+        df = self.store.rollouts(self.run_id, problem.id)
+        df = df[(df["condition"] == "resampled") & (df["finish_reason"] != "error")]
+        out = []
+        for k in range(n_pos):
+            at = df[df["sentence_index"] == k]
+            answered = at["answer"].notna()
+            correct = at["is_correct"].fillna(False).astype(bool) & answered
+            out.append(PositionStats(len(at), int(answered.sum()), int(correct.sum())))
+        return out
+
+    def _sample(self, problem: Problem, condition: str, texts: list[str], params: SamplingParams, bar: Tracker,
+                targets: Sequence[int] | None = None, count_stored: bool = True) -> None:
+        """Request every missing (prefix, sample) pair; commit each completion as it arrives.
+        targets: rollouts wanted per position (sample indices 0..targets[k]-1); None = n_rollouts each."""
         done = self.store.done_rollouts(self.run_id, problem.id)
         batch = getattr(self.sampler, "deterministic_batch", None) or 1
         requests, owner = [], []
         for k, text in enumerate(texts):
+            n = self.config.n_rollouts if targets is None else int(targets[k])
             missing = {j for j in range(n) if (problem.id, k, condition, j) not in done}
-            bar.advance(n - len(missing))
+            if count_stored:
+                bar.advance(n - len(missing))
             # Whole batches are regenerated so that batched float noise is identical to an uninterrupted run.
             chunks = {j // batch for j in missing}
             wanted = tuple(j for j in range(n) if j // batch in chunks)
@@ -342,6 +395,11 @@ class AnchorsRun:
         sentences = [s.text for s in trace.sentences]
         rows = sentence_metrics(sentences, resampled, forced, threshold=self.config.similarity_threshold,
                                 alpha=self.config.kl_alpha, conventions=self.config.conventions)
+        if self.budget is not None:  # the page shows each sentence's CI next to its rollout count
+            _, low, high = importance_ci(self._position_stats(problem, n_pos), self.budget.z)
+            for row, lo, hi in zip(rows, low, high):
+                row["resampling_importance_accuracy_ci_low"] = float(lo)
+                row["resampling_importance_accuracy_ci_high"] = float(hi)
         for i, row in enumerate(rows):
             self.store.put_metrics(self.run_id, problem.id, i, row)
         self.store.put_artifact(self.run_id, "regeneration_curve",

@@ -41,7 +41,9 @@ Paper conventions, per sentence i (`analyze_rollouts.py:process_chunk_importance
     compares with R_{i+1} (and, there, also different_trajectories_fraction and overdeterminedness) is
     0.0; a counterfactual with no dissimilar resample, or no answered rollout kept, is 0.0; a KL with an
     empty side is 0.0. The paper also skips chunks shorter than 4 characters (`analyze_problem`'s
-    convergence of chunk indices); thoughtlens's splitters never produce them.
+    `valid_chunks`; "next" is then the next valid chunk); thoughtlens's splitters never produce them.
+    Convergence filter: the published analyze_rollouts.py and step_attribution.py contain none (no
+    restriction to sentences before the answer settles), so every sentence gets its metrics here too.
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ PAPER_MODE_DEVIATIONS = (
 def conventions_note(config: dict | None) -> str:
     """One paragraph for the report page: which definitions the run used and how they differ from the paper."""
     label = conventions_label(config)
+    if (config or {}).get("synthetic"):
+        return "Synthetic data (report.synthetic): no metric definitions apply."
     if label == PRE_1_0:
         return ("Metric definitions: pre-1.0 conventions (KL(kept || resampled) with Jeffreys smoothing, "
                 "missing answers counted as wrong, counterfactual = kept - dissimilar): not comparable with "

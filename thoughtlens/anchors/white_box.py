@@ -110,6 +110,7 @@ def analyze_attention(
     n_head_matrices: int = 5,
     suppression: bool = True,
     temperature: float = 0.6,
+    kl_reduction: str = "paper",
     suppression_heads: HeadSubset | None = None,
     batch_size: int = 4,
     max_tokens: int | None = None,
@@ -124,7 +125,7 @@ def analyze_attention(
     proximity_ignore, control_depth: see `vertical_scores`. top_k, exclude_layers: see `rank_heads`.
     n_head_matrices: how many top heads' sentence matrices to keep per trace (for the report page).
     suppression: compute suppression matrices (the costly part: ~S/2 forwards per trace).
-    temperature, suppression_heads, batch_size: see `suppression_matrix`.
+    temperature, kl_reduction, suppression_heads, batch_size: see `suppression_matrix`.
     max_tokens: analyse only the sentences within the first max_tokens tokens (see `trace_tokens`).
     chunk_rows: query rows per streamed softmax block. on_progress: receives `ProgressEvent`s (thoughtlens.progress).
     """
@@ -162,11 +163,11 @@ def analyze_attention(
     if suppression:
         supp_task = Tracker(on_progress, "attention suppression", "attention suppression",
                             sum(len(tt.ranges) for tt in tokenized.values()))
-        meta = dict(temperature=temperature, heads=None if suppression_heads is None else
+        meta = dict(temperature=temperature, kl_reduction=kl_reduction, heads=None if suppression_heads is None else
                     [list(map(int, h)) for h in suppression_heads], max_tokens=max_tokens, model=model.name)
         for pid, tt in tokenized.items():
             results[pid].suppression = suppression_matrix(
-                model, tt.tokens, tt.ranges, temperature=temperature, heads=suppression_heads,
+                model, tt.tokens, tt.ranges, temperature=temperature, kl_reduction=kl_reduction, heads=suppression_heads,
                 batch_size=batch_size, on_progress=supp_task.advancer())
             if store is not None:
                 _write_suppression(store, run_id, pid, results[pid].suppression, named[pid], tt, meta)

@@ -27,7 +27,7 @@ def run(
     limit: int = typer.Option(1, help="Use the first N problems of --problems."),
     trace: str = typer.Option(None, "--trace", help="Analyse this trace instead of generating one: base_solution.json (prompt, solution) or a text file."),
     rollouts: int = typer.Option(10, "--rollouts", "-n", help="Rollouts per prefix."),
-    max_new_tokens: int = typer.Option(256, help="Token budget per rollout."),
+    max_new_tokens: int = typer.Option(4096, help="Token budget per rollout (reasoning models need thousands to close their thinking)."),
     temperature: float = typer.Option(0.6, help="Sampling temperature of the rollouts."),
     top_p: float = typer.Option(0.95, help="Nucleus sampling threshold of the rollouts."),
     seed: int = typer.Option(0),
@@ -45,6 +45,10 @@ def run(
     attention: bool = typer.Option(False, "--attention/--no-attention", help="Also compute receiver heads and attention suppression (white box, hf only)."),
     report: str = typer.Option(None, "--report", help="Also write the report page here."),
     answer_style: str = typer.Option("auto", help="How to read answers: auto (\\boxed{}, ####, 'the answer is'), boxed, gsm8k, answer_is, last_number."),
+    conventions: str = typer.Option("paper", help="Metric definitions: paper (the paper's code, exactly) or thoughtlens (pre-1.0); see docs/validation.md."),
+    kl_alpha: float = typer.Option(None, "--kl-alpha", help="KL smoothing (default: the conventions' value, 1e-9 for paper, 0.5 for thoughtlens)."),
+    split_style: str = typer.Option("thoughtlens", help="Sentence splitter: thoughtlens, or paper (the published chunking)."),
+    counterfactual_matrix: bool = typer.Option(True, "--counterfactual-matrix/--no-counterfactual-matrix", help="Also compute the sentence-to-sentence graph (step_attribution)."),
 ) -> None:
     """Resample from every prefix of a reasoning trace and measure which sentences matter."""
     from thoughtlens.anchors.run_options import check_run_options
@@ -55,7 +59,8 @@ def run(
         backend=backend, base_url=base_url, store=store, report=report, n_rollouts=rollouts,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         base_max_new_tokens=max(2 * max_new_tokens, 256), forced=forced, seed=seed, similarity_threshold=threshold,
-        answer_style=answer_style)
+        answer_style=answer_style, conventions=conventions, kl_alpha=kl_alpha, split_style=split_style,
+        counterfactual_matrix=counterfactual_matrix)
     run_pipeline(config, model=model, problem=problem, answer=gt_answer, problems=problems, limit=limit,
                  trace=trace, store=store, run_id=run_id, resume=resume, base_url=base_url, api_model=api_model,
                  api_key_env=api_key_env, batch_size=batch_size, dtype=dtype, attention=attention, report=report)
@@ -127,6 +132,10 @@ def show(store_path: str, run_id: str | None, problem_id: str | None) -> None:
         raise c.StoreError(f"{store_path} holds no runs: run `thoughtlens anchors run --store {store_path}` first")
     run_id = run_id or runs[-1]["run_id"]
     metrics = store.metrics(run_id, problem_id)
+    from thoughtlens.anchors.definitions import conventions_label
+
+    config = next((r.get("config") for r in runs if r["run_id"] == run_id), None)
+    c.console().print(f"run {run_id}: metrics by {conventions_label(config)}", highlight=False)
     out = c.stdout(width=150)  # ten numeric columns: never squeeze them to 80
     for pid, group in metrics.groupby("problem_id", sort=True) if not metrics.empty else []:
         trace = store.trace(run_id, pid) or {"sentences": [], "answer": None, "is_correct": None}
@@ -164,6 +173,7 @@ def attention(
     control_depth: bool = typer.Option(False, "--control-depth/--no-control-depth", help="Rank-normalise each query row first."),
     suppression: bool = typer.Option(True, "--suppression/--no-suppression", help="Also compute the S x S suppression matrix."),
     kl_temperature: float = typer.Option(0.6, "--kl-temperature", "--temperature", help="Softmax temperature of the suppression KL."),
+    kl_reduction: str = typer.Option("paper", "--kl-reduction", help="Suppression's per-token value: paper (mean log(KL + 1e-9), nucleus-truncated) or raw (mean KL)."),
     batch_size: int = typer.Option(4, "--batch-size", help="Suppressed sentences per forward pass."),
     dtype: str = typer.Option(None, "--dtype", help="fp32 / bf16 (default: bf16 where the CPU has fast bf16)."),
 ) -> None:
@@ -198,7 +208,7 @@ def attention(
         result = analyze_attention(
             model, traces, store=db, run_id=run_id, problems=problems, proximity_ignore=proximity_ignore,
             control_depth=control_depth, top_k=top_k, suppression=suppression, temperature=kl_temperature,
-            batch_size=batch_size, max_tokens=max_tokens, on_progress=progress)
+            batch_size=batch_size, max_tokens=max_tokens, kl_reduction=kl_reduction, on_progress=progress)
     table = Table(title=f"receiver heads over {len(traces)} traces (kurtosis of vertical scores, mean over traces)")
     for col in ("rank", "layer", "head", "kurtosis"):
         table.add_column(col, justify="right")

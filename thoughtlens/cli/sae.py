@@ -13,6 +13,12 @@ app = typer.Typer(help="Sparse autoencoders: train on a model's activations, eva
 err = Console(stderr=True, soft_wrap=True)
 
 
+def _quiet() -> None:
+    from thoughtlens.cli._common import quiet_third_party
+
+    quiet_third_party()
+
+
 def _fail(exc: Exception) -> None:
     err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
     raise typer.Exit(1)
@@ -61,6 +67,7 @@ def train(
     from thoughtlens.errors import ThoughtlensError
     from thoughtlens.sae import ActivationSource, TrainConfig, build_sae, read_corpus, save_sae, train_saes
 
+    _quiet()
     try:
         model = thoughtlens.load(model_name)
         hook = hook or _default_hook(model)
@@ -100,10 +107,11 @@ def eval_(
     from thoughtlens.sae import read_corpus
     from thoughtlens.sae.evaluate import evaluate_sae
 
+    _quiet()
     try:
-        model = thoughtlens.load(model_name)
-        sae = thoughtlens.load_sae(sae_path)
+        sae = thoughtlens.load_sae(sae_path)  # before the model: a bad file fails fast
         texts = read_corpus(corpus, column)[-last_docs:]
+        model = thoughtlens.load(model_name)
         m = evaluate_sae(model, sae, texts, max_tokens=tokens, on_progress=_progress_printer())
     except ThoughtlensError as exc:
         _fail(exc)
@@ -130,9 +138,10 @@ def features(
     from thoughtlens.sae.features import logit_effects, sentence_features
     from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
+    _quiet()
     try:
-        model = thoughtlens.load(model_name)
         sae = thoughtlens.load_sae(sae_path)
+        model = thoughtlens.load(model_name)
         trace = ReasoningTrace.parse(prompt, completion)
         feats = sentence_features(model, sae, trace)
         effects = logit_effects(model, sae, feature) if feature is not None else None

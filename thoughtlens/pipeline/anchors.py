@@ -25,7 +25,7 @@ import pandas as pd
 from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
 from thoughtlens.anchors.problems import load_problems
 from thoughtlens.anchors.run_options import check_problem_source
-from thoughtlens.errors import ConfigError, StoreError, ThoughtlensError
+from thoughtlens.errors import ConfigError, StoreError, ThoughtlensError, TraceError
 from thoughtlens.progress import OnProgress, note
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.prompts import build_prompt
@@ -80,6 +80,9 @@ def make_problems(tokenizer=None, *, problem: str | None = None, answer: str | N
         from thoughtlens.anchors.white_box import load_trace_file
 
         pid, parsed, meta = load_trace_file(trace)
+        if not parsed.sentences:  # said now, before any model work, not after the first progress line
+            raise TraceError(f"{trace} has no sentences to analyse (after the think tag, if any): "
+                             "pass a trace with reasoning text")
         prompt, text = parsed.prompt, problem or meta.get("problem") or parsed.prompt
         if not prompt:
             if not text:

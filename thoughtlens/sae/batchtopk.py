@@ -62,7 +62,12 @@ class BatchTopKSAE(TopKSAE):
         positive = latents[latents > 0]
         if positive.numel():
             lr = self.cfg.topk_threshold_lr
-            self.topk_threshold.mul_(1 - lr).add_(lr * positive.min().double())
+            if float(self.topk_threshold) == 0.0:
+                # Deviation from SAELens (EMA from 0): start at the first batch's value, so that a short
+                # run does not end with a threshold still far below the kept activations.
+                self.topk_threshold.fill_(float(positive.min()))
+            else:
+                self.topk_threshold.mul_(1 - lr).add_(lr * positive.min().double())
 
     def inference_export(self):
         """Saved as a JumpReLU SAE whose threshold is the learned global threshold (SAELens

@@ -71,6 +71,8 @@ _CAT = "thoughtlens anchors categories"
 
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("regeneration_curve", "problem", "[{k, accuracy, n}]", _RUN),
+    # Adaptive budgets (anchors/budget.py): per round, the cumulative rollouts wanted at each prefix position.
+    Artifact("budget_rounds", "problem", "[rounds][S + 1] int", _RUN),
     Artifact("counterfactual_matrix", "problem", "[S, S] row = cause, column = affected", _RUN, "counterfactual"),
     Artifact("receiver_scores", "problem", "[S]", _ATTN, "receiver_scores"),
     Artifact("vertical_scores", "problem", "[layers, heads, S]", _ATTN),

@@ -15,11 +15,12 @@ Decimals ("3.14") never end a sentence because the period is not followed by whi
 
 `style="paper"` reproduces the paper's `utils.py:split_solution_into_chunks` exactly (with its final
 chunk kept, as in the published data): a cut after `.`/`?`/`!` followed by a space or newline, and at
-the first newline of every `\n\n` (a line holding only spaces is not a paragraph break), including
+the first newline of every `\\n\\n` (a line holding only spaces is not a paragraph break), including
 inside LaTeX and after list markers; pieces shorter than 10 characters (as joined by a space) merged
 into the next one, the last into the previous one. Checked against all 20 published traces
-(tests/trace/test_trace_split_paper.py). A merged chunk's span runs from its first piece to its last,
-so `text[start:end]` keeps the original whitespace where the paper joined pieces with one space.
+(tests/anchors/test_anchors_published_relations.py: 100 % of boundaries, 20 / 20 counts). A merged
+chunk's span runs from its first piece to its last, so `text[start:end]` keeps the original whitespace
+where the paper joined pieces with one space.
 """
 
 from __future__ import annotations

@@ -1,0 +1,61 @@
+"""Directional ablation: hooks vs weight orthogonalisation (saved and reloaded), on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import thoughtlens
+from thoughtlens import HookedModel
+from thoughtlens.errors import ConfigError
+from thoughtlens.represent.ablation import ablate_direction, orthogonalize_weights
+
+from tiny_models import random_tokens, tiny_hf
+
+
+def _direction(d: int = 32, seed: int = 3) -> torch.Tensor:
+    return torch.randn(d, generator=torch.Generator().manual_seed(seed)) * 5
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_orthogonalised_weights_give_the_hook_ablated_logits(arch, tmp_path):
+    hf = tiny_hf(arch)
+    if arch == "llama":  # tied input/output embeddings must be untied, not both edited
+        hf.config.tie_word_embeddings = True
+        hf.lm_head.weight = hf.model.embed_tokens.weight
+    model = HookedModel(hf)
+    r = _direction()
+    tokens = random_tokens(2, 16)
+    clean = model(tokens)
+    with ablate_direction(model, r):
+        hooked = model(tokens)
+    path = orthogonalize_weights(model, r, tmp_path / "edited")
+    edited = thoughtlens.load(str(path), dtype=torch.float32)
+    got = edited(tokens)
+    torch.testing.assert_close(got, hooked, atol=1e-4, rtol=0)
+    assert (got - clean).abs().max() > 1e-2  # the ablation changes the model
+    # a plain HF load (no thoughtlens) of the directory gives the same logits
+    plain = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(tokens).logits, got, atol=1e-5, rtol=0)
+    # and every residual-stream vector of the edited model is orthogonal to r
+    _, cache = edited.run_with_cache(tokens, names_filter="resid_post")
+    unit = r / r.norm()
+    for name, act in cache.items():
+        cos = (act @ unit) / act.norm(dim=-1)
+        assert cos.abs().max() < 1e-4, name
+    # the original model is untouched
+    torch.testing.assert_close(model(tokens), clean, atol=0, rtol=0)
+
+
+def test_ablation_bad_input():
+    model = HookedModel(tiny_hf("llama"))
+    with pytest.raises(ConfigError, match="d_model = 32"):
+        with ablate_direction(model, torch.ones(7)):
+            pass
+    with pytest.raises(ConfigError, match="zero"):
+        orthogonalize_weights(model, torch.zeros(32), "/nonexistent/never-written")
+    gemma = HookedModel(tiny_hf("gemma2"))
+    with pytest.raises(ConfigError, match="sandwich norms"):
+        orthogonalize_weights(gemma, torch.ones(32), "/nonexistent/never-written")

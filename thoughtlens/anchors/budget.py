@@ -1,0 +1,196 @@
+"""Adaptive rollout budgets: how many more rollouts each prefix position gets, round by round.
+
+The paper spends a fixed 100 rollouts on every prefix position (generate_rollouts.py, --num_rollouts).
+Most sentences are settled long before that: a position whose rollouts are all correct, or a sentence
+whose importance is clearly far below the trace's top anchors, gains nothing from 90 more samples.
+A `BudgetPolicy` samples in rounds and, after each round, asks `next_round` which positions need more:
+
+  fixed       every position gets the run's n_rollouts at once (today's behaviour, the paper's);
+  sequential  every position starts with `initial` rollouts; a sentence is *settled* once the
+              confidence interval (CI) of its resampling importance (accuracy) is narrow
+              (half-width <= ci_half_width), clearly negligible (CI inside +-negligible), or clearly
+              outside the top_k (upper bound of |importance| below the top_k-th largest lower bound,
+              a successive-elimination rule). Positions next to an unsettled sentence get `step` more;
+  hybrid      sequential, and also refines where neighbouring estimates change sharply: both positions
+              of a sentence whose |importance| estimate is >= `jump` get `step` more until they reach
+              the cap, so that the sharp changes the page ranks first are measured at the full budget.
+
+The metric steered on is the paper's resampling importance (accuracy): imp_i = acc(R_{i+1}) - acc(R_i),
+with acc = correct / answered (analyze_rollouts.py:analyze_problem; see anchors.definitions). Its CI is
+Newcombe's hybrid score interval for a difference of two proportions (Newcombe 1998, method 10): it
+is built from the two Wilson intervals, stays inside [-1, 1], and does not collapse to a point at 0/n or
+n/n the way the Wald interval does (a position with 8/8 correct is not "known exactly").
+
+`next_round` is a pure function of the rollouts stored so far, so a killed run that resumes asks
+for exactly the same extra rollouts (the job also stores each round's targets, see black_box.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from thoughtlens.errors import ConfigError
+
+BUDGET_KINDS = ("fixed", "sequential", "hybrid")
+
+
+@dataclass(frozen=True)
+class PositionStats:
+    """Rollouts stored at one prefix position: how many, how many gave an answer, how many were correct."""
+
+    n: int
+    n_answered: int
+    n_correct: int
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    """How rollouts are spread over prefix positions. Stored with the run (runs.config["budget"]).
+
+    kind: "fixed" | "sequential" | "hybrid" (module docstring). max_rollouts: per-position cap; None =
+    the run's n_rollouts. initial: rollouts per position in the first round; step: extra rollouts per
+    position and round. confidence: two-sided level of the CIs. ci_half_width / negligible / top_k /
+    jump: the stopping and refining rules (module docstring); top_k=0 disables the elimination rule.
+    """
+
+    kind: str = "sequential"
+    initial: int = 10
+    step: int = 10
+    max_rollouts: int | None = None
+    confidence: float = 0.95
+    ci_half_width: float = 0.05
+    negligible: float = 0.05
+    top_k: int = 5
+    jump: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.kind not in BUDGET_KINDS:
+            raise ConfigError(f"unknown budget {self.kind!r}; use one of {', '.join(BUDGET_KINDS)} (--budget)")
+        for name in ("initial", "step"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"budget {name} must be an integer >= 1, got {v!r}: e.g. {name}=10")
+        if self.max_rollouts is not None and (not isinstance(self.max_rollouts, int) or self.max_rollouts < 1):
+            raise ConfigError(f"budget max_rollouts must be an integer >= 1 or None, got {self.max_rollouts!r}: "
+                              "e.g. max_rollouts=100 (None = the run's --rollouts)")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"budget confidence must lie in (0, 1), got {self.confidence!r}: e.g. 0.95")
+        for name in ("ci_half_width", "negligible", "jump"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"budget {name} must be a number >= 0, got {v!r}: e.g. {name}=0.05")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ConfigError(f"budget top_k must be an integer >= 0, got {self.top_k!r}: e.g. top_k=5 (0 = off)")
+
+    @property
+    def z(self) -> float:
+        """Two-sided normal quantile of `confidence` (1.96 for 0.95)."""
+        return float(_norm_ppf(0.5 + self.confidence / 2))
+
+
+def _norm_ppf(q: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(q)
+
+
+def wilson_interval(k: np.ndarray, n: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of k successes in n trials, elementwise; (0, 1) where n == 0."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    safe = np.maximum(n, 1.0)
+    p = k / safe
+    denom = 1 + z * z / safe
+    centre = (p + z * z / (2 * safe)) / denom
+    half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / denom
+    lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return np.where(n > 0, lo, 0.0), np.where(n > 0, hi, 1.0)
+
+
+def importance_ci(stats: Sequence[PositionStats], z: float = 1.96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resampling importance (accuracy) per sentence and its Newcombe CI: (estimate, low, high), each [S].
+
+    stats: one PositionStats per prefix position 0..S. Accuracy is correct / answered (the paper's);
+    a position with no answered rollout has accuracy 0.0 (paper) and the uninformative CI [0, 1].
+    """
+    if len(stats) < 2:
+        raise ValueError(f"need stats for >= 2 prefix positions (S + 1), got {len(stats)}")
+    k = np.array([s.n_correct for s in stats], float)
+    n = np.array([s.n_answered for s in stats], float)
+    p = np.where(n > 0, k / np.maximum(n, 1), 0.0)
+    lo, hi = wilson_interval(k, n, z)
+    p0, p1, l0, l1, h0, h1 = p[:-1], p[1:], lo[:-1], lo[1:], hi[:-1], hi[1:]
+    est = p1 - p0
+    low = est - np.sqrt((p1 - l1) ** 2 + (h0 - p0) ** 2)
+    high = est + np.sqrt((h1 - p1) ** 2 + (p0 - l0) ** 2)
+    return est, np.clip(low, -1, 1), np.clip(high, -1, 1)
+
+
+def settled(policy: BudgetPolicy, stats: Sequence[PositionStats]) -> np.ndarray:
+    """[S] bool: sentences whose importance needs no more rollouts under `policy`'s stopping rules."""
+    est, low, high = importance_ci(stats, policy.z)
+    done = (high - low) / 2 <= policy.ci_half_width
+    done |= (low > -policy.negligible) & (high < policy.negligible)
+    if policy.top_k and len(est) > policy.top_k:
+        abs_low = np.where(low > 0, low, np.where(high < 0, -high, 0.0))
+        abs_high = np.maximum(np.abs(low), np.abs(high))
+        kth = np.sort(abs_low)[-policy.top_k]
+        done |= abs_high < kth
+    return done
+
+
+def next_round(policy: BudgetPolicy, stats: Sequence[PositionStats], cap: int) -> dict[int, int]:
+    """Extra rollouts per prefix position for the next round ({} = the run is complete).
+
+    stats: what is stored at positions 0..S (S + 1 entries); cap: per-position maximum (the run's
+    n_rollouts unless policy.max_rollouts says otherwise). Positions never exceed the cap.
+    """
+    cap = policy.max_rollouts or cap
+    have = np.array([s.n for s in stats])
+    if policy.kind == "fixed":
+        extra = cap - have
+    elif (have == 0).any():  # first round (or a position added later): everyone gets `initial`
+        extra = np.where(have < min(policy.initial, cap), min(policy.initial, cap) - have, 0)
+    else:
+        open_ = ~settled(policy, stats)
+        if policy.kind == "hybrid":
+            est, _, _ = importance_ci(stats, policy.z)
+            open_ |= np.abs(est) >= policy.jump
+        want = np.zeros(len(stats), bool)
+        want[:-1] |= open_  # sentence i is measured by positions i and i + 1
+        want[1:] |= open_
+        extra = np.where(want, np.minimum(policy.step, cap - have), 0)
+    return {int(k): int(e) for k, e in enumerate(extra) if e > 0}
+
+
+def simulate(policy: BudgetPolicy, draws: np.ndarray, answered: np.ndarray | None = None,
+             max_rounds: int = 1000) -> np.ndarray:
+    """Replay `policy` on pre-drawn rollouts: draws [positions, cap] bool (correct?), taken in column order.
+
+    Returns the number of rollouts used per position, [positions]. `answered` [positions, cap] marks
+    rollouts that gave an answer (default: all). Used by the benchmark and by `replay.py`.
+    """
+    n_pos, cap = draws.shape
+    answered = np.ones_like(draws, bool) if answered is None else answered
+    used = np.zeros(n_pos, int)
+    for _ in range(max_rounds):
+        stats = [PositionStats(int(u), int(answered[k, :u].sum()), int((draws[k, :u] & answered[k, :u]).sum()))
+                 for k, u in enumerate(used)]
+        extra = next_round(policy, stats, cap)
+        if not extra:
+            return used
+        for k, e in extra.items():
+            used[k] += e
+    raise RuntimeError(f"budget policy did not finish within {max_rounds} rounds")
+
+
+def ci_half_widths(stats: Sequence[PositionStats], confidence: float = 0.95) -> np.ndarray:
+    """[S] half-width of each sentence's importance CI (for the page / reports)."""
+    _, low, high = importance_ci(stats, float(_norm_ppf(0.5 + confidence / 2)))
+    return (high - low) / 2
+
+
+__all__ = ["BUDGET_KINDS", "BudgetPolicy", "PositionStats", "wilson_interval", "importance_ci", "settled",
+           "next_round", "simulate", "ci_half_widths"]
