@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--llama-url", default=None)
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-llama", action="store_true")
+    ap.add_argument("--d-first", type=int, default=0, choices=[0, 1], help="1: the baseline (d) runs first")
     args = ap.parse_args()
 
     from transformers import AutoTokenizer
@@ -139,9 +140,17 @@ def main() -> None:
             print("(b)/(d) skipped: no vLLM environment (make vllm-env)")
         else:
             best_b = best_d = 0.0
-            for _ in range(args.repeats):
-                tok_b, dt_b, texts_b, seeds = _thoughtlens_openai(url, prompt, args.n, args.tokens, args.n)
-                tok_d, dt_d, texts_d = _own_client(vllm_py, url, prompt, seeds, args.tokens, args.n)
+            from thoughtlens.sample.base import rollout_seed
+
+            seeds = [rollout_seed(0, prompt, i) for i in range(args.n)]
+            for r in range(args.repeats):
+                # Alternate which goes first, so a drift in the machine's load does not favour one side.
+                if (r + args.d_first) % 2:
+                    tok_d, dt_d, texts_d = _own_client(vllm_py, url, prompt, seeds, args.tokens, args.n)
+                    tok_b, dt_b, texts_b, _ = _thoughtlens_openai(url, prompt, args.n, args.tokens, args.n)
+                else:
+                    tok_b, dt_b, texts_b, _ = _thoughtlens_openai(url, prompt, args.n, args.tokens, args.n)
+                    tok_d, dt_d, texts_d = _own_client(vllm_py, url, prompt, seeds, args.tokens, args.n)
                 assert texts_b == texts_d, "the same seeded requests gave different texts"
                 best_b = max(best_b, _row("(b) thoughtlens openai backend -> vLLM-CPU", tok_b, dt_b))
                 best_d = max(best_d, _row("(d) vLLM's own client (openai pkg) -> vLLM-CPU", tok_d, dt_d))

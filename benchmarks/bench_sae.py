@@ -6,7 +6,7 @@
 2. Memory: peak RSS of streaming a cached activation set (safetensors shards) through the shuffling
    buffer of `ActivationSource`, against loading the whole set into memory; each in a fresh process.
 
-    .venv/bin/python benchmarks/bench_sae.py [--steps 5] [--threads 1] [--activations 131072 --buffer 16384]
+    .venv/bin/python benchmarks/bench_sae.py [--steps 5] [--threads 1] [--activations 131072 --buffer 16384] [--skip-throughput]
 """
 
 from __future__ import annotations
@@ -54,12 +54,9 @@ def throughput(steps: int, batch: int, threads: int) -> dict:
 
 
 def _child_peak_rss(code: str) -> float:
-    """Peak RSS (MiB) of a fresh interpreter running `code`, minus that of one that only imports."""
-    def run(body: str) -> float:
-        prog = f"import resource, torch, thoughtlens.sae\n{body}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-        return int(subprocess.check_output([sys.executable, "-c", prog], text=True).split()[-1]) / 1024
-
-    return run(code) - run("pass")
+    """Peak RSS (MiB) of a fresh interpreter that imports torch and thoughtlens.sae, then runs `code`."""
+    prog = f"import resource, torch, thoughtlens.sae\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    return int(subprocess.check_output([sys.executable, "-c", prog], text=True).split()[-1]) / 1024
 
 
 def memory(n: int, buffer: int) -> dict:
@@ -79,7 +76,7 @@ def memory(n: int, buffer: int) -> dict:
     whole = (f"from safetensors.torch import load_file\nimport glob\n"
              f"x = torch.cat([load_file(f)['activations'] for f in sorted(glob.glob({str(tmp)!r} + '/shard_*'))])\n"
              f"x = x[torch.randperm(len(x))]")
-    out = {"stream_mib": _child_peak_rss(stream), "whole_mib": _child_peak_rss(whole),
+    out = {"import_mib": _child_peak_rss("pass"), "stream_mib": _child_peak_rss(stream), "whole_mib": _child_peak_rss(whole),
            "buffer_mib": buffer * D * 4 / 2**20, "data_mib": n * D * 4 / 2**20}
     import shutil
 
@@ -94,15 +91,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--activations", type=int, default=131072)
     p.add_argument("--buffer", type=int, default=16384)
+    p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()
-    t = throughput(args.steps, args.batch, args.threads)
-    print(f"TopK training, d_sae {8 * D}, k {K}, batch {args.batch}, {args.threads} thread(s): "
-          f"sparse decoder {t['sparse']:,.0f} act/s, dense formula {t['dense']:,.0f} act/s, "
-          f"ratio {t['sparse'] / t['dense']:.2f}x")
+    t = None if args.skip_throughput else throughput(args.steps, args.batch, args.threads)
+    if t:
+        print(f"TopK training, d_sae {8 * D}, k {K}, batch {args.batch}, {args.threads} thread(s): "
+              f"sparse decoder {t['sparse']:,.0f} act/s, dense formula {t['dense']:,.0f} act/s, "
+              f"ratio {t['sparse'] / t['dense']:.2f}x")
     m = memory(args.activations, args.buffer)
-    print(f"streaming {args.activations} cached activations ({m['data_mib']:.0f} MiB) through a {args.buffer}-row buffer "
-          f"({m['buffer_mib']:.0f} MiB): peak RSS +{m['stream_mib']:.0f} MiB; loading them whole: +{m['whole_mib']:.0f} MiB "
-          f"(ratio {m['stream_mib'] / max(m['whole_mib'], 1e-9):.2f})")
+    extra_s, extra_w = m["stream_mib"] - m["import_mib"], m["whole_mib"] - m["import_mib"]
+    print(f"{args.activations} cached activations ({m['data_mib']:.0f} MiB), peak RSS of a process importing torch + "
+          f"thoughtlens.sae: {m['import_mib']:.0f} MiB; streaming them through a {args.buffer}-row buffer "
+          f"({m['buffer_mib']:.0f} MiB): {m['stream_mib']:.0f} MiB (+{extra_s:.0f}); loading them whole and shuffling: "
+          f"{m['whole_mib']:.0f} MiB (+{extra_w:.0f}); ratio of the increments {extra_s / max(extra_w, 1e-9):.2f}")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

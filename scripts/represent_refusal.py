@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=30)
+    p.add_argument("--layer-stride", type=int, default=1, help="try every k-th layer as the direction's layer")
     p.add_argument("--dtype", default=None)
     p.add_argument("--json", type=Path, default=REPO / "docs" / "represent_refusal.json")
     p.add_argument("--skip-weights", action="store_true", help="skip the fp32 weight-orthogonalisation check")
@@ -57,8 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     P = refusal_prompts()
     H, S = chat_prompts(model, P["harmful"]), chat_prompts(model, P["harmless"])
     halves = {"A": np.arange(0, 60, 2), "B": np.arange(1, 60, 2)}
-    acts_h = last_token_activations(model, H, "resid_pre")
-    acts_s = last_token_activations(model, S, "resid_pre")
+    cached = args.json.with_suffix(".acts.npz")  # reused by a rerun with the same --json
+    if cached.exists():
+        with np.load(cached) as z:
+            acts_h = {k[2:]: z[k] for k in z.files if k.startswith("h:")}
+            acts_s = {k[2:]: z[k] for k in z.files if k.startswith("s:")}
+    else:
+        acts_h = last_token_activations(model, H, "resid_pre", batch_size=args.batch_size)
+        acts_s = last_token_activations(model, S, "resid_pre", batch_size=args.batch_size)
+        np.savez(cached, **{f"h:{k}": v for k, v in acts_h.items()}, **{f"s:{k}": v for k, v in acts_s.items()})
     names = list(acts_h)
     dirs = {h: [diff_in_means(acts_h[n][idx], acts_s[n][idx]) for n in names] for h, idx in halves.items()}
     con.print(f"activations read ({time.perf_counter() - t0:.0f} s)")
@@ -81,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     HA, SA = [H[i] for i in halves["A"]], [S[i] for i in halves["A"]]
     base_h, base_s = first_token_logp(HA), first_token_logp(SA)
     layer_rows = []
-    for L in range(int(0.8 * model.cfg.n_layers)):
+    # from layer 1: every prompt ends with the same template tokens, so resid_pre of layer 0 (their embedding)
+    # is identical for all prompts and the difference in means is exactly zero there
+    for L in range(1, int(0.8 * model.cfg.n_layers), args.layer_stride):
         with ablate_direction(model, dirs["A"][L]):
             lh, ls = first_token_logp(HA), first_token_logp(SA)
         kl = float((base_s.exp() * (base_s - ls)).sum(-1).mean())
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     cos_ab = float(torch.nn.functional.cosine_similarity(dirs["A"][layer], dirs["B"][layer], dim=0))
 
     report = {"model": model.name, "dtype": str(model.dtype), "n_harmful": 60, "n_harmless": 60,
-              "max_new_tokens": args.max_new_tokens, "layer": layer, "hook": f"blocks.{layer}.hook_resid_pre",
+              "max_new_tokens": args.max_new_tokens, "layer_stride": args.layer_stride, "layer": layer, "hook": f"blocks.{layer}.hook_resid_pre",
               "direction_norm": float(dirs["A"][layer].norm()), "cosine_direction_A_B": cos_ab,
               "refusal_tokens": [tok.decode([t]) for t in refusal_toks], "layer_sweep": layer_rows,
               "refusal_rate": rates,

@@ -34,14 +34,14 @@ def main() -> None:
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--l1", type=float, default=5.0, help="L1 coefficient of the standard SAE and the transcoder")
     p.add_argument("--l0", type=float, default=0.3, help="L0 coefficient of the JumpReLU SAE")
-    p.add_argument("--train-tokens", type=int, default=20_480)
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the cached training activations")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--train-tokens", type=int, default=4064)
+    p.add_argument("--epochs", type=float, default=2.0, help="passes over the cached training activations")
+    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-docs", type=int, default=150)
-    p.add_argument("--eval-tokens", type=int, default=2032)
+    p.add_argument("--eval-tokens", type=int, default=508)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--dtype", default="bfloat16", help="model dtype for the activations and the CE evaluation")
+    p.add_argument("--dtype", default=None, help="model dtype for the activations and the CE evaluation (default: thoughtlens.load's)")
     p.add_argument("--cache", default="runs/sae_acts")
     p.add_argument("--out", default="runs/saes")
     args = p.parse_args()
@@ -57,7 +57,7 @@ def main() -> None:
     hooks = [resid] + ([mlp_in, mlp_out] if "transcoder" in archs else [])
     hooks = sorted(hooks, key=model.hook_names.index)
     source = ActivationSource(model, hooks, train_docs, max_tokens=args.train_tokens, batch_size=args.batch_size,
-                              buffer_size=min(2**15, args.train_tokens), cache_dir=f"{args.cache}_L{L}_{len(hooks)}h")
+                              buffer_size=min(2**15, args.train_tokens), cache_dir=f"{args.cache}_L{L}_{len(hooks)}h_{args.train_tokens}_{str(model.dtype).removeprefix('torch.')}")
     cached = source.cached
     torch.manual_seed(0)
     saes = {}
@@ -89,7 +89,8 @@ def main() -> None:
     result = train_saes(saes, source, TrainConfig(total_activations=total, lr=args.lr, dead_window=min(50_000, total // 2)),
                         on_progress=show)
     t2 = time.perf_counter()
-    metrics = evaluate_saes(model, result.saes, eval_docs, max_tokens=args.eval_tokens)
+    metrics = evaluate_saes(model, result.saes, eval_docs, max_tokens=args.eval_tokens,
+                            batch_size=max(1, min(8, -(-args.eval_tokens // 127))))
     t3 = time.perf_counter()
     out = Path(args.out)
     for name, sae in result.saes.items():

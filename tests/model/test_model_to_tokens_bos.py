@@ -52,3 +52,14 @@ def test_templated_text_starting_with_bos_gets_exactly_one():
     batch = model.to_tokens([prompt, "two plus"])
     assert [row.tolist().count(bos) for row in batch] == [1, 1]
     assert isinstance(batch, torch.Tensor)
+
+
+def test_generate_on_a_list_left_pads_so_each_row_continues_its_own_text():
+    tok = _r1_like_tokenizer()
+    hf = tiny_hf("llama")
+    hf.generation_config.eos_token_id = None
+    model = HookedModel(hf, tokenizer=tok)
+    texts = ["what is two plus two ?", "two"]
+    batch = model.generate(texts, max_new_tokens=4)
+    alone = [model.generate(t, max_new_tokens=4) for t in texts]
+    assert batch == alone

@@ -14,6 +14,9 @@ from thoughtlens.represent.ablation import ablate_direction, orthogonalize_weigh
 from tiny_models import random_tokens, tiny_hf
 
 
+pytestmark = pytest.mark.slow  # saves and reloads model directories
+
+
 def _direction(d: int = 32, seed: int = 3) -> torch.Tensor:
     return torch.randn(d, generator=torch.Generator().manual_seed(seed)) * 5
 

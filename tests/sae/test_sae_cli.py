@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from thoughtlens.cli import app
 
 
+@pytest.mark.slow
 def test_sae_train_eval_features(tiny_lm_dir, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"Step {i}: add {i} and {i + 1} to get {2 * i + 1}. Then check it." for i in range(60)))

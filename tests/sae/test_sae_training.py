@@ -113,3 +113,18 @@ def test_sparse_training_step_matches_dense_formula(arch):
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.latents, f.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_one_model_pass_feeds_several_saes(tiny_lm, tmp_path, monkeypatch):
+    texts = [f"Line {i}: the cat sat on mat number {i}, then it slept." for i in range(40)]
+    calls = []
+    real = type(tiny_lm).forward
+    monkeypatch.setattr(type(tiny_lm), "forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    source = ActivationSource(tiny_lm, "blocks.1.hook_resid_post", texts, context_size=16, model_batch_size=4,
+                              batch_size=32, buffer_size=128, max_tokens=600, cache_dir=tmp_path / "cache")
+    calls.clear()
+    d = tiny_lm.cfg.d_model
+    saes = {a: build_sae(architecture=a, d_in=d, d_sae=64, k=4, hook_name="blocks.1.hook_resid_post")
+            for a in ("topk", "batchtopk", "matryoshka_batchtopk")}
+    train_saes(saes, source, TrainConfig(total_activations=3 * 600, n_init_activations=256))  # 3 epochs
+    assert len(calls) == -(-600 // (4 * 15))  # one pass of 4-window model batches of 15 kept tokens each

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from thoughtlens.anchors.budget import BudgetPolicy, PositionStats, importance_ci, next_round
 from thoughtlens.anchors.definitions import CONVENTIONS, DEFAULT_CONVENTIONS, default_kl_alpha
 from thoughtlens.anchors.importance import Outcome, regeneration_curve, sentence_metrics
+from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, check_outcome_spec, resolve_outcome
 from thoughtlens.anchors.run_options import validate_config
 from thoughtlens.anchors.step_attribution import counterfactual_matrix
 from thoughtlens.errors import ConfigError, TraceError
@@ -94,6 +95,10 @@ class AnchorsConfig:
     conventions: str = DEFAULT_CONVENTIONS
     split_style: str = "thoughtlens"
     counterfactual_matrix: bool = True
+    # What importance is measured for (anchors.outcomes): "correct" (maths correctness, the default),
+    # "regex:P", "category:NAME", "python:MOD:FN", "judge:NAME" or a registered name. Left out of the
+    # run id and stored config when default, so runs from before the field keep their ids.
+    outcome: str = DEFAULT_OUTCOME
 
     def __post_init__(self) -> None:
         if self.conventions not in CONVENTIONS:
@@ -104,11 +109,21 @@ class AnchorsConfig:
         if self.kl_alpha is None:  # frozen: resolved here so that the stored config says which alpha was used
             object.__setattr__(self, "kl_alpha", default_kl_alpha(self.conventions))
         validate_config(self)  # one-line ConfigError on a bad value, before any model is loaded
+        check_outcome_spec(self.outcome)
 
     def run_id(self) -> str:
         """A stable id from the config: the same command resumes the same run."""
-        digest = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        digest = hashlib.sha1(json.dumps(config_record(self), sort_keys=True).encode()).hexdigest()[:10]
         return f"anchors-{digest}"
+
+
+def config_record(config: AnchorsConfig) -> dict:
+    """The config as stored and hashed into the run id: fields added later are left out at their default
+    (today: outcome="correct"), so a run keeps the id and stored config it had before they existed."""
+    d = asdict(config)
+    if d.get("outcome") == DEFAULT_OUTCOME:
+        del d["outcome"]
+    return d
 
 
 def is_thinking(trace: ReasoningTrace, tags: tuple[str, str]) -> bool:
@@ -189,7 +204,8 @@ class AnchorsRun:
     """Runs (or resumes) one thought-anchors job into a store."""
 
     def __init__(self, sampler: Sampler, store: RunStore, config: AnchorsConfig, run_id: str | None = None,
-                 on_progress: OnProgress | None = None, budget: BudgetPolicy | None = None):
+                 on_progress: OnProgress | None = None, budget: BudgetPolicy | None = None,
+                 outcome: OutcomeSpec | None = None):
         try:
             extract_answer("", config.answer_style)  # fail now, not after the first rollout, on a bad style
         except ValueError as e:
@@ -200,7 +216,13 @@ class AnchorsRun:
         # config and run id are exactly those of a run without the option). Otherwise an adaptive policy
         # (anchors.budget), stored in the config under "budget" and part of the run id.
         self.budget = budget
-        config_dict = asdict(config) if budget is None else {**asdict(config), "budget": asdict(budget)}
+        # outcome: an OutcomeSpec object (a judge with its client, a callable) for config.outcome; None
+        # resolves config.outcome by name (anchors.outcomes).
+        if outcome is not None and outcome.spec != config.outcome:
+            raise ConfigError(f"AnchorsRun(outcome=...) measures {outcome.spec!r} but config.outcome is "
+                              f"{config.outcome!r}: build the config with outcome={outcome.spec!r}")
+        self.outcome = resolve_outcome(outcome or config.outcome)
+        config_dict = config_record(config) if budget is None else {**config_record(config), "budget": asdict(budget)}
         if budget is not None and run_id is None:
             run_id = "anchors-" + hashlib.sha1(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:10]
         self.run_id = run_id or config.run_id()
@@ -393,8 +415,25 @@ class AnchorsRun:
         resampled = outcomes("resampled")
         forced = outcomes("forced") if self.config.forced else None
         sentences = [s.text for s in trace.sentences]
+        graded, sims, base_answer = None, None, trace.answer
+        if not self.outcome.is_default:  # any outcome (anchors.outcomes): the same metrics of another value
+            from thoughtlens.anchors.importance import _all_similarities
+            from thoughtlens.anchors.outcome_grading import grade_problem
+
+            graded = grade_problem(self.outcome, self.store, self.run_id, problem.id, df, resampled, forced,
+                                   trace.completion, self.on_progress)
+            resampled, forced = graded.resampled, graded.forced
+            sims = _all_similarities(sentences, resampled)  # once, for the paper's metrics and the log-odds
+            base_answer = None if graded.base_value is None else ("yes" if graded.base_value else "no")
+            if graded.summary["n_errors"]:
+                note(self.on_progress, f"{problem.id}: the outcome raised on {graded.summary['n_errors']} rollouts "
+                     f"(recorded as unknown; first: {graded.summary['first_error']})")
         rows = sentence_metrics(sentences, resampled, forced, threshold=self.config.similarity_threshold,
-                                alpha=self.config.kl_alpha, conventions=self.config.conventions)
+                                alpha=self.config.kl_alpha, conventions=self.config.conventions, similarities=sims)
+        if graded is not None:
+            from thoughtlens.anchors.outcome_grading import add_outcome_columns
+
+            add_outcome_columns(rows, resampled, forced, sims, self.config.similarity_threshold, graded)
         if self.budget is not None:  # the page shows each sentence's CI next to its rollout count
             _, low, high = importance_ci(self._position_stats(problem, n_pos), self.budget.z)
             for row, lo, hi in zip(rows, low, high):
@@ -403,7 +442,7 @@ class AnchorsRun:
         for i, row in enumerate(rows):
             self.store.put_metrics(self.run_id, problem.id, i, row)
         self.store.put_artifact(self.run_id, "regeneration_curve",
-                                regeneration_curve(resampled, trace.answer, self.config.conventions), problem.id)
+                                regeneration_curve(resampled, base_answer, self.config.conventions), problem.id)
         if self.config.counterfactual_matrix:
             texts: list[list[str]] = [[] for _ in range(n_pos)]
             for row in df[df["condition"] == "resampled"].itertuples():

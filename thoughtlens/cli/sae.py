@@ -50,11 +50,13 @@ def train(
     out: Path = typer.Option(Path("runs/sae"), "--out", "-o", help="directory to save the SAE to (SAELens format)"),
     model_name: str = typer.Option(None, "--model", help="hub id, directory or .gguf (default: the bundled model)"),
     hook: str = typer.Option(None, help="hook point (default: the middle layer's hook_resid_post)"),
-    architecture: str = typer.Option("topk", help="standard, topk, batchtopk, jumprelu, matryoshka_batchtopk"),
+    architecture: str = typer.Option("topk", help="standard, topk, batchtopk, jumprelu, matryoshka_batchtopk, transcoder"),
+    hook_out: str = typer.Option(None, help="transcoders: the hook to predict (e.g. blocks.15.hook_mlp_out; input: --hook)"),
     expansion: int = typer.Option(8, help="d_sae = expansion x the hook's width"),
     k: int = typer.Option(32, help="active latents per token (TopK family)"),
     corpus: str = typer.Option("gsm8k", help="'gsm8k', a .txt / .jsonl / .parquet file"),
     column: str = typer.Option(None, help="text column of a .jsonl / .parquet corpus"),
+    holdout: int = typer.Option(150, help="leave the corpus's last N documents out (what `sae eval` reads by default)"),
     tokens: int = typer.Option(50_000, help="training activations"),
     batch_size: int = typer.Option(256),
     lr: float = typer.Option(1e-3),
@@ -64,21 +66,26 @@ def train(
 ) -> None:
     """Train an SAE on one hook of a model over a text corpus and save it."""
     import thoughtlens
-    from thoughtlens.errors import ThoughtlensError
+    from thoughtlens.errors import SAEError, ThoughtlensError
     from thoughtlens.sae import ActivationSource, TrainConfig, build_sae, read_corpus, save_sae, train_saes
 
     _quiet()
     try:
         model = thoughtlens.load(model_name)
         hook = hook or _default_hook(model)
+        if (architecture == "transcoder") != (hook_out is not None):
+            raise SAEError("a transcoder needs --hook (its input, e.g. blocks.15.ln2.hook_normalized) and --hook-out "
+                           "(e.g. blocks.15.hook_mlp_out); other architectures take --hook only")
         texts = read_corpus(corpus, column)
-        source = ActivationSource(model, hook, texts, max_tokens=tokens, batch_size=batch_size,
+        texts = texts[:-holdout] if 0 < holdout < len(texts) else texts
+        hooks = [hook] if hook_out is None else [hook, hook_out]
+        source = ActivationSource(model, hooks, texts, max_tokens=tokens, batch_size=batch_size,
                                   buffer_size=min(2**15, tokens), cache_dir=cache, seed=seed,
                                   on_progress=_progress_printer())
         d = source.widths[0]
         sae = build_sae(architecture=architecture, d_in=d, d_sae=expansion * d, hook_name=hook, model_name=model.name,
-                        k=k if "topk" in architecture else None,
-                        apply_b_dec_to_input=architecture != "transcoder")
+                        k=k if "topk" in architecture else None, hook_name_out=hook_out,
+                        d_out=source.widths[1] if hook_out else None, apply_b_dec_to_input=hook_out is None)
         result = train_saes({architecture: sae}, source,
                             TrainConfig(total_activations=tokens, lr=lr, seed=seed, dead_window=max(1, min(50_000, tokens // 2)),
                                         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None),

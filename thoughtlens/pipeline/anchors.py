@@ -208,13 +208,15 @@ def _categories(store: RunStore, run_id: str, result: AnchorsResult, on_progress
     if sentences.empty or sentences["tags"].map(len).sum() == 0:
         _skip(result, on_progress, views, "no sentence carries a category label (label_categories is off)")
         return
+    rules = cat.AggregationRules()
+    _, counts = cat.apply_rules(sentences, rules)
+    if counts.n_used == 0:
+        _skip(result, on_progress, views, _why_nothing_left(counts))
+        return
     try:
-        results = cat.analyze(sentences, cat.DEFAULT_METRICS, cat.AggregationRules(), debias_degree=None)
+        results = cat.analyze(sentences, cat.DEFAULT_METRICS, rules, debias_degree=None)
     except ThoughtlensError as exc:
         _skip(result, on_progress, views, str(exc))
-        return
-    if results.counts.n_used == 0 or results.table.empty:
-        _skip(result, on_progress, views, _why_nothing_left(results.counts))
         return
     cat.save_results(store, run_id, results)
 

@@ -209,7 +209,11 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
         "notes": {**dict(_artifact(store, run_id, "pipeline_notes", problem_id) or {}),
                   "conventions": conventions_note(_run_config(store, run_id))},
     }
-    return validate_page_data(fill_notes(data))
+    # A run that measured another outcome (anchors.outcomes) names its rate after it, not "accuracy".
+    from thoughtlens.anchors.outcomes import outcome_label
+    from thoughtlens.report.outcome_labels import relabel_outcome
+
+    return validate_page_data(relabel_outcome(fill_notes(data), outcome_label(_run_config(store, run_id))))
 
 
 def _run_config(store: RunStore, run_id: str) -> dict:

@@ -11,6 +11,8 @@ from thoughtlens.errors import DataError
 from thoughtlens.report.alternatives import (MAX_ALTERNATIVES, SIMILARITY_THRESHOLD, Embedder,
                                              alternatives_for_trace, minilm_embedder)
 from thoughtlens.report.category_stats import categories_in, category_table, transition_matrix
+from thoughtlens.report.outcome_labels import relabel_outcome
+from thoughtlens.report.published_agentic import is_agentic, scenario_problem
 from thoughtlens.report.page_data import (METRICS, SCHEMA, clean_number, fill_notes, metric_entries,
                                           validate_page_data)
 from thoughtlens.trace.published_files import (read_base_solution, read_chunks_labeled, read_chunks_resampled,
@@ -78,13 +80,19 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
     if not problem_dir.is_dir():
         raise DataError(f"{problem_dir} is not a directory; pass a published problem directory "
                                "such as .../deepseek-r1-distill-qwen-14b/correct_base_solution/problem_1591")
-    missing = [name for name in _REQUIRED if not (problem_dir / name).is_file()]
+    agentic = is_agentic(problem_dir)  # a blackmail scenario (scenario.json): report.published_agentic
+    required = [n for n in _REQUIRED if not (agentic and n == "problem.json")]
+    missing = [name for name in required if not (problem_dir / name).is_file()]
     if missing:
         raise DataError(f"{problem_dir} lacks {', '.join(missing)}; pass a published problem "
                                "directory (problem.json, base_solution.json, chunks_labeled.json)")
     # Shapes and types are checked file by file (DataError naming file, key and fix): see trace.published_files.
-    problem = read_problem(problem_dir / "problem.json")
     base = read_base_solution(problem_dir / "base_solution.json")
+    if agentic:
+        problem, graded = scenario_problem(problem_dir, base)
+    else:
+        problem = read_problem(problem_dir / "problem.json")
+        graded = {"answer": base.get("answer"), "is_correct": base.get("is_correct")}
     chunks = read_chunks_labeled(problem_dir / "chunks_labeled.json", tuple(METRICS))
     text = base.get("solution") or ""
     sentences = _sentences(text, chunks)
@@ -98,7 +106,7 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
         "schema": SCHEMA, "title": f"{problem.get('nickname') or problem_dir.name} ({pid})",
         "source": str(problem_dir),
         "problem": {"id": pid, "text": problem.get("problem", ""), "gt_answer": problem.get("gt_answer")},
-        "trace": {"text": text, "answer": base.get("answer"), "is_correct": base.get("is_correct")},
+        "trace": {"text": text, "answer": graded["answer"], "is_correct": graded["is_correct"]},
         "categories": categories, "metrics": metric_entries(set(metric_keys)), "sentences": sentences,
         "similarity_threshold": SIMILARITY_THRESHOLD if similarity else None,
         "matrices": {"suppression": None, "counterfactual": _step_importance(problem_dir, len(sentences)),
@@ -111,6 +119,8 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
                                  "analyze_rollouts.py); sentence graph: step_importance.json (step_attribution.py)."},
     }
     data = fill_notes(data)
+    if agentic:  # the `accuracy` keys hold the rate of the graded outcome (e.g. blackmail rate)
+        relabel_outcome(data, f"{graded['outcome']} rate")
     # The published data has no white-box analyses; say so rather than pointing at a STORE command.
     for view in ("suppression", "counterfactual", "receiver_head_kurtosis", "head_attention"):
         if data["matrices"].get(view) is None:

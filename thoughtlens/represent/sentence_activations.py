@@ -181,6 +181,10 @@ def sentence_activations(
             model.hf_model.base_model(input_ids=tokens[:, :last].to(model.device), use_cache=False)
     except _Stop:
         pass
+    widths = sorted({a.shape[-1] for a in out[reductions[0]]})
+    if len(widths) > 1:
+        raise ConfigError(f"the hooks have different widths {widths}: collect hooks of one width per call "
+                          "(e.g. the residual stream, attn_out and mlp_out together, mlp.hook_post apart)")
     values = {}
     for r, arrays in out.items():
         v = np.stack(arrays).astype(np.float32)  # [n_hooks, S, d]

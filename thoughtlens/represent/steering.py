@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from thoughtlens.errors import ConfigError
-from thoughtlens.model.interventions import add_direction, hook_width
+from thoughtlens.model.interventions import add_direction
 from thoughtlens.stats import hierarchical_bootstrap_diff
 
 Outcome = Callable[[str], float]
@@ -99,7 +99,8 @@ def steering_effect(
     if n_rollouts < 2:
         raise ConfigError(f"n_rollouts must be >= 2 to estimate a rate, got {n_rollouts}")
     scales = sorted({float(s) for s in [0.0, *scales]})
-    hook_width(model, model._select(hook)[0])  # one-line error for an unknown hook before sampling
+    with add_direction(model, hook, direction, 0.0):  # one-line errors (unknown hook, wrong width) before sampling
+        pass
     params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     texts: dict[float, list[list[str]]] = {}
     for s in scales:

@@ -306,7 +306,7 @@ class ActivationSource:
         return self.batches()
 
     def batches(self, epoch: int = 0) -> Iterator[torch.Tensor]:
-        """Shuffled batches [batch_size, d] (the last one may be smaller). Deterministic for a given
+        """Shuffled batches [batch_size, d] (a last partial batch is dropped). Deterministic for a given
         seed and epoch when reading from a cache."""
         rng = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         buf = torch.empty(self.buffer_size, self.d)
@@ -330,11 +330,15 @@ class ActivationSource:
             raise SAEError(f"the corpus gave only {filled} activations, fewer than buffer_size={self.buffer_size}: "
                            "lower buffer_size or add text (or raise max_tokens)")
         rest = buf[:filled][torch.randperm(filled, generator=rng)]
-        for s in range(0, filled, self.batch_size):
+        for s in range(0, filled - self.batch_size + 1, self.batch_size):  # full batches only (drop_last)
             yield rest[s : s + self.batch_size].clone()
 
     def sample(self, n: int) -> torch.Tensor:
-        """The first n activations of the stream (unshuffled), [n, d]: for initialisation and scaling."""
+        """n activations [n, d] for initialisation and scaling: the first n of the model's stream, or of
+        shuffled shards when cached. With a cache_dir, this first writes the whole cache (one model pass)."""
+        if not self.cached and self.cache_dir is not None:
+            for _ in self.chunks():  # one full pass writes the cache; training then reads it, not the model
+                pass
         out, got = [], 0
         rng = torch.Generator().manual_seed(self.seed)
         for chunk in (self._cache_chunks(rng) if self.cached else self._model_chunks()):

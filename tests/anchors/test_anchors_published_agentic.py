@@ -1,0 +1,68 @@
+"""The two published blackmail-scenario traces (issue 17) open like the maths ones: the page names the
+rate "blackmail rate", and every per-sentence value it shows is the file's (at the page's 4 significant
+digits), with the files left unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+AGENTIC = Path("/work/shared/data/thought-anchors/agentic")
+DIRS = sorted(AGENTIC.glob("*/*_base_solution/scenario_*")) if AGENTIC.is_dir() else []
+pytestmark = pytest.mark.skipif(len(DIRS) != 2, reason="the published agentic traces are not in /work/shared/data")
+
+KEYS = ("accuracy", "resampling_importance_accuracy", "resampling_importance_kl", "counterfactual_importance_accuracy",
+        "counterfactual_importance_kl", "different_trajectories_fraction", "overdeterminedness")
+
+
+def _digest(d: Path) -> dict:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.glob("*.json"))}
+
+
+def _four_digits(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+@pytest.mark.slow  # ~6 s cold (imports), 1.5 s warm
+@pytest.mark.parametrize("d", DIRS, ids=lambda d: d.parts[-3])
+def test_agentic_page_shows_the_published_values(d):
+    from thoughtlens.report.published import page_data_from_published
+
+    before = _digest(d)
+    data = page_data_from_published(d, similarity=False)
+    chunks = json.loads((d / "chunks_labeled.json").read_text())
+    base = json.loads((d / "base_solution.json").read_text())
+    assert len(data["sentences"]) == len(chunks) > 40
+    n_values = 0
+    for s, c in zip(data["sentences"], chunks):
+        assert s["text"] == c["chunk"]
+        for k in KEYS:
+            if c.get(k) is not None:
+                assert s["metrics"][k] == _four_digits(c[k]), (s["index"], k)
+                n_values += 1
+    assert n_values == sum(c.get(k) is not None for c in chunks for k in KEYS)
+    labels = {m["key"]: m["label"] for m in data["metrics"]}
+    assert labels["accuracy"] == "Blackmail rate of rollouts"
+    assert labels["resampling_importance_accuracy"] == "Resampling importance (blackmail rate)"
+    assert not any("accuracy" in v.lower() for v in labels.values())
+    assert data["trace"]["answer"] == f"blackmail: {'yes' if base['contains_blackmail'] else 'no'}"
+    located = sum(s["end"] > s["start"] for s in data["sentences"])
+    assert located >= 0.95 * len(chunks)  # the sentences are placed in the shown solution text
+    assert _digest(d) == before
+
+
+@pytest.mark.slow  # writes the page through the CLI (~10 s)
+def test_report_published_cli_opens_an_agentic_trace(tmp_path):
+    from thoughtlens.cli import app
+
+    out = tmp_path / "page.html"
+    res = CliRunner().invoke(app, ["report", "--published", str(DIRS[0]), "--no-similarity", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    data = json.loads(re.search(r'id="tl-data">(.*?)</script>', page, re.S).group(1))
+    assert data["outcome"]["label"] == "blackmail rate" and "Blackmail rate of rollouts" in page

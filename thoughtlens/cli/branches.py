@@ -1,0 +1,140 @@
+"""`thoughtlens branches ...`: Thought Branches analyses on a run store (library: anchors.outcomes,
+anchors.resilience, anchors.transplant)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from thoughtlens.cli import _common as c
+
+app = typer.Typer(help="Thought Branches: outcomes other than correctness, resilience and counterfactual++, "
+                       "hint transplant.", no_args_is_help=True)
+
+
+@app.command("outcome")
+@c.command
+def outcome(
+    store: str = typer.Argument(..., help="Run store (.sqlite) written by `thoughtlens anchors run`."),
+    run_id: str = typer.Option(None, "--run", help="Run id (needed when the store holds several runs)."),
+) -> None:
+    """What a run measured importance for, and how grading went (errors and unknown values per problem)."""
+    from thoughtlens.anchors.outcome_grading import DEFINITION_ARTIFACT, SUMMARY_ARTIFACT
+    from thoughtlens.anchors.outcomes import outcome_label
+    from thoughtlens.store.run_store import RunStore
+
+    with RunStore(c.existing_store(store)) as s:
+        rid = c.pick_run(s, run_id)
+        config = s.run(rid)["config"] or {}
+        out = c.stdout()
+        spec = config.get("outcome") or "correct"
+        out.print(f"run {rid}: outcome [bold]{spec}[/bold] ({outcome_label(config)})", highlight=False)
+        definition = s.get_artifact(rid, DEFINITION_ARTIFACT, default=None)
+        for key in ("question", "template", "pattern", "category", "labeler", "callable", "model", "base_url"):
+            if definition and definition.get(key):
+                out.print(f"  {key}: {definition[key]}", highlight=False, markup=False)
+        table = Table("problem", "graded", "errors", "unknown", "first error")
+        for pid in s.problems(rid)["problem_id"]:
+            summary = s.get_artifact(rid, SUMMARY_ARTIFACT, pid, default=None)
+            if summary is None:
+                table.add_row(pid, "-", "-", "-", "maths correctness (no grading step)" if spec == "correct" else "not graded yet")
+                continue
+            table.add_row(pid, str(summary["n_resampled"]), str(summary["n_errors"]), str(summary["n_unknown"]),
+                          summary.get("first_error") or "")
+        out.print(table)
+
+
+@app.command("resilience")
+@c.command
+def resilience(
+    store: str = typer.Argument(..., help="Run store (.sqlite) of a finished `thoughtlens anchors run`."),
+    sentence: int = typer.Option(..., "--sentence", help="Index of the sentence to test (0-based)."),
+    run_id: str = typer.Option(None, "--run", help="Anchors run id (needed when the store holds several runs)."),
+    problem_id: str = typer.Option(None, "--problem-id", help="Problem id (needed when the run holds several)."),
+    trials: int = typer.Option(30, "--trials", help="Independent trials (the paper: 30)."),
+    max_iterations: int = typer.Option(20, "--max-iterations", help="Resamplings per trial (the paper: 20)."),
+    threshold: float = typer.Option(0.6, "--threshold", help="Cosine similarity for 'the content came back' (paper: 0.6)."),
+    outcome: str = typer.Option(None, "--outcome", help="Outcome spec for CF++ (default: the run's own)."),
+    backend: str = typer.Option("hf", "--backend", help="hf (local model) or openai (a server)."),
+    model: str = typer.Option(None, "--model", help="hf: model name or path (default: the bundled model)."),
+    base_url: str = typer.Option(None, "--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
+    max_new_tokens: int = typer.Option(4096, "--max-new-tokens", help="Tokens per continuation."),
+    temperature: float = typer.Option(0.6, "--temperature"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Resample one sentence until its content stops coming back; report resilience and counterfactual++."""
+    from thoughtlens.anchors.resilience import ResilienceConfig, measure_resilience
+    from thoughtlens.sample.registry import make_sampler
+    from thoughtlens.store.run_store import RunStore
+
+    with RunStore(c.existing_store(store)) as s:
+        rid = c.pick_run(s, run_id)
+        config = s.run(rid)["config"] or {}
+        cfg = ResilienceConfig(n_trials=trials, max_iterations=max_iterations, similarity_threshold=threshold,
+                               temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+                               outcome=outcome or config.get("outcome") or "correct")
+        from thoughtlens.store.run_store import pick_one
+
+        pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "--problem-id", str(s.path))
+        if backend == "hf":
+            import thoughtlens
+
+            sampler = make_sampler("hf", model=thoughtlens.load(model) if model else thoughtlens.load())
+        else:
+            sampler = make_sampler(backend, base_url=base_url)
+        with c.RichProgress(c.console()) as bars:
+            res = measure_resilience(sampler, s, rid, pid, sentence, cfg, on_progress=bars)
+    out = c.stdout()
+    out.print(f"sentence {sentence}: {res.sentence}", highlight=False, markup=False)
+    out.print(f"resilience (mean times the content came back, of {max_iterations}): {res.resilience:.2f}; "
+              f"persisted in {res.persistence_rate:.0%} of {len(res.iterations)} trials; "
+              f"{res.n_samples} continuations", highlight=False)
+    out.print(f"counterfactual++ = rate kept {c.fmt(res.kept_rate)} - rate gone {c.fmt(res.final_rate)} = "
+              f"{c.fmt(res.counterfactual_plusplus)}" + (f" ({res.n_outcome_errors} outcome errors)" if res.n_outcome_errors else ""),
+              highlight=False)
+
+
+@app.command("transplant")
+@c.command
+def transplant(
+    store: str = typer.Option("transplant.sqlite", "--store", help="Run store to write (resumes the same run)."),
+    problems: str = typer.Option(None, "--problems", help="Hinted problem set (JSON); default: the one shipped with thoughtlens."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N problems."),
+    rollouts: int = typer.Option(50, "--rollouts", help="Rollouts per cut point (the paper: 50)."),
+    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Tokens per rollout."),
+    cot_max_new_tokens: int = typer.Option(1024, "--cot-max-new-tokens", help="Tokens for the hinted CoT."),
+    convergence: float = typer.Option(0.99, "--convergence", help="Stop sampling once this share says the hinted answer (<=0: never)."),
+    backend: str = typer.Option("hf", "--backend", help="hf (local model) or openai (a server)."),
+    model: str = typer.Option(None, "--model", help="hf: model name or path (default: the bundled model)."),
+    base_url: str = typer.Option(None, "--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Hinted CoT cut after sentence k, placed after the unhinted prompt: hinted-answer rate vs k, with 95 % CIs."""
+    from thoughtlens.anchors.transplant import TransplantConfig, load_hinted_problems, run_transplant
+    from thoughtlens.sample.registry import make_sampler
+    from thoughtlens.store.run_store import RunStore
+    from thoughtlens.trace.prompts import build_prompt
+
+    cfg = TransplantConfig(n_rollouts=rollouts, max_new_tokens=max_new_tokens, cot_max_new_tokens=cot_max_new_tokens,
+                           seed=seed, convergence=convergence if convergence > 0 else None)
+    chosen = load_hinted_problems(problems)[: limit or None]
+    tokenizer, name = None, base_url or ""
+    if backend == "hf":
+        import thoughtlens
+
+        hooked = thoughtlens.load(model) if model else thoughtlens.load()
+        sampler, tokenizer, name = make_sampler("hf", model=hooked), hooked.tokenizer, getattr(hooked, "name", model or "")
+    else:
+        sampler = make_sampler(backend, base_url=base_url)
+    fmt_prompt = lambda text: build_prompt(tokenizer, text, "{problem}") + cfg.think_tags[0] + "\n"  # noqa: E731
+    err = c.console()
+    with RunStore(store) as s, c.RichProgress(err) as bars:
+        curves = run_transplant(sampler, s, chosen, cfg, format_prompt=fmt_prompt, model=str(name), on_progress=bars)
+    out = c.stdout()
+    for pid, curve in curves.items():
+        table = Table("k", "hinted-answer rate", "95 % CI", "cue / correct / other / invalid", title=pid)
+        for row in curve:
+            ci = "-" if row["ci_low"] is None else f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+            table.add_row(str(row["k"]), c.fmt(row["rate"]) + (" (copied)" if row["copied"] else ""), ci,
+                          f"{row['n_cue']} / {row['n_correct']} / {row['n_other']} / {row['n_invalid']}")
+        out.print(table)
