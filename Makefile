@@ -5,11 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # llama.cpp's server is compiled once (about 12 min) and the wheel reused from here.
-WHEELS ?= $(HOME)/.cache/thoughtlens/wheels
+# The folder name carries the instruction set: a wheel built with other flags is never picked up again.
+WHEELS ?= $(HOME)/.cache/thoughtlens/wheels-avx2
 LLAMA_VERSION := 0.3.36
-# The default build segfaults on AMX CPUs; these flags are portable and work (see ../shared/ENVIRONMENT.md).
+# The default build segfaults on AMX CPUs (see ../shared/ENVIRONMENT.md), and an AVX-512 build dies with SIGILL
+# on AVX2-only machines (an AMD EPYC here, 2026-11-26): AVX2/FMA/F16C only, which runs on both.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-  -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
+  -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF \
   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
 .PHONY: venv demo test test-fast bench llama-server vllm-env browser clean

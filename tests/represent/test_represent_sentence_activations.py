@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from transformers import PreTrainedTokenizerFast
 
 from thoughtlens import HookedModel

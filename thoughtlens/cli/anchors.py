@@ -37,7 +37,11 @@ def run(
     run_id: str = typer.Option(None, "--run", "--run-id", help="Run id (default: derived from the settings, so the same command resumes)."),
     resume: bool = typer.Option(False, "--resume", help="Require an existing run to resume (error if there is none)."),
     backend: str = typer.Option("hf", help="hf | openai | vllm"),
-    base_url: str = typer.Option(None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1"),
+    base_url: list[str] = typer.Option(None, "--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 (repeat it for a fleet of servers)."),
+    base_url_file: str = typer.Option(None, "--base-url-file", help="openai backend: a file of server URLs, one per line (a fleet)."),
+    concurrency: int = typer.Option(8, help="openai backend: requests in flight per server."),
+    tensor_parallel_size: int = typer.Option(1, help="vllm backend: GPUs per model (vLLM's tensor parallelism)."),
+    device: str = typer.Option("cpu", help="hf backend: cpu, cuda, cuda:1 ... (or 'auto' to spread a large model over GPUs)."),
     api_model: str = typer.Option(None, help="openai backend: model name on the server."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai backend: env var holding the API key."),
     batch_size: int = typer.Option(16, help="hf backend: rows decoded together."),
@@ -49,19 +53,33 @@ def run(
     kl_alpha: float = typer.Option(None, "--kl-alpha", help="KL smoothing (default: the conventions' value, 1e-9 for paper, 0.5 for thoughtlens)."),
     split_style: str = typer.Option("thoughtlens", help="Sentence splitter: thoughtlens, or paper (the published chunking)."),
     counterfactual_matrix: bool = typer.Option(True, "--counterfactual-matrix/--no-counterfactual-matrix", help="Also compute the sentence-to-sentence graph (step_attribution)."),
+    budget: str = typer.Option(None, "--budget", help="Adaptive rollout budget: fixed, sequential or hybrid (default: none, every position gets --rollouts)."),
+    budget_initial: int = typer.Option(10, help="--budget: rollouts per position in the first round."),
+    budget_step: int = typer.Option(10, help="--budget: extra rollouts per position and round."),
+    budget_ci: float = typer.Option(0.05, help="--budget: stop a position once its importance CI half-width is below this."),
 ) -> None:
     """Resample from every prefix of a reasoning trace and measure which sentences matter."""
     from thoughtlens.anchors.run_options import check_run_options
 
     # Every option is checked here, before a model is loaded: a typo costs a second, not a model load.
+    if base_url_file is not None:
+        from thoughtlens.sample.fleet import read_url_file
+
+        base_url = [*(base_url or []), *read_url_file(base_url_file)]
     config = check_run_options(
         problem=problem, problems=problems, trace=trace, limit=limit, dtype=dtype, batch_size=batch_size,
-        backend=backend, base_url=base_url, store=store, report=report, n_rollouts=rollouts,
+        backend=backend, base_url=(base_url or [None])[0], store=store, report=report, n_rollouts=rollouts,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         base_max_new_tokens=max(2 * max_new_tokens, 256), forced=forced, seed=seed, similarity_threshold=threshold,
         answer_style=answer_style, conventions=conventions, kl_alpha=kl_alpha, split_style=split_style,
         counterfactual_matrix=counterfactual_matrix)
-    run_pipeline(config, model=model, problem=problem, answer=gt_answer, problems=problems, limit=limit,
+    policy = None
+    if budget is not None:
+        from thoughtlens.anchors.budget import BudgetPolicy
+
+        policy = BudgetPolicy(kind=budget, initial=budget_initial, step=budget_step, ci_half_width=budget_ci)
+    run_pipeline(config, budget=policy, device=device, concurrency=concurrency,
+                 tensor_parallel_size=tensor_parallel_size, model=model, problem=problem, answer=gt_answer, problems=problems, limit=limit,
                  trace=trace, store=store, run_id=run_id, resume=resume, base_url=base_url, api_model=api_model,
                  api_key_env=api_key_env, batch_size=batch_size, dtype=dtype, attention=attention, report=report)
 
@@ -69,7 +87,7 @@ def run(
 def run_pipeline(config, *, model=None, problem=None, answer=None, problems=None, limit=1, trace=None,
                  store="runs/anchors.sqlite", run_id=None, resume=False, base_url=None, api_model=None,
                  api_key_env="OPENAI_API_KEY", batch_size=16, dtype=None, attention=False, report=None,
-                 make_todo=None) -> None:
+                 make_todo=None, budget=None, device="cpu", concurrency=8, tensor_parallel_size=1) -> None:
     """Load, build the sampler, run the pipeline with a live progress display, print the table and paths.
 
     make_todo: `fn(tokenizer) -> [Problem]` instead of problem / problems / trace (the demo's fixed trace)."""
@@ -84,22 +102,33 @@ def run_pipeline(config, *, model=None, problem=None, answer=None, problems=None
     err = c.console()
     if make_todo is None:  # checked before the model load, like every option
         check_problem_source(problem, problems, trace)
-    with err.status("loading model"):
-        lm = load(model, dtype=dtype)
+    if config.backend == "hf":
+        with err.status("loading model"):
+            lm = load(model, dtype=dtype, **({"device_map": "auto"} if device == "auto" else {"device": device}))
+    else:  # a remote or separate engine samples: only the tokenizer (prompts, sentence token ranges) is needed here
+        from thoughtlens.model.load import load_tokenizer
+
+        with err.status("loading the tokenizer"):
+            lm = load_tokenizer(model)
     todo = make_todo(lm.tokenizer) if make_todo else make_problems(
         lm.tokenizer, problem=problem, answer=answer, problems=problems, limit=limit, trace=trace)
-    sampler = make_sampler(config.backend, model=lm, base_url=base_url, api_model=api_model,
-                           api_key_env=api_key_env, batch_size=batch_size, answer_done=answer_complete)
+    sampler = make_sampler(config.backend, model=lm if config.backend != "vllm" else (model or lm.name),
+                           tokenizer=lm.tokenizer, base_url=base_url, api_model=api_model, api_key_env=api_key_env,
+                           batch_size=batch_size, answer_done=answer_complete, concurrency=concurrency,
+                           tensor_parallel_size=tensor_parallel_size,
+                           **({"dtype": dtype} if config.backend == "vllm" and dtype else {}))
     config = replace(config, model=config.model or lm.name)
     with c.RichProgress(err) as progress:
         try:
             result = run_anchors(todo, model=lm, sampler=sampler, store=store, config=config, attention=attention,
-                                 report=report, run_id=run_id, resume=resume, on_progress=progress)
+                                 report=report, run_id=run_id, resume=resume, budget=budget, on_progress=progress)
         except KeyboardInterrupt:
             progress.bar.stop()
             err.print("\n[yellow]interrupted[/]: every finished rollout is stored; run the same command again "
                       "to resume")
             raise typer.Exit(130) from None
+    if hasattr(sampler, "summary"):  # a fleet says which servers did the work and which died
+        err.print(str(sampler.summary()), highlight=False)
     show(store, result.run_id, None)
     err.print(f"\nresults: {Path(store).resolve()} (run {result.run_id}); "
               f"table: thoughtlens anchors show {store} --run {result.run_id}")

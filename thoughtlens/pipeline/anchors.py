@@ -114,6 +114,7 @@ def run_anchors(
     report: str | Path | None = None,
     run_id: str | None = None,
     resume: bool = False,
+    budget=None,
     on_progress: OnProgress | None = None,
     **config_overrides,
 ) -> AnchorsResult:
@@ -126,6 +127,8 @@ def run_anchors(
     config / config_overrides: AnchorsConfig, e.g. `rollouts=8` (alias of n_rollouts), `max_new_tokens=128`.
     attention: also compute receiver heads and attention suppression (needs the model's weights).
     categories: tag sentences and write the category x metric tables. report: also write the page here.
+    budget: an adaptive rollout budget (`thoughtlens.anchors.budget.BudgetPolicy`); None = every position
+      gets `n_rollouts` (the paper's procedure).
     The same call with the same settings resumes a killed run (`resume=True` insists that one exists).
     """
     if "rollouts" in config_overrides:
@@ -150,7 +153,7 @@ def run_anchors(
     if not config.model:
         config = replace(config, model=getattr(model, "name", "") or getattr(sampler, "model_name", ""))
     db = store if isinstance(store, RunStore) else _open_store(store)
-    job = AnchorsRun(sampler, db, config, run_id, on_progress=on_progress)
+    job = AnchorsRun(sampler, db, config, run_id, on_progress=on_progress, budget=budget)
     if resume and not job.resumed:
         raise StoreError(f"resume: run '{job.run_id}' is not in {db.path}; drop --resume to start it")
     result = AnchorsResult(db, job.run_id, [p.id for p in todo], resumed=job.resumed)
