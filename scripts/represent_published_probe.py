@@ -108,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"CI [{bi.ci[0]:.3f}, {bi.ci[1]:.3f}]")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
-    _figure(cat, imp, args.out)
+    _figure(cat, imp, args.out, report["n_traces"])
     console.print(f"wrote {args.json} and {args.out}")
     return 0
 
 
-def _figure(cat, imp, out: Path) -> None:
+def _figure(cat, imp, out: Path, n_traces: int = 20) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +136,7 @@ def _figure(cat, imp, out: Path) -> None:
     ax.fill_between(L, [r.ci[0] for r in imp.rows], [r.ci[1] for r in imp.rows], alpha=0.2)
     ax.axhline(0, color="gray", lw=0.5)
     ax.set(xlabel="layer", ylabel="Spearman (held-out problems)", title="counterfactual_importance_kl")
-    fig.suptitle("SmolLM2-135M-Instruct reading the 20 published R1-Distill traces")
+    fig.suptitle(f"SmolLM2-135M-Instruct reading {n_traces} of the 20 published R1-Distill traces")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -53,6 +53,7 @@ def run(
     kl_alpha: float = typer.Option(None, "--kl-alpha", help="KL smoothing (default: the conventions' value, 1e-9 for paper, 0.5 for thoughtlens)."),
     split_style: str = typer.Option("thoughtlens", help="Sentence splitter: thoughtlens, or paper (the published chunking)."),
     counterfactual_matrix: bool = typer.Option(True, "--counterfactual-matrix/--no-counterfactual-matrix", help="Also compute the sentence-to-sentence graph (step_attribution)."),
+    outcome: str = typer.Option("correct", "--outcome", help="What importance measures: correct (maths answer), regex:PATTERN, category:NAME, python:MODULE:FUNCTION (docs/thought_branches.md)."),
     budget: str = typer.Option(None, "--budget", help="Adaptive rollout budget: fixed, sequential or hybrid (default: none, every position gets --rollouts)."),
     budget_initial: int = typer.Option(10, help="--budget: rollouts per position in the first round."),
     budget_step: int = typer.Option(10, help="--budget: extra rollouts per position and round."),
@@ -71,7 +72,7 @@ def run(
         backend=backend, base_url=(base_url or [None])[0], store=store, report=report, n_rollouts=rollouts,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         base_max_new_tokens=max(2 * max_new_tokens, 256), forced=forced, seed=seed, similarity_threshold=threshold,
-        answer_style=answer_style, conventions=conventions, kl_alpha=kl_alpha, split_style=split_style,
+        answer_style=answer_style, outcome=outcome, conventions=conventions, kl_alpha=kl_alpha, split_style=split_style,
         counterfactual_matrix=counterfactual_matrix)
     policy = None
     if budget is not None:
@@ -164,7 +165,10 @@ def show(store_path: str, run_id: str | None, problem_id: str | None) -> None:
     from thoughtlens.anchors.definitions import conventions_label
 
     config = next((r.get("config") for r in runs if r["run_id"] == run_id), None)
-    c.console().print(f"run {run_id}: metrics by {conventions_label(config)}", highlight=False)
+    from thoughtlens.anchors.outcomes import outcome_label
+
+    c.console().print(f"run {run_id}: metrics by {conventions_label(config)}; the rate is {outcome_label(config)}",
+                      highlight=False)
     out = c.stdout(width=150)  # ten numeric columns: never squeeze them to 80
     for pid, group in metrics.groupby("problem_id", sort=True) if not metrics.empty else []:
         trace = store.trace(run_id, pid) or {"sentences": [], "answer": None, "is_correct": None}

@@ -157,6 +157,8 @@ def run_anchors(
     if resume and not job.resumed:
         raise StoreError(f"resume: run '{job.run_id}' is not in {db.path}; drop --resume to start it")
     result = AnchorsResult(db, job.run_id, [p.id for p in todo], resumed=job.resumed)
+    note(on_progress, f"{'resuming' if job.resumed else 'starting'} run {job.run_id} in {db.path}: {len(todo)} "
+                      f"problem(s), {config.n_rollouts} rollouts per prefix, backend {config.backend}, model {config.model}")
     job.run(todo)
     if attention:
         _attention(model, db, job.run_id, result, on_progress)
