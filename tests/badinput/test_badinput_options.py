@@ -152,7 +152,6 @@ CLI_NEEDS_WIRING = [
 ]
 
 
-@pytest.mark.xfail(strict=False, reason="needs CLI wiring: anchors run must call check_run_options() before load()")
 @pytest.mark.parametrize("extra, needle", CLI_NEEDS_WIRING, ids=[" ".join(e) for e, _ in CLI_NEEDS_WIRING])
 def test_cli_anchors_run_checks_other_options_before_the_model_load(tmp_path, extra, needle):
     result = cli(*_BASE, "--store", tmp_path / "s.sqlite", *extra)
@@ -160,7 +159,6 @@ def test_cli_anchors_run_checks_other_options_before_the_model_load(tmp_path, ex
     assert files_under(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=False, reason="needs CLI wiring: anchors run must call check_run_options() before load()")
 def test_cli_limit_zero_is_refused_before_the_model_load(tmp_path):
     problems = tmp_path / "p.jsonl"
     problems.write_text('{"question": "2 + 3?", "answer": "#### 5"}\n')
@@ -169,7 +167,6 @@ def test_cli_limit_zero_is_refused_before_the_model_load(tmp_path):
     assert files_under(tmp_path) == ["p.jsonl"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs CLI wiring: anchors attention must call check_attention_options() first")
 @pytest.mark.parametrize("extra, needle", [(["--top-k", "0"], "--top-k"), (["--proximity-ignore", "0"], "--proximity-ignore"),
                                            (["--max-tokens", "0"], "--max-tokens"), (["--temperature", "0"], "temperature"),
                                            (["--batch-size", "0"], "--batch-size")])

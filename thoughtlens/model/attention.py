@@ -120,14 +120,16 @@ def additive_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key:
     Returns [batch|1, head|1, q, k] with 0 where visible and finfo(query.dtype).min where hidden.
     With a KV cache the q rows are the last q of the k positions, hence the offset.
     """
-    min_value = torch.finfo(query.dtype).min
+    # Both values as tensors of the query's dtype: a Python float64 min would overflow a float32 where().
+    zero = torch.zeros((), dtype=query.dtype, device=query.device)
+    min_value = torch.tensor(torch.finfo(query.dtype).min, dtype=query.dtype, device=query.device)
     q_len, k_len = query.shape[-2], key.shape[-2]
     if attention_mask is None:
         q_pos = torch.arange(k_len - q_len, k_len, device=query.device)[:, None]
         visible = q_pos >= torch.arange(k_len, device=query.device)[None, :]
-        return torch.where(visible, 0.0, min_value).to(query.dtype)[None, None]
+        return torch.where(visible, zero, min_value)[None, None]
     if attention_mask.dtype == torch.bool:
-        mask = torch.where(attention_mask, 0.0, min_value).to(query.dtype)
+        mask = torch.where(attention_mask.to(query.device), zero, min_value)
     else:
         mask = attention_mask.to(query.dtype)
     return mask[..., :k_len]
