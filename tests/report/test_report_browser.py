@@ -146,7 +146,7 @@ def test_missing_views_show_notes(browser, tmp_path):
     text = loaded.page.inner_text("#tl-attention-card")
     assert text.count("not computed: run `thoughtlens anchors attention STORE`") == 3
     loaded.page.click("circle.node[data-index='1']")
-    assert "not computed: run `thoughtlens anchors run STORE`" in loaded.page.inner_text("#tl-panel")
+    assert "not computed: run `thoughtlens anchors run`" in loaded.page.inner_text("#tl-panel")
     loaded.page.close()
 
 

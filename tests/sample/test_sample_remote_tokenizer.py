@@ -72,7 +72,8 @@ _NO_WEIGHTS = textwrap.dedent('''
     sampler = make_sampler("openai", base_url=server.url, model=tok)
     prompt = tok.apply_chat_template("What is 2 + 3?")
     trace = "Add them. Two plus three is five. So the answer is \\\\boxed{5}."
-    job = AnchorsRun(sampler, RunStore(sys.argv[2]), AnchorsConfig(n_rollouts=2, max_new_tokens=8, label_categories=False))
+    job = AnchorsRun(sampler, RunStore(sys.argv[2]), AnchorsConfig(n_rollouts=2, max_new_tokens=8, label_categories=False,
+                                                             counterfactual_matrix=False))  # MiniLM, as _metrics
     job.run([Problem("p0", "What is 2 + 3?", prompt, "5", base_completion=trace)])
     server.stop()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -91,6 +91,15 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("category_filter_counts", "run", "{n_total, n_after_convergence, ...}", _CAT),
     Artifact("category_rules", "run", "{AggregationRules fields}", _CAT),
     Artifact("pipeline_notes", "run", "{view: why it was skipped}", _RUN),
+    Artifact("hinted_cot", "problem", "str (the hinted chain of thought that is transplanted)",
+             "thoughtlens branches transplant"),
+    Artifact("transplant_curve", "problem", "[{k, rate, ci_low, ci_high, n}] hinted-answer rate per cut point",
+             "thoughtlens branches transplant"),
+    Artifact("outcome_definition", "run", "{spec, kind, label, ...} what the run's importance measures", _RUN),
+    Artifact("outcome_cache", "problem", "{rollout key: grade} (a judge is not asked twice)", _RUN),
+    Artifact("outcome_summary", "problem", "{n graded, n errors, ...}", _RUN),
+    # resilience_<i>: one per measured sentence i (a family of names, written by anchors/resilience.py).
+    Artifact("resilience_<i>", "problem", "{resilience, persistence, cf_plus_plus, ...}", "thoughtlens branches resilience"),
 )
 ARTIFACT_BY_NAME = {a.name: a for a in ARTIFACTS}
 
