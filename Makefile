@@ -36,6 +36,8 @@ $(VENV)/.llama: $(VENV)/.installed
 	  CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
 	    $(PIP) wheel -q --no-deps --no-cache-dir -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION) || exit 1; \
 	fi
+	# --force-reinstall: a wheel of the same version built with other flags may already be installed.
+	$(PIP) install -q --force-reinstall --no-deps "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl | head -1)"
 	$(PIP) install -q -c constraints.txt "$$(ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl | head -1)[server]"
 	touch $@
 
