@@ -55,7 +55,9 @@ def throughput(steps: int, batch: int, threads: int) -> dict:
 
 def _child_peak_rss(code: str) -> float:
     """Peak RSS (MiB) of a fresh interpreter that imports torch and thoughtlens.sae, then runs `code`."""
-    prog = f"import resource, torch, thoughtlens.sae\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM, not ru_maxrss: Linux carries the parent's high-water mark across exec into the child's ru_maxrss.
+    prog = (f"import torch, thoughtlens.sae\n{code}\n"
+            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
     return int(subprocess.check_output([sys.executable, "-c", prog], text=True).split()[-1]) / 1024
 
 

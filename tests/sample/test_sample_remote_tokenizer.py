@@ -47,7 +47,7 @@ def test_bad_tokenizer_paths_are_one_line_errors(tmp_path):
 
 
 _NO_WEIGHTS = textwrap.dedent('''
-    import json, resource, sys
+    import json, sys
     sys.path.insert(0, sys.argv[1])
 
     # Booby-trap every way transformers / safetensors / torch read weights: the run must not touch them.
@@ -76,7 +76,10 @@ _NO_WEIGHTS = textwrap.dedent('''
                                                              counterfactual_matrix=False))  # MiniLM, as _metrics
     job.run([Problem("p0", "What is 2 + 3?", prompt, "5", base_completion=trace)])
     server.stop()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: across exec Linux keeps the parent's high-water mark in ru_maxrss, so a subprocess of
+    # a pytest that has grown to 3 GB would report 3 GB (as CI once did).
+    status = open("/proc/self/status").read()
+    peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
     print("RESULT " + json.dumps({"peak_rss_mb": peak_mb, "model": job.config.model,
                                   "tok_ranges": job.store.trace(job.run_id, "p0")["sentences"][0]["tok_start"]}))
 ''')
