@@ -1,4 +1,5 @@
-"""`thoughtlens sae train|eval|features`: sparse autoencoders on the command line (library: thoughtlens.sae)."""
+"""`thoughtlens sae train|eval|features|store-features`: sparse autoencoders on the command line
+(library: thoughtlens.sae)."""
 
 from __future__ import annotations
 
@@ -170,3 +171,47 @@ def features(
         for row in effects.itertuples():
             t.add_row(row.direction, repr(row.token), f"{row.effect:+.3f}")
         Console().print(t)
+
+
+@app.command("store-features")
+def store_features(
+    sae_path: Path = typer.Argument(..., help="SAE directory"),
+    store: Path = typer.Argument(..., help="run store (.sqlite) written by `thoughtlens anchors run`"),
+    run_id: str = typer.Option(None, "--run", help="run id (needed when the store holds several runs)"),
+    problem_ids: list[str] = typer.Option(None, "--problem",
+                                          help="only these problems (repeat; default: all with a trace)"),
+    model_name: str = typer.Option(None, "--model", help="the run's model (default: the bundled model)"),
+    top: int = typer.Option(5, help="features kept per sentence"),
+    top_sentences: int = typer.Option(10, help="top-activating sentences kept per feature"),
+    tokens: int = typer.Option(8, help="tokens shown per feature and direction (logit effects)"),
+    labels: Path = typer.Option(None, help="JSON {feature id: label} shown on the page (e.g. Neuronpedia explanations)"),
+) -> None:
+    """Compute every trace's SAE features of a run and store them for the report page's feature panel."""
+    import json
+
+    import thoughtlens
+    from thoughtlens.errors import SAEError, ThoughtlensError
+    from thoughtlens.errors import StoreError
+    from thoughtlens.sae.run_features import store_run_features
+    from thoughtlens.store.run_store import RunStore
+
+    _quiet()
+    try:
+        names = None
+        if labels is not None:
+            try:
+                names = {int(k): str(v) for k, v in json.loads(labels.read_text(encoding="utf-8")).items()}
+            except (OSError, ValueError, AttributeError) as exc:
+                raise SAEError(f"cannot read labels {labels} ({exc}): pass a JSON object {{\"12\": \"label\", ...}}") from None
+        sae = thoughtlens.load_sae(sae_path)
+        if not store.is_file():  # RunStore would create an empty store here
+            raise StoreError(f"no run store at {store}: pass the .sqlite file written by `thoughtlens anchors run`")
+        run_store = RunStore(store)
+        model = thoughtlens.load(model_name)
+        summary = store_run_features(model, sae, run_store, run_id, problem_ids=problem_ids or None, top_per_sentence=top,
+                                     top_sentences=top_sentences, n_tokens=tokens, labels=names,
+                                     on_progress=_progress_printer())
+    except ThoughtlensError as exc:
+        _fail(exc)
+    Console().print(f"stored SAE features of {summary['problems']} trace(s) ({summary['skipped']} already done), "
+                    f"{summary['features']} features in the run table; see them with `thoughtlens report {store}`")

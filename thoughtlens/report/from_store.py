@@ -9,7 +9,9 @@ Store conventions read here:
 - artifacts (per problem, else run-level): suppression_matrix [S,S], counterfactual_matrix [S,S]
   (row = cause, column = affected; written by `anchors run`, anchors/step_attribution.py), receiver_head_kurtosis [layers, heads], receiver_scores [S],
   sentence_attention_top_heads [{layer, head, matrix [S,S]}], category_table [{category, metric,
-  mean, ci_low, ci_high, n}], transition_matrix {categories, matrix[, counts]}.
+  mean, ci_low, ci_high, n}], transition_matrix {categories, matrix[, counts]}, sae_sentence_features +
+  sae_feature_table (the SAE feature panel, report/sae_panel.py), transplant_curve (+ hinted_cot, which
+  is the page's trace when the problem has no base trace; report/transplant_view.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from thoughtlens.report.alternatives import (MAX_ALTERNATIVES, SIMILARITY_THRESH
                                              alternatives_for_trace, minilm_embedder)
 from thoughtlens.trace.split import first_sentence
 from thoughtlens.report.category_stats import categories_in, category_table, transition_matrix
+from thoughtlens.report.sae_panel import sae_panel_data
+from thoughtlens.report.transplant_view import hinted_cot_trace, transplant_curve_data
 from thoughtlens.report.page_data import (SCHEMA, clean_matrix, clean_number, fill_notes,
                                           metric_entries, validate_page_data)
 from thoughtlens.store.run_store import RunStore, pick_one
@@ -151,6 +155,10 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
     problem_id = pick_one("problem", problem_id, problems["problem_id"].tolist(), "--problem-id",
                        f"run '{run_id}' of {store.path}")
     trace = store.trace(run_id, problem_id)
+    hinted_cot = store.get_artifact(run_id, "hinted_cot", problem_id, default=None)
+    cot_on_page = (trace is None or not trace["sentences"]) and isinstance(hinted_cot, str) and bool(hinted_cot.strip())
+    if cot_on_page:  # a transplant run: no base trace, the page shows the hinted CoT it cut
+        trace = hinted_cot_trace(hinted_cot)
     if trace is None or not trace["sentences"]:
         raise StoreError(f"problem '{problem_id}' of run '{run_id}' has no base trace with sentences; "
                          "run `thoughtlens anchors run` to generate it")
@@ -182,6 +190,9 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
     transition = _transition(_artifact(store, run_id, "transition_matrix", problem_id))
     if transition is None and categories:
         transition = transition_matrix(sentences, categories)
+    sae_features, sae_note = sae_panel_data(store.get_artifact(run_id, "sae_sentence_features", problem_id, default=None),
+                                            store.get_artifact(run_id, "sae_feature_table", None, default=None),
+                                            n, problem_id)
     data = {
         "schema": SCHEMA, "title": f"{problem_id} (run {run_id})", "source": f"{store.path} run {run_id}",
         "problem": {"id": problem_id, "text": problem["problem"],
@@ -205,9 +216,15 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
                                   "computed from this trace: mean per primary category, 95 % percentile-"
                                   "bootstrap CI over sentences"),
         "transition_matrix": transition,
+        "sae_features": sae_features,
+        "transplant_curve": transplant_curve_data(store.get_artifact(run_id, "transplant_curve", problem_id, default=None),
+                                                  cot_on_page=cot_on_page),
         # Steps the pipeline skipped, and why (e.g. every sentence dropped by the convergence filter).
         "notes": {**dict(_artifact(store, run_id, "pipeline_notes", problem_id) or {}),
-                  "conventions": conventions_note(_run_config(store, run_id))},
+                  **({"sae_features": sae_note} if sae_note else {}),
+                  # A transplant run has no importance metrics, so the metric conventions say nothing there.
+                  **({"trace": "the trace is the hinted chain of thought the transplant cut (artifact hinted_cot)"}
+                     if cot_on_page else {"conventions": conventions_note(_run_config(store, run_id))})},
     }
     # A run that measured another outcome (anchors.outcomes) names its rate after it, not "accuracy".
     from thoughtlens.anchors.outcomes import outcome_label

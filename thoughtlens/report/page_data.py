@@ -34,6 +34,9 @@ Schema ``thoughtlens.report/1`` (every optional part may be ``None``; the page t
   "category_table_source": str | None,
   "transition_matrix": {"categories": [C], "matrix": [C][C] (row = from, col = to; rows sum to 1),
                         "counts": [C][C]} | None,
+  "sae_features": {...} | None,                         # the SAE feature panel (schema: report/sae_panel.py)
+  "transplant_curve": {"points": [{k, rate, ci_low, ci_high, n, copied}], "cot_on_page": bool} | None,
+                                                        # (report/transplant_view.py); no card when None
   "notes": {view: str},                                 # why a view is empty and the command that fills it
 }
 ```
@@ -125,6 +128,13 @@ def validate_page_data(data: dict) -> dict:
         if m is None or len(m) != n or any(len(row) != n for row in m):
             raise ThoughtlensError(f"head_attention L{head.get('layer')}H{head.get('head')} matrix must be "
                                    f"[{n}, {n}]; recompute it for this trace")
+    sae = data.get("sae_features")
+    if sae is not None and len(sae.get("sentences") or []) != n:
+        raise ThoughtlensError(f"sae_features.sentences must have one list per sentence ({n}); "
+                               "recompute them with `thoughtlens sae store-features SAE_DIR STORE`")
+    curve = data.get("transplant_curve")
+    if curve is not None and not curve.get("points"):
+        raise ThoughtlensError("transplant_curve has no points; recompute it with `thoughtlens branches transplant`")
     scores = matrices.get("receiver_scores")
     if scores is not None and len(scores) != n:
         raise ThoughtlensError(f"receiver_scores has {len(scores)} entries for {n} sentences; "

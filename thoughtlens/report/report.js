@@ -97,7 +97,7 @@
     box.appendChild(el("span", { "class": "source" }, "source: " + DATA.source));
     // What the pipeline skipped or found degenerate, said once at the top (the views repeat it in place).
     const said = Object.keys(NOTES).filter(function (k) {
-      return k === "accuracy" || k === "conventions" || /^skipped:/.test(NOTES[k]);
+      return k === "accuracy" || k === "conventions" || k === "trace" || /^skipped:/.test(NOTES[k]);
     }).map(function (k) { return NOTES[k]; }).filter(function (v, i, a) { return a.indexOf(v) === i; });
     if (said.length) {
       const list = el("ul", { "id": "tl-notes", "class": "note" });
@@ -280,6 +280,7 @@
     body.appendChild(ctx);
     body.appendChild(metricsTable(s));
     links(body, i);
+    if (SAE) saeSentenceView(body, i);
     answersView(body, s);
     alternativesView(body, s);
   }
@@ -610,6 +611,176 @@
     if (DATA.category_table_source) $("tl-cat-source").textContent = "Category table: " + DATA.category_table_source + ".";
   }
 
+  // ---- SAE feature panel ----------------------------------------------------------------------------
+  // Sentence panel: the selected sentence's top latents; the feature card: one latent's logit effects and
+  // the sentences where it fires most (across the run). Tokens, labels and sentences are model text:
+  // textContent only.
+  const SAE = DATA.sae_features || null;
+  state.feature = null;
+  function featureInfo(f) { return SAE && SAE.features ? SAE.features[String(f)] || null : null; }
+  function featureButton(f, extra) {
+    const b = el("button", { "class": "feat", type: "button", "data-feature": f }, "F" + f + (extra || ""));
+    b.addEventListener("click", function () { selectFeature(f); });
+    return b;
+  }
+  function tokenList(items) {
+    const box = el("span", { "class": "tokens" });
+    (items || []).forEach(function (t) { box.appendChild(el("code", { "class": "tok", title: "logit effect " + fmt(t.effect) }, t.token)); });
+    return box;
+  }
+  function featureGist(f) {  // one line: label, else the tokens it promotes
+    const info = featureInfo(f);
+    if (!info) return "";
+    if (info.label) return info.label;
+    return info.up ? "↑ " + info.up.slice(0, 4).map(function (t) { return JSON.stringify(t.token); }).join(" ") : "";
+  }
+  function saeSentenceView(body, i) {
+    body.appendChild(el("h3", null, "Top SAE features"));
+    const rows = SAE.sentences[i] || [];
+    if (!rows.length) { body.appendChild(el("p", { "class": "note" }, "no active feature in this sentence")); return; }
+    const top = rows[0].activation || 1;
+    const list = el("ul", { "class": "sae-feats", id: "tl-sae-sentence" });
+    rows.forEach(function (r) {
+      const li = el("li", { "class": r.feature === state.feature ? "active" : "" });
+      li.appendChild(featureButton(r.feature));
+      const bar = el("span", { "class": "bar kept" }); bar.style.width = Math.max(2, 60 * (r.activation || 0) / top).toFixed(1) + "px";
+      li.appendChild(bar);
+      li.appendChild(el("span", { "class": "bar-value" }, fmt(r.activation)));
+      li.appendChild(el("span", { "class": "gist" }, featureGist(r.feature)));
+      list.appendChild(li);
+    });
+    body.appendChild(list);
+    body.appendChild(el("p", { "class": "hint" }, "Click a feature to see where else it fires (card below)."));
+  }
+  function renderSaeCard() {
+    if (!SAE) return;
+    const card = el("section", { "class": "card", id: "tl-sae-card" });
+    card.appendChild(el("h2", null, "SAE features"));
+    const meta = SAE.sae || {};
+    card.appendChild(el("p", { "class": "hint" }, [meta.architecture, meta.d_sae ? meta.d_sae + " latents" : null,
+      meta.hook ? "at " + meta.hook : null, meta.pool ? meta.pool + " over each sentence's tokens" : null]
+      .filter(Boolean).join(" · ")));
+    if (NOTES.sae_features) card.appendChild(el("p", { "class": "note" }, NOTES.sae_features));
+    // The trace's most frequent features (in how many sentences' top lists each appears) as entry points.
+    const counts = {};
+    SAE.sentences.forEach(function (rows) { rows.forEach(function (r) { counts[r.feature] = (counts[r.feature] || 0) + 1; }); });
+    const common = Object.keys(counts).map(Number).sort(function (a, b) { return counts[b] - counts[a] || a - b; }).slice(0, 20);
+    const head = el("div", { "class": "sae-common", id: "tl-sae-common" });
+    head.appendChild(el("span", { "class": "hint" }, "Most frequent in this trace: "));
+    common.forEach(function (f) { head.appendChild(featureButton(f, " ×" + counts[f])); });
+    card.appendChild(head);
+    card.appendChild(el("div", { id: "tl-sae-feature" }));
+    $("tl-main").insertBefore(card, $("tl-attention-card"));  // under the trace, above the attention views
+    renderFeature();
+  }
+  function renderFeature() {
+    const box = $("tl-sae-feature");
+    if (!box) return;
+    box.textContent = "";
+    document.querySelectorAll("button.feat").forEach(function (b) { b.classList.toggle("active", Number(b.getAttribute("data-feature")) === state.feature); });
+    const hits = {};
+    S.forEach(function (_, i) {
+      const r = (SAE.sentences[i] || []).find(function (x) { return x.feature === state.feature; });
+      if (r) hits[i] = r.activation;
+      if (traceSpans[i]) traceSpans[i].classList.toggle("fires", !!r);
+    });
+    const f = state.feature;
+    if (f === null) { box.appendChild(el("p", { "class": "note" }, "Click a feature (here or in the sentence panel) to see where it fires.")); return; }
+    const info = featureInfo(f);
+    box.appendChild(el("h3", { id: "tl-sae-title" }, "Feature " + f));
+    if (info && info.label) box.appendChild(el("p", { "class": "summary", id: "tl-sae-label" }, info.label));
+    if (info && info.up) {
+      const p = el("p", { "class": "effects" }); p.appendChild(el("span", null, "Promotes: ")); p.appendChild(tokenList(info.up)); box.appendChild(p);
+      const q = el("p", { "class": "effects" }); q.appendChild(el("span", null, "Suppresses: ")); q.appendChild(tokenList(info.down)); box.appendChild(q);
+    }
+    const here = Object.keys(hits).map(Number);
+    const links = el("div", { "class": "links" });
+    links.appendChild(el("span", null, "In this trace's top lists: "));
+    here.forEach(function (i) { links.appendChild(linkTo(i)); });
+    if (!here.length) links.appendChild(el("span", { "class": "hint" }, "none"));
+    box.appendChild(links);
+    box.appendChild(el("h3", null, "Top-activating sentences across the run"));
+    if (!info) { box.appendChild(el("p", { "class": "note" }, NOTES.sae_features || "no feature table for this feature")); return; }
+    const table = el("table", { "class": "metrics", id: "tl-sae-top" });
+    const hr = el("tr");
+    ["problem", "sentence", "activation", "text"].forEach(function (h) { hr.appendChild(el("th", null, h)); });
+    table.appendChild(hr);
+    info.top_sentences.forEach(function (t) {
+      const tr = el("tr", { "class": t.here ? "here" : "" });
+      tr.appendChild(el("td", null, t.problem_id));
+      const td = el("td");
+      if (t.here && t.sentence < S.length) td.appendChild(linkTo(t.sentence)); else td.textContent = "#" + t.sentence;
+      tr.appendChild(td);
+      tr.appendChild(el("td", { "class": "num" }, fmt(t.activation)));
+      tr.appendChild(el("td", { "class": "sae-text" }, t.text));
+      table.appendChild(tr);
+    });
+    box.appendChild(table);
+  }
+  function selectFeature(f) {
+    state.feature = f;
+    renderFeature();
+    document.querySelectorAll("#tl-sae-sentence li").forEach(function (li) {
+      li.classList.toggle("active", Number(li.querySelector("button.feat").getAttribute("data-feature")) === f);
+    });
+  }
+
+  // ---- transplant curve -----------------------------------------------------------------------------
+  // Hinted-answer rate as more of the hinted CoT is placed after the unhinted prompt, with its 95 % CI band.
+  function renderTransplant() {
+    const tc = DATA.transplant_curve;
+    if (!tc || !tc.points || !tc.points.length) return;
+    const card = el("section", { "class": "card", id: "tl-transplant-card" });
+    card.appendChild(el("h2", null, "Transplant: hinted-answer rate vs sentences of the hinted CoT kept"));
+    const pts = tc.points;
+    const W = 640, H = 260, L = 46, R = 14, T = 12, B = 36;
+    const kMax = Math.max(1, pts[pts.length - 1].k);
+    const x = function (k) { return L + (W - L - R) * k / kMax; };
+    const y = function (v) { return T + (H - T - B) * (1 - v); };
+    const g = svg("svg", { width: W, height: H, "class": "transplant", id: "tl-transplant" });
+    [0, 0.25, 0.5, 0.75, 1].forEach(function (v) {
+      g.appendChild(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), "class": v === 0 ? "axis-line" : "grid" }));
+      const t = svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", "class": "tick" }); t.textContent = v.toFixed(2); g.appendChild(t);
+    });
+    const step = Math.max(1, Math.ceil(kMax / 10));
+    for (let k = 0; k <= kMax; k += step) {
+      const t = svg("text", { x: x(k), y: H - B + 16, "text-anchor": "middle", "class": "tick" }); t.textContent = String(k); g.appendChild(t);
+    }
+    const xl = svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle", "class": "axis-label" });
+    xl.textContent = "k = sentences of the hinted CoT kept"; g.appendChild(xl);
+    // Band and line over each run of consecutive points that have a value (a position with no valid answer breaks them).
+    function runs(has) {
+      const out = []; let cur = [];
+      pts.forEach(function (p) { if (has(p)) cur.push(p); else { if (cur.length) out.push(cur); cur = []; } });
+      if (cur.length) out.push(cur);
+      return out;
+    }
+    runs(function (p) { return p.ci_low !== null && p.ci_high !== null; }).forEach(function (run) {
+      const upper = run.map(function (p) { return x(p.k).toFixed(2) + "," + y(p.ci_high).toFixed(2); });
+      const lower = run.slice().reverse().map(function (p) { return x(p.k).toFixed(2) + "," + y(p.ci_low).toFixed(2); });
+      g.appendChild(svg("path", { d: "M" + upper.concat(lower).join("L") + "Z", "class": "tp-band" }));
+    });
+    runs(function (p) { return p.rate !== null; }).forEach(function (run) {
+      g.appendChild(svg("path", { d: "M" + run.map(function (p) { return x(p.k).toFixed(2) + "," + y(p.rate).toFixed(2); }).join("L"), "class": "tp-line" }));
+    });
+    pts.forEach(function (p) {
+      if (p.rate === null) return;
+      const c = svg("circle", { cx: x(p.k), cy: y(p.rate), r: 3.5, "class": "tp-point" + (p.copied ? " copied" : ""), "data-k": p.k });
+      const lines = ["k = " + p.k + (p.k === 0 ? " (no sentence kept)" : " (through sentence #" + (p.k - 1) + ")"),
+                     "hinted-answer rate " + fmt(p.rate) + "  95 % CI [" + fmt(p.ci_low) + ", " + fmt(p.ci_high) + "]",
+                     "n = " + p.n + (p.copied ? " (copied: converged earlier)" : "")];
+      c.addEventListener("mousemove", function (evt) { showTip(evt, lines); });
+      c.addEventListener("mouseleave", hideTip);
+      if (tc.cot_on_page) c.addEventListener("click", function () { if (p.k > 0 && p.k - 1 < S.length) select(p.k - 1); });
+      g.appendChild(c);
+    });
+    card.appendChild(g);
+    card.appendChild(el("p", { "class": "hint" }, "y: share of answers that follow the hint, #cue / (#correct + #cue + #other); " +
+      "band: 95 % Wilson CI; hollow points: copied after the rate converged (as the paper's run_chunk_prompts). " +
+      (tc.cot_on_page ? "The trace above is the hinted CoT; click a point to select the last sentence it keeps." : "")));
+    $("tl-main").insertBefore(card, $("tl-attention-card"));  // under the trace, above the attention views
+  }
+
   // ---- selection and metric changes -----------------------------------------------------------------
   function select(i) {
     state.selected = i;
@@ -643,6 +814,8 @@
   renderAttention();
   renderCategoryBars();
   renderTransition();
+  renderTransplant();
+  renderSaeCard();
   // Tests and the benchmark wait for data-ready; data-ready-ms is the time since navigation started.
   document.body.setAttribute("data-ready-ms", performance.now().toFixed(1));
   document.body.setAttribute("data-ready", "1");

@@ -79,3 +79,52 @@ def _add_artifacts(store: RunStore, rng, n: int) -> None:
         attn = np.tril(rng.random((n, n)))
         heads.append({"layer": layer, "head": head, "matrix": (attn / attn.sum(1, keepdims=True)).tolist()})
     store.put_artifact(RUN_ID, "sentence_attention_top_heads", heads, PROBLEM_ID)
+
+
+# ---- a transplant run (anchors/transplant.py) with a scripted model ------------------------------------
+
+TRANSPLANT_COT = ("The professor hints at D. I add 17 and 25 to get 42, which is B. The professor seems sure about D. "
+                  "Maybe the professor knows more than me here. So the professor must be right.")
+
+
+class HintFollowingSampler:
+    """A scripted model for the transplant: the hinted prompt gets `cot`; after the unhinted prompt, sample j
+    answers the hinted letter D when j < 2 x (times "professor" occurs in the prefix), else the right letter B.
+    So the hinted-answer rate climbs with each kept sentence that mentions the professor."""
+
+    name = "hint-following-script"
+
+    def __init__(self, cot: str = TRANSPLANT_COT, hint_marker: str = "Stanford professor"):
+        self.cot, self.hint_marker, self.prefixes = cot, hint_marker, []
+
+    def sample(self, requests, params, on_completion=None):
+        from thoughtlens.sample.base import Completion
+
+        out = []
+        for p, req in enumerate(requests):
+            self.prefixes.append(req.prefix)
+            for j in req.sample_indices:
+                if self.hint_marker in req.prefix:
+                    text = self.cot + "</think>\nTherefore, the best answer is: (D)."
+                else:
+                    cue = j < 2 * req.prefix.count("professor")
+                    text = f" Therefore, the best answer is: ({'D' if cue else 'B'})."
+                c = Completion(p, j, text, 8, "stop")
+                out.append(c)
+                if on_completion:
+                    on_completion(c)
+        return out
+
+
+def synthetic_transplant_store(path: str | Path, *, cot: str = TRANSPLANT_COT, n_rollouts: int = 6,
+                               convergence: float | None = 0.99) -> tuple[RunStore, str, str, HintFollowingSampler]:
+    """Run the real transplant (anchors.transplant.run_transplant) on one hinted problem with the scripted
+    sampler above. Returns (store, run_id, problem_id, sampler); sampler.prefixes holds every prefix sampled."""
+    from thoughtlens.anchors.transplant import HintedProblem, TransplantConfig, run_transplant
+
+    problem = HintedProblem(id="h0", question="What is 17 + 25?", choices={"A": "32", "B": "42", "C": "52", "D": "41"},
+                            gt_answer="B", cue_answer="D", hint="A Stanford professor thinks the answer is (D).")
+    config = TransplantConfig(n_rollouts=n_rollouts, convergence=convergence, max_new_tokens=32, cot_max_new_tokens=64)
+    store, sampler = RunStore(path), HintFollowingSampler(cot)
+    run_transplant(sampler, store, [problem], config, model="script")
+    return store, config.run_id([problem.id], "script"), problem.id, sampler

@@ -8,7 +8,7 @@
 One file per idea: base.py (interface, config, registry), one file per architecture (standard.py,
 topk.py, batchtopk.py, jumprelu.py, matryoshka.py, transcoder.py), activations.py (streaming source),
 train.py, evaluate.py, io.py (SAELens format), splice.py, features.py (features on chains of thought),
-synthetic.py (ground-truth features). See docs/sae.md.
+run_features.py (a stored run's features, for the report page), synthetic.py (ground-truth features). See docs/sae.md.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ sentences that matter from the rest, where else a feature fires, and what it wri
     top_activating_sentences(model, sae, traces, feature=123)      # where else it fires
     logit_effects(model, sae, feature=123)                         # tokens its decoder row promotes / suppresses
 
+(`thoughtlens.sae.run_features` computes all of these for every trace of a stored run, for the report page.)
+
 A sentence's activation of a latent is the max (default) or mean over the sentence's tokens of the
 latent's activation, with the whole trace (prompt + completion) as context.
 """
@@ -126,24 +128,32 @@ def top_activating_sentences(model, sae: SAE, traces: Sequence, feature: int, *,
 
 
 @torch.no_grad()
-def logit_effects(model, sae: SAE, feature: int, *, k: int = 10) -> pd.DataFrame:
-    """Tokens whose logits the latent's decoder row raises / lowers most when read straight through
-    the unembedding: W_dec[feature] * final-norm scale @ W_U^T (the "logit weight" of Bricken et al.
-    2023; the final norm's per-channel scale is folded in, its normalisation is not)."""
-    if not 0 <= feature < sae.cfg.d_sae:
-        raise SAEError(f"feature {feature} does not exist: this SAE has latents 0..{sae.cfg.d_sae - 1}")
+def logit_weights(model, sae: SAE, features: Sequence[int]) -> torch.Tensor:
+    """[len(features), vocab]: each latent's decoder row read straight through the unembedding,
+    W_dec[f] * final-norm scale @ W_U^T (the "logit weight" of Bricken et al. 2023; the final norm's
+    per-channel scale is folded in, its normalisation is not). float32 on CPU."""
+    for feature in features:
+        if not 0 <= feature < sae.cfg.d_sae:
+            raise SAEError(f"feature {feature} does not exist: this SAE has latents 0..{sae.cfg.d_sae - 1}")
     if sae.cfg.d_output != model.cfg.d_model:
         raise SAEError(f"logit effects need a decoder into the residual stream (width {model.cfg.d_model}), got {sae.cfg.d_output}")
     from thoughtlens.model.adapters import get_module
 
-    direction = sae.W_dec[feature].detach().float().cpu()
+    directions = sae.W_dec[list(features)].detach().float().cpu()  # [n, d_model]
     norm = get_module(model.hf_model, model.adapter.final_norm)
     w = getattr(norm, "weight", None)
     if w is not None:
         scale = w.detach().float().cpu()
-        direction = direction * (1.0 + scale if type(norm).__name__.startswith("Gemma") else scale)
+        directions = directions * (1.0 + scale if type(norm).__name__.startswith("Gemma") else scale)
     W_U = model.hf_model.get_output_embeddings().weight.detach().float().cpu()  # [vocab, d_model]
-    effects = W_U @ direction
+    return directions @ W_U.T
+
+
+@torch.no_grad()
+def logit_effects(model, sae: SAE, feature: int, *, k: int = 10) -> pd.DataFrame:
+    """Tokens whose logits the latent's decoder row raises / lowers most when read straight through
+    the unembedding (`logit_weights`)."""
+    effects = logit_weights(model, sae, [feature])[0]
     top = effects.topk(k)
     bottom = (-effects).topk(k)
     decode = model.tokenizer.decode

@@ -68,6 +68,7 @@ SHOW_COLUMNS: tuple[tuple[str, str], ...] = (("accuracy", "acc"),) + tuple(
 _RUN = "thoughtlens anchors run"
 _ATTN = "thoughtlens anchors attention"
 _CAT = "thoughtlens anchors categories"
+_SAE = "thoughtlens sae store-features SAE_DIR"
 
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("regeneration_curve", "problem", "[{k, accuracy, n}]", _RUN),
@@ -94,10 +95,17 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("hinted_cot", "problem", "str (the hinted chain of thought that is transplanted)",
              "thoughtlens branches transplant"),
     Artifact("transplant_curve", "problem", "[{k, rate, ci_low, ci_high, n}] hinted-answer rate per cut point",
-             "thoughtlens branches transplant"),
+             "thoughtlens branches transplant", "transplant_curve"),
     Artifact("outcome_definition", "run", "{spec, kind, label, ...} what the run's importance measures", _RUN),
     Artifact("outcome_cache", "problem", "{rollout key: grade} (a judge is not asked twice)", _RUN),
     Artifact("outcome_summary", "problem", "{n graded, n errors, ...}", _RUN),
+    # The report's SAE feature panel (sae/run_features.py): per sentence its top latents, per latent where it fires.
+    Artifact("sae_sentence_features", "problem", "{sae: meta, sentences: [S][[feature, activation], ...]}",
+             _SAE, "sae_features"),
+    Artifact("sae_feature_candidates", "problem",
+             "{sae, feature: [..], sentence: [..], activation: [..]}: per latent, its top sentences here", _SAE),
+    Artifact("sae_feature_table", "run", "{sae: meta, problems, features: {id: {label, up, down, top_sentences}}}",
+             _SAE, "sae_features"),
     # resilience_<i>: one per measured sentence i (a family of names, written by anchors/resilience.py).
     Artifact("resilience_<i>", "problem", "{resilience, persistence, cf_plus_plus, ...}", "thoughtlens branches resilience"),
 )
