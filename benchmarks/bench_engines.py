@@ -1,6 +1,6 @@
 """P3 on engines: N=32 rollouts x 128 tokens from one prefix through every backend, in tok/s.
 
-    .venv/bin/python benchmarks/bench_engines.py [--n 32] [--tokens 128] [--vllm-url URL] [--llama-url URL]
+    .venv/bin/python benchmarks/bench_engines.py [--n 32] [--tokens 128] [--vllm-url URL | --skip-vllm] [--llama-url URL | --skip-llama] [--skip-hf]
 
 Rows, all in one run, fp32, the same 32 requests (one prefix, rollout seeds 0..31, T 0.6, top-p 0.95):
     (a) thoughtlens hf backend (HFSampler, shared prefix KV cache, batch 32) on this CPU;
@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--llama-url", default=None)
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-llama", action="store_true")
+    ap.add_argument("--skip-vllm", action="store_true", help="rows (b) and (d) not run (no vLLM server started)")
     ap.add_argument("--d-first", type=int, default=0, choices=[0, 1], help="1: the baseline (d) runs first")
     args = ap.parse_args()
 
@@ -127,7 +128,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_engines_"))
     try:
         url = args.vllm_url
-        if url is None and vllm_py.is_file():
+        if url is None and vllm_py.is_file() and not args.skip_vllm:
             port = servers._free_port()
             url = f"http://127.0.0.1:{port}/v1"
             cmd = [str(vllm_py), "-m", "vllm.entrypoints.openai.api_server", "--model", smol_dir, "--host", "127.0.0.1",
@@ -137,7 +138,7 @@ def main() -> None:
             started.append(lambda: servers._stop(proc, group=True))
             servers._wait_for_server(url, proc, tmp / "vllm.log", 600, "vLLM")
         if url is None:
-            print("(b)/(d) skipped: no vLLM environment (make vllm-env)")
+            print("(b)/(d) skipped: " + ("--skip-vllm" if args.skip_vllm else "no vLLM environment (make vllm-env)"))
         else:
             best_b = best_d = 0.0
             from thoughtlens.sample.base import rollout_seed
