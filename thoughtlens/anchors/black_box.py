@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 from thoughtlens.anchors.budget import BudgetPolicy, PositionStats, importance_ci, next_round
@@ -185,6 +185,18 @@ def completion_rule(thinking: bool, close_tag: str = "</think>") -> Callable[[st
     return lambda text: answer_complete(text, thinking=thinking, close_tag=close_tag)
 
 
+def never_done(text: str) -> bool:
+    """No early stop: the rollout runs to EOS or its token budget."""
+    return False
+
+
+def rollout_rule(outcome: OutcomeSpec, thinking: bool, close_tag: str = "</think>") -> Callable[[str], bool]:
+    """When a rollout may stop early: at its stated answer for the maths outcome (completion_rule); never
+    for any other outcome, which reads the whole rollout (the text after the answer may mention X, and
+    the paper's whistleblowing / blackmail rollouts run to the end)."""
+    return completion_rule(thinking, close_tag) if outcome.is_default else never_done
+
+
 @contextmanager
 def _stopping(sampler: Sampler, rule: Callable[[str], bool]):
     """Install `rule` as the sampler's early-stop predicate (samplers that have one), then restore it:
@@ -256,7 +268,7 @@ class AnchorsRun:
         bar.describe(f"{problem.id}: {len(trace)} sentences x {cfg.n_rollouts} rollouts")
         params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed=cfg.seed)
         targets = None  # fixed budget: n_rollouts everywhere
-        with _stopping(self.sampler, completion_rule(thinking, cfg.think_tags[1])):
+        with _stopping(self.sampler, rollout_rule(self.outcome, thinking, cfg.think_tags[1])):
             if self.budget is None:
                 self._sample(problem, "resampled", pre, params, bar)
             else:
@@ -284,7 +296,9 @@ class AnchorsRun:
             bar.describe(f"{problem.id}: base trace")
             params = SamplingParams(max(self.config.base_temperature, 0.0), 1.0, self.config.base_max_new_tokens,
                                     seed=self.config.seed)
-            (c,) = self.sampler.sample([SampleRequest(problem.prompt, (0,))], params)
+            # Any outcome other than maths correctness may read past the answer: the base trace runs to its end too.
+            with nullcontext() if self.outcome.is_default else _stopping(self.sampler, never_done):
+                (c,) = self.sampler.sample([SampleRequest(problem.prompt, (0,))], params)
             if c.finish_reason == "error":
                 raise TraceError(f"could not generate the base trace for {problem.id}: {c.error}")
             completion = c.text
@@ -335,9 +349,14 @@ class AnchorsRun:
             bar.describe(f"{problem.id}: budget round {len(rounds)}, {sum(extra.values())} more rollouts")
 
     def _position_stats(self, problem: Problem, n_pos: int) -> list[PositionStats]:
-        """Stored resampled rollouts per prefix position (errors excluded): count, answered, correct."""
+        """Stored resampled rollouts per prefix position (errors excluded): count, answered, correct.
+        For an outcome other than maths correctness: count, graded (known), True (so the budget steers on it)."""
         df = self.store.rollouts(self.run_id, problem.id)
         df = df[(df["condition"] == "resampled") & (df["finish_reason"] != "error")]
+        if not self.outcome.is_default:
+            from thoughtlens.anchors.outcome_grading import outcome_position_stats
+
+            return outcome_position_stats(self.outcome, self.store, self.run_id, problem.id, df, n_pos)
         out = []
         for k in range(n_pos):
             at = df[df["sentence_index"] == k]

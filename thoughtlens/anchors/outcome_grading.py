@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from thoughtlens.anchors.budget import PositionStats
 from thoughtlens.anchors.definitions import Outcome
 from thoughtlens.anchors.outcomes import OutcomeSpec, grade_texts
 from thoughtlens.progress import OnProgress, Tracker
@@ -91,6 +92,26 @@ def grade_problem(outcome: OutcomeSpec, store, run_id: str, problem_id: str, df:
                "first_error": next((v["error"] for v in cache.values() if v.get("error")), None)}
     store.put_artifact(run_id, SUMMARY_ARTIFACT, summary, problem_id)
     return GradedRollouts(out["resampled"], out.get("forced"), errors, unknown, base.value, summary)
+
+
+def outcome_position_stats(outcome: OutcomeSpec, store, run_id: str, problem_id: str, df: pd.DataFrame,
+                           n_pos: int) -> list[PositionStats]:
+    """What the adaptive budget (anchors.budget) steers on for a non-default outcome, per prefix position:
+    PositionStats(n rollouts, n with a known value, n True), i.e. the paper's rate #True / #known.
+    df: the stored resampled rollouts (errors removed). Grades come from and go to the run's cache, so the
+    metrics step (and a resumed run) does not grade a rollout twice."""
+    cache: dict = store.get_artifact(run_id, CACHE_ARTIFACT, problem_id, default={})
+    n_cached = len(cache)
+    texts = [t if isinstance(t, str) else "" for t in df["text"]]
+    grades = grade_texts(outcome, texts, cache)
+    if len(cache) != n_cached:
+        store.put_artifact(run_id, CACHE_ARTIFACT, cache, problem_id)
+    n, known, true = [0] * n_pos, [0] * n_pos, [0] * n_pos
+    for k, g in zip(df["sentence_index"], grades):
+        n[k] += 1
+        known[k] += g.value is not None
+        true[k] += g.value is True
+    return [PositionStats(a, b, c) for a, b, c in zip(n, known, true)]
 
 
 def add_outcome_columns(rows: list[dict], resampled: list[list[Outcome]], forced: list[list[Outcome]] | None,

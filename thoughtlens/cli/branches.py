@@ -1,5 +1,5 @@
 """`thoughtlens branches ...`: Thought Branches analyses on a run store (library: anchors.outcomes,
-anchors.resilience, anchors.transplant)."""
+anchors.resilience, anchors.interventions_policy, anchors.transplant)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.table import Table
 from thoughtlens.cli import _common as c
 
 app = typer.Typer(help="Thought Branches: outcomes other than correctness, resilience and counterfactual++, "
-                       "hint transplant.", no_args_is_help=True)
+                       "on-policy vs off-policy interventions, hint transplant.", no_args_is_help=True)
 
 
 @app.command("outcome")
@@ -92,6 +92,79 @@ def resilience(
     out.print(f"counterfactual++ = rate kept {c.fmt(res.kept_rate)} - rate gone {c.fmt(res.final_rate)} = "
               f"{c.fmt(res.counterfactual_plusplus)}" + (f" ({res.n_outcome_errors} outcome errors)" if res.n_outcome_errors else ""),
               highlight=False)
+
+
+@app.command("intervene")
+@c.command
+def intervene(
+    store: str = typer.Argument(..., help="Run store (.sqlite) holding the trace of a `thoughtlens anchors run`."),
+    sentence: int = typer.Option(..., "--sentence", help="Insert the target after this sentence (0-based)."),
+    target: str = typer.Option(..., "--target", help="Target sentence, or a named one: question, doubt, "
+                               "alternative, pause, ethical, consequence, self_preservation."),
+    run_id: str = typer.Option(None, "--run", help="Anchors run id (needed when the store holds several runs)."),
+    problem_id: str = typer.Option(None, "--problem-id", help="Problem id (needed when the run holds several)."),
+    rollouts: int = typer.Option(100, "--rollouts", help="Full rollouts per condition (the paper: 100)."),
+    iterations: int = typer.Option(6, "--iterations", help="On-policy search rounds (the paper: 6)."),
+    candidates: int = typer.Option(12, "--candidates", help="Resampled sentences per round (the paper: 12)."),
+    continuations: int = typer.Option(8, "--continuations", help="Next sentences per candidate (the paper: 8)."),
+    threshold: float = typer.Option(0.7, "--threshold", help="Cosine to the target that ends the search (paper: 0.7; 0.6 for R1)."),
+    w_logprob: float = typer.Option(0.0, "--w-logprob", help="Weight of the mean log-prob in the score (hf backend; paper: 0)."),
+    grade: str = typer.Option("generated", "--grade", help="Grade the generated text (generated) or prefix + text (full, theirs)."),
+    outcome: str = typer.Option(None, "--outcome", help="Outcome spec (default: the run's own)."),
+    backend: str = typer.Option("hf", "--backend", help="hf (local model) or openai (a server)."),
+    model: str = typer.Option(None, "--model", help="hf: model name or path (default: the bundled model)."),
+    base_url: str = typer.Option(None, "--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
+    max_new_tokens: int = typer.Option(4096, "--max-new-tokens", help="Tokens per full rollout."),
+    temperature: float = typer.Option(0.7, "--temperature"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Steer towards a target sentence on-policy (resampling) and off-policy (inserting it): effects with 95 % CIs."""
+    from thoughtlens.anchors.interventions_policy import (InterventionConfig, hf_mean_logprob, measure_interventions,
+                                                          resolve_target)
+    from thoughtlens.sample.registry import make_sampler
+    from thoughtlens.store.run_store import RunStore, pick_one
+
+    target = resolve_target(target)  # before any model load
+    with RunStore(c.existing_store(store)) as s:
+        rid = c.pick_run(s, run_id)
+        config = s.run(rid)["config"] or {}
+        cfg = InterventionConfig(n_rollouts=rollouts, num_iterations=iterations, num_chunk_resamples=candidates,
+                                 num_continuation_samples=continuations, similarity_threshold=threshold,
+                                 w_logprob=w_logprob, grade=grade, temperature=temperature,
+                                 max_new_tokens=max_new_tokens, seed=seed,
+                                 outcome=outcome or config.get("outcome") or "correct")
+        pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "--problem-id", str(s.path))
+        logprob = None
+        if backend == "hf":
+            import thoughtlens
+
+            hooked = thoughtlens.load(model) if model else thoughtlens.load()
+            sampler = make_sampler("hf", model=hooked)
+            logprob = hf_mean_logprob(hooked) if w_logprob > 0 else None
+        else:
+            sampler = make_sampler(backend, base_url=base_url)
+        with c.RichProgress(c.console()) as bars:
+            res = measure_interventions(sampler, s, rid, pid, sentence, target, cfg, logprob=logprob, on_progress=bars)
+    out = c.stdout()
+    out.print(f"sentence {sentence}: {res.sentence}", highlight=False, markup=False)
+    out.print(f"target: {res.target}   outcome: {res.outcome}", highlight=False, markup=False)
+    sr = res.search
+    if sr.success:
+        out.print(f"on-policy search: kept {sr.candidate.strip()!r} -> {sr.next_sentence.strip()!r} "
+                  f"(cosine {sr.best_cosine:.3f}) after {sr.iterations_used} rounds: {sr.candidates_per_kept} "
+                  f"candidates sampled for the one kept, {sr.n_passing} of {sr.n_continuations} next sentences "
+                  "passed the threshold", highlight=False, markup=False)
+    else:
+        best = "-" if sr.best_cosine is None else f"{sr.best_cosine:.3f}"
+        out.print(f"on-policy search failed: no next sentence reached cosine {threshold} in {sr.iterations_used} "
+                  f"rounds ({sr.n_candidates} candidates, best cosine {best}); no on-policy rollouts",
+                  highlight=False, markup=False)
+    table = Table("condition", "rate", "known / rollouts", "effect vs kept", "95 % CI", "outcome errors")
+    for name, cond in res.conditions.items():
+        ci = "-" if cond.ci_low is None else f"[{cond.ci_low:+.3f}, {cond.ci_high:+.3f}]"
+        effect = "-" if cond.effect is None else f"{cond.effect:+.3f}"
+        table.add_row(name, c.fmt(cond.rate), f"{cond.n_known} / {len(cond.values)}", effect, ci, str(cond.n_outcome_errors))
+    out.print(table)
 
 
 @app.command("transplant")
