@@ -66,3 +66,29 @@ def test_report_published_cli_opens_an_agentic_trace(tmp_path):
     page = out.read_text()
     data = json.loads(re.search(r'id="tl-data">(.*?)</script>', page, re.S).group(1))
     assert data["outcome"]["label"] == "blackmail rate" and "Blackmail rate of rollouts" in page
+
+
+@pytest.mark.slow  # the CLI reads a whole scenario (~5 s)
+@pytest.mark.parametrize("d", DIRS, ids=lambda d: d.parts[-3])
+def test_anchors_show_published_prints_the_files_values(d):
+    from thoughtlens.cli import app
+
+    res = CliRunner().invoke(app, ["anchors", "show", "--published", str(d)], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert "blackmail rate" in res.output
+    rows = {int(line.split("│")[1]): line.split("│")[3:-1] for line in res.output.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip().isdigit()}
+    chunks = json.loads((d / "chunks_labeled.json").read_text())
+    assert sorted(rows) == list(range(len(chunks)))
+    # The table's first and third numeric columns: the rate and the resampling KL, straight from the file.
+    for i, chunk in enumerate(chunks):
+        for col, key in ((0, "accuracy"), (2, "resampling_importance_kl")):
+            want = "-" if chunk.get(key) is None else f"{chunk[key]:.4f}"
+            assert rows[i][col].strip() == want, (i, key)
+
+
+def test_anchors_show_needs_a_store_or_a_published_dir():
+    from thoughtlens.cli import app
+
+    res = CliRunner().invoke(app, ["anchors", "show"])
+    assert res.exit_code == 1 and "give exactly one of STORE or --published" in res.output

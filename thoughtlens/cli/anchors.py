@@ -143,12 +143,42 @@ def run_pipeline(config, *, model=None, problem=None, answer=None, problems=None
 @app.command("show")
 @c.command
 def show_command(
-    store: str = typer.Argument(..., help="Run store written by `thoughtlens anchors run`."),
+    store: str = typer.Argument(None, help="Run store written by `thoughtlens anchors run`."),
     run_id: str = typer.Option(None, "--run", "--run-id", help="Run id (default: the latest run)."),
     problem_id: str = typer.Option(None, "--problem-id", "--problem", help="Only this problem."),
+    published: str = typer.Option(None, "--published", help="Instead of a store: a published problem or scenario "
+                                  "directory (problem_*/ or scenario_*/ of ../shared/data/thought-anchors)."),
 ) -> None:
-    """Print the per-sentence importance table of a run."""
-    show(store, run_id, problem_id)
+    """Print the per-sentence importance table of a run (or of a published trace, its own values unchanged)."""
+    c.exactly_one(store=store, published=published)
+    if published is not None:
+        show_published(published)
+    else:
+        show(store, run_id, problem_id)
+
+
+def show_published(problem_dir: str) -> None:
+    """The published per-sentence values (chunks_labeled.json, via the page's reader) in `show`'s table."""
+    from rich.table import Table
+
+    from thoughtlens.report.published import page_data_from_published
+    from thoughtlens.trace.published_files import read_chunks_labeled
+
+    data = page_data_from_published(problem_dir, similarity=False)  # title, answer and outcome name
+    # The values straight from the file (the page rounds to 4 significant digits).
+    chunks = read_chunks_labeled(Path(problem_dir) / "chunks_labeled.json", tuple(k for k, _ in SHOW_COLUMNS))
+    rate = (data.get("outcome") or {}).get("label", "accuracy")
+    c.console().print(f"{data['title']}: the published values; the rate is the {rate} of the paper's rollouts",
+                      highlight=False)
+    table = Table(title=f"base answer {data['trace']['answer']!r}, correct: {data['trace']['is_correct']}")
+    table.add_column("#", justify="right")
+    table.add_column("sentence", max_width=48, overflow="ellipsis", no_wrap=True)
+    for _, label in SHOW_COLUMNS:
+        table.add_column(label.replace("acc", "rate") if rate != "accuracy" else label, justify="right")
+    for i, chunk in enumerate(chunks):
+        cells = [c.fmt(chunk.get(col), digits=4) for col, _ in SHOW_COLUMNS]
+        table.add_row(str(i), chunk["chunk"].replace("\n", " "), *cells)
+    c.stdout(width=170).print(table)
 
 
 def show(store_path: str, run_id: str | None, problem_id: str | None) -> None:
