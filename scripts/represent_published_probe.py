@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cached-only", action="store_true", help="probe only the traces already in --cache (no model run)")
     p.add_argument("--splits", type=int, default=10, help="GroupKFold splits over problems")
     p.add_argument("--no-control", action="store_true", help="skip the control task (halves the time)")
+    p.add_argument("--context", type=int, default=0,
+                   help="named option: also give the probe the k previous and k next sentences' activations (default 0)")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures" / "represent_category_probe.png")
     p.add_argument("--json", type=Path, default=REPO / "docs" / "represent_probe.json")
     args = p.parse_args(argv)
@@ -88,9 +90,19 @@ def main(argv: list[str] | None = None) -> int:
 
     layers = [int(x) for x in args.layers.split(",")] if args.layers else acts.layers()
     meta = acts.meta
+    if args.context:
+        from thoughtlens.represent.probes import context_features
+        from thoughtlens.represent.sentence_activations import SentenceActivations
+
+        order = meta.sort_values(["trace_id", "sentence_index"]).index.to_numpy()
+        assert (order == np.arange(len(meta))).all(), "sentences must be in reading order within each trace"
+        acts = SentenceActivations([f"blocks.{L}.hook_resid_post" for L in layers],
+                                   {"mean": np.stack([context_features(acts.get(L, "mean"), meta["trace_id"].to_numpy(),
+                                                                       args.context) for L in layers])}, meta)
     report: dict = {"n_sentences": int(len(meta)), "n_traces": int(meta["trace_id"].nunique()),
                     "minilm_labeller": MINILM, "majority": MAJORITY, "model": "SmolLM2-135M-Instruct (bundled)",
-                    "hooks": "blocks.*.hook_resid_post, mean over each sentence's tokens", "splits": args.splits}
+                    "hooks": "blocks.*.hook_resid_post, mean over each sentence's tokens", "splits": args.splits,
+                    "context": args.context}
     cat = layer_sweep(acts, meta["category"].to_numpy(), meta["problem"].to_numpy(), layers=layers, task="classify",
                       control=not args.no_control, n_splits=args.splits, reduction="mean", on_progress=lambda n: console.print(".", end=""))
     report["category"] = cat.to_dict()

@@ -11,6 +11,7 @@ from scipy import stats as sps
 
 from thoughtlens import stats
 from thoughtlens.errors import ThoughtlensError
+from thoughtlens.stats import newcombe_interval, wilson_interval
 
 
 def test_mean_se_is_mean_of_trace_means_with_se_across_traces():
@@ -147,3 +148,17 @@ def test_bad_input_raises_one_line_error(call, match):
     with pytest.raises(ThoughtlensError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_wilson_and_newcombe_reproduce_the_published_examples():
+    # Newcombe 1998 (Stat Med 17:857 and 17:873): 81/263 -> 0.2553, 0.3662; 56/70 - 48/80 -> 0.0524, 0.3339
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=5e-5)
+    assert newcombe_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=5e-5)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # nothing known: the whole range
+    with pytest.raises(ThoughtlensError, match="0 <= k <= n"):
+        wilson_interval(3, 2)
+    # Elementwise over arrays, equal to the scalar calls.
+    lo, hi = newcombe_interval(np.array([56, 5]), np.array([70, 9]), np.array([48, 0]), np.array([80, 0]))
+    assert (lo[0], hi[0]) == pytest.approx(newcombe_interval(56, 70, 48, 80))
+    assert (lo[1], hi[1]) == pytest.approx(newcombe_interval(5, 9, 0, 0))

@@ -6,6 +6,8 @@
 - `permutation_test` / `paired_permutation_test`: p-values for "no difference" (scipy underneath).
 - `benjamini_hochberg`: false-discovery-rate adjustment (scipy underneath), NaN-tolerant.
 - `cohens_d`, `hedges_g`, `cliffs_delta`: effect sizes.
+- `wilson_interval` / `newcombe_interval`: CIs of a proportion and of a difference of two proportions
+  (elementwise over arrays), used by the rollout budget, the transplant curve and steering effects.
 
 Data layout: `per_trace` is a list with one 1-D array per trace: `per_trace[t]: [n_sentences_t]`.
 An empty array means the trace has no value for this variable; it is not drawn as a contributor.
@@ -260,3 +262,37 @@ def cliffs_delta(a: Sequence[float], b: Sequence[float]) -> float:
         return math.nan
     diff = a[:, None] - b[None, :]
     return float((np.sign(diff)).mean())
+
+
+def wilson_interval(k, n, z: float = 1.96):
+    """Wilson score interval of k successes in n trials (Newcombe 1998, "Two-sided confidence intervals for the
+    single proportion", method 3), elementwise over arrays; (0, 1) where n == 0 (nothing is known).
+
+    Returns (low, high) as floats for scalar input, arrays otherwise."""
+    k_arr, n_arr = np.asarray(k, float), np.asarray(n, float)
+    if np.any(k_arr < 0) or np.any(k_arr > n_arr):
+        raise ThoughtlensError(f"need 0 <= k <= n for a proportion, got k={k}, n={n}")
+    safe = np.maximum(n_arr, 1.0)
+    p = k_arr / safe
+    denom = 1 + z * z / safe
+    centre = (p + z * z / (2 * safe)) / denom
+    half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / denom
+    lo = np.where(n_arr > 0, np.clip(centre - half, 0, 1), 0.0)
+    hi = np.where(n_arr > 0, np.clip(centre + half, 0, 1), 1.0)
+    return (float(lo), float(hi)) if lo.ndim == 0 else (lo, hi)
+
+
+def newcombe_interval(k1, n1, k0, n0, z: float = 1.96):
+    """Interval for k1/n1 - k0/n0 from the two Wilson intervals (Newcombe 1998, "Interval estimation for the
+    difference between independent proportions", method 10), elementwise. A proportion with n == 0 counts as
+    0 with the uninformative interval [0, 1] (as the paper's accuracy of a position with no answer).
+    Treats the trials as independent: for sentences nested in rollouts it is optimistic."""
+    k1, n1, k0, n0 = (np.asarray(x, float) for x in (k1, n1, k0, n0))
+    p1 = np.where(n1 > 0, k1 / np.maximum(n1, 1), 0.0)
+    p0 = np.where(n0 > 0, k0 / np.maximum(n0, 1), 0.0)
+    l1, u1 = (np.asarray(x) for x in wilson_interval(k1, n1, z))
+    l0, u0 = (np.asarray(x) for x in wilson_interval(k0, n0, z))
+    d = p1 - p0
+    lo = np.clip(d - np.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2), -1, 1)
+    hi = np.clip(d + np.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2), -1, 1)
+    return (float(lo), float(hi)) if lo.ndim == 0 else (lo, hi)

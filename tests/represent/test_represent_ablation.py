@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 import thoughtlens
 from thoughtlens import HookedModel
 from thoughtlens.errors import ConfigError
-from thoughtlens.represent.ablation import ablate_direction, orthogonalize_weights
+from thoughtlens.represent.ablation import ablate_direction, orthogonalize_weights, orthogonalized_hf_model
 
 from tiny_models import random_tokens, tiny_hf
 
@@ -50,6 +50,34 @@ def test_orthogonalised_weights_give_the_hook_ablated_logits(arch, tmp_path):
         assert cos.abs().max() < 1e-4, name
     # the original model is untouched
     torch.testing.assert_close(model(tokens), clean, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_orthogonalised_weights_equal_hooks_to_float64_precision(arch):
+    """Where the 1e-4 tolerance comes from. Weights and hooks compute the same function, so in float64 they
+    agree to rounding (<= 1e-9; ~1e-15 here); in float32 they differ by float32 rounding only, which is
+    bounded by the triangle inequality |g32 - h32| <= |g32 - g64| + |g64 - h64| + |h64 - h32|, each float32
+    term the size of float32's own error on the unedited model, |clean32 - clean64|. (On SmolLM2, logits
+    ~40 through 30 layers, that error is itself 1.1e-4: docs/represent.md.)"""
+    r = _direction()
+    tokens = random_tokens(2, 16)
+    out = {}
+    with torch.no_grad():
+        for dt in (torch.float32, torch.float64):
+            model = HookedModel(tiny_hf(arch).to(dt))
+            clean = model(tokens).double()
+            with ablate_direction(model, r):
+                hooked = model(tokens).double()
+            edited = HookedModel(orthogonalized_hf_model(model, r))(tokens).double()
+            with ablate_direction(model, r, layers=range(model.cfg.n_layers - 1)):  # misses the last block
+                partial = model(tokens).double()
+            out[dt] = clean, hooked, edited, partial
+    (c32, h32, g32, _), (c64, h64, g64, p64) = out[torch.float32], out[torch.float64]
+    assert (g64 - h64).abs().max() <= 1e-9
+    assert (p64 - g64).abs().max() > 1e-3  # the float64 comparison does see an ablation that misses a writer
+    fp32_error = (c32 - c64).abs().max()
+    assert 0 < fp32_error < 1e-5
+    assert (g32 - h32).abs().max() <= min(1e-4, 4 * fp32_error)
 
 
 def test_ablation_bad_input():

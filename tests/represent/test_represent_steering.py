@@ -71,3 +71,16 @@ def test_steering_bad_input():
     with pytest.raises(ConfigError, match="n_rollouts"):
         steering_effect(model, ["w1"], torch.ones(32), hook="blocks.0.hook_resid_post", scales=[1], outcome=len,
                         n_rollouts=1)
+
+
+def test_a_baseline_is_reused_for_another_direction():
+    model = _model()
+    prompts = ["w1 w2 w3", "w7 w8"]
+    kw = dict(hook="blocks.2.hook_resid_post", scales=[10.0], outcome=lambda t: float(TARGET in t.split()),
+              n_rollouts=4, max_new_tokens=4, temperature=1.0, batch_size=4)
+    first = steering_effect(model, prompts, torch.ones(32), **kw)
+    second = steering_effect(model, prompts, -torch.ones(32), baseline=first, **kw)
+    assert second.texts[0.0] is first.texts[0.0] and second.rows[0].rate == first.rows[0].rate
+    assert second.texts[10.0] != first.texts[10.0]  # the steered rollouts are new
+    with pytest.raises(ConfigError, match="baseline"):
+        steering_effect(model, prompts[:1], torch.ones(32), baseline=first, **kw)

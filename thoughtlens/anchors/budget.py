@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from thoughtlens.errors import ConfigError
+from thoughtlens.stats import newcombe_interval, wilson_interval  # re-exported: part of this module's API
 
 BUDGET_KINDS = ("fixed", "sequential", "hybrid")
 
@@ -97,18 +98,6 @@ def _norm_ppf(q: float) -> float:
     return NormalDist().inv_cdf(q)
 
 
-def wilson_interval(k: np.ndarray, n: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of k successes in n trials, elementwise; (0, 1) where n == 0."""
-    k, n = np.asarray(k, float), np.asarray(n, float)
-    safe = np.maximum(n, 1.0)
-    p = k / safe
-    denom = 1 + z * z / safe
-    centre = (p + z * z / (2 * safe)) / denom
-    half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / denom
-    lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
-    return np.where(n > 0, lo, 0.0), np.where(n > 0, hi, 1.0)
-
-
 def importance_ci(stats: Sequence[PositionStats], z: float = 1.96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resampling importance (accuracy) per sentence and its Newcombe CI: (estimate, low, high), each [S].
 
@@ -120,12 +109,8 @@ def importance_ci(stats: Sequence[PositionStats], z: float = 1.96) -> tuple[np.n
     k = np.array([s.n_correct for s in stats], float)
     n = np.array([s.n_answered for s in stats], float)
     p = np.where(n > 0, k / np.maximum(n, 1), 0.0)
-    lo, hi = wilson_interval(k, n, z)
-    p0, p1, l0, l1, h0, h1 = p[:-1], p[1:], lo[:-1], lo[1:], hi[:-1], hi[1:]
-    est = p1 - p0
-    low = est - np.sqrt((p1 - l1) ** 2 + (h0 - p0) ** 2)
-    high = est + np.sqrt((h1 - p1) ** 2 + (p0 - l0) ** 2)
-    return est, np.clip(low, -1, 1), np.clip(high, -1, 1)
+    low, high = newcombe_interval(k[1:], n[1:], k[:-1], n[:-1], z)
+    return p[1:] - p[:-1], low, high
 
 
 def settled(policy: BudgetPolicy, stats: Sequence[PositionStats]) -> np.ndarray:

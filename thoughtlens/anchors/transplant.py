@@ -29,7 +29,7 @@ from importlib import resources
 
 import numpy as np
 
-from thoughtlens.anchors.budget import wilson_interval
+from thoughtlens.stats import wilson_interval
 from thoughtlens.checks import check_int
 from thoughtlens.errors import ConfigError, DataError, TraceError
 from thoughtlens.progress import OnProgress, Tracker

@@ -243,8 +243,8 @@ def add_direction(model, hook_name: str, vector, scale: float = 1.0, *, position
         yield
 
 
-def orthonormal(directions) -> torch.Tensor:
-    """directions [k, d] or [d] -> an orthonormal basis [k', d] of their span (float32; QR in float64)."""
+def orthonormal(directions, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """directions [k, d] or [d] -> an orthonormal basis [k', d] of their span (QR in float64, returned as dtype)."""
     d = torch.as_tensor(directions).detach().double()
     d = d[None] if d.ndim == 1 else d
     if d.ndim != 2:
@@ -253,7 +253,7 @@ def orthonormal(directions) -> torch.Tensor:
     rank = (r.diagonal().abs() > 1e-10 * max(1.0, float(d.norm(dim=1).max()))).sum()
     if int(rank) == 0:
         raise HookError("the directions are all zero: nothing to project out (check how they were computed)")
-    return q[:, : int(rank)].T.float()
+    return q[:, : int(rank)].T.to(dtype)
 
 
 @contextlib.contextmanager
@@ -262,16 +262,18 @@ def project_out(model, hook_name: str, directions, *, positions: Positions = Non
 
     x <- x - (x @ Q^T) Q, with Q an orthonormal basis of the directions' span, as Arditi et al.'s
     `get_direction_ablation_input_pre_hook` / `..._output_hook` do for one unit direction
-    (refusal_direction, pipeline/utils/hook_utils.py). Computed in float32 and cast back.
+    (refusal_direction, pipeline/utils/hook_utils.py). Computed in float32 (float64 for a float64 model, so
+    that the projection is exact to that precision) and cast back.
     directions: [width] or [k, width]. hook_name / positions: as for `add_direction`.
     """
     names = _hook_names(model, hook_name)
-    basis = orthonormal(_vector(model, names, directions, "directions"))  # [k, width]
-    moved: dict[torch.device, torch.Tensor] = {}
+    basis = orthonormal(_vector(model, names, directions, "directions"), torch.float64)  # [k, width]
+    moved: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def edit(x: torch.Tensor) -> torch.Tensor:
-        q = moved.setdefault(x.device, basis.to(x.device))
-        xf = x.float()
+        ct = torch.promote_types(x.dtype, torch.float32)
+        q = moved.setdefault((x.device, ct), basis.to(x.device, ct))
+        xf = x.to(ct)
         return (xf - (xf @ q.T) @ q).to(x.dtype)
 
     with _edit(model, names, positions, edit):

@@ -45,7 +45,7 @@ def ablate_direction(model, direction, *, layers=None) -> Iterator[None]:
 
     layers: restrict to these blocks (default every block), e.g. to ablate in later layers only.
     """
-    r = _unit(model, direction).float()
+    r = _unit(model, direction)  # float64; project_out computes in the model's precision (>= float32)
     layers = range(model.cfg.n_layers) if layers is None else layers
     with contextlib.ExitStack() as stack:
         for L in layers:
@@ -55,19 +55,23 @@ def ablate_direction(model, direction, *, layers=None) -> Iterator[None]:
 
 
 def _orthogonalize_output(module: nn.Module, r: torch.Tensor) -> None:
-    """Make `module`'s output orthogonal to r in place: nn.Linear ([out, in]), Conv1D ([in, out]) or Embedding."""
-    w = module.weight
-    rr = r.to(w.dtype)
+    """Make `module`'s output orthogonal to r in place: nn.Linear ([out, in]), Conv1D ([in, out]) or Embedding.
+
+    r: unit vector, float64. The edit is computed in float64 and rounded once to the weight's dtype, so
+    the edited weights are the exact projection up to one rounding (the hook version rounds per forward).
+    """
     with torch.no_grad():
-        if type(module).__name__ == "Conv1D":  # GPT-2: y = x @ W + b, W [in, out]
-            w -= (w @ rr)[:, None] * rr[None, :]
-        elif isinstance(module, nn.Embedding):  # rows are output vectors: [vocab, d_model]
-            w -= (w @ rr)[:, None] * rr[None, :]
-        else:  # nn.Linear: y = x @ W^T + b, W [out, in]
-            w -= rr[:, None] * (rr @ w)[None, :]
-        bias = getattr(module, "bias", None)
-        if bias is not None:
-            bias -= (bias @ rr) * rr
+        for p in (module.weight, getattr(module, "bias", None)):
+            if p is None:
+                continue
+            w, r = p.double(), r.to(p.device)
+            if p.ndim == 1:  # bias [d_model]
+                w = w - (w @ r) * r
+            elif type(module).__name__ == "Conv1D" or isinstance(module, nn.Embedding):
+                w = w - (w @ r)[:, None] * r[None, :]  # rows are output vectors: Conv1D W [in, out], Embedding [vocab, d]
+            else:  # nn.Linear: y = x @ W^T + b, W [out, in]
+                w = w - r[:, None] * (r @ w)[None, :]
+            p.copy_(w.to(p.dtype))
 
 
 def orthogonalized_hf_model(model, direction) -> nn.Module:
@@ -89,7 +93,6 @@ def orthogonalized_hf_model(model, direction) -> nn.Module:
         out_emb.weight = nn.Parameter(in_emb.weight.detach().clone(), requires_grad=False)
     for cfg in {id(c): c for c in (hf.config, getattr(hf.config, "get_text_config", lambda: hf.config)())}.values():
         cfg.tie_word_embeddings = False
-    r = r.float()
     _orthogonalize_output(in_emb, r)
     if a.pos_embed:
         _orthogonalize_output(get_module(hf, a.pos_embed), r)

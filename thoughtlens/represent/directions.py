@@ -122,3 +122,53 @@ def direction_sweep(sets: Mapping[int, tuple[np.ndarray, np.ndarray]], *, method
 
 def sweep_table(scores: Sequence[DirectionScore]) -> list[dict]:
     return [asdict(s) for s in scores]
+
+
+@dataclass
+class HeldOutAUROC:
+    method: str
+    auroc: float  # pooled out-of-fold: each row scored by the direction fitted without its group
+    ci: tuple[float, float]  # percentile bootstrap over groups (problems)
+    fold_aurocs: list[float]
+    n_pos: int
+    n_neg: int
+
+
+def held_out_auroc(X, y, groups, *, method: str = "diff_in_means", n_splits: int = 5, n_boot: int = 1000,
+                   seed: int = 0) -> HeldOutAUROC:
+    """Detection quality of a direction, held out by group: for each GroupKFold split, the direction from the
+    training rows (y True vs False), and the held-out rows' projections on it as scores.
+
+    X: [n, d]; y: [n] bool (the concept); groups: [n] (e.g. the problem: a problem is never in both halves).
+    """
+    from sklearn.model_selection import GroupKFold
+
+    X, y, groups = np.asarray(X, dtype=np.float64), np.asarray(y).astype(bool), np.asarray(groups)
+    if X.ndim != 2 or len(X) != len(y) or len(y) != len(groups):
+        raise ConfigError(f"X must be [n, d] with one label and one group per row, got {X.shape}, {len(y)}, {len(groups)}")
+    if y.all() or not y.any():
+        raise ConfigError("the labels have one class: the concept must be present in some rows and absent in others")
+    n_groups = len(set(groups.tolist()))
+    if n_groups < 2:
+        raise ConfigError(f"held-out AUROC needs >= 2 groups, got {n_groups}: pass the problem of each row")
+    scores, folds = np.full(len(y), np.nan), []
+    for tr, te in GroupKFold(n_splits=min(n_splits, n_groups)).split(X, y, groups):
+        if y[tr].all() or not y[tr].any():
+            continue
+        d = direction(X[tr][y[tr]], X[tr][~y[tr]], method).double().numpy()
+        scores[te] = X[te] @ d
+        if y[te].any() and not y[te].all():
+            folds.append(auroc(scores[te][y[te]], scores[te][~y[te]]))
+    ok = np.isfinite(scores)
+    s, t, g = scores[ok], y[ok], groups[ok]
+    est = auroc(s[t], s[~t])
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(g)
+    idx = {u: np.flatnonzero(g == u) for u in uniq}
+    draws = []
+    for _ in range(n_boot):
+        rows = np.concatenate([idx[u] for u in rng.choice(uniq, len(uniq))])
+        if t[rows].any() and not t[rows].all():
+            draws.append(auroc(s[rows][t[rows]], s[rows][~t[rows]]))
+    lo, hi = (np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan))
+    return HeldOutAUROC(method, float(est), (float(lo), float(hi)), folds, int(t.sum()), int((~t).sum()))

@@ -206,3 +206,26 @@ def layer_sweep(acts, y, groups, *, layers: Sequence[int] | None = None, task: s
         if on_progress is not None:
             on_progress(1)
     return Sweep(out)
+
+
+def context_features(X, traces: Sequence, k: int = 1) -> np.ndarray:
+    """[n, d] sentence features -> [n, (2k + 1) d]: each sentence's row next to those of its k previous and k next
+    sentences of the same trace (zeros past a trace's ends). Rows must be in reading order within each trace.
+
+    A named option for category probes (the sentence's neighbours tell e.g. a plan from its execution), in the
+    spirit of the learned labeller's context features; the default probe reads the sentence alone.
+    """
+    X, traces = np.asarray(X), np.asarray(traces)
+    if X.ndim != 2 or len(X) != len(traces):
+        raise ConfigError(f"X must be [n, d] with one trace id per row, got {X.shape} and {len(traces)} ids")
+    if k < 0:
+        raise ConfigError(f"k must be >= 0, got {k}")
+    parts = []
+    for shift in range(-k, k + 1):
+        src = np.arange(len(X)) + shift
+        ok = (src >= 0) & (src < len(X))
+        ok[ok] = traces[src[ok]] == traces[ok]
+        block = np.zeros_like(X)
+        block[ok] = X[src[ok]]
+        parts.append(block)
+    return np.concatenate(parts, axis=1)

@@ -83,13 +83,16 @@ def steering_effect(
     prompt_positions_too: bool = True,
     batch_size: int = 16,
     on_progress: Callable[[int], None] | None = None,
+    baseline: SteeringResult | None = None,
 ) -> SteeringResult:
     """Outcome rate, effect vs scale 0 (with CI) and fluency cost, per scale.
 
     prompts: model input text (chat template applied). direction: [width of hook]. hook: where to add it
     (a name, a short name for every layer, or a glob). prompt_positions_too: add at every position (the
     prompt included, as Arditi et al.'s activation addition); False adds only at generated tokens.
-    on_progress(1) after each (scale, prompt).
+    on_progress(1) after each (scale, prompt). baseline: an earlier result on the same prompts with the same
+    sampling settings whose scale-0 rollouts are reused (scale 0 does not depend on the direction), e.g. to
+    compare several directions against one unsteered sample.
     """
     from thoughtlens.sample.base import SampleRequest, SamplingParams
     from thoughtlens.sample.hf import HFSampler
@@ -104,6 +107,11 @@ def steering_effect(
     params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     texts: dict[float, list[list[str]]] = {}
     for s in scales:
+        if s == 0.0 and baseline is not None:
+            if 0.0 not in baseline.texts or len(baseline.texts[0.0]) != len(prompts):
+                raise ConfigError("the baseline result has no scale-0 rollouts for these prompts: pass one computed on them")
+            texts[s] = baseline.texts[0.0]
+            continue
         texts[s] = []
         for prompt in prompts:
             n_prompt = model.to_tokens(prompt).shape[1]
@@ -128,3 +136,5 @@ def steering_effect(
         rows.append(SteeringRow(s, float(np.mean(np.concatenate(scores[s]))), est.estimate, (est.ci_low, est.ci_high),
                                 nll[s], nll[s] / nll[0.0] if nll[0.0] else math.nan, n_rollouts * len(prompts)))
     return SteeringResult(hook, rows, texts)
+
+
