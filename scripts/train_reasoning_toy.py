@@ -1,10 +1,12 @@
 """Train the planted-anchor reasoning toy model and measure its held-out accuracy.
 
-    python scripts/train_reasoning_toy.py --out runs/toy --seed 0            # ~minutes on 2 CPU cores
+    python scripts/train_reasoning_toy.py --out runs/toy --seed 0            # 4000 + 300 steps
     python scripts/train_reasoning_toy.py --out runs/toy --seed 0            # again: resumes / re-evaluates
 
-Writes runs/toy/step_NNNNNN/ checkpoints (log-spaced), runs/toy/final/ (what `thoughtlens.load` and
-`thoughtlens bench-anchors` open) and runs/toy/summary.json (seed, steps, wall time, accuracy).
+Phase 1 writes runs/toy/step_NNNNNN/ checkpoints (log-spaced) and runs/toy/pretrained/; phase 2 (the
+fine-tune on all non-held-out digit pairs, `toy_model.FinetuneConfig`) writes runs/toy/finetune/step_NNNNNN/;
+runs/toy/final/ is the finished model (what `thoughtlens.load` and `thoughtlens bench-anchors` open) and
+runs/toy/summary.json holds seed, steps, wall time per phase and the held-out accuracy.
 """
 
 from __future__ import annotations
@@ -28,25 +30,36 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--max-seconds", type=float, default=None, help="stop (resumable) after this much training time")
+    ap.add_argument("--finetune-steps", type=int, default=300, help="phase 2 steps (0: no phase 2)")
+    ap.add_argument("--finetune-lr", type=float, default=1e-3)
     ap.add_argument("--eval-n", type=int, default=400)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     import thoughtlens
-    from thoughtlens.groundtruth.toy_model import accuracy, train_toy_model
+    from thoughtlens.groundtruth.toy_model import FinetuneConfig, accuracy, train_toy_model
 
     t0 = time.perf_counter()
     final = train_toy_model(args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             max_seconds=args.max_seconds, device=args.device,
+                            finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr)
+                            if args.finetune_steps > 0 else None,
                             on_progress=lambda r: print(f"step {r['step']}/{r['total']} loss {r['loss']:.4f} "
                                                         f"({r['seconds']:.0f} s)", flush=True)
                             if r["step"] % 200 == 0 else None)
     train_s = time.perf_counter() - t0
-    log = [json.loads(line) for line in (Path(args.out) / "log.jsonl").read_text().splitlines()]
+    out = Path(args.out)
+    def read_log(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else [{}]
+
+    log, ft = read_log(out / "log.jsonl"), read_log(out / "finetune" / "log.jsonl")
     summary = {"seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-               "threads": args.threads, "device": args.device, "train_seconds_total": log[-1]["seconds"],
-               "train_seconds_this_call": round(train_s, 1), "last_step": log[-1]["step"],
-               "final_loss": log[-1]["loss"]}
+               "finetune_steps": args.finetune_steps, "finetune_lr": args.finetune_lr,
+               "threads": args.threads, "device": args.device, "train_seconds_total": log[-1].get("seconds"),
+               "finetune_seconds_total": ft[-1].get("seconds"),
+               "train_seconds_this_call": round(train_s, 1), "last_step": log[-1].get("step"),
+               "final_loss": log[-1].get("loss"), "finetune_last_step": ft[-1].get("step"),
+               "finetune_final_loss": ft[-1].get("loss")}
     if final.is_dir():
         t1 = time.perf_counter()
         acc = accuracy(thoughtlens.load(str(final), dtype="float32"), n=args.eval_n, seed=args.seed + 1)
@@ -54,8 +67,8 @@ def main() -> None:
         print(f"held-out: answer accuracy {acc.answer_accuracy:.1%}, chain validity {acc.chain_validity:.1%}, "
               f"parsed {acc.parse_rate:.1%}, {acc.two_path_steps:.1%} with exactly 2 path steps (n={acc.n})")
     else:
-        print(f"stopped at step {log[-1]['step']} of {args.steps}: run again to resume")
-    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1))
+        print("stopped before the end: run again to resume")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
 
 

@@ -121,6 +121,9 @@ def test_pipeline_plumbing_on_an_untrained_model(tmp_path):
     assert (result.table["n_pos"] > 0).all()
     assert "| resampling_importance_kl |" in result.to_markdown()
     assert save_result(result, tmp_path / "r.json", cfg).stat().st_size > 100
+    # "Reruns from one command with a seed and produces the same table": a fresh store, the same seed.
+    again = run_benchmark(model_dir, tmp_path / "b2.sqlite", cfg, base_traces=[(c.prompt, c.completion) for c in chains])
+    assert again.to_markdown() == result.to_markdown()
 
 
 def test_bad_input(tmp_path):

@@ -101,6 +101,17 @@ def test_sampling_diversity_and_held_out_split():
     assert sum(is_held_out(*p) for p in input_pairs()) == 10
 
 
+def test_all_pairs_training_prompts_never_hold_out_prompts():
+    """train_pairs="all": every digit pair except the held-out prompts (|x - y| = 5), same-parity ones too."""
+    held = {(x, y) for x in range(10) for y in range(10) if abs(x - y) == 5}  # 3x + 7y = 0 mod 5, odd difference
+    assert held == {p for p in input_pairs() if is_held_out(*p)}
+    seen = {(c.inputs["x"], c.inputs["y"]) for c in chains(3000, seed=8, config=TaskConfig(train_pairs="all"))}
+    assert seen == {(x, y) for x in range(10) for y in range(10)} - held  # 90 pairs
+    assert {(c.inputs["x"], c.inputs["y"]) for c in chains(1000, seed=8)} == set(input_pairs()) - held
+    with pytest.raises(ThoughtlensError, match="train_pairs"):
+        TaskConfig(train_pairs="everything")
+
+
 def test_parse_round_trip_and_validity():
     for chain in chains(20, seed=6):
         parsed = parse_chain(chain.prompt, chain.completion)
