@@ -1,15 +1,18 @@
 """P5 approximate: the first-order suppression matrix (anchors.suppression_approx) vs the exact one
 (anchors.suppression.suppression_matrix, paper reduction by default), same trace as bench_suppression.py,
 both timed in this run. Targets (issue 18): >= 20x faster, Pearson >= 0.8, top-1 affected sentence per
-row matching on >= 70 % of rows.
+row matching on >= 70 % of rows. The approximate matrix uses the same reduction (paper / raw) as the exact
+one ("direct_grad": mean log of its per-token KL proxy; module docstring of anchors.suppression_approx).
 
     python benchmarks/bench_suppression_approx.py [--tokens 1024] [--min-sentences 40] [--reduction paper|raw]
+        [--method direct_grad|grad_loglik] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import torch
 
 import thoughtlens
 from thoughtlens.anchors.suppression import suppression_matrix
-from thoughtlens.anchors.suppression_approx import agreement, suppression_matrix_approx
+from thoughtlens.anchors.suppression_approx import APPROX_METHODS, agreement, suppression_matrix_approx
 from thoughtlens.anchors.white_box import load_trace_file, trace_tokens
 
 DEFAULT_TRACE = (Path(__file__).resolve().parents[2] / "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b/"
@@ -31,8 +34,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--reduction", default="paper", choices=["paper", "raw"])
+    ap.add_argument("--method", default="direct_grad", choices=list(APPROX_METHODS))
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--trace", default=str(DEFAULT_TRACE))
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     model = thoughtlens.load(dtype=torch.float32)
     _, trace, _ = load_trace_file(args.trace)
     tt = trace_tokens(model, trace, max_tokens=args.tokens)
@@ -44,10 +50,11 @@ def main() -> None:
     t_exact = time.perf_counter() - t0
     t0 = time.perf_counter()
     approx = suppression_matrix_approx(model, tt.tokens, tt.ranges, temperature=args.temperature,
-                                       batch_size=args.batch_size)
+                                       batch_size=args.batch_size, method=args.method, kl_reduction=args.reduction)
     t_approx = time.perf_counter() - t0
     out = {"model": model.name, "tokens": int(tt.tokens.shape[0]), "sentences": len(tt.ranges),
-           "reduction": args.reduction, "seconds_exact": round(t_exact, 1), "seconds_approx": round(t_approx, 1),
+           "reduction": args.reduction, "method": args.method, "threads": args.threads,
+           "load_1min": round(os.getloadavg()[0], 1), "seconds_exact": round(t_exact, 1), "seconds_approx": round(t_approx, 1),
            "speedup": round(t_exact / t_approx, 2), **{k: round(v, 3) if isinstance(v, float) else v
                                                      for k, v in agreement(approx, exact).items()}}
     print(json.dumps(out, indent=2))

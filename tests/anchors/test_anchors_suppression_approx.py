@@ -1,5 +1,6 @@
 """First-order suppression (anchors.suppression_approx): its gradients against the gradient
-(autograd) of an explicit additive attention-logit bias on an independent eager copy, its agreement with the exact
+(autograd) of an explicit additive attention-logit bias on an independent eager copy (for "direct_grad" with
+keys and values detached there by plain forward hooks, one backward per token), its agreement with the exact
 matrix on a tiny model, and bad input."""
 
 from __future__ import annotations
@@ -36,10 +37,48 @@ def _reference_gradient(ref, tokens, bias_keys: list[int], sentence: tuple[int, 
     return grad.item()
 
 
+def _reference_direct_tokens(ref, tokens, bias_keys: list[int], sentence: tuple[int, int]) -> np.ndarray:
+    """Per-token d l_t / d b (t predicting each token of `sentence`) with b added to the attention logits of
+    `bias_keys` in every layer/head of the eager copy, and every layer's k_proj / v_proj output detached."""
+    hooks = [getattr(layer.self_attn, name).register_forward_hook(lambda _m, _i, o: o.detach())
+             for layer in ref.model.layers for name in ("k_proj", "v_proj")]
+    try:
+        n = tokens.shape[0]
+        b = torch.zeros((), requires_grad=True)
+        col = torch.zeros(n)
+        col[bias_keys] = 1.0
+        causal = torch.ones(n, n, dtype=torch.bool).triu(1)
+        mask = (col[None, :] * b).expand(n, n).masked_fill(causal, torch.finfo(torch.float32).min)
+        logits = ref(tokens[None], attention_mask=mask[None, None]).logits[0]
+        logp = torch.log_softmax(logits / T, dim=-1)
+        c, d = sentence
+        picked = logp[c - 1 : d - 1].gather(-1, tokens[c:d, None]).squeeze(-1)
+        return np.array([torch.autograd.grad(picked[i], b, retain_graph=True)[0].item() for i in range(d - c)])
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@pytest.mark.parametrize("reduction", ["paper", "raw"])
+def test_direct_grad_equals_per_token_autograd_with_detached_keys_and_values(reduction):
+    hf, ref = tiny_pair("llama")
+    tokens = random_tokens(1, 40)[0]
+    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction)
+    for j, k in [(0, 2), (0, 5), (2, 3), (3, 5), (4, 5)]:
+        g = _reference_direct_tokens(ref, tokens, list(range(*RANGES[j])), RANGES[k])
+        kl = 0.5 * g**2
+        want = np.mean(np.log(kl + 1e-9)) if reduction == "paper" else np.mean(kl)
+        assert got[j, k] == pytest.approx(want, rel=1e-4, abs=1e-7), (j, k)
+    j, k = np.indices(got.shape)
+    assert np.all(np.isnan(got[k <= j])) and np.all(np.isnan(got[1])) and np.all(np.isnan(got[:, 1]))
+    assert np.all(np.isfinite(got[(k > j) & (j != 1) & (k != 1)]))
+
+
 def test_gradient_equals_autograd_through_an_explicit_attention_logit_bias():
     hf, ref = tiny_pair("llama")
     tokens = random_tokens(1, 40)[0]
-    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, batch_size=2)
+    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, batch_size=2,
+                                    method="grad_loglik")
     for j, k in [(0, 2), (0, 5), (2, 3), (3, 5), (4, 5)]:
         want = abs(_reference_gradient(ref, tokens, list(range(*RANGES[j])), RANGES[k]))
         assert got[j, k] == pytest.approx(want, rel=1e-4, abs=1e-7), (j, k)
@@ -55,17 +94,30 @@ def test_agreement_with_the_exact_matrix_on_a_tiny_model():
     tokens = random_tokens(1, 90)[0]
     ranges = [(a, a + 8) for a in range(2, 90 - 8, 8)]  # 10 sentences, 45 cells
     exact = suppression_matrix(model, tokens, ranges, temperature=T, kl_reduction="raw")
-    approx = suppression_matrix_approx(model, tokens, ranges, temperature=T)
+    approx = suppression_matrix_approx(model, tokens, ranges, temperature=T, method="grad_loglik")
     a = agreement(approx, exact)
-    print(a)  # shown with -s: the figures the docs quote
+    print("grad_loglik", a)  # shown with -s: the figures the docs quote
     assert a["n_cells"] == 45
     assert a["spearman"] > 0.3  # a floor, not the issue's target (see docs/benchmarks.md)
+    # direct_grad drops the indirect paths; on this random model (near-uniform attention) it does NOT agree
+    # (Spearman ~ -0.1, docs/benchmarks.md); its agreement is measured on the real model in the benchmark.
+    direct = suppression_matrix_approx(model, tokens, ranges, temperature=T, kl_reduction="raw")
+    print("direct_grad", agreement(direct, exact))
+    assert np.array_equal(np.isfinite(direct), np.isfinite(exact))
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(method="exact"), "unknown approximate suppression method"),
                                            (dict(temperature=0.0), "temperature must be > 0"),
-                                           (dict(batch_size=0), "batch_size must be >= 1")])
+                                           (dict(batch_size=0), "batch_size must be >= 1"),
+                                           (dict(kl_reduction="mean"), "unknown kl_reduction"),
+                                           (dict(chunk_positions=0), "chunk_positions must be >= 1")])
 def test_bad_parameters(kwargs, match):
     hf, _ = tiny_pair("llama")
     with pytest.raises(ConfigError, match=match):
         suppression_matrix_approx(HookedModel(hf), random_tokens(1, 40)[0], RANGES, **kwargs)
+
+
+def test_direct_grad_on_a_fused_qkv_model_names_the_other_method():
+    hf, _ = tiny_pair("gpt2")
+    with pytest.raises(ConfigError, match="method='grad_loglik'"):
+        suppression_matrix_approx(HookedModel(hf), random_tokens(1, 40)[0], RANGES)

@@ -4,20 +4,34 @@ The exact matrix (anchors.suppression.suppression_matrix, the reference) runs on
 per source sentence j. Here, in the style of attribution patching (Nanda 2023; Kramar et al. 2024,
 AtP), every source sentence j gets an additive bias b_j on the attention logits of its keys, in every
 layer and head (b_j = 0: the unchanged model; b_j -> -inf: j suppressed, as in the exact method; a
-bias on the logits is a scale exp(b_j) on j's softmax weights, renormalised). One backward pass per
-target sentence k gives d/db_j of k's score for every source j at once.
+bias on the logits is a scale exp(b_j) on j's softmax weights, renormalised). The gradients at b = 0
+estimate the effect of each source on each target.
 
-Method "grad_loglik" (the only one so far): the score of target k is the mean log-probability, at
-`temperature`, of k's own tokens (the trace's tokens stand in for samples of the model), and
-    approx[j, k] = | d mean_{t in k} log p_t(token_{t+1}) / d b_j |  at b = 0.
+Methods:
+- "direct_grad" (default): ONE forward and ONE backward pass for the whole matrix. The bias is made
+  per query position, B[t, j] (every layer and head), and the keys and values are detached from the
+  graph (a forward hook on k_proj / v_proj), so position t's residual stream, and so its next-token
+  log-probability l_t, depends on B[t, :] only: the backward of sum_t l_t gives every
+  G[t, j] = d l_t / d B[t, j] at B = 0 at once. What this drops: the indirect path (suppressing j
+  changes the residual stream of a sentence m between j and k, which k then reads through m's keys and
+  values); what it keeps: every layer's direct reweighting of k's own attention and its effect on k's
+  later layers. d/dB[t, j] at B = 0 of the renormalised pattern w' = w e^B / sum(w e^B) is
+  w_{t,key} (1[key in j] - W_{t,j}) with W_{t,j} = sum_{key in j} w_{t,key}, so each layer adds
+  sum_heads (sum_{key in j} w g - W_{t,j} sum_key w g), g = d loss / d w (a tensor hook, no [T, T]
+  bias tensor in the graph). The per-token KL proxy is the second-order term of a unit bias change,
+  KL_t ~ 0.5 G[t, j]^2 (one-sample Fisher, the trace's token standing in for a sample), reduced as the
+  exact matrix reduces its KLs: "paper" = mean over k's tokens of log(0.5 G^2 + 1e-9), "raw" = mean of
+  0.5 G^2. The result ranks effects; its scale is that of a unit bias, not of a full suppression.
+- "grad_loglik": the total effect (indirect paths included) of one bias b_j per source sentence on
+  the mean log-probability of target k's own tokens, approx[j, k] = | d mean_{t in k} l_t / d b_j | at
+  b = 0, one backward per target sentence (batched `batch_size` at a time): S backward passes, about
+  the cost of the exact matrix, so no speed-up (docs/benchmarks.md).
 Why not the gradient of the per-sentence KL itself: KL(base || perturbed) is 0 with a zero gradient at
-b = 0 (its minimum), so its first-order term carries no information; the log-likelihood's gradient is
-the first-order change of the quantity whose distribution the KL compares. The estimate ranks effects
-(row-wise top-1, correlation); its scale is not that of a KL.
+b = 0 (its minimum), so its first-order term carries no information.
 
-Cost: S backward passes over the trace up to k's end (batched `batch_size` targets at a time), against
-S suppressed forwards plus vocabulary-wide KLs for the exact matrix. Output layout as the exact one:
-[S, S] float64, row = source j, column = target k, NaN for k <= j and for empty sentences.
+Cost: "direct_grad" one forward + one backward over the trace with explicit (eager) attention
+patterns; the exact matrix: S suppressed forwards (from each j on) plus vocabulary-wide KLs. Output
+layout as the exact one: [S, S] float64, row = source j, column = target k, NaN for k <= j and for empty sentences.
 """
 
 from __future__ import annotations
@@ -29,9 +43,11 @@ import torch
 
 from thoughtlens.anchors.sentence_attention import (ProgressFn, TokenRanges, _as_sequence, attention_controls,
                                                      check_context, check_token_ranges)
+from thoughtlens.anchors.suppression import KL_REDUCTIONS, PAPER_LOG_EPS
 from thoughtlens.errors import ConfigError
+from thoughtlens.model.adapters import get_module, has_module
 
-APPROX_METHODS = ("grad_loglik",)
+APPROX_METHODS = ("direct_grad", "grad_loglik")
 
 
 def suppression_matrix_approx(
@@ -40,14 +56,22 @@ def suppression_matrix_approx(
     ranges: TokenRanges,
     *,
     temperature: float = 0.6,
-    method: str = "grad_loglik",
+    method: str = "direct_grad",
     batch_size: int = 4,
     on_progress: ProgressFn | None = None,
+    kl_reduction: str = "paper",
+    chunk_positions: int = 256,
 ) -> np.ndarray:
     """First-order suppression effects [S, S] (module docstring). model: a HookedModel; tokens: [T] or
-    [1, T]; ranges: S sentence token ranges; temperature > 0; batch_size: target sentences per backward."""
+    [1, T]; ranges: S sentence token ranges; temperature > 0; batch_size: target sentences per backward
+    ("grad_loglik" only); kl_reduction: "paper" or "raw", how "direct_grad" reduces its per-token KL proxy
+    (as the exact matrix's option of that name); chunk_positions: positions per logit block ("direct_grad")."""
     if method not in APPROX_METHODS:
         raise ConfigError(f"unknown approximate suppression method {method!r}; use one of {', '.join(APPROX_METHODS)}")
+    if kl_reduction not in KL_REDUCTIONS:
+        raise ConfigError(f"unknown kl_reduction {kl_reduction!r}; use 'paper' (mean log(KL + 1e-9), the default) or 'raw'")
+    if chunk_positions < 1:
+        raise ConfigError(f"chunk_positions must be >= 1, got {chunk_positions}: pass e.g. 256")
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}: pass e.g. 0.6 (the paper's)")
     if batch_size < 1:
@@ -67,6 +91,9 @@ def suppression_matrix_approx(
     for s, j in enumerate(sources):
         a, b = ranges[j]
         key_sentence[a:b] = s
+    if method == "direct_grad":
+        return _direct_grad(model, controls, tokens, ranges, sources, targets, key_sentence, temperature,
+                            kl_reduction, chunk_positions, result, on_progress)
 
     for start in range(0, len(targets), batch_size):
         batch = targets[start : start + batch_size]
@@ -102,6 +129,81 @@ def suppression_matrix_approx(
                     result[j, k] = grad[b, s]
         if on_progress is not None:
             on_progress(len(batch))
+    return result
+
+
+def _kv_projections(model) -> list[torch.nn.Module]:
+    """The k_proj and v_proj modules of every layer, or a one-line error (fused QKV models)."""
+    ad = model.adapter
+    layers = get_module(model.hf_model, ad.layers)
+    if ad.k_proj is None or ad.v_proj is None or not all(has_module(layer, ad.k_proj) for layer in layers):
+        raise ConfigError(f"method 'direct_grad' needs separate k_proj / v_proj modules, which {ad.name} does not "
+                          "have (fused QKV): pass method='grad_loglik'")
+    return [get_module(layer, name) for layer in layers for name in (ad.k_proj, ad.v_proj)]
+
+
+def _direct_grad(model, controls, tokens, ranges, sources, targets, key_sentence, temperature, kl_reduction,
+                 chunk, result, on_progress) -> np.ndarray:
+    """Method "direct_grad" (module docstring): one forward, one backward, G[t, s] for every query position t
+    and source s, reduced per (source, target) cell into `result` ([S, S], filled in place and returned)."""
+    end = max(ranges[k][1] for k in targets)
+    n_src = len(sources)
+    keys = key_sentence[:end]
+    one_hot = torch.zeros(end, n_src, device=model.device)  # [key, source]: the sentence holding each key
+    one_hot[keys >= 0, keys[keys >= 0]] = 1.0
+    grad_ts = torch.zeros(end, n_src, device=model.device, dtype=torch.float64)  # G[t, s], summed over layers
+
+    def record(weights: torch.Tensor) -> None:
+        """Pattern fn: hooks the pattern [1, head, q, k]; its gradient g gives this layer's d l_t / d B[t, s].
+        Returns None (pattern unchanged): the eager output is computed from this very tensor (no dropout in eval),
+        so no copy of the [head, T, T] pattern and no second pattern @ v."""
+        w = weights.detach()[0]  # [head, q, k]
+
+        def on_grad(g: torch.Tensor) -> None:
+            wg = (w * g[0]).float()  # [head, q, k]
+            k = wg.shape[-1]
+            per_src = wg @ one_hot[:k]  # [head, q, S]: sum over j's keys of w g
+            mass = w.float() @ one_hot[:k]  # [head, q, S]: W_{t, j}
+            q = wg.shape[1]
+            grad_ts[end - q :] += (per_src - mass * wg.sum(-1, keepdim=True)).sum(0).double()
+
+        weights.register_hook(on_grad)
+
+    detach = [m.register_forward_hook(lambda _m, _i, o: o.detach()) for m in _kv_projections(model)]
+    for ctl in controls:
+        ctl.pattern_fns.append(record)
+    try:
+        embed = model.hf_model.get_input_embeddings()(tokens[:, :end]).detach().requires_grad_(True)
+        hidden = model.hf_model.base_model(inputs_embeds=embed).last_hidden_state  # [1, T, d_model]
+        # l_t for every position t that predicts a token of a target sentence (k's tokens [c, d) from [c - 1, d - 1))
+        positions = torch.cat([torch.arange(ranges[k][0] - 1, ranges[k][1] - 1) for k in targets]).to(model.device)
+        loss = hidden.new_zeros(())
+        for p0 in range(0, positions.shape[0], chunk):
+            pos = positions[p0 : p0 + chunk]
+            logits = model.hf_model.get_output_embeddings()(hidden[0, pos]).float()
+            softcap = getattr(model.hf_model.config, "final_logit_softcapping", None)
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            logp = torch.log_softmax(logits / temperature, dim=-1)
+            loss = loss + logp.gather(-1, tokens[0, pos + 1, None]).sum()
+        torch.autograd.grad(loss, embed)  # fills grad_ts through the pattern hooks
+    finally:
+        for ctl in controls:
+            ctl.pattern_fns.remove(record)
+        for h in detach:
+            h.remove()
+
+    g = grad_ts.cpu().numpy()
+    kl = 0.5 * g**2  # [T, S] per-token KL proxy of a unit bias change (module docstring)
+    value = np.log(kl + PAPER_LOG_EPS) if kl_reduction == "paper" else kl
+    for k in targets:
+        c, d = ranges[k]
+        cell = value[c - 1 : d - 1].mean(0)  # [S]
+        for s, j in enumerate(sources):
+            if j < k:
+                result[j, k] = cell[s]
+    if on_progress is not None:
+        on_progress(len(targets))
     return result
 
 
