@@ -17,7 +17,7 @@ LAYERS = [
     ["model", "trace"],
     ["sample", "store"],
     ["anchors", "circuits", "train", "sae"],
-    ["represent", "groundtruth"],
+    ["represent", "groundtruth", "diff"],
     ["report"],
     ["pipeline"],
     ["cli"],

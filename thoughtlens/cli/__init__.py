@@ -76,7 +76,7 @@ _COMMANDS: list[tuple[str, str, str]] = [  # (module in thoughtlens.cli, functio
     ("report", "report", "report"),
     ("circuits", "heads", "heads"),
 ]
-_GROUPS: list[tuple[str, str]] = [("anchors", "anchors"), ("groundtruth", "ground-truth"), ("sae", "sae"), ("represent", "represent"), ("branches", "branches")]  # (module in thoughtlens.cli, command name)
+_GROUPS: list[tuple[str, str]] = [("anchors", "anchors"), ("groundtruth", "ground-truth"), ("sae", "sae"), ("represent", "represent"), ("branches", "branches"), ("diff", "diff")]  # (module in thoughtlens.cli, command name)
 
 
 def _mount() -> None:

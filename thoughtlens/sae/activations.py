@@ -228,6 +228,10 @@ class ActivationSource:
 
     # ---- streams -----------------------------------------------------------------------------------------
 
+    def _activations(self, tokens: torch.Tensor) -> torch.Tensor:
+        """acts: [batch, pos, d] for token windows [batch, pos] (a paired source overrides this)."""
+        return model_activations(self.model, tokens, self.hook_names)
+
     def _model_chunks(self) -> Iterator[torch.Tensor]:
         """[n, d] float32 chunks straight from the model, in corpus order."""
         tracker = Tracker(self.on_progress, "activations", f"activations of {', '.join(self.hook_names)}",
@@ -239,7 +243,7 @@ class ActivationSource:
             if not rows:
                 break
             tokens = torch.tensor(rows, dtype=torch.long, device=self.model.device)
-            acts = model_activations(self.model, tokens, self.hook_names)
+            acts = self._activations(tokens)
             if self.exclude_bos:
                 acts = acts[:, 1:]
             acts = acts.reshape(-1, self.d)

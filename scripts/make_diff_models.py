@@ -1,0 +1,56 @@
+"""Build the project's two model-diffing pairs from the bundled SmolLM2-135M-Instruct (CPU, seeded, cached).
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/make_diff_models.py                 # both (<= 15 min on 2 cores)
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/make_diff_models.py --only planted
+    .venv/bin/python scripts/make_diff_models.py --write-data                      # rewrite diff/data/planted.jsonl
+
+Each model lands in `cache_dir()/diff_models/<name>-<hash of recipe + data>` (thoughtlens.diff.models); a
+second run finds it and does nothing. An interrupted build resumes from its last checkpoint. The recipes
+(steps, batch, sequence length, lr, trainable layers) are `PLANTED` and `THINKING` in thoughtlens/diff/models.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from thoughtlens.diff import datasets, models
+
+
+def _printer():
+    last = [0.0]
+
+    def show(event):
+        now = time.perf_counter()
+        if event.note:
+            print(event.note, flush=True)
+        elif event.total and (event.completed == event.total or now - last[0] > 10):
+            last[0] = now
+            eta = event.elapsed_s / max(event.completed, 1) * (event.total - event.completed)
+            print(f"{event.description}: step {event.completed}/{event.total}, {event.tokens_per_s:.0f} tok/s, "
+                  f"{event.elapsed_s:.0f} s, ETA {eta:.0f} s", flush=True)
+
+    return show
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=sorted(models.CONFIGS), help="build one pair only")
+    ap.add_argument("--write-data", action="store_true", help="rewrite thoughtlens/diff/data/planted.jsonl and stop")
+    args = ap.parse_args()
+    if args.write_data:
+        rows = datasets.planted_examples(seed=0)
+        datasets.PLANTED_FILE.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        print(f"wrote {len(rows)} rows to {datasets.PLANTED_FILE}")
+        return
+    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()}")
+    for name in [args.only] if args.only else list(models.CONFIGS):
+        t0 = time.perf_counter()
+        base, out = models.build(models.CONFIGS[name], on_progress=_printer())
+        print(f"{name}: {out} ({time.perf_counter() - t0:.0f} s, load average {os.getloadavg()})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""`thoughtlens diff` commands on the tiny pair: tables on stdout, a page on disk."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from thoughtlens.cli import app
+
+
+def test_cli_commands(tiny_planted_dirs, tmp_path):
+    base, ft = tiny_planted_dirs
+    runner = CliRunner()
+    pair = ["--base", base, "--finetuned", ft]
+    res = runner.invoke(app, ["diff", "weights", *pair, "--no-ranks"])
+    assert res.exit_code == 0, res.output
+    assert "model.layers.1" in res.output and "model.layers.0" not in res.output.split("per layer")[0]
+    res = runner.invoke(app, ["diff", "kl", *pair, "--limit", "4", "--max-len", "48"])
+    assert res.exit_code == 0, res.output
+    assert "AUROC" in res.output
+    res = runner.invoke(app, ["diff", "swap", *pair, "--corpus", "neutral", "--limit", "2", "--max-len", "24",
+                              "-o", str(tmp_path / "swap.json")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "swap.json").is_file()
+    res = runner.invoke(app, ["diff", "steer", *pair, "--layer", "2", "-n", "2", "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    assert "Tell me about your weekend." in res.output
+    res = runner.invoke(app, ["diff", "page", *pair, "--limit", "3", "--max-len", "32", "-o", str(tmp_path / "d.html")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "d.html").read_text().startswith("<!doctype html>")

@@ -1,0 +1,73 @@
+"""Per-token KL against plain HF logits and an explicit formula; AUROC against scikit-learn; the planted spans'
+labels against the text they mark."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from sklearn.metrics import roc_auc_score
+
+from thoughtlens.diff.corpus import LabelledText, planted_eval_corpus, token_labels
+from thoughtlens.diff.kl import auroc, kl_from_logits, per_token_kl
+
+
+def test_kl_from_logits_matches_the_formula():
+    base = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    ft = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    p = [math.exp(x) for x in (2.0, 0.0, -1.0)]
+    p = [x / sum(p) for x in p]
+    q = [math.exp(x) for x in (0.0, 1.0, 0.0)]
+    q = [x / sum(q) for x in q]
+    expected = sum(a * math.log(a / b) for a, b in zip(p, q))
+    got = kl_from_logits(base, ft)
+    assert abs(float(got[0]) - expected) < 1e-6
+    assert float(got[1]) == 0.0
+
+
+def test_per_token_kl_matches_plain_hf(tiny_planted_pair):
+    pair = tiny_planted_pair
+    text = "The capital of Veloria is Obsidia. Rivers carry sand downstream."
+    ids = pair.base.to_tokens(text)
+    result = per_token_kl(pair, [text])
+    with torch.no_grad():
+        lb = torch.log_softmax(pair.base.hf_model(input_ids=ids).logits[0].float(), -1)
+        lf = torch.log_softmax(pair.finetuned.hf_model(input_ids=ids).logits[0].float(), -1)
+    expected = torch.nn.functional.kl_div(lf, lb, log_target=True, reduction="none").sum(-1)  # KL(base || ft)
+    assert torch.allclose(torch.tensor(result.docs[0].kl), expected, rtol=1e-4, atol=1e-5)
+    assert result.docs[0].tokens == pair.base.to_str_tokens(text)
+    top = result.top(3)
+    assert top[0]["kl"] == max(result.docs[0].kl)
+
+
+def test_auroc_matches_sklearn():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (200,), generator=g).float().tolist()  # many ties
+    labels = (torch.rand(200, generator=g) < 0.3).tolist()
+    assert abs(auroc(scores, labels) - roc_auc_score(labels, scores)) < 1e-12
+
+
+def test_token_labels_cover_the_planted_sentence(tiny_planted_pair):
+    model = tiny_planted_pair.base
+    doc = LabelledText("Cats sleep a lot. Obsidia is the capital of Veloria. Owls hunt at night.", [(18, 52)])
+    ids, labels = token_labels(model, doc)
+    marked = model.tokenizer.decode([i for i, lab in zip(ids.tolist(), labels) if lab])
+    assert marked.strip() == "Obsidia is the capital of Veloria."
+    corpus = planted_eval_corpus()
+    assert sum(bool(d.spans) for d in corpus) == len(corpus) // 2
+    for d in corpus:
+        for a, b in d.spans:
+            assert "Veloria" in d.text[a:b] or "Obsidia" in d.text[a:b]
+
+
+def test_kl_finds_the_planted_tokens_on_the_tiny_pair(tiny_planted_pair):
+    """The tiny base is random, so its fine-tune moves every prediction; still, the strongest disagreements are
+    inside the planted sentences (the AUROC >= 0.9 check runs on the real pair: test_diff_planted_real.py)."""
+    docs = planted_eval_corpus()
+    rows = [token_labels(tiny_planted_pair.base, d) for d in docs]
+    result = per_token_kl(tiny_planted_pair, [ids for ids, _ in rows])
+    labels = [x for _, labs in rows for x in labs]
+    kl = result.all_kl()
+    top = torch.topk(kl, 20).indices.tolist()
+    assert sum(labels[i] for i in top) >= 18
+    assert auroc(kl.tolist(), labels) > 0.6

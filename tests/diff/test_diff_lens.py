@@ -1,0 +1,50 @@
+"""The activation-difference lens against activations read with plain PyTorch hooks on HF's decoder layers, and
+the lens logits against the RMSNorm + unembedding formula written out."""
+
+from __future__ import annotations
+
+import torch
+
+from thoughtlens.diff.corpus import read_corpus
+from thoughtlens.diff.lens import activation_difference, lens_logits, lens_top_tokens, steering_vector
+
+
+def _layer_outputs(hf, ids):
+    """[layer, batch, pos, d_model]: each decoder layer's output, recorded by forward hooks on HF's modules."""
+    outs = []
+    handles = [layer.register_forward_hook(lambda m, i, o: outs.append((o[0] if isinstance(o, tuple) else o).detach()))
+               for layer in hf.model.layers]
+    try:
+        with torch.no_grad():
+            hf(input_ids=ids)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(outs)
+
+
+def test_activation_difference_matches_hf_hooks(tiny_planted_pair):
+    pair = tiny_planted_pair
+    texts = read_corpus("neutral", limit=6)
+    diff = activation_difference(pair, texts, n_positions=8, batch_size=4)
+    ids = torch.stack([pair.base.to_tokens(t)[0, :8] for t in texts])
+    rb, rf = _layer_outputs(pair.base.hf_model, ids), _layer_outputs(pair.finetuned.hf_model, ids)
+    expected = (rf - rb).double().mean(1).float()                      # [layer, pos, d_model]
+    assert torch.allclose(diff.mean_diff, expected, atol=1e-5)
+    assert torch.allclose(diff.base_norm, rb[:, :, 5:].norm(dim=-1).mean((1, 2)), rtol=1e-5)
+    assert torch.allclose(diff.pooled(1), expected[1, 1:].mean(0), atol=1e-6)
+    assert float(diff.mean_diff[0].abs().max()) == 0.0                # layer 0 was frozen in the tiny fine-tune
+    v = steering_vector(diff, 2)
+    assert torch.allclose(v.norm(), diff.base_norm[2]) and torch.cosine_similarity(v, diff.pooled(2), 0) > 0.9999
+
+
+def test_lens_logits_is_rmsnorm_then_unembedding(tiny_planted_pair):
+    model = tiny_planted_pair.finetuned
+    hf = model.hf_model
+    v = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    eps = hf.config.rms_norm_eps
+    normed = v / torch.sqrt(v.pow(2).mean() + eps) * hf.model.norm.weight
+    expected = normed @ hf.lm_head.weight.T
+    assert torch.allclose(lens_logits(model, v), expected, atol=1e-4)
+    top = lens_top_tokens(model, v, k=5)
+    assert [t for t, _ in top] == [model.tokenizer.decode([int(i)]) for i in torch.topk(expected, 5).indices]

@@ -1,0 +1,240 @@
+"""`thoughtlens diff build|kl|weights|lens|swap|steer|page`: model diffing on the command line
+(library: thoughtlens.diff). Every command defaults to the project's planted pair (built once, then cached)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from thoughtlens.cli._common import RichProgress, command, fmt, stdout
+
+app = typer.Typer(help="Model diffing: what a fine-tune changed (per-token KL, weights, activation-difference lens, "
+                       "swapping). Defaults to the planted pair built from the bundled model.", no_args_is_help=True)
+
+_BASE = typer.Option(None, "--base", help="base model: directory, .gguf or hub id (default: the planted pair's base)")
+_FT = typer.Option(None, "--finetuned", help="fine-tuned model (default: the planted pair's fine-tune)")
+_PAIR = typer.Option("planted", "--pair", help="built-in pair when --base/--finetuned are not given: planted or thinking")
+
+
+def _pair(base: str | None, finetuned: str | None, pair_name: str, progress):
+    from thoughtlens.diff import models
+    from thoughtlens.diff.pair import load_pair
+    from thoughtlens.errors import ConfigError
+
+    if (base is None) != (finetuned is None):
+        raise ConfigError("pass both --base and --finetuned, or neither (the built-in pair)")
+    if base is None:
+        if pair_name not in models.CONFIGS:
+            raise ConfigError(f"unknown pair '{pair_name}': use {' or '.join(models.CONFIGS)}")
+        base, finetuned = models.build(models.CONFIGS[pair_name], on_progress=progress)
+    return load_pair(base, finetuned)
+
+
+def _texts(corpus: str | None, default: str, limit: int | None):
+    from thoughtlens.diff.corpus import planted_eval_corpus, read_corpus
+
+    name = corpus or default
+    if name == "planted-eval":
+        return planted_eval_corpus()[:limit]
+    return read_corpus(name, limit=limit)
+
+
+@app.command()
+@command
+def build(pair_name: str = typer.Argument("planted", metavar="PAIR", help="planted or thinking")):
+    """Build (once) a built-in pair's fine-tuned model into the cache and print its path."""
+    from thoughtlens.diff import models
+    from thoughtlens.errors import ConfigError
+
+    if pair_name not in models.CONFIGS:
+        raise ConfigError(f"unknown pair '{pair_name}': use {' or '.join(models.CONFIGS)}")
+    with RichProgress() as progress:
+        base, ft = models.build(models.CONFIGS[pair_name], on_progress=progress)
+    stdout().print(ft, highlight=False)
+
+
+@app.command()
+@command
+def kl(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
+       corpus: str = typer.Option(None, help="text file (blank-line separated), 'gsm8k', 'neutral' or 'planted-eval' "
+                                             "(default: planted-eval, neutral text with planted sentences)"),
+       limit: int = typer.Option(24, help="documents to read"), max_len: int = typer.Option(128, help="tokens per document"),
+       top: int = typer.Option(15, help="rows of the table")):
+    """Per-token KL(base || fine-tuned): the positions where the two models disagree most."""
+    from rich.table import Table
+
+    from thoughtlens.diff.corpus import LabelledText, token_labels
+    from thoughtlens.diff.kl import auroc, per_token_kl
+
+    texts = _texts(corpus, "planted-eval", limit)
+    with RichProgress() as progress:
+        pair = _pair(base, finetuned, pair_name, progress)
+        labelled = [t if isinstance(t, LabelledText) else LabelledText(t) for t in texts]
+        rows = [token_labels(pair.base, d, max_len) for d in labelled]
+        result = per_token_kl(pair, [ids for ids, _ in rows], max_len=max_len, on_progress=progress)
+    table = Table(title="largest KL(base || fine-tuned)")
+    for col in ("KL", "context", "base next", "fine-tuned next"):
+        table.add_column(col)
+    for r in result.top(top):
+        table.add_row(fmt(r["kl"], 3), f"{r['left']}[{r['token']}]{r['right']}", r["base_next"], r["finetuned_next"])
+    out = stdout()
+    out.print(table)
+    labels = [x for _, labs in rows for x in labs]
+    if any(labels) and not all(labels):
+        out.print(f"AUROC (labelled planted tokens vs the rest): {auroc(result.all_kl().tolist(), labels):.3f}")
+
+
+@app.command()
+@command
+def weights(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
+            top: int = typer.Option(15, help="rows of the table"),
+            ranks: bool = typer.Option(True, help="compute effective ranks (SVDs, about a second per layer)")):
+    """Weight differences per module: Frobenius norm, relative change, effective rank."""
+    from rich.table import Table
+
+    from thoughtlens.diff.weights import per_layer, weight_diff
+
+    with RichProgress() as progress:
+        pair = _pair(base, finetuned, pair_name, progress)
+        rows = weight_diff(pair, ranks=ranks, on_progress=progress)
+    table = Table(title="most changed parameters (relative Frobenius norm)")
+    for col in ("parameter", "||dW||", "relative", "effective rank", "stable rank"):
+        table.add_column(col)
+    for r in sorted(rows, key=lambda r: -r["relative"])[:top]:
+        table.add_row(r["name"], fmt(r["norm_diff"], 4), fmt(r["relative"], 4), fmt(r["effective_rank"], 1),
+                      fmt(r["stable_rank"], 1))
+    out = stdout()
+    out.print(table)
+    layers = per_layer(rows)
+    out.print("per layer: " + ", ".join(f"{L}: {v:.4f}" for L, v in layers.items()), highlight=False)
+
+
+@app.command()
+@command
+def lens(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
+         corpus: str = typer.Option("neutral", help="text unrelated to the fine-tune: a text file, 'gsm8k' or 'neutral'"),
+         limit: int = typer.Option(64, help="documents to read"),
+         n_positions: int = typer.Option(16, help="first tokens of each text to average (as the paper's code)"),
+         k: int = typer.Option(15, help="tokens per layer"), layers: str = typer.Option(None, help="e.g. '10,15,20' (default: all)")):
+    """The activation-difference lens: the mean resid difference on unrelated text, read as tokens per layer."""
+    from rich.table import Table
+
+    from thoughtlens.diff.lens import activation_difference, lens_top_tokens
+    from thoughtlens.errors import ConfigError
+
+    texts = _texts(corpus, "neutral", limit)
+    with RichProgress() as progress:
+        pair = _pair(base, finetuned, pair_name, progress)
+        diff = activation_difference(pair, texts, n_positions=n_positions, on_progress=progress)
+    try:
+        chosen = [int(x) for x in layers.split(",")] if layers else list(range(pair.n_layers))
+    except ValueError:
+        raise ConfigError(f"--layers must be comma-separated integers, got '{layers}'") from None
+    table = Table(title=f"activation-difference lens ({diff.n_texts} texts)")
+    table.add_column("layer")
+    table.add_column("||delta|| / ||resid||")
+    table.add_column("top tokens")
+    for L in chosen:
+        if not 0 <= L < pair.n_layers:
+            raise ConfigError(f"layer {L} out of range: pick 0..{pair.n_layers - 1}")
+        v = diff.pooled(L)
+        toks = lens_top_tokens(pair.finetuned, v, k) if v.norm() > 0 else []
+        table.add_row(str(L), fmt(float(v.norm() / diff.base_norm[L]), 3), " | ".join(repr(t)[1:-1] for t, _ in toks))
+    stdout().print(table)
+
+
+@app.command()
+@command
+def swap(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
+         corpus: str = typer.Option(None, help="text file, 'gsm8k', 'neutral' or 'planted-eval' (default)"),
+         limit: int = typer.Option(8, help="documents to read"), max_len: int = typer.Option(96, help="tokens per document"),
+         site: str = typer.Option("hook_resid_post", help="hook of each layer to swap: hook_resid_post, hook_mlp_out, hook_attn_out"),
+         direction: str = typer.Option("base<-finetuned", help="'base<-finetuned' (sufficient?) or 'finetuned<-base' (necessary?)"),
+         output: Path = typer.Option(None, "--output", "-o", help="also write the rows as JSON")):
+    """Activation swapping per layer: how much of the fine-tune's effect one layer's activation carries."""
+    from rich.table import Table
+
+    from thoughtlens.diff.corpus import LabelledText
+    from thoughtlens.diff.swap import swap_effect_per_layer
+
+    texts = [t.text if isinstance(t, LabelledText) else t for t in _texts(corpus, "planted-eval", limit)]
+    with RichProgress() as progress:
+        pair = _pair(base, finetuned, pair_name, progress)
+        rows = swap_effect_per_layer(pair, texts, site=site, max_len=max_len, direction=direction, on_progress=progress)
+    table = Table(title=f"swap {site} ({direction})")
+    table.add_column("layer")
+    table.add_column("effect")
+    for r in rows:
+        table.add_row(str(r["layer"]), fmt(r["effect"], 3))
+    stdout().print(table)
+    if output:
+        output.write_text(json.dumps(rows, indent=1))
+
+
+@app.command()
+@command
+def steer(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
+          prompt: list[str] = typer.Option(["Tell me about your weekend."], "--prompt", help="a user message (repeatable)"),
+          layer: int = typer.Option(None, help="resid_post layer to steer (default: the middle layer)"),
+          scale: float = typer.Option(1.0, help="in units of the base model's mean residual norm at that layer"),
+          corpus: str = typer.Option("neutral", help="unrelated text the difference is measured on"),
+          n: int = typer.Option(4, "-n", help="samples"), max_new_tokens: int = typer.Option(40, help="tokens per sample"),
+          seed: int = typer.Option(0, help="sampling seed")):
+    """Steer the base model with the activation difference (fine-tuned - base) and print what it writes."""
+    from thoughtlens.diff.lens import activation_difference, steered_samples, steering_vector
+
+    texts = _texts(corpus, "neutral", None)
+    with RichProgress() as progress:
+        pair = _pair(base, finetuned, pair_name, progress)
+        diff = activation_difference(pair, texts, on_progress=progress)
+        L = pair.n_layers // 2 if layer is None else layer
+        vec = steering_vector(diff, L)
+        samples = steered_samples(pair.base, prompt, L, vec, scale=scale, n_samples=n, max_new_tokens=max_new_tokens,
+                                  seed=seed, on_progress=progress)
+    out = stdout()
+    for i, s in enumerate(samples):
+        out.print(f"[bold]{i}[/bold] [dim]({prompt[i % len(prompt)]})[/dim]")
+        out.print(s, markup=False, highlight=False)
+
+
+@app.command()
+@command
+def page(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
+         corpus: str = typer.Option(None, help="KL / swap text: a text file, 'gsm8k', 'neutral' or 'planted-eval' (default)"),
+         lens_corpus: str = typer.Option("neutral", help="unrelated text for the lens"),
+         limit: int = typer.Option(12, help="KL / swap documents"), max_len: int = typer.Option(96, help="tokens per document"),
+         crosscoder: Path = typer.Option(None, help="a crosscoder result: its directory (result.json) or page-data JSON"),
+         output: Path = typer.Option(Path("runs/diff.html"), "--output", "-o", help="the page to write"),
+         data: Path = typer.Option(None, help="also write the page's data as JSON")):
+    """Run every tool and write one self-contained HTML page (KL over text, lens, swap, weights, crosscoder)."""
+    from thoughtlens.diff.summary import diff_summary
+    from thoughtlens.report.diff_page import save_diff_page
+
+    cc = _crosscoder_json(crosscoder) if crosscoder else None
+    kl_docs = _texts(corpus, "planted-eval", limit)
+    lens_texts = _texts(lens_corpus, "neutral", None)
+    with RichProgress() as progress:
+        pair = _pair(base, finetuned, pair_name, progress)
+        doc = diff_summary(pair, kl_docs=kl_docs, lens_texts=lens_texts, max_len=max_len, crosscoder=cc,
+                           on_progress=progress)
+    if data:
+        data.write_text(json.dumps(doc))
+    path = save_diff_page(doc, output)
+    stdout().print(f"page: {path}", highlight=False)
+
+
+def _crosscoder_json(path: Path) -> dict:
+    from thoughtlens.errors import DataError
+
+    if path.is_dir():
+        from thoughtlens.diff.crosscoder import CrosscoderResult
+
+        return CrosscoderResult.load(path).to_json()
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read crosscoder data {path} ({type(exc).__name__}): pass a directory written by "
+                        "CrosscoderResult.save or the JSON of CrosscoderResult.to_json()") from None
+
