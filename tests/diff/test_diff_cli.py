@@ -27,3 +27,24 @@ def test_cli_commands(tiny_planted_dirs, tmp_path):
     res = runner.invoke(app, ["diff", "page", *pair, "--limit", "3", "--max-len", "32", "-o", str(tmp_path / "d.html")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "d.html").read_text().startswith("<!doctype html>")
+
+
+def test_cli_crosscoder_then_page(tiny_planted_dirs, tmp_path):
+    from thoughtlens import load
+    from thoughtlens.diff.crosscoder import CLASSES, CrosscoderResult
+
+    base, ft = tiny_planted_dirs
+    out = tmp_path / "cc"
+    res = CliRunner().invoke(app, ["diff", "crosscoder", "--base", base, "--finetuned", ft, "--corpus", "neutral",
+                                   "--layer", "1", "--expansion", "2", "--k", "4", "--max-tokens", "2000",
+                                   "--epochs", "1", "--batch-size", "64", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    result = CrosscoderResult.load(out)
+    d_model = load(base).cfg.d_model
+    counts = result.counts()
+    assert sum(counts[c] for c in CLASSES) == 2 * d_model  # every latent tagged once
+    assert f"b_only {counts['b_only']}" in res.output and str(out) in res.output
+    res = CliRunner().invoke(app, ["diff", "page", "--base", base, "--finetuned", ft, "--limit", "2", "--max-len", "24",
+                                   "--crosscoder", str(out), "-o", str(tmp_path / "d.html")])
+    assert res.exit_code == 0, res.output
+    assert "rosscoder" in (tmp_path / "d.html").read_text()

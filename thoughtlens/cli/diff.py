@@ -1,4 +1,4 @@
-"""`thoughtlens diff build|kl|weights|lens|swap|steer|page`: model diffing on the command line
+"""`thoughtlens diff build|kl|weights|lens|swap|steer|crosscoder|page`: model diffing on the command line
 (library: thoughtlens.diff). Every command defaults to the project's planted pair (built once, then cached)."""
 
 from __future__ import annotations
@@ -197,6 +197,44 @@ def steer(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
     for i, s in enumerate(samples):
         out.print(f"[bold]{i}[/bold] [dim]({prompt[i % len(prompt)]})[/dim]")
         out.print(s, markup=False, highlight=False)
+
+
+@app.command()
+@command
+def crosscoder(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
+               corpus: str = typer.Option(None, help="a text / .jsonl file, 'gsm8k', 'neutral' or 'planted-eval' "
+                                                     "(default: planted-eval + neutral + 150 GSM8K questions)"),
+               layer: int = typer.Option(None, help="resid_post of this layer (default: n_layers // 2)"),
+               expansion: int = typer.Option(8, help="latents = expansion x d_model"),
+               k: float = typer.Option(32, help="BatchTopK: active latents per token on average"),
+               max_tokens: int = typer.Option(100_000, help="corpus tokens to train on"),
+               epochs: float = typer.Option(2.0), lr: float = typer.Option(1e-3), seed: int = typer.Option(0),
+               batch_size: int = typer.Option(256, help="activation rows per training step"),
+               scaling_threshold: float = typer.Option(0.3, help="Latent Scaling: both |ratios| below this = truly "
+                                                                  "fine-tuned-specific"),
+               cache: Path = typer.Option(None, help="cache the paired activations here (reused by a rerun)"),
+               checkpoint: Path = typer.Option(None, help="checkpoint directory (a killed run resumes)"),
+               output: Path = typer.Option(Path("runs/crosscoder"), "--output", "-o", help="result directory")):
+    """Train a BatchTopK crosscoder on paired activations, tag its latents (shared / base-only / fine-tuned-only)
+    and keep the truly fine-tuned-specific ones by Latent Scaling; `diff page --crosscoder DIR` shows them."""
+    from thoughtlens.diff.crosscoder import train_crosscoder
+
+    texts = _texts(corpus, "planted-eval", None) if corpus else (
+        _texts("planted-eval", "planted-eval", None) + _texts("neutral", "neutral", None) + _texts("gsm8k", "gsm8k", 150))
+    with RichProgress() as progress:
+        pair = _pair(base, finetuned, pair_name, progress)
+        result = train_crosscoder(pair.base, pair.finetuned, texts, layer, expansion=expansion, k=k,
+                                  max_tokens=max_tokens, epochs=epochs, lr=lr, seed=seed, batch_size=batch_size,
+                                  scaling_threshold=scaling_threshold, cache_dir=cache, checkpoint_dir=checkpoint,
+                                  on_progress=progress)
+    path = result.save(output)
+    out = stdout()
+    out.print(", ".join(f"{name} {n}" for name, n in result.counts().items()), highlight=False)
+    for latent in result.specific[:10]:
+        contexts = result.contexts.get(latent, [])[:3]
+        shown = " | ".join(f"{c['left'][-40:]}[{c['token']}]" for c in contexts).replace("\n", " ")
+        out.print(f"latent {latent}: {shown}", highlight=False)
+    out.print(f"result: {path} (page: thoughtlens diff page --crosscoder {path})", highlight=False)
 
 
 @app.command()
