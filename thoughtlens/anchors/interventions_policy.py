@@ -65,14 +65,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from thoughtlens.anchors.black_box import _stopping, is_thinking, rollout_rule
+from thoughtlens.anchors.branch_point import branch_point
 from thoughtlens.anchors.budget import PositionStats, importance_ci
-from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_texts, resolve_outcome
+from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_texts
 from thoughtlens.checks import check_bool, check_choice, check_float, check_int
 from thoughtlens.errors import ConfigError, StoreError
 from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.sample.base import Completion, SampleRequest, Sampler, SamplingParams
 from thoughtlens.store.run_store import RunStore
-from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 # onpolicy_chain_disruption.py: DISRUPTION_LIBRARY (= measure_determination.py's disruption_strategies)
 TARGETS = {
@@ -323,31 +323,9 @@ def measure_interventions(sampler: Sampler, store: RunStore, anchors_run: str, p
     if config.w_logprob > 0 and logprob is None:
         raise ConfigError("--w-logprob > 0 needs token log-probs: use the hf backend (or pass "
                           "logprob=hf_mean_logprob(model)), or set --w-logprob 0")
-    runs = {r["run_id"]: r["config"] for r in store.runs()}
-    if anchors_run not in runs:
-        raise StoreError(f"no run {anchors_run!r} in {store.path}: pass the run id of `thoughtlens anchors run`")
-    acfg = runs[anchors_run] or {}
-    stored = store.trace(anchors_run, problem_id)
-    if stored is None:
-        raise StoreError(f"run {anchors_run!r} has no trace for problem {problem_id!r}: run `anchors run` first")
-    tags = tuple(acfg.get("think_tags") or ("<think>", "</think>"))
-    trace = ReasoningTrace.parse(stored["prompt"], stored["completion"], think_tags=tags,
-                                 split_style=acfg.get("split_style", "thoughtlens"))
+    point = branch_point(store, anchors_run, problem_id, sentence_index, config.outcome, outcome)
+    trace, original, tags, outcome = point.trace, point.original, point.think_tags, point.outcome
     n = len(trace.sentences)
-    if not isinstance(sentence_index, int) or isinstance(sentence_index, bool) or not 0 <= sentence_index < n:
-        raise ConfigError(f"sentence {sentence_index!r} is out of range: the trace has sentences 0..{n - 1}")
-    original = trace.sentences[sentence_index].text
-    if outcome is None:
-        if config.outcome == DEFAULT_OUTCOME:
-            from thoughtlens.anchors.resilience import correctness_outcome
-
-            gt = store.problems(anchors_run)
-            gt = gt[gt["problem_id"] == problem_id]["gt_answer"]
-            outcome = correctness_outcome(gt.iloc[0] if len(gt) and isinstance(gt.iloc[0], str) else None, tags[1])
-        else:
-            outcome = resolve_outcome(config.outcome)
-    elif outcome.spec != config.outcome:
-        raise ConfigError(f"outcome {outcome.spec!r} differs from config.outcome {config.outcome!r}: make them equal")
     embed = embed or _embedder()
 
     run_id = intervention_run_id(anchors_run, problem_id, sentence_index, target, config)

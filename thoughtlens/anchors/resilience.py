@@ -37,13 +37,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_texts, resolve_outcome
+from thoughtlens.anchors.branch_point import branch_point
+from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_texts
 from thoughtlens.checks import check_float, check_int
 from thoughtlens.errors import ConfigError, StoreError
 from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.sample.base import SampleRequest, Sampler, SamplingParams
 from thoughtlens.store.run_store import RunStore
-from thoughtlens.trace.reasoning_trace import ReasoningTrace
 from thoughtlens.trace.split import split_sentences
 
 CONDITION = "resilience"
@@ -107,19 +107,6 @@ class ResilienceResult:
                 "final_rate": self.final_rate, "counterfactual_plusplus": self.counterfactual_plusplus}
 
 
-def correctness_outcome(gt_answer: str | None, close_tag: str = "</think>") -> OutcomeSpec:
-    """The maths outcome as a text outcome: the stated answer (after the think block when there is one)
-    equals the ground truth; unknown when no answer is stated or there is no ground truth."""
-    from thoughtlens.trace.answers import answers_equivalent, extract_answer
-
-    def correct(text: str) -> bool | None:
-        tail = text.split(close_tag, 1)[1] if close_tag in text else text
-        answer = extract_answer(tail) or extract_answer(text)
-        if answer is None or gt_answer is None:
-            return None
-        return answers_equivalent(answer, gt_answer)
-
-    return OutcomeSpec(DEFAULT_OUTCOME, "correct", "accuracy", correct, {"gt_answer": gt_answer})
 
 
 def _embedder() -> Embed:
@@ -151,31 +138,10 @@ def measure_resilience(sampler: Sampler, store: RunStore, anchors_run: str, prob
     """Resilience and CF++ of sentence `sentence_index` of a stored anchors run (see the module docstring).
     The continuations go to run `resilience_run_id(...)` of the same store; the result is stored there as
     artifact `resilience_<i>`."""
-    runs = {r["run_id"]: r["config"] for r in store.runs()}
-    if anchors_run not in runs:
-        raise StoreError(f"no run {anchors_run!r} in {store.path}: pass the run id of `thoughtlens anchors run`")
-    acfg = runs[anchors_run] or {}
-    stored = store.trace(anchors_run, problem_id)
-    if stored is None:
-        raise StoreError(f"run {anchors_run!r} has no trace for problem {problem_id!r}: run `anchors run` first")
-    tags = tuple(acfg.get("think_tags") or ("<think>", "</think>"))
-    trace = ReasoningTrace.parse(stored["prompt"], stored["completion"], think_tags=tags,
-                                 split_style=acfg.get("split_style", "thoughtlens"))
-    n = len(trace.sentences)
-    if not isinstance(sentence_index, int) or not 0 <= sentence_index < n:
-        raise ConfigError(f"sentence {sentence_index!r} is out of range: the trace has sentences 0..{n - 1}")
-    original = trace.sentences[sentence_index].text
+    point = branch_point(store, anchors_run, problem_id, sentence_index, config.outcome, outcome)
+    trace, original, tags, outcome = point.trace, point.original, point.think_tags, point.outcome
     if not original.strip():
         raise ConfigError(f"sentence {sentence_index} is empty: pick a sentence with text")
-    if outcome is None:
-        if config.outcome == DEFAULT_OUTCOME:
-            gt = store.problems(anchors_run)
-            gt = gt[gt["problem_id"] == problem_id]["gt_answer"]
-            outcome = correctness_outcome(gt.iloc[0] if len(gt) and isinstance(gt.iloc[0], str) else None, tags[1])
-        else:
-            outcome = resolve_outcome(config.outcome)
-    elif outcome.spec != config.outcome:
-        raise ConfigError(f"outcome {outcome.spec!r} differs from config.outcome {config.outcome!r}: make them equal")
     embed = _memoised(embed or _embedder())  # sentences repeat a lot across trials and iterations
     run_id = resilience_run_id(anchors_run, problem_id, config)
     store.create_run(run_id, {"anchors_run": anchors_run, "problem_id": problem_id, **asdict(config)})
