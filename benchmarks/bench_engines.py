@@ -113,7 +113,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    import conftest as servers  # tests/conftest.py: LlamaServer, vllm_python, vllm_env
+    import servers  # tests/servers.py: LlamaServer, vllm_python, vllm_env
     from thoughtlens.model.load import BUNDLED_NAME, _converted_gguf, bundled_gguf_path
 
     smol_dir = _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)

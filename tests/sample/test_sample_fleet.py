@@ -109,7 +109,7 @@ def test_registry_builds_a_fleet_from_several_urls_and_reads_url_files(tmp_path)
 @pytest.mark.slow
 @pytest.mark.server
 def test_anchors_run_survives_a_llama_server_killed_mid_run(tmp_path, monkeypatch):
-    from conftest import LlamaServer, require_llama_cpp
+    from servers import LlamaServer, require_llama_cpp
 
     from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
     from thoughtlens.store.run_store import RunStore

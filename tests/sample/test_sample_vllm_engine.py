@@ -152,7 +152,7 @@ _IN_PROCESS = textwrap.dedent('''
 def test_in_process_vllm_backend_matches_the_server(vllm_server, prompt, smol_dir, tmp_path):
     """The `vllm` backend runs in vLLM's own virtualenv (a subprocess); with fp32 and the same per-rollout
     seeds it must draw exactly what the server draws for the same requests."""
-    from conftest import vllm_env, vllm_python
+    from servers import vllm_env, vllm_python
 
     script = tmp_path / "in_process.py"
     script.write_text(_IN_PROCESS)

@@ -81,6 +81,7 @@ from pathlib import Path
 
 import torch
 
+from thoughtlens.diff.pair import as_model
 from thoughtlens.errors import SAEError
 from thoughtlens.jsonsafe import json_safe
 from thoughtlens.progress import OnProgress, Tracker
@@ -606,14 +607,6 @@ class CrosscoderResult:
                    {int(k): v for k, v in doc["contexts"].items()}, doc["history"], doc["meta"])
 
 
-def _as_model(m, dtype):
-    if isinstance(m, (str, os.PathLike)):
-        from thoughtlens.model.load import load
-
-        return load(m, dtype=dtype)
-    return m
-
-
 def train_crosscoder(
     base,
     finetuned,
@@ -651,7 +644,7 @@ def train_crosscoder(
     """
     from thoughtlens.diff.corpus import read_corpus as read_diff_corpus
 
-    model_a, model_b = _as_model(base, dtype), _as_model(finetuned, dtype)
+    model_a, model_b = as_model(base, dtype), as_model(finetuned, dtype)
     texts = read_diff_corpus(corpus)
     if hook is None:
         layer = model_a.cfg.n_layers // 2 if layer is None else layer
