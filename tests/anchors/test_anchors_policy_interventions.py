@@ -207,15 +207,15 @@ def test_cli_empty_target_is_one_red_line(tmp_path):
 
 
 def test_grade_full_reads_the_prefix_too(tmp_path):
-    """--grade full (theirs): prefix + generated text, so a regex on the target's words is true of every
-    off-policy rollout; --grade generated (default) reads only what the rollouts wrote."""
+    """--grade full (theirs, the default): prefix + generated text, so a regex on the target's words is true of
+    every off-policy rollout; --grade generated reads only what the rollouts wrote."""
     store = _store(tmp_path / "s.sqlite")
     kw = dict(n_rollouts=4, num_iterations=2, num_chunk_resamples=4, num_continuation_samples=2,
               outcome="regex:double check", max_new_tokens=16)
-    full = measure_interventions(Scripted(), store, "anchors-x", "p0", 1, TARGET,
-                                 InterventionConfig(grade="full", **kw), embed=fake_embed)
-    gen = measure_interventions(Scripted(), store, "anchors-x", "p0", 1, TARGET, InterventionConfig(**kw),
-                                embed=fake_embed)
+    full = measure_interventions(Scripted(), store, "anchors-x", "p0", 1, TARGET, InterventionConfig(**kw),
+                                 embed=fake_embed)
+    gen = measure_interventions(Scripted(), store, "anchors-x", "p0", 1, TARGET,
+                                InterventionConfig(grade="generated", **kw), embed=fake_embed)
     assert [full.conditions[c].rate for c in CONDITIONS] == [0.0, 1.0, 1.0]
     assert [gen.conditions[c].rate for c in CONDITIONS] == [0.0, 0.0, 0.0]
 

@@ -36,9 +36,9 @@ Their code reports rates; the CI is thoughtlens's addition.
 Differences from their code, each a choice made for this library:
 - The baseline rollouts are drawn here (same n, temperature and token budget as the interventions) rather
   than read from the anchors run's R_{i+1}, so both sides of each difference are alike.
-- The outcome is graded on the text each rollout generated (`grade="generated"`, like every thoughtlens
-  outcome). They grade prompt + prefix + generated text (`grade="full"` does that): with "full" a regex on
-  T's words is true of every off-policy rollout by construction.
+- The outcome is graded, by default, as theirs is: on prompt + prefix + generated text (`grade="full"`).
+  `grade="generated"` (thoughtlens's option, like every other thoughtlens outcome) grades only what the rollout
+  wrote: with "full" a regex on T's words is true of every off-policy rollout by construction.
 - The sentences S_i' and N keep their leading whitespace (their `extract_first_sentence_exact`), because
   thoughtlens's prefixes end where the model's tokenization does (ReasoningTrace.rollout_prefix), not after
   a separator.
@@ -95,7 +95,7 @@ LogProb = Callable[[str, str], float]           # (prefix, continuation) -> mean
 class InterventionConfig:
     """Defaults: onpolicy_chain_disruption.py main() (-k 6, -xr 12, -yr 8, -mct 48, -mnt 64, -th 0.7,
     -wc 1, -wl 0, -z 100, -t 0.7, -tp 0.95, include_similar_sentence on). max_new_tokens: full rollouts
-    (theirs 16384). grade: "generated" (thoughtlens) or "full" (theirs; module docstring). confidence:
+    (theirs 16384). grade: "full" (theirs, the default) or "generated" (thoughtlens's option; module docstring). confidence:
     two-sided level of the effects' CIs."""
 
     n_rollouts: int = 100
@@ -113,7 +113,7 @@ class InterventionConfig:
     max_new_tokens: int = 4096
     seed: int = 0
     outcome: str = DEFAULT_OUTCOME
-    grade: str = "generated"
+    grade: str = "full"
     confidence: float = 0.95
 
     def __post_init__(self) -> None:

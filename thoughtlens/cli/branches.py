@@ -109,7 +109,7 @@ def intervene(
     continuations: int = typer.Option(8, "--continuations", help="Next sentences per candidate (the paper: 8)."),
     threshold: float = typer.Option(0.7, "--threshold", help="Cosine to the target that ends the search (paper: 0.7; 0.6 for R1)."),
     w_logprob: float = typer.Option(0.0, "--w-logprob", help="Weight of the mean log-prob in the score (hf backend; paper: 0)."),
-    grade: str = typer.Option("generated", "--grade", help="Grade the generated text (generated) or prefix + text (full, theirs)."),
+    grade: str = typer.Option("full", "--grade", help="Grade prefix + generated text (full, theirs) or only the generated text (generated)."),
     outcome: str = typer.Option(None, "--outcome", help="Outcome spec (default: the run's own)."),
     backend: str = typer.Option("hf", "--backend", help="hf (local model) or openai (a server)."),
     model: str = typer.Option(None, "--model", help="hf: model name or path (default: the bundled model)."),
