@@ -4,7 +4,6 @@ scripted model; clicks select; every string from model text stays text; a store 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,42 +14,14 @@ from thoughtlens.report.synthetic import synthetic_store, synthetic_transplant_s
 from thoughtlens.sae import build_sae
 from thoughtlens.sae.run_features import store_run_features
 
+from report_browser import ARTIFACTS, EVIL, Loaded, browser  # noqa: F401 (browser: a fixture)
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-EVIL = '<script>alert(1)</script> </script> "quoted" {{ 7*7 }} <img src=x onerror=alert(2)>'
+
 HOSTILE_COT = ("The professor hints at D. I add 17 and 25 to get 42, which is B. The professor seems sure about D "
                "<img src=x onerror=alert(3)>. Maybe the professor knows more <script>alert(4)</script> than me. "
                "So the professor must be right.")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"chromium not found at {CHROMIUM}: install it with `make browser` (Debian package chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright missing: pip install -e '.[test]'")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-class Loaded:
-    """A page opened from a file, with everything it logged, requested or tried to show."""
-
-    def __init__(self, browser, html_path: Path):
-        self.errors, self.requests, self.dialogs = [], [], []
-        self.page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.url = html_path.resolve().as_uri()
-        self.page.goto(self.url)
-        self.page.wait_for_selector("body[data-ready]", timeout=10_000)
 
 
 def _open(browser, tmp_path: Path, data: dict, name: str) -> Loaded:
