@@ -86,10 +86,10 @@ from thoughtlens.errors import SAEError
 from thoughtlens.jsonsafe import json_safe
 from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.sae.activations import ActivationSource, model_activations, token_windows
-from thoughtlens.sae.base import SAE, SAEConfig, build_sae, check_finite, register_architecture
+from thoughtlens.sae.base import SAEConfig, build_sae, check_finite, register_architecture
 from thoughtlens.sae.batchtopk import BatchTopKSAE
 from thoughtlens.sae.io import load_sae, save_sae
-from thoughtlens.sae.topk import Selection, sparse_forward
+from thoughtlens.sae.topk import Selection
 from thoughtlens.sae.train import TrainConfig, TrainResult, train_saes
 
 ARCHITECTURE = "batchtopk_crosscoder"
@@ -172,13 +172,7 @@ class BatchTopKCrosscoder(BatchTopKSAE):
 
     def select(self, x: torch.Tensor) -> Selection:
         """Keep the int(k * batch) largest f_j * (||d_j^A|| + ||d_j^B||) of the batch; decode f_j unscaled."""
-        pre = SAE.pre_acts(self, x)
-        with torch.no_grad():
-            flat = (pre.relu() * self.code_norm()).flatten()
-            n_keep = min(int(self.cfg.k * x.shape[0]), flat.numel())
-            idx = flat.topk(n_keep, sorted=False).indices.sort().values  # row-major: rows non-decreasing
-            rows, cols = idx // pre.shape[1], idx % pre.shape[1]
-        return sparse_forward(self, pre, rows, cols)
+        return self.select_by_score(x, lambda pre: pre.relu() * self.code_norm())
 
     @torch.no_grad()
     def after_step(self, latents: torch.Tensor) -> None:

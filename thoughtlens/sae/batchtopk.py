@@ -49,9 +49,14 @@ class BatchTopKSAE(TopKSAE):
 
     def select(self, x: torch.Tensor) -> Selection:
         """Keep the int(k * batch) largest relu'd pre-activations of the whole batch."""
+        return self.select_by_score(x, lambda pre: pre.relu())
+
+    def select_by_score(self, x: torch.Tensor, score) -> Selection:
+        """Keep the int(k * batch) largest `score(pre)` of the whole batch (relu'd pre-activations here; a
+        crosscoder weighs them by decoder norms); the kept latents decode their unscaled pre-activations."""
         pre = SAE.pre_acts(self, x)
         with torch.no_grad():
-            flat = pre.relu().flatten()
+            flat = score(pre).flatten()
             n_keep = min(int(self.cfg.k * x.shape[0]), flat.numel())
             idx = flat.topk(n_keep, sorted=False).indices.sort().values  # row-major: rows non-decreasing
             rows, cols = idx // pre.shape[1], idx % pre.shape[1]
