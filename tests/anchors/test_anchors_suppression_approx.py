@@ -20,10 +20,9 @@ RANGES = [(3, 8), (8, 8), (9, 15), (15, 22), (24, 30), (30, 38)]  # sentence 1 h
 T = 0.6
 
 
-def _reference_gradient(ref, tokens, bias_keys: list[int], sentence: tuple[int, int]) -> float:
-    """d/db of mean log p(token) over `sentence`, where b is added to the attention logits of `bias_keys`
-    (every layer, every head) through an explicit additive float mask on the independent eager copy.
-    (Autograd, not finite differences: HF's eager softmax runs in float32 even for a float64 model.)"""
+def _biased_token_logp(ref, tokens, bias_keys: list[int], sentence: tuple[int, int]):
+    """(log p of each token of `sentence` [d - c], b): b is added to the attention logits of `bias_keys` (every
+    layer, every head) through an explicit additive float mask on the independent eager copy."""
     n = tokens.shape[0]
     b = torch.zeros((), requires_grad=True)
     col = torch.zeros(n)
@@ -33,27 +32,25 @@ def _reference_gradient(ref, tokens, bias_keys: list[int], sentence: tuple[int, 
     logits = ref(tokens[None], attention_mask=mask[None, None]).logits[0]
     logp = torch.log_softmax(logits / T, dim=-1)
     c, d = sentence
-    (grad,) = torch.autograd.grad(logp[c - 1 : d - 1].gather(-1, tokens[c:d, None]).mean(), b)
+    return logp[c - 1 : d - 1].gather(-1, tokens[c:d, None]).squeeze(-1), b
+
+
+def _reference_gradient(ref, tokens, bias_keys: list[int], sentence: tuple[int, int]) -> float:
+    """d/db of mean log p(token) over `sentence` (b as in _biased_token_logp).
+    (Autograd, not finite differences: HF's eager softmax runs in float32 even for a float64 model.)"""
+    picked, b = _biased_token_logp(ref, tokens, bias_keys, sentence)
+    (grad,) = torch.autograd.grad(picked.mean(), b)
     return grad.item()
 
 
 def _reference_direct_tokens(ref, tokens, bias_keys: list[int], sentence: tuple[int, int]) -> np.ndarray:
-    """Per-token d l_t / d b (t predicting each token of `sentence`) with b added to the attention logits of
-    `bias_keys` in every layer/head of the eager copy, and every layer's k_proj / v_proj output detached."""
+    """Per-token d l_t / d b (t predicting each token of `sentence`) with b as in _biased_token_logp and every
+    layer's k_proj / v_proj output detached."""
     hooks = [getattr(layer.self_attn, name).register_forward_hook(lambda _m, _i, o: o.detach())
              for layer in ref.model.layers for name in ("k_proj", "v_proj")]
     try:
-        n = tokens.shape[0]
-        b = torch.zeros((), requires_grad=True)
-        col = torch.zeros(n)
-        col[bias_keys] = 1.0
-        causal = torch.ones(n, n, dtype=torch.bool).triu(1)
-        mask = (col[None, :] * b).expand(n, n).masked_fill(causal, torch.finfo(torch.float32).min)
-        logits = ref(tokens[None], attention_mask=mask[None, None]).logits[0]
-        logp = torch.log_softmax(logits / T, dim=-1)
-        c, d = sentence
-        picked = logp[c - 1 : d - 1].gather(-1, tokens[c:d, None]).squeeze(-1)
-        return np.array([torch.autograd.grad(picked[i], b, retain_graph=True)[0].item() for i in range(d - c)])
+        picked, b = _biased_token_logp(ref, tokens, bias_keys, sentence)
+        return np.array([torch.autograd.grad(picked[i], b, retain_graph=True)[0].item() for i in range(len(picked))])
     finally:
         for h in hooks:
             h.remove()
