@@ -257,3 +257,50 @@ def test_load_trace_file_rejects_other_json(tmp_path):
     p.write_text('{"a": 1}')
     with pytest.raises(TraceError, match="needs keys 'prompt' and 'solution'"):
         load_trace_file(p)
+
+
+def test_analyze_attention_with_the_approximate_suppression_method(tmp_path):
+    """suppression_method="direct_grad" stores the first-order estimate (not the exact matrix) and says so in
+    suppression_meta; the estimate itself is tested in tests/anchors/test_anchors_suppression_approx.py."""
+    from thoughtlens.anchors.suppression import suppression_matrix
+    from thoughtlens.anchors.white_box import trace_tokens
+    from thoughtlens.store.run_store import RunStore
+
+    model = _tiny_text_model()
+    traces = {"p0": _text_trace(0), "p1": _text_trace(1)}
+    store = RunStore(tmp_path / "s.sqlite")
+    seen = []
+    analyze_attention(model, traces, store=store, run_id="wb", top_k=4, max_tokens=60,
+                      suppression_method="direct_grad", on_progress=seen.append)
+    tt = trace_tokens(model, traces["p0"], 60)
+    exact = suppression_matrix(model, tt.tokens, tt.ranges)
+    n = len(traces["p0"].sentences)
+    supp = store.get_artifact("wb", "suppression_matrix", "p0")[: len(tt.ranges), : len(tt.ranges)]
+    assert store.get_artifact("wb", "suppression_meta", "p0")["method"] == "direct_grad"
+    assert store.get_artifact("wb", "suppression_matrix", "p0").shape == (n, n)
+    assert np.array_equal(np.isfinite(supp), np.isfinite(exact))  # same defined cells ...
+    assert not np.allclose(supp[np.isfinite(supp)], exact[np.isfinite(exact)])  # ... not the exact values
+    done = [e for e in seen if getattr(e, "task", None) == "attention suppression"]
+    assert done and done[-1].completed == done[-1].total  # the progress bar reaches its end
+
+
+def test_analyze_attention_refuses_an_unknown_method_or_heads_with_an_estimate():
+    from thoughtlens.errors import ConfigError
+
+    model = _tiny_text_model()
+    with pytest.raises(ConfigError, match="unknown suppression_method 'fast': use one of exact, direct_grad"):
+        analyze_attention(model, {"p0": _text_trace(0)}, suppression_method="fast")
+    with pytest.raises(ConfigError, match="suppression_heads needs suppression_method='exact'"):
+        analyze_attention(model, {"p0": _text_trace(0)}, suppression_method="direct_grad", suppression_heads=[(1, 0)])
+
+
+def test_cli_refuses_an_unknown_suppression_method_before_the_model_load(tmp_path):
+    from thoughtlens.anchors.run_options import SUPPRESSION_METHODS
+    from thoughtlens.anchors.suppression_approx import APPROX_METHODS
+    from thoughtlens.cli import app
+
+    assert SUPPRESSION_METHODS == ("exact", *APPROX_METHODS)  # the CLI's list is the library's
+    res = CliRunner().invoke(app, ["anchors", "attention", "--trace", "x.json", "--model", str(tmp_path / "none"),
+                                   "--suppression-method", "fast"])
+    assert res.exit_code == 1
+    assert "unknown --suppression-method 'fast': use one of exact, direct_grad, grad_loglik" in " ".join(res.output.split())

@@ -24,6 +24,9 @@ from thoughtlens.errors import ConfigError
 
 ANSWER_STYLES = ("auto", "boxed", "gsm8k", "answer_is", "last_number")
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+# "exact" + anchors.suppression_approx.APPROX_METHODS, spelled out so that checking options needs no torch import
+# (tests/anchors/test_anchors_suppression_approx.py checks the two agree).
+SUPPRESSION_METHODS = ("exact", "direct_grad", "grad_loglik")
 
 
 def validate_config(cfg) -> None:
@@ -127,8 +130,10 @@ def _check_output_file(flag: str, path: str | os.PathLike) -> None:
 
 
 def check_attention_options(*, top_k: int = 20, proximity_ignore: int = 4, max_tokens: int | None = None,
-                            kl_temperature: float = 0.6, batch_size: int = 4, dtype: str | None = None) -> None:
+                            kl_temperature: float = 0.6, batch_size: int = 4, dtype: str | None = None,
+                            suppression_method: str = "exact") -> None:
     """Check the options of `thoughtlens anchors attention` before the model is loaded (ConfigError)."""
+    check_choice("--suppression-method", suppression_method, SUPPRESSION_METHODS)
     check_int("--top-k", top_k, min=1, example=20)
     check_int("--proximity-ignore", proximity_ignore, min=1, example=4)
     if max_tokens is not None:

@@ -65,7 +65,8 @@ def suppression_matrix_approx(
     """First-order suppression effects [S, S] (module docstring). model: a HookedModel; tokens: [T] or
     [1, T]; ranges: S sentence token ranges; temperature > 0; batch_size: target sentences per backward
     ("grad_loglik" only); kl_reduction: "paper" or "raw", how "direct_grad" reduces its per-token KL proxy
-    (as the exact matrix's option of that name); chunk_positions: positions per logit block ("direct_grad")."""
+    (as the exact matrix's option of that name); chunk_positions: positions per logit block ("direct_grad");
+    on_progress(n): n more sentences done, S in total (as `suppression_matrix`)."""
     if method not in APPROX_METHODS:
         raise ConfigError(f"unknown approximate suppression method {method!r}; use one of {', '.join(APPROX_METHODS)}")
     if kl_reduction not in KL_REDUCTIONS:
@@ -129,6 +130,8 @@ def suppression_matrix_approx(
                     result[j, k] = grad[b, s]
         if on_progress is not None:
             on_progress(len(batch))
+    if on_progress is not None and len(ranges) > len(targets):
+        on_progress(len(ranges) - len(targets))  # S in total, as the exact matrix reports
     return result
 
 
@@ -160,12 +163,13 @@ def _direct_grad(model, controls, tokens, ranges, sources, targets, key_sentence
         w = weights.detach()[0]  # [head, q, k]
 
         def on_grad(g: torch.Tensor) -> None:
+            # sum_heads (sum_{key in j} w g - W_{t,j} sum_key w g) = sum_{key in j} [sum_heads w (g - c)] with
+            # c[head, q] = sum_key w g: the heads are summed on the [q, k] grid first, so the per-sentence sums
+            # are one [q, k] @ [k, S] product per layer instead of one per head (9x fewer flops on SmolLM2).
             wg = (w * g[0]).float()  # [head, q, k]
-            k = wg.shape[-1]
-            per_src = wg @ one_hot[:k]  # [head, q, S]: sum over j's keys of w g
-            mass = w.float() @ one_hot[:k]  # [head, q, S]: W_{t, j}
-            q = wg.shape[1]
-            grad_ts[end - q :] += (per_src - mass * wg.sum(-1, keepdim=True)).sum(0).double()
+            per_key = (wg - w.float() * wg.sum(-1, keepdim=True)).sum(0)  # [q, k]
+            q, k = per_key.shape
+            grad_ts[end - q :] += (per_key @ one_hot[:k]).double()
 
         weights.register_hook(on_grad)
 
@@ -203,7 +207,7 @@ def _direct_grad(model, controls, tokens, ranges, sources, targets, key_sentence
             if j < k:
                 result[j, k] = cell[s]
     if on_progress is not None:
-        on_progress(len(targets))
+        on_progress(len(ranges))  # S in total, as the exact matrix reports
     return result
 
 

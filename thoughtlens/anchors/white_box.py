@@ -31,7 +31,8 @@ from thoughtlens.anchors.receiver_heads import (ReceiverHeadResult, find_receive
                                                 vertical_scores)
 from thoughtlens.anchors.sentence_attention import attention_controls, sentence_attention
 from thoughtlens.anchors.suppression import HeadSubset, suppression_matrix
-from thoughtlens.errors import TraceError
+from thoughtlens.anchors.suppression_approx import APPROX_METHODS, suppression_matrix_approx
+from thoughtlens.errors import ConfigError, TraceError
 from thoughtlens.jsonsafe import json_safe
 from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
@@ -112,6 +113,7 @@ def analyze_attention(
     temperature: float = 0.6,
     kl_reduction: str = "paper",
     suppression_heads: HeadSubset | None = None,
+    suppression_method: str = "exact",
     batch_size: int = 4,
     max_tokens: int | None = None,
     chunk_rows: int = 256,
@@ -126,9 +128,18 @@ def analyze_attention(
     n_head_matrices: how many top heads' sentence matrices to keep per trace (for the report page).
     suppression: compute suppression matrices (the costly part: ~S/2 forwards per trace).
     temperature, kl_reduction, suppression_heads, batch_size: see `suppression_matrix`.
+    suppression_method: "exact" (the paper's S suppressed forwards, the default) or a first-order estimate from
+    `anchors.suppression_approx` ("direct_grad": one forward + one backward; "grad_loglik"); recorded in
+    suppression_meta["method"]. An estimate ranks effects (scale of a unit attention bias), it is not the exact KL.
     max_tokens: analyse only the sentences within the first max_tokens tokens (see `trace_tokens`).
     chunk_rows: query rows per streamed softmax block. on_progress: receives `ProgressEvent`s (thoughtlens.progress).
     """
+    methods = ("exact", *APPROX_METHODS)
+    if suppression_method not in methods:
+        raise ConfigError(f"unknown suppression_method {suppression_method!r}: use one of {', '.join(methods)}")
+    if suppression_method != "exact" and suppression_heads is not None:
+        raise ConfigError(f"suppression_heads needs suppression_method='exact' ({suppression_method!r} biases every "
+                          "head): drop suppression_heads or use the exact method")
     attention_controls(model)  # fail before any work if the model cannot be intercepted
     if (store is None) != (run_id is None):
         raise TraceError("pass both store and run_id to write results, or neither")
@@ -164,11 +175,17 @@ def analyze_attention(
         supp_task = Tracker(on_progress, "attention suppression", "attention suppression",
                             sum(len(tt.ranges) for tt in tokenized.values()))
         meta = dict(temperature=temperature, kl_reduction=kl_reduction, heads=None if suppression_heads is None else
-                    [list(map(int, h)) for h in suppression_heads], max_tokens=max_tokens, model=model.name)
+                    [list(map(int, h)) for h in suppression_heads], max_tokens=max_tokens, model=model.name,
+                    method=suppression_method)
         for pid, tt in tokenized.items():
-            results[pid].suppression = suppression_matrix(
-                model, tt.tokens, tt.ranges, temperature=temperature, kl_reduction=kl_reduction, heads=suppression_heads,
-                batch_size=batch_size, on_progress=supp_task.advancer())
+            if suppression_method == "exact":
+                results[pid].suppression = suppression_matrix(
+                    model, tt.tokens, tt.ranges, temperature=temperature, kl_reduction=kl_reduction,
+                    heads=suppression_heads, batch_size=batch_size, on_progress=supp_task.advancer())
+            else:
+                results[pid].suppression = suppression_matrix_approx(
+                    model, tt.tokens, tt.ranges, temperature=temperature, method=suppression_method,
+                    kl_reduction=kl_reduction, batch_size=batch_size, on_progress=supp_task.advancer())
             if store is not None:
                 _write_suppression(store, run_id, pid, results[pid].suppression, named[pid], tt, meta)
     return WhiteBoxResult(receiver, results)

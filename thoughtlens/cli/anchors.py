@@ -237,6 +237,7 @@ def attention(
     suppression: bool = typer.Option(True, "--suppression/--no-suppression", help="Also compute the S x S suppression matrix."),
     kl_temperature: float = typer.Option(0.6, "--kl-temperature", "--temperature", help="Softmax temperature of the suppression KL."),
     kl_reduction: str = typer.Option("paper", "--kl-reduction", help="Suppression's per-token value: paper (mean log(KL + 1e-9), nucleus-truncated) or raw (mean KL)."),
+    suppression_method: str = typer.Option("exact", "--suppression-method", help="exact (the paper's S suppressed forwards) or a first-order estimate: direct_grad (one forward + one backward) or grad_loglik."),
     batch_size: int = typer.Option(4, "--batch-size", help="Suppressed sentences per forward pass."),
     dtype: str = typer.Option(None, "--dtype", help="fp32 / bf16 (default: bf16 where the CPU has fast bf16)."),
 ) -> None:
@@ -252,7 +253,8 @@ def attention(
     err = c.console()
     c.exactly_one(store=store, trace=trace)
     check_attention_options(top_k=top_k, proximity_ignore=proximity_ignore, max_tokens=max_tokens,
-                            kl_temperature=kl_temperature, batch_size=batch_size, dtype=dtype)
+                            kl_temperature=kl_temperature, batch_size=batch_size, dtype=dtype,
+                            suppression_method=suppression_method)
     problems: dict = {}
     if store is not None:
         db = RunStore(c.existing_store(store))
@@ -271,7 +273,8 @@ def attention(
         result = analyze_attention(
             model, traces, store=db, run_id=run_id, problems=problems, proximity_ignore=proximity_ignore,
             control_depth=control_depth, top_k=top_k, suppression=suppression, temperature=kl_temperature,
-            batch_size=batch_size, max_tokens=max_tokens, kl_reduction=kl_reduction, on_progress=progress)
+            batch_size=batch_size, max_tokens=max_tokens, kl_reduction=kl_reduction,
+            suppression_method=suppression_method, on_progress=progress)
     table = Table(title=f"receiver heads over {len(traces)} traces (kurtosis of vertical scores, mean over traces)")
     for col in ("rank", "layer", "head", "kurtosis"):
         table.add_column(col, justify="right")
