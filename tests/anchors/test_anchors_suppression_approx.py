@@ -56,11 +56,59 @@ def _reference_direct_tokens(ref, tokens, bias_keys: list[int], sentence: tuple[
             h.remove()
 
 
+def _reference_direct_gap(ref, tokens, bias_keys: list[int], sentence: tuple[int, int], p: float = 0.9999):
+    """(per-token d gap_t / d b, gap_t) with b and the detaching as in _reference_direct_tokens, gap_t = log p of
+    the last token of the base nucleus minus log p of the next one (nucleus: sort the whole vocabulary,
+    k = min(#{cumsum < p} + 1, 100, vocab - 1), as the paper's compress_logits_top_p cuts it)."""
+    hooks = [getattr(layer.self_attn, name).register_forward_hook(lambda _m, _i, o: o.detach())
+             for layer in ref.model.layers for name in ("k_proj", "v_proj")]
+    try:
+        n = tokens.shape[0]
+        b = torch.zeros((), requires_grad=True)
+        col = torch.zeros(n)
+        col[bias_keys] = 1.0
+        causal = torch.ones(n, n, dtype=torch.bool).triu(1)
+        mask = (col[None, :] * b).expand(n, n).masked_fill(causal, torch.finfo(torch.float32).min)
+        logp = torch.log_softmax(ref(tokens[None], attention_mask=mask[None, None]).logits[0] / T, dim=-1)
+        grads, gaps = [], []
+        for t in range(sentence[0] - 1, sentence[1] - 1):
+            order = torch.argsort(logp[t].detach(), descending=True)
+            cum = torch.cumsum(logp[t].detach()[order].exp(), 0)
+            k = min(int((cum < p).sum()) + 1, 100, logp.shape[-1] - 1)
+            gap = logp[t, order[k - 1]] - logp[t, order[k]]
+            grads.append(torch.autograd.grad(gap, b, retain_graph=True)[0].item())
+            gaps.append(gap.item())
+        return np.array(grads), np.array(gaps)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@pytest.mark.parametrize("reduction", ["paper", "raw"])
+def test_direct_grad_nucleus_gap_equals_per_token_autograd_of_the_gap(reduction):
+    hf, ref = tiny_pair("llama")
+    tokens = random_tokens(1, 40)[0]
+    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
+                                    proxy="nucleus_gap")
+    for j, k in [(0, 2), (0, 5), (2, 3), (3, 5), (4, 5)]:
+        g, gap = _reference_direct_gap(ref, tokens, list(range(*RANGES[j])), RANGES[k])
+        v = 0.5 * (g / gap) ** 2
+        want = np.mean(np.log(v + 1e-9)) if reduction == "paper" else np.mean(v)
+        assert got[j, k] == pytest.approx(want, rel=1e-4, abs=1e-7), (j, k)
+    token = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
+                                      proxy="token")
+    assert not np.allclose(got[np.isfinite(got)], token[np.isfinite(token)])  # a different estimate
+    if reduction == "paper":  # the default proxy follows the reduction
+        default = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T)
+        np.testing.assert_array_equal(default, got)
+
+
 @pytest.mark.parametrize("reduction", ["paper", "raw"])
 def test_direct_grad_equals_per_token_autograd_with_detached_keys_and_values(reduction):
     hf, ref = tiny_pair("llama")
     tokens = random_tokens(1, 40)[0]
-    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction)
+    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
+                                    proxy="token")
     for j, k in [(0, 2), (0, 5), (2, 3), (3, 5), (4, 5)]:
         g = _reference_direct_tokens(ref, tokens, list(range(*RANGES[j])), RANGES[k])
         kl = 0.5 * g**2
@@ -107,7 +155,9 @@ def test_agreement_with_the_exact_matrix_on_a_tiny_model():
                                            (dict(temperature=0.0), "temperature must be > 0"),
                                            (dict(batch_size=0), "batch_size must be >= 1"),
                                            (dict(kl_reduction="mean"), "unknown kl_reduction"),
-                                           (dict(chunk_positions=0), "chunk_positions must be >= 1")])
+                                           (dict(chunk_positions=0), "chunk_positions must be >= 1"),
+                                           (dict(proxy="kl"), "unknown proxy 'kl'; use one of nucleus_gap, token"),
+                                           (dict(p_nucleus=0.0), "p_nucleus must be in")])
 def test_bad_parameters(kwargs, match):
     hf, _ = tiny_pair("llama")
     with pytest.raises(ConfigError, match=match):
