@@ -52,3 +52,25 @@ def test_replay_of_a_run_without_rollouts_is_a_store_error(tmp_path):
     store.create_run("r", {})
     with pytest.raises(StoreError, match="has no rollouts"):
         replay_run(store, "r", BudgetPolicy())
+
+
+def test_replay_of_chosen_problems_and_an_unknown_problem_id(tmp_path):
+    store, _ = _store(tmp_path)
+    (only,) = replay_run(store, "r", BudgetPolicy("fixed"), seeds=1, problems=["p"])
+    assert only.problem_id == "p"
+    with pytest.raises(StoreError, match="no rollouts for nope: pass problem ids of the run"):
+        replay_run(store, "r", BudgetPolicy("fixed"), seeds=1, problems=["nope"])
+
+
+def test_rank_agreement_of_a_constant_estimate_is_zero_not_one():
+    from scipy.stats import rankdata
+
+    from thoughtlens.anchors.replay import rank_agreement
+
+    full = np.array([0.0, 0.3, -0.1, 0.05])
+    assert rank_agreement(np.zeros(4), full) == 0.0  # an estimate that stopped at all-zero ranks nothing
+    assert rank_agreement(np.zeros(4), np.zeros(4)) == 1.0
+    est = np.array([0.1, 0.2, -0.3, 0.0])
+    ra, rb = rankdata(est), rankdata(full)  # Spearman = Pearson of the ranks, by hand
+    expected = ((ra - ra.mean()) * (rb - rb.mean())).sum() / np.sqrt(((ra - ra.mean()) ** 2).sum() * ((rb - rb.mean()) ** 2).sum())
+    assert rank_agreement(est, full) == pytest.approx(expected)

@@ -43,6 +43,15 @@ def top_set(importance: np.ndarray, k: int) -> set[int]:
     return set(np.argsort(-np.abs(importance), kind="stable")[:k].tolist())
 
 
+def rank_agreement(est: np.ndarray, full: np.ndarray) -> float:
+    """Spearman of est vs full, [S] each. Undefined when one is constant: 1.0 if both are (nothing to rank,
+    nothing missed), 0.0 if only one is (an all-zero estimate says nothing about a ranking that exists)."""
+    const_est, const_full = np.ptp(est) == 0, np.ptp(full) == 0
+    if const_est or const_full or len(full) < 2:
+        return 1.0 if const_est and const_full else 0.0
+    return float(spearmanr(est, full).statistic)
+
+
 def replay_arrays(policy: BudgetPolicy, correct: np.ndarray, answered: np.ndarray, seed: int, top_k: int = 5,
                   problem_id: str = "") -> ReplayResult:
     """Replay on arrays: correct, answered [positions, n] bool (position k's n stored rollouts)."""
@@ -55,9 +64,8 @@ def replay_arrays(policy: BudgetPolicy, correct: np.ndarray, answered: np.ndarra
     full = np.diff(_accuracy(c, a))
     mask = np.arange(c.shape[1])[None, :] < used[:, None]
     est = np.diff(_accuracy(c & mask, a & mask))
-    rho = spearmanr(est, full).statistic if len(full) > 1 else 1.0
     k = min(top_k, len(full))
-    return ReplayResult(problem_id, seed, 1.0 if np.isnan(rho) else float(rho),
+    return ReplayResult(problem_id, seed, rank_agreement(est, full),
                         len(top_set(est, k) & top_set(full, k)) / k, float(used.sum() / c.size), len(full))
 
 
@@ -75,11 +83,18 @@ def stored_outcomes(store: RunStore, run_id: str, problem_id: str) -> tuple[np.n
     return correct, answered
 
 
-def replay_run(store: RunStore, run_id: str, policy: BudgetPolicy, seeds: int = 20, top_k: int = 5) -> list[ReplayResult]:
-    """Replay `policy` on every problem of a stored run, `seeds` shuffles each."""
-    problems = sorted(store.rollouts(run_id)["problem_id"].unique())
-    if not problems:
+def replay_run(store: RunStore, run_id: str, policy: BudgetPolicy, seeds: int = 20, top_k: int = 5,
+               problems: list[str] | None = None) -> list[ReplayResult]:
+    """Replay `policy` on every problem of a stored run (or on `problems`, e.g. the ones a run has finished),
+    `seeds` shuffles each."""
+    stored = sorted(store.rollouts(run_id)["problem_id"].unique())
+    if not stored:
         raise StoreError(f"run '{run_id}' has no rollouts: run `thoughtlens anchors run` with a full budget first")
+    missing = sorted(set(problems or ()) - set(stored))
+    if missing:
+        raise StoreError(f"run '{run_id}' has no rollouts for {', '.join(missing)}: pass problem ids of the run "
+                         f"({', '.join(stored)})")
+    problems = sorted(problems) if problems else stored
     out = []
     for pid in problems:
         correct, answered = stored_outcomes(store, run_id, pid)
