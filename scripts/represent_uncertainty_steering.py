@@ -1,6 +1,6 @@
 """Steer the bundled model with an "uncertainty / backtracking" direction and count uncertainty sentences.
 
-    OMP_NUM_THREADS=1 python scripts/represent_uncertainty_steering.py [--layer 12] [--alpha 1.0]
+    OMP_NUM_THREADS=1 python scripts/represent_uncertainty_steering.py [--mode problem|continue] [--layer 12] [--alpha 1.0]
         [--problems 4] [--rollouts 16] [--max-new-tokens 96] [--seed 0] [--json docs/represent_uncertainty_steering.json]
 
 Venhoff et al. 2025 ("Understanding reasoning in thinking language models via steering vectors", arXiv
@@ -18,6 +18,13 @@ Effect = condition minus baseline, with a two-stage bootstrap CI (problems, then
 perplexity of the steered text under the unsteered model / that of the unsteered text. Also reported: the
 pooled sentence rate with a Newcombe (Wilson hybrid) CI on its difference, which treats sentences as
 independent (optimistic), and the same rates with the rule-based labeller as a cross-check.
+
+--mode continue (for "subtracting lowers it", which needs a non-zero base rate): instead of a bare problem, each
+rollout continues a published trace: the published prompt (raw, as the traces were generated: "... Solution:
+\n<think>\n") followed by the published chain of thought up to (not including) its first sentence labelled
+`uncertainty_management` at index >= --min-prefix-sentences (the correct_base_solution trace of each problem). The
+cut is fixed by that rule, not tuned on the outcome (--max-prefix-chars skips problems whose prefix is longer, for
+CPU time). Only the generated continuation is labelled.
 """
 
 from __future__ import annotations
@@ -57,6 +64,36 @@ def problem_prompts(model, data: Path, n: int) -> list[tuple[str, str]]:
     return sorted(out.items())[:n]
 
 
+def continuation_prompts(data: Path, n: int, min_sentences: int = 3, max_chars: int | None = None) -> list[tuple[str, str]]:
+    """(problem id, published prompt + chain of thought cut before an uncertainty sentence) for n problems.
+
+    One trace per problem (correct_base_solution), problems sorted by id; the cut is before the first sentence
+    with first tag `uncertainty_management` at index >= min_sentences (a problem without one is skipped, and so
+    is one whose chain-of-thought prefix is longer than max_chars characters: long prompts make the rollouts
+    and the perplexity pass slow on CPU).
+    """
+    from thoughtlens.anchors.categories import load_published
+    from thoughtlens.report.published import locate_chunks
+    from thoughtlens.trace.categories import first_tag
+
+    df = load_published(data)
+    out = []
+    for trace_id, g in sorted(df.groupby("trace_id"), key=lambda kv: kv[0]):
+        if not trace_id.startswith("correct_base_solution/"):
+            continue
+        g = g.sort_values("sentence_index")
+        cats = [first_tag(t) for t in g["tags"]]
+        cut = next((i for i in range(min_sentences, len(cats)) if cats[i] == CONCEPT), None)
+        if cut is None:
+            continue
+        base = json.loads((data / trace_id / "base_solution.json").read_text())
+        start = locate_chunks(base["solution"], g["text"].tolist())[cut][0]
+        if max_chars is not None and start > max_chars:
+            continue
+        out.append((f"{trace_id.split('/')[-1]}@{cut}", base["prompt"] + base["solution"][:start]))
+    return out[:n]
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -73,6 +110,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--cache", type=Path, default=None, help="per-trace activation cache of represent_published_probe.py")
+    p.add_argument("--mode", choices=["problem", "continue"], default="problem",
+                   help="problem: answer the bare problem (chat template); continue: continue a published trace prefix")
+    p.add_argument("--min-prefix-sentences", type=int, default=3, help="--mode continue: shortest prefix, in sentences")
+    p.add_argument("--max-prefix-chars", type=int, default=None,
+                   help="--mode continue: skip problems whose chain-of-thought prefix is longer (CPU time)")
     p.add_argument("--layer", type=int, default=12)
     p.add_argument("--alpha", type=float, default=1.0, help="scale of the difference-in-means vector (1 = the mean difference itself)")
     p.add_argument("--problems", type=int, default=4)
@@ -95,7 +137,9 @@ def main(argv=None) -> int:
           f"layer {args.layer}, |d| = {float(vec.norm()):.2f}; held-out-problem AUROC {det.auroc:.3f} [{det.ci[0]:.3f}, {det.ci[1]:.3f}]")
 
     model = thoughtlens.load(dtype=torch.float32)
-    prompts = problem_prompts(model, args.data, args.problems)
+    prompts = (problem_prompts(model, args.data, args.problems) if args.mode == "problem"
+               else continuation_prompts(args.data, args.problems, args.min_prefix_sentences, args.max_prefix_chars))
+    print(f"mode {args.mode}: " + ", ".join(f"{pid} ({model.to_tokens(pr).shape[1]} prompt tokens)" for pid, pr in prompts))
     learned, rules = get_labeler("learned"), get_labeler("rules")
     tags_cache: dict[tuple[str, str], list[str]] = {}
 
@@ -145,7 +189,9 @@ def main(argv=None) -> int:
                if "effect" in row else "")
         print(f"{row['scale']:>6.2f} {row['labeller']:>8} {row['sentences']:>9} {row['sentence_rate']:>6.3f} {eff:>28} "
               f"{row.get('perplexity_ratio', float('nan')):>9.2f}  newcombe {row['sentence_rate_diff_newcombe']}")
-    report = {"model": "SmolLM2-135M-Instruct (bundled), fp32", "concept": CONCEPT, "layer": args.layer,
+    report = {"model": "SmolLM2-135M-Instruct (bundled), fp32", "concept": CONCEPT, "mode": args.mode,
+              "min_prefix_sentences": args.min_prefix_sentences if args.mode == "continue" else None,
+              "max_prefix_chars": args.max_prefix_chars if args.mode == "continue" else None, "layer": args.layer,
               "hook": res.hook, "alpha": args.alpha, "direction_norm": float(vec.norm()),
               "direction_training": {"n_concept": int(y.sum()), "n_other": int((~y).sum()),
                                      "n_traces": int(meta["trace_id"].nunique())},

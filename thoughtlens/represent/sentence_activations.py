@@ -5,14 +5,18 @@
     acts.values["last"]   # [n_hooks, n_sentences, d]: the sentence's last token
     acts.to_parquet("acts.parquet")
 
-Streaming: each hook reduces its activation [1, T, d] to [S, d] the moment the layer has run
-(`weights.T @ act`, weights [T, S] = 1/len(sentence) on the sentence's tokens), so a 4,096-token
-trace never holds more than one layer's [T, d] block plus the [n_hooks, S, d] results. The forward
-stops after the last hooked layer and never computes logits ([T, vocab] would be ~800 MB at 4k tokens).
+Streaming: the trace runs in chunks of `chunk_tokens` positions (chunked prefill through the KV cache:
+attention scores are [heads, chunk, T], not [heads, T, T]); each hook adds its chunk's activation
+[1, chunk, d] into per-sentence sums [S, d] the moment the layer has run (`weights[chunk].T @ act`,
+weights [T, S] = 1/len(sentence) on the sentence's tokens), so a sentence straddling chunks gets its exact
+mean, and its last token is taken from whichever chunk holds it. A 4,096-token trace never holds more than
+one layer's [chunk, d] block, the KV cache of the hooked layers and the [n_hooks, S, d] results. Each
+forward stops after the last hooked layer and never computes logits ([T, vocab] would be ~800 MB at 4k).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from transformers import DynamicCache
 
 from thoughtlens.errors import ConfigError, HookError
 
@@ -135,6 +140,7 @@ def sentence_activations(
     hooks: str | Sequence[str] = "resid_post",
     reductions: Sequence[str] = REDUCTIONS,
     meta: Mapping[str, object] | pd.DataFrame | None = None,
+    chunk_tokens: int | None = 1024,
 ) -> SentenceActivations:
     """Per-sentence reductions of `hooks` for one trace.
 
@@ -142,12 +148,19 @@ def sentence_activations(
     non-overlapping; an empty range gives NaN rows). hooks: names / short name / glob (every match is
     collected; each must have a [batch, pos, d] activation). reductions: "mean" and / or "last".
     meta: columns added to every sentence row (a dict of scalars), or a DataFrame with one row per sentence.
+    chunk_tokens: positions per forward (chunked prefill through the KV cache, so attention never sees more
+    than [heads, chunk, T] scores at once); each chunk's activations are added into the per-sentence sums as
+    they arrive, so a sentence that straddles chunks gets the same mean and last token as in one pass.
+    None = the whole trace in one forward.
     """
     from thoughtlens.anchors.sentence_attention import check_token_ranges, sentence_weights
 
     bad = [r for r in reductions if r not in REDUCTIONS]
     if bad or not reductions:
         raise ConfigError(f"unknown reductions {bad or '[]'}: use any of {', '.join(REDUCTIONS)}")
+    if chunk_tokens is not None and (isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int)
+                                     or chunk_tokens < 1):
+        raise ConfigError(f"chunk_tokens must be a positive number of tokens or None (one pass), got {chunk_tokens!r}")
     names = model._select(hooks) if isinstance(hooks, str) else [n for h in hooks for n in model._select(h)]
     if any(n.endswith("hook_pattern") for n in names):
         raise HookError("attention patterns have no per-token vector: use thoughtlens.anchors.sentence_attention")
@@ -159,35 +172,54 @@ def sentence_activations(
     ranges = check_token_ranges(ranges, n_tok)
     last = max(b for _, b in ranges)
     weights = sentence_weights(ranges, last).to(model.device)  # [T, S]
-    last_idx = torch.tensor([max(b - 1, 0) for _, b in ranges], device=model.device)
+    last_idx = torch.tensor([max(b - 1, 0) for _, b in ranges], device=model.device)  # [S]
     empty = np.array([a == b for a, b in ranges])
-    out = {r: [None] * len(names) for r in reductions}
+    sums: dict[str, list[torch.Tensor | None]] = {r: [None] * len(names) for r in reductions}  # r -> [S, d] per hook
     index = {n: i for i, n in enumerate(names)}
     order = model.hook_names
     final = max(names, key=order.index)  # the last hook the forward reaches
+    step = last if chunk_tokens is None else chunk_tokens
+    window = {"start": 0, "end": last}  # the positions of the chunk being run
 
     def reduce(act: torch.Tensor, hook) -> None:
-        a = act[0].float().reshape(act.shape[1], -1)  # [T, d] (per-head hooks flattened)
-        i = index[hook.name]
-        if "mean" in out:
-            out["mean"][i] = (weights.T @ a).cpu().numpy()
-        if "last" in out:
-            out["last"][i] = a[last_idx].cpu().numpy()
+        a = act[0].float().reshape(act.shape[1], -1)  # [chunk, d] (per-head hooks flattened)
+        i, lo, hi = index[hook.name], window["start"], window["end"]
+        for r in reductions:
+            if sums[r][i] is None:
+                sums[r][i] = torch.zeros(len(ranges), a.shape[-1], device=a.device)
+        if "mean" in sums:
+            sums["mean"][i] += weights[lo:hi].T @ a  # [S, chunk] @ [chunk, d]: this chunk's share of each mean
+        if "last" in sums:
+            here = (last_idx >= lo) & (last_idx < hi)  # sentences whose last token is in this chunk
+            sums["last"][i][here] = a[last_idx[here] - lo]
         if hook.name == final:
             raise _Stop
 
-    try:
-        with torch.no_grad(), model.hooks([(n, reduce) for n in names]):
-            model.hf_model.base_model(input_ids=tokens[:, :last].to(model.device), use_cache=False)
-    except _Stop:
-        pass
-    widths = sorted({a.shape[-1] for a in out[reductions[0]]})
+    # The forward stops at the final hook, so layers past it never fill their cache, and never need to.
+    cache = DynamicCache() if step < last else None
+    decoder = model.hf_model.base_model
+    # transformers >= 5.20 names the KV cache argument `cache` (`past_key_values` is deprecated there)
+    cache_kw = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    with torch.no_grad(), model.hooks([(n, reduce) for n in names]):
+        for lo in range(0, last, step):
+            hi = min(lo + step, last)
+            window.update(start=lo, end=hi)
+            # positions explicit: when the final hook comes before layer 0's attention the cache stays empty
+            positions = torch.arange(lo, hi, device=model.device)[None]
+            try:
+                decoder(input_ids=tokens[:, lo:hi].to(model.device), position_ids=positions,
+                        use_cache=cache is not None, **{cache_kw: cache})
+            except _Stop:
+                pass
+            if cache is not None and cache.get_seq_length() != hi:
+                cache = None  # nothing before the final hook attends: the chunks are independent
+    widths = sorted({a.shape[-1] for a in sums[reductions[0]]})
     if len(widths) > 1:
         raise ConfigError(f"the hooks have different widths {widths}: collect hooks of one width per call "
                           "(e.g. the residual stream, attn_out and mlp_out together, mlp.hook_post apart)")
     values = {}
-    for r, arrays in out.items():
-        v = np.stack(arrays).astype(np.float32)  # [n_hooks, S, d]
+    for r, arrays in sums.items():
+        v = torch.stack(arrays).cpu().numpy().astype(np.float32)  # [n_hooks, S, d]
         v[:, empty] = np.nan
         values[r] = v
     rows = pd.DataFrame({"sentence_index": np.arange(len(ranges)), "tok_start": [a for a, _ in ranges],
@@ -209,13 +241,14 @@ def collect(
     hooks: str | Sequence[str] = "resid_post",
     reductions: Sequence[str] = REDUCTIONS,
     max_tokens: int | None = 4096,
+    chunk_tokens: int | None = 1024,
     cache_dir: str | Path | None = None,
     on_progress: ProgressFn | None = None,
 ) -> SentenceActivations:
     """Sentence activations of many traces. items: (trace_id, text, char spans, meta) per trace.
 
     cache_dir: one .npz per trace is written there and reused, so an interrupted collection resumes.
-    on_progress(1) after each trace.
+    on_progress(1) after each trace. chunk_tokens: as in `sentence_activations`.
     """
     parts = []
     for trace_id, text, spans, meta in items:
@@ -230,7 +263,8 @@ def collect(
             if isinstance(meta, pd.DataFrame):
                 meta = meta.iloc[keep].reset_index(drop=True)
             acts = sentence_activations(model, tokens, [ranges[i] for i in keep], hooks=hooks,
-                                        reductions=reductions, meta=meta)
+                                        reductions=reductions, meta=meta,
+                                        chunk_tokens=chunk_tokens)
             acts.meta["trace_id"] = trace_id
             acts.meta["sentence_index"] = keep
             if path is not None:
