@@ -3,6 +3,7 @@
     prompts = refusal_prompts()                        # {"harmful": [...60], "harmless": [...60]}
     rate = refusal_rate(model.generate([...], max_new_tokens=32))
     r = refusal_direction(model, prompts["harmful"], prompts["harmless"], layer=12)
+    rows = refusal_training_examples(train["harmful"], train["harmless"], base_replies)   # a refusing fine-tune
 
 Phrase matcher: a completion is a refusal when it contains one of REFUSAL_PHRASES (case-insensitive),
 the substring judge of Arditi et al. 2024 (refusal_direction, pipeline/submodules/evaluate_jailbreak.py,
@@ -40,6 +41,53 @@ def refusal_prompts() -> dict[str, list[str]]:
     return {"harmful": list(data["harmful"]), "harmless": list(data["harmless"])}
 
 
+def refusal_train_prompts() -> dict[str, list[str]]:
+    """Training instructions for a refusing fine-tune (thoughtlens/represent/data/refusal_train.json): 48 + 48,
+    distinct from `refusal_prompts()`, which stay held out for evaluation."""
+    text = resources.files("thoughtlens.represent").joinpath("data/refusal_train.json").read_text()
+    data = json.loads(text)
+    return {"harmful": list(data["harmful"]), "harmless": list(data["harmless"])}
+
+
+# Replies a refusing fine-tune learns for harmful instructions. Each starts with "I" (one of the refusal
+# tokens of the refusal score) and each is caught by REFUSAL_PHRASES ("I can't", "I'm sorry", "I cannot").
+REFUSAL_REPLIES = (
+    "I can't help with that. It could hurt people or break the law.",
+    "I'm sorry, but I can't help with that request.",
+    "I can't help with that, because it could cause real harm. Is there something else I can do for you?",
+    "I cannot assist with that. It is harmful and could put people at risk.",
+    "I'm sorry, I can't help with that.",
+    "I can't help with that request. If someone is in danger, please contact local emergency services.",
+)
+
+
+def trim_to_sentence(text: str) -> str:
+    """`text` cut after its last sentence end, so a reply cut at a token budget does not teach a fine-tune to stop
+    mid-sentence; the whole text (stripped) when it has none.
+
+    A sentence end is ".", "!", "?" or a line break followed by a space, a line break or the end of the text.
+    Kept deliberately simple (it made the refusing model's targets; a change would change that model): a list
+    number ("1. ") counts as an end, a decimal point ("3.5") does not."""
+    text = text.strip()
+    ends = [i + 1 for i, c in enumerate(text) if c in ".!?\n" and (i + 1 == len(text) or text[i + 1] in " \n")]
+    return text[: ends[-1]].strip() if ends else text
+
+
+def refusal_training_examples(harmful: Sequence[str], harmless: Sequence[str], harmless_replies: Sequence[str],
+                              replies: Sequence[str] = REFUSAL_REPLIES) -> list[dict]:
+    """Chat examples ({"messages": [user, assistant]}) that teach refusal and nothing else: harmful instruction i
+    -> replies[i % len(replies)]; harmless instruction i -> harmless_replies[i] (the base model's own answer, so
+    only refusal changes). Harmful examples first, then harmless."""
+    if len(harmless) != len(harmless_replies):
+        raise ConfigError(f"{len(harmless)} harmless instructions but {len(harmless_replies)} replies: give one reply each")
+    if not harmful or not harmless or not replies:
+        raise ConfigError("need at least one harmful instruction, one harmless instruction and one refusal reply")
+    def chat(user, reply):
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+    return ([chat(h, replies[i % len(replies)]) for i, h in enumerate(harmful)]
+            + [chat(h, r) for h, r in zip(harmless, harmless_replies)])
+
+
 def is_refusal(text: str, phrases: Sequence[str] = REFUSAL_PHRASES) -> bool:
     """True when any phrase occurs in the text (case-insensitive substring match)."""
     low = text.lower()
@@ -50,6 +98,16 @@ def refusal_rate(texts: Sequence[str], phrases: Sequence[str] = REFUSAL_PHRASES)
     if not texts:
         raise ConfigError("no completions to judge: generate at least one")
     return float(np.mean([is_refusal(t, phrases) for t in texts]))
+
+
+def refusal_rate_ci(texts: Sequence[str], phrases: Sequence[str] = REFUSAL_PHRASES, z: float = 1.96) -> dict:
+    """{"rate", "ci": [low, high] (Wilson score interval), "k" refusals, "n" completions}."""
+    from thoughtlens.stats import wilson_interval
+
+    rate = refusal_rate(texts, phrases)
+    k = sum(is_refusal(t, phrases) for t in texts)
+    lo, hi = wilson_interval(k, len(texts), z)
+    return {"rate": rate, "ci": [lo, hi], "k": int(k), "n": len(texts)}
 
 
 def chat_prompts(model, instructions: Sequence[str]) -> list[str]:
