@@ -10,8 +10,9 @@ With --floor (issue 18, P5 exact) it also times the method's token-work floor an
 cache, then, for the same batches of `batch_size` suppressed sentences j as the method, one forward of the
 tokens from the batch's earliest j to the last sentence's end on top of the cached prefix, at the same batch,
 with no suppression mask, no pattern hooks, no logits and no KL (`token_work_floor`). Everything the method does
-beyond that (masked attention, the logit/KL blocks) is overhead measured by the ratio. --skip-naive skips the
-S + 1 eager passes (long traces).
+beyond that (masked attention, the logit/KL blocks) is overhead measured by the ratio. The floor's forwards are
+timed interleaved with the method's batches (`interleaved_floor_run`), so that both see the same machine load,
+after an untimed warm-up forward. --skip-naive skips the S + 1 eager passes (long traces).
 
     python benchmarks/bench_suppression.py [--tokens 1024] [--min-sentences 40] [--batch-size 4] [--json out.json]
         [--floor] [--skip-naive] [--threads 2]
@@ -23,6 +24,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -65,23 +67,77 @@ def naive_matrix(eager_hf, tokens: torch.Tensor, ranges, temperature: float) -> 
     return out
 
 
+def _batches(ranges, batch_size: int) -> list[list[int]]:
+    """The rows j of the matrix in suppression_matrix's batches (rows with tokens and a later sentence with tokens)."""
+    rows = [j for j, (a, b) in enumerate(ranges) if b > a and any(d > c for c, d in ranges[j + 1 :])]
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def _floor_base(model, ids: torch.Tensor) -> list:
+    """The floor's base forward with cache; returns the per-layer (keys, values). ids: [1, T]."""
+    base = model.hf_model.base_model(input_ids=ids, use_cache=True)
+    return [(layer.keys, layer.values) for layer in base.past_key_values.layers]
+
+
+def _floor_batch(model, ids: torch.Tensor, kv: list, start: int, n: int) -> None:
+    """The floor's forward for one batch of n rows: ids[:, start:] x n on the cached prefix [0, start)."""
+    cache = DynamicCache(ddp_cache_data=[(k[..., :start, :].expand(n, -1, -1, -1),
+                                          v[..., :start, :].expand(n, -1, -1, -1)) for k, v in kv])
+    model.hf_model.base_model(input_ids=ids[:, start:].expand(n, -1), past_key_values=cache, use_cache=True)
+
+
 def token_work_floor(model, tokens: torch.Tensor, ranges, batch_size: int) -> float:
     """Seconds of the method's unavoidable decoder work (module docstring): the base forward with cache, then
     per batch of rows (as suppression_matrix batches them) a plain forward of tokens[start:last] x batch on the
     cached prefix [0, start). tokens: [T]."""
-    last = max(b for _, b in ranges)
-    ids = tokens[None, :last]
-    rows = [j for j, (a, b) in enumerate(ranges) if b > a and any(d > c for c, d in ranges[j + 1 :])]
+    ids = tokens[None, : max(b for _, b in ranges)]
     t0 = time.perf_counter()
     with torch.no_grad():
-        base = model.hf_model.base_model(input_ids=ids, use_cache=True)
-        kv = [(layer.keys, layer.values) for layer in base.past_key_values.layers]
-        for batch in (rows[i : i + batch_size] for i in range(0, len(rows), batch_size)):
-            start, n = ranges[batch[0]][0], len(batch)
-            cache = DynamicCache(ddp_cache_data=[(k[..., :start, :].expand(n, -1, -1, -1),
-                                                  v[..., :start, :].expand(n, -1, -1, -1)) for k, v in kv])
-            model.hf_model.base_model(input_ids=ids[:, start:].expand(n, -1), past_key_values=cache, use_cache=True)
+        kv = _floor_base(model, ids)
+        for batch in _batches(ranges, batch_size):
+            _floor_batch(model, ids, kv, ranges[batch[0]][0], len(batch))
     return time.perf_counter() - t0
+
+
+def interleaved_floor_run(model, tokens: torch.Tensor, ranges, batch_size: int, temperature: float):
+    """(matrix, method seconds, floor seconds) with the floor's work interleaved with the method's, batch by
+    batch: on a shared machine whose load drifts over minutes, back-to-back runs compare different machines.
+
+    The floor's base forward runs first; then, each time suppression_matrix reports a batch done (on_progress),
+    the floor's forward of that same batch runs and is timed on its own, and its seconds are taken out of the
+    method's wall time. Same work as `token_work_floor`. A running ratio goes to stderr after each batch (a run
+    cut short by a timeout still tells where it stood)."""
+    ids = tokens[None, : max(b for _, b in ranges)]
+    batches = _batches(ranges, batch_size)
+    skipped = len(ranges) - sum(len(b) for b in batches)
+    with torch.no_grad():  # warm-up, untimed: the first forwards of a process pay one-off set-up (seconds)
+        warm = _floor_base(model, ids[:, :256])
+        _floor_batch(model, ids[:, :256], warm, min(192, ids.shape[1] - 1), batch_size)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        kv = _floor_base(model, ids)
+    floor = [time.perf_counter() - t0]
+    state = {"done": 0, "skip": skipped}
+
+    def on_progress(n: int) -> None:
+        if state["skip"] and state["done"] == 0 and n == state["skip"]:  # the rows with nothing to compute
+            state["skip"] = 0
+            return
+        batch = batches[state["done"]]
+        t = time.perf_counter()
+        with torch.no_grad():
+            _floor_batch(model, ids, kv, ranges[batch[0]][0], len(batch))
+        floor.append(time.perf_counter() - t)
+        state["done"] += 1
+        method = time.perf_counter() - start - sum(floor[1:])
+        print(f"batch {state['done']}/{len(batches)}: method {method:.1f} s, floor {sum(floor):.1f} s, "
+              f"ratio so far {method / sum(floor):.3f}, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    matrix = suppression_matrix(model, tokens, ranges, temperature=temperature, batch_size=batch_size,
+                                on_progress=on_progress)
+    method = time.perf_counter() - start - sum(floor[1:])
+    return matrix, method, sum(floor)
 
 
 def main() -> None:
@@ -103,18 +159,23 @@ def main() -> None:
     tt = trace_tokens(model, trace, max_tokens=args.tokens)
     if len(tt.ranges) < args.min_sentences:
         raise SystemExit(f"only {len(tt.ranges)} sentences within {args.tokens} tokens: raise --tokens")
-    start = time.perf_counter()
-    fast = suppression_matrix(model, tt.tokens, tt.ranges, temperature=args.temperature, batch_size=args.batch_size)
-    t_fast = time.perf_counter() - start
+    load_start = os.getloadavg()[0]
+    if args.floor:
+        fast, t_fast, t_floor = interleaved_floor_run(model, tt.tokens, tt.ranges, args.batch_size, args.temperature)
+    else:
+        start = time.perf_counter()
+        fast = suppression_matrix(model, tt.tokens, tt.ranges, temperature=args.temperature, batch_size=args.batch_size)
+        t_fast = time.perf_counter() - start
     out = {
         "model": model.name, "dtype": "float32", "tokens": int(tt.tokens.shape[0]), "sentences": len(tt.ranges),
         "prompt_tokens": tt.ranges[0][0], "batch_size": args.batch_size, "threads": args.threads,
-        "load_1min": round(os.getloadavg()[0], 1), "seconds_cache_reuse": round(t_fast, 1),
+        "load_1min_start": round(load_start, 1), "load_1min": round(os.getloadavg()[0], 1),
+        "seconds_cache_reuse": round(t_fast, 1),
         "mean_effect": float(np.nanmean(fast)),
     }
     if args.floor:
-        t_floor = token_work_floor(model, tt.tokens, tt.ranges, args.batch_size)
-        out.update(seconds_floor=round(t_floor, 1), floor_ratio=round(t_fast / t_floor, 3), target_floor_ratio=1.1)
+        out.update(seconds_floor=round(t_floor, 1), floor_ratio=round(t_fast / t_floor, 3), target_floor_ratio=1.1,
+                   floor_timing="interleaved per batch")
     if not args.skip_naive:
         eager = copy.deepcopy(model.hf_model)
         eager.set_attn_implementation("eager")
