@@ -84,39 +84,34 @@ def _reference_direct_gap(ref, tokens, bias_keys: list[int], sentence: tuple[int
             h.remove()
 
 
+def _reference_value(proxy: str, ref, tokens, bias_keys: list[int], sentence: tuple[int, int]) -> np.ndarray:
+    """The per-token value the proxy reduces: 0.5 g^2 (token) or 0.5 (g / gap)^2 (nucleus_gap)."""
+    if proxy == "token":
+        return 0.5 * _reference_direct_tokens(ref, tokens, bias_keys, sentence) ** 2
+    g, gap = _reference_direct_gap(ref, tokens, bias_keys, sentence)
+    return 0.5 * (g / gap) ** 2
+
+
+@pytest.mark.parametrize("proxy", ["nucleus_gap", "token"])
 @pytest.mark.parametrize("reduction", ["paper", "raw"])
-def test_direct_grad_nucleus_gap_equals_per_token_autograd_of_the_gap(reduction):
+def test_direct_grad_equals_per_token_autograd_with_detached_keys_and_values(proxy, reduction):
     hf, ref = tiny_pair("llama")
     tokens = random_tokens(1, 40)[0]
     got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
-                                    proxy="nucleus_gap")
+                                    proxy=proxy)
     for j, k in [(0, 2), (0, 5), (2, 3), (3, 5), (4, 5)]:
-        g, gap = _reference_direct_gap(ref, tokens, list(range(*RANGES[j])), RANGES[k])
-        v = 0.5 * (g / gap) ** 2
+        v = _reference_value(proxy, ref, tokens, list(range(*RANGES[j])), RANGES[k])
         want = np.mean(np.log(v + 1e-9)) if reduction == "paper" else np.mean(v)
-        assert got[j, k] == pytest.approx(want, rel=1e-4, abs=1e-7), (j, k)
-    token = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
-                                      proxy="token")
-    assert not np.allclose(got[np.isfinite(got)], token[np.isfinite(token)])  # a different estimate
-    if reduction == "paper":  # the default proxy follows the reduction
-        default = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T)
-        np.testing.assert_array_equal(default, got)
-
-
-@pytest.mark.parametrize("reduction", ["paper", "raw"])
-def test_direct_grad_equals_per_token_autograd_with_detached_keys_and_values(reduction):
-    hf, ref = tiny_pair("llama")
-    tokens = random_tokens(1, 40)[0]
-    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
-                                    proxy="token")
-    for j, k in [(0, 2), (0, 5), (2, 3), (3, 5), (4, 5)]:
-        g = _reference_direct_tokens(ref, tokens, list(range(*RANGES[j])), RANGES[k])
-        kl = 0.5 * g**2
-        want = np.mean(np.log(kl + 1e-9)) if reduction == "paper" else np.mean(kl)
         assert got[j, k] == pytest.approx(want, rel=1e-4, abs=1e-7), (j, k)
     j, k = np.indices(got.shape)
     assert np.all(np.isnan(got[k <= j])) and np.all(np.isnan(got[1])) and np.all(np.isnan(got[:, 1]))
     assert np.all(np.isfinite(got[(k > j) & (j != 1) & (k != 1)]))
+    other = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
+                                      proxy="token" if proxy == "nucleus_gap" else "nucleus_gap")
+    assert not np.allclose(got[np.isfinite(got)], other[np.isfinite(other)])  # the two proxies differ
+    default = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction)
+    # the default proxy follows the reduction: nucleus_gap with the paper reduction, token with raw
+    assert np.array_equal(default, got, equal_nan=True) == ((proxy == "nucleus_gap") == (reduction == "paper"))
 
 
 def test_gradient_equals_autograd_through_an_explicit_attention_logit_bias():
