@@ -20,8 +20,8 @@ RANGES = [(3, 8), (8, 8), (9, 15), (15, 22), (24, 30), (30, 38)]  # sentence 1 h
 T = 0.6
 
 
-def _biased_token_logp(ref, tokens, bias_keys: list[int], sentence: tuple[int, int]):
-    """(log p of each token of `sentence` [d - c], b): b is added to the attention logits of `bias_keys` (every
+def _biased_logp(ref, tokens, bias_keys: list[int]):
+    """(log-probabilities [T, vocab] at temperature T, b): b is added to the attention logits of `bias_keys` (every
     layer, every head) through an explicit additive float mask on the independent eager copy."""
     n = tokens.shape[0]
     b = torch.zeros((), requires_grad=True)
@@ -30,7 +30,12 @@ def _biased_token_logp(ref, tokens, bias_keys: list[int], sentence: tuple[int, i
     causal = torch.ones(n, n, dtype=torch.bool).triu(1)
     mask = (col[None, :] * b).expand(n, n).masked_fill(causal, torch.finfo(torch.float32).min)
     logits = ref(tokens[None], attention_mask=mask[None, None]).logits[0]
-    logp = torch.log_softmax(logits / T, dim=-1)
+    return torch.log_softmax(logits / T, dim=-1), b
+
+
+def _biased_token_logp(ref, tokens, bias_keys: list[int], sentence: tuple[int, int]):
+    """(log p of each token of `sentence` [d - c], b), b as in _biased_logp."""
+    logp, b = _biased_logp(ref, tokens, bias_keys)
     c, d = sentence
     return logp[c - 1 : d - 1].gather(-1, tokens[c:d, None]).squeeze(-1), b
 
@@ -63,13 +68,7 @@ def _reference_direct_gap(ref, tokens, bias_keys: list[int], sentence: tuple[int
     hooks = [getattr(layer.self_attn, name).register_forward_hook(lambda _m, _i, o: o.detach())
              for layer in ref.model.layers for name in ("k_proj", "v_proj")]
     try:
-        n = tokens.shape[0]
-        b = torch.zeros((), requires_grad=True)
-        col = torch.zeros(n)
-        col[bias_keys] = 1.0
-        causal = torch.ones(n, n, dtype=torch.bool).triu(1)
-        mask = (col[None, :] * b).expand(n, n).masked_fill(causal, torch.finfo(torch.float32).min)
-        logp = torch.log_softmax(ref(tokens[None], attention_mask=mask[None, None]).logits[0] / T, dim=-1)
+        logp, b = _biased_logp(ref, tokens, bias_keys)
         grads, gaps = [], []
         for t in range(sentence[0] - 1, sentence[1] - 1):
             order = torch.argsort(logp[t].detach(), descending=True)
