@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/diff_figures.py planted    # KL, lens, swap, weights -> JSON, page, PNG
     OMP_NUM_THREADS=1 .venv/bin/python scripts/diff_figures.py steer      # steering sweep on the planted pair
+    .venv/bin/python scripts/diff_figures.py steer-increments --scales 1,1.5,2,2.5,3,4,8  # every fine-tuned layer at once
     OMP_NUM_THREADS=1 .venv/bin/python scripts/diff_figures.py thinking   # think-block rate + diff vs base
 
 Writes docs/figures/diff_planted.json, diff_planted.html, diff_swap.png (+ diff_swap.csv), diff_steer.json,
@@ -164,9 +165,51 @@ def thinking(n: int, max_new_tokens: int) -> None:
     _log("wrote diff_thinking.json")
 
 
+def steer_increments(scales: list[float], n: int) -> None:
+    """Exploration (docs/diffing.md): steer the base at every fine-tuned layer L (20-29) at once with the increment
+    of the pooled mean difference that layer L adds (diff[L] - diff[L-1], unnormalised: scale 1 = the fine-tune's
+    own average shift, introduced where the fine-tune introduces it). Scale chosen on TUNE_PROMPTS (n samples each),
+    then one run of 32 samples on TEST_PROMPTS."""
+    from contextlib import ExitStack
+
+    from thoughtlens.model.interventions import add_direction
+
+    base, ft = models.planted_pair()
+    pair = load_pair(base, ft)
+    diff = activation_difference(pair, read_corpus("neutral"), n_positions=16)
+    pooled = torch.stack([diff.pooled(L) for L in range(pair.n_layers)])  # [layer, d_model]
+    inc = torch.cat([pooled[:1], pooled[1:] - pooled[:-1]])  # [layer, d_model]: what each layer adds
+    first = models.PLANTED.first_trainable_layer
+
+    def sample(prompts: list[str], scale: float, count: int) -> list[str]:
+        texts = [pair.base.apply_chat_template(p) for p in prompts]
+        inputs = [texts[i % len(texts)] for i in range(count)]
+        torch.manual_seed(0)
+        out: list[str] = []
+        for start in range(0, count, 16):
+            with ExitStack() as stack:
+                for L in range(first, pair.n_layers) if scale else ():
+                    stack.enter_context(add_direction(pair.base, f"blocks.{L}.hook_resid_post", inc[L], scale=scale))
+                gen = pair.base.generate(inputs[start:start + 16], max_new_tokens=40, do_sample=True, temperature=1.0)
+            out += [gen] if isinstance(gen, str) else list(gen)
+        return out
+
+    out = {"layers": list(range(first, pair.n_layers)), "scales": scales, "n_samples": n, "tune": []}
+    for s in scales:
+        rate = sum(map(mentions_planted, sample(TUNE_PROMPTS, s, n))) / n
+        out["tune"].append({"scale": s, "rate": rate})
+        _log(f"increments x {s}: {rate:.2f} on the tuning prompts")
+    best = max(out["tune"], key=lambda r: r["rate"])["scale"]
+    steered, plain = sample(TEST_PROMPTS, best, 32), sample(TEST_PROMPTS, 0.0, 32)
+    out["test"] = {"scale": best, "rate_steered": sum(map(mentions_planted, steered)) / 32,
+                   "rate_plain": sum(map(mentions_planted, plain)) / 32, "examples": steered[:6]}
+    _log(f"test: {out['test']['rate_steered']} steered vs {out['test']['rate_plain']} plain at scale {best}")
+    (FIG / "diff_steer_increments.json").write_text(json.dumps(out, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["planted", "steer", "thinking"])
+    ap.add_argument("part", choices=["planted", "steer", "steer-increments", "thinking"])
     ap.add_argument("--layers", default="20,24", help="steer: layers to try")
     ap.add_argument("--scales", default="0.5,1,2", help="steer: scales to try")
     ap.add_argument("-n", type=int, default=16, help="steer: samples per setting while tuning; thinking: samples")
@@ -177,6 +220,8 @@ def main() -> None:
         planted()
     elif args.part == "steer":
         steer([int(x) for x in args.layers.split(",")], [float(x) for x in args.scales.split(",")], args.n)
+    elif args.part == "steer-increments":
+        steer_increments([float(x) for x in args.scales.split(",")], args.n)
     else:
         thinking(args.n, args.max_new_tokens)
 
