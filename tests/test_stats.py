@@ -162,3 +162,22 @@ def test_wilson_and_newcombe_reproduce_the_published_examples():
     lo, hi = newcombe_interval(np.array([56, 5]), np.array([70, 9]), np.array([48, 0]), np.array([80, 0]))
     assert (lo[0], hi[0]) == pytest.approx(newcombe_interval(56, 70, 48, 80))
     assert (lo[1], hi[1]) == pytest.approx(newcombe_interval(5, 9, 0, 0))
+
+
+def test_group_resamples_draws_whole_groups_with_replacement():
+    from thoughtlens.stats import group_resamples
+
+    groups = np.array(["a", "a", "b", "c", "c", "c"])
+    sizes = {"a": 2, "b": 1, "c": 3}
+    draws = list(group_resamples(groups, 200, seed=0))
+    assert len(draws) == 200
+    seen = set()
+    for rows in draws:
+        drawn = groups[rows]
+        # every drawn group comes with all its rows: the count of each label is a multiple of its size
+        assert all(np.sum(drawn == g) % sizes[g] == 0 for g in sizes)
+        assert sum(np.sum(drawn == g) // sizes[g] for g in sizes) == 3  # 3 groups drawn
+        seen.add(tuple(sorted(rows)))
+    assert len(seen) > 5  # with replacement: many different resamples, not one permutation
+    again = list(group_resamples(groups, 200, seed=0))
+    assert all(np.array_equal(x, y) for x, y in zip(draws, again))  # seeded

@@ -8,6 +8,8 @@
 - `cohens_d`, `hedges_g`, `cliffs_delta`: effect sizes.
 - `wilson_interval` / `newcombe_interval`: CIs of a proportion and of a difference of two proportions
   (elementwise over arrays), used by the rollout budget, the transplant curve and steering effects.
+- `group_resamples`: row indices of a cluster bootstrap that resamples whole groups (problems), used by the
+  probes' and directions' held-out CIs.
 
 Data layout: `per_trace` is a list with one 1-D array per trace: `per_trace[t]: [n_sentences_t]`.
 An empty array means the trace has no value for this variable; it is not drawn as a contributor.
@@ -296,3 +298,13 @@ def newcombe_interval(k1, n1, k0, n0, z: float = 1.96):
     lo = np.clip(d - np.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2), -1, 1)
     hi = np.clip(d + np.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2), -1, 1)
     return (float(lo), float(hi)) if lo.ndim == 0 else (lo, hi)
+
+
+def group_resamples(groups: np.ndarray, n_boot: int, seed: int):
+    """Yield `n_boot` row-index arrays, each the rows of len(unique groups) groups drawn with replacement
+    (a cluster bootstrap: rows of one group always travel together). groups: [n_rows]."""
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(groups)
+    rows = {g: np.flatnonzero(groups == g) for g in uniq}
+    for _ in range(n_boot):
+        yield np.concatenate([rows[g] for g in rng.choice(uniq, len(uniq))])

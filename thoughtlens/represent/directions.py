@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from thoughtlens.errors import ConfigError
+from thoughtlens.stats import group_resamples
 
 METHODS = ("diff_in_means", "pca", "probe")
 
@@ -162,12 +163,8 @@ def held_out_auroc(X, y, groups, *, method: str = "diff_in_means", n_splits: int
     ok = np.isfinite(scores)
     s, t, g = scores[ok], y[ok], groups[ok]
     est = auroc(s[t], s[~t])
-    rng = np.random.default_rng(seed)
-    uniq = np.unique(g)
-    idx = {u: np.flatnonzero(g == u) for u in uniq}
     draws = []
-    for _ in range(n_boot):
-        rows = np.concatenate([idx[u] for u in rng.choice(uniq, len(uniq))])
+    for rows in group_resamples(g, n_boot, seed):
         if t[rows].any() and not t[rows].all():
             draws.append(auroc(s[rows][t[rows]], s[rows][~t[rows]]))
     lo, hi = (np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan))

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from thoughtlens.errors import ConfigError
+from thoughtlens.stats import group_resamples
 
 TASKS = ("classify", "regress")
 
@@ -95,13 +96,7 @@ def _score(task: str, y, pred) -> float:
 
 def _group_ci(task: str, y, pred, groups, n_boot: int, seed: int, confidence: float = 0.95) -> tuple[float, float]:
     """Percentile CI of the score, resampling groups (problems) with replacement."""
-    rng = np.random.default_rng(seed)
-    uniq = np.unique(groups)
-    rows = {g: np.flatnonzero(groups == g) for g in uniq}
-    draws = []
-    for _ in range(n_boot):
-        idx = np.concatenate([rows[g] for g in rng.choice(uniq, len(uniq))])
-        draws.append(_score(task, y[idx], pred[idx]))
+    draws = [_score(task, y[idx], pred[idx]) for idx in group_resamples(groups, n_boot, seed)]
     lo, hi = np.nanpercentile(draws, [50 * (1 - confidence), 50 * (1 + confidence)])
     return float(lo), float(hi)
 
