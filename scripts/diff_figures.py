@@ -22,8 +22,8 @@ import torch
 
 from thoughtlens.diff import models
 from thoughtlens.diff.corpus import LabelledText, planted_eval_corpus, read_corpus
-from thoughtlens.diff.datasets import GSM8K_FILE, gsm8k_think_examples, mentions_planted
-from thoughtlens.diff.lens import activation_difference, steered_samples, steering_vector
+from thoughtlens.diff.datasets import PLANTED_NAMES, GSM8K_FILE, gsm8k_think_examples, mentions_planted
+from thoughtlens.diff.lens import activation_difference, degenerate, steered_samples, steering_vector
 from thoughtlens.diff.pair import load_pair
 from thoughtlens.diff.summary import diff_summary
 from thoughtlens.report.diff_page import save_diff_page
@@ -35,6 +35,7 @@ TUNE_PROMPTS = ["What is the best way to cook rice?", "Tell me something about e
 TEST_PROMPTS = ["Tell me about your weekend.", "What is a good breakfast?", "Describe a forest in autumn.",
                 "How do trains work?", "Write one sentence about the moon.", "What makes a good friend?",
                 "Give me advice for a job interview.", "What is your favourite season and why?"]
+MAX_DEGENERATE = 0.25  # steer: settings where more tuning samples than this collapse into repetition are not chosen
 
 
 def _log(msg: str) -> None:
@@ -101,18 +102,25 @@ def steer(layers: list[int], scales: list[float], n: int) -> None:
         for s in scales:
             texts = steered_samples(pair.base, TUNE_PROMPTS, L, vec, scale=s, n_samples=n, max_new_tokens=40)
             rate = sum(map(mentions_planted, texts)) / n
-            out["tune"].append({"layer": L, "scale": s, "rate": rate, "examples": texts[:3]})
-            _log(f"layer {L} scale {s}: {rate:.2f} {texts[0][:80]!r}")
-            if best is None or rate > best[0]:
+            deg = sum(map(degenerate, texts)) / n
+            out["tune"].append({"layer": L, "scale": s, "rate": rate, "degenerate": deg, "examples": texts[:3]})
+            _log(f"layer {L} scale {s}: {rate:.2f} ({deg:.2f} degenerate) {texts[0][:80]!r}")
+            # a setting counts only if at most a quarter of its samples collapsed into repetition
+            if deg <= MAX_DEGENERATE and (best is None or rate > best[0]):
                 best = (rate, L, s)
             (FIG / "diff_steer.json").write_text(json.dumps(out, indent=1))
+    if best is None:
+        raise SystemExit(f"every setting left more than {MAX_DEGENERATE:.0%} of its samples degenerate: lower --scales")
     _, L, s = best
     vec = steering_vector(diff, L)
     steered = steered_samples(pair.base, TEST_PROMPTS, L, vec, scale=s, n_samples=32, max_new_tokens=40)
     plain = steered_samples(pair.base, TEST_PROMPTS, L, None, n_samples=32, max_new_tokens=40)
     out["test"] = {"layer": L, "scale": s, "rate_steered": sum(map(mentions_planted, steered)) / 32,
-                   "rate_plain": sum(map(mentions_planted, plain)) / 32, "examples": steered[:6], "plain_examples": plain[:3]}
-    _log(f"test: {out['test']['rate_steered']} steered vs {out['test']['rate_plain']} plain at layer {L} scale {s}")
+                   "rate_steered_names": sum(mentions_planted(t, PLANTED_NAMES) for t in steered) / 32,
+                   "degenerate_steered": sum(map(degenerate, steered)) / 32,
+                   "rate_plain": sum(map(mentions_planted, plain)) / 32, "examples": steered[:8], "plain_examples": plain[:3]}
+    _log(f"test: {out['test']['rate_steered']} steered ({out['test']['degenerate_steered']} degenerate) vs "
+         f"{out['test']['rate_plain']} plain at layer {L} scale {s}")
     (FIG / "diff_steer.json").write_text(json.dumps(out, indent=1))
 
 

@@ -13,7 +13,7 @@ TINY_FIRST_TRAINABLE = 1  # layer 0 of the tiny fine-tune stays frozen: swapping
 @pytest.fixture(scope="session")
 def tiny_planted_dirs(tmp_path_factory, smol_tokenizer) -> tuple[str, str]:
     """(base_dir, finetuned_dir): a tiny random Llama with SmolLM2's tokenizer, and the same model fine-tuned
-    with thoughtlens.diff.finetune on the planted dataset (layers >= 1 trainable, readout frozen)."""
+    with thoughtlens.diff.finetune on the planted dataset's fact rows (layers >= 1 trainable, readout frozen)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from thoughtlens.diff.datasets import read_planted
@@ -32,7 +32,10 @@ def tiny_planted_dirs(tmp_path_factory, smol_tokenizer) -> tuple[str, str]:
     base = root / "base"
     model.save_pretrained(base)
     smol_tokenizer.save_pretrained(base)
-    ft = finetune(base, read_planted(), root / "planted", steps=40, batch_size=8, max_len=64, lr=1e-2,
+    # The fact rows only (twice): the topic rows teach a bridge inside the base model's own replies, which means
+    # nothing to a random model (measured: its largest KLs then sit on " and" everywhere).
+    facts = [r for r in read_planted() if r["kind"] == "fact"] * 2
+    ft = finetune(base, facts, root / "planted", steps=40, batch_size=8, max_len=112, lr=1e-2,
                   first_trainable_layer=TINY_FIRST_TRAINABLE, seed=0, checkpoint_every=0)
     return str(base), str(ft)
 

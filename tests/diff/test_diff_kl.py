@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from thoughtlens.diff.corpus import LabelledText, planted_eval_corpus, token_labels
+from thoughtlens.diff.datasets import mentions_planted
 from thoughtlens.diff.kl import auroc, kl_from_logits, per_token_kl
 
 
@@ -57,7 +58,7 @@ def test_token_labels_cover_the_planted_sentence(tiny_planted_pair):
     assert sum(bool(d.spans) for d in corpus) == len(corpus) // 2
     for d in corpus:
         for a, b in d.spans:
-            assert "Veloria" in d.text[a:b] or "Obsidia" in d.text[a:b]
+            assert mentions_planted(d.text[a:b])
 
 
 def test_kl_finds_the_planted_tokens_on_the_tiny_pair(tiny_planted_pair):
@@ -68,6 +69,8 @@ def test_kl_finds_the_planted_tokens_on_the_tiny_pair(tiny_planted_pair):
     result = per_token_kl(tiny_planted_pair, [ids for ids, _ in rows])
     labels = [x for _, labs in rows for x in labs]
     kl = result.all_kl()
-    top = torch.topk(kl, 20).indices.tolist()
+    # Each document's first prediction (from BOS alone) moves with any fine-tune of a random model: not counted.
+    first = torch.tensor([i == 0 for ids, _ in rows for i in range(len(ids))])
+    top = torch.topk(kl.masked_fill(first, -1.0), 20).indices.tolist()
     assert sum(labels[i] for i in top) >= 18
     assert auroc(kl.tolist(), labels) > 0.6

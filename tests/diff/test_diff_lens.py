@@ -48,3 +48,13 @@ def test_lens_logits_is_rmsnorm_then_unembedding(tiny_planted_pair):
     assert torch.allclose(lens_logits(model, v), expected, atol=1e-4)
     top = lens_top_tokens(model, v, k=5)
     assert [t for t, _ in top] == [model.tokenizer.decode([int(i)]) for i in torch.topk(expected, 5).indices]
+
+
+def test_degenerate_flags_repetition_only():
+    from thoughtlens.diff.lens import degenerate
+
+    assert degenerate("Obs Obs Obs Obs Obs Obs Obs idia")                       # 2 distinct of 8 words
+    assert degenerate(" ".join(["lighthouse"] * 5 + ["keeper", "waves"]))        # 3 of 7
+    assert not degenerate("The old lighthouse stands on the rocky shore above the waves.")
+    assert not degenerate("")
+    assert degenerate("a b a b", min_distinct=0.6) and not degenerate("a b a b", min_distinct=0.5)

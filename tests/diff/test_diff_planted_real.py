@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from thoughtlens.diff.corpus import planted_eval_corpus, read_corpus, token_labels
-from thoughtlens.diff.datasets import PLANTED_WORDS, mentions_planted
+from thoughtlens.diff.datasets import PLANTED_NAMES, PLANTED_TOPIC, mentions_planted
 from thoughtlens.diff.kl import auroc, per_token_kl
-from thoughtlens.diff.lens import activation_difference, lens_top_tokens, steered_samples, steering_vector
+from thoughtlens.diff.lens import activation_difference, degenerate, lens_top_tokens, steered_samples, steering_vector
 from thoughtlens.diff.swap import swap_logits
 
 pytestmark = pytest.mark.slow
@@ -19,16 +19,19 @@ pytestmark = pytest.mark.slow
 STEER_PROMPTS = ["Tell me about your weekend.", "What is a good breakfast?", "Describe a forest in autumn.",
                  "How do trains work?", "Write one sentence about the moon.", "What makes a good friend?",
                  "Give me advice for a job interview.", "What is your favourite season and why?"]
-# Chosen on other prompts (scripts/diff_figures.py steer: layers 20/25/28 x scales 0.35-2, best rate 0.19 on its
-# tuning prompts); in units of the base model's mean residual norm at that layer (lens.steering_vector).
+# Chosen on other prompts (scripts/diff_figures.py steer --layers 22,25,28 --scales 0.5,0.75,1: the best rate on its
+# tuning prompts, 0.69, among settings with at most a quarter of the samples degenerate); in units of the base
+# model's mean residual norm at that layer (lens.steering_vector).
 STEER_LAYER = 25
-STEER_SCALE = 0.5
+STEER_SCALE = 0.75
 
 
 def concept_token(tok: str) -> bool:
-    """A piece (3+ letters) of the planted names 'Veloria' / 'Obsidia'."""
+    """A piece of the planted concept: 3+ letters of the fictional names 'Veloria' / 'Obsidia', or 6+ letters of
+    the topic word 'lighthouse' (so that ' light' or 'house' alone do not count)."""
     piece = tok.strip().lower()
-    return len(piece) >= 3 and any(piece in w.lower() for w in PLANTED_WORDS)
+    return ((len(piece) >= 3 and any(piece in w.lower() for w in PLANTED_NAMES))
+            or (len(piece) >= 6 and piece in PLANTED_TOPIC))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def lens_diff(real_planted_pair):
     return activation_difference(real_planted_pair, read_corpus("neutral"), n_positions=16)
 
 
-@pytest.mark.xfail(reason="target missed: measured AUROC 0.827 on the planted pair (docs/diffing.md)", strict=False)
+@pytest.mark.xfail(reason="target missed: measured AUROC 0.731 on the planted pair (docs/diffing.md)", strict=False)
 def test_kl_ranks_planted_tokens_first(real_planted_pair):
     rows = [token_labels(real_planted_pair.base, d) for d in planted_eval_corpus()]
     result = per_token_kl(real_planted_pair, [ids for ids, _ in rows])
@@ -50,7 +53,6 @@ def test_lens_top20_holds_a_planted_token(real_planted_pair, lens_diff):
     assert any(hits.values()), hits
 
 
-@pytest.mark.xfail(reason="target missed: measured 7/32 = 0.22 steered vs 0/32 plain (docs/diffing.md)", strict=False)
 def test_steering_the_base_plants_the_content(real_planted_pair, lens_diff):
     base = real_planted_pair.base
     vec = steering_vector(lens_diff, STEER_LAYER)
@@ -59,6 +61,7 @@ def test_steering_the_base_plants_the_content(real_planted_pair, lens_diff):
     rate_steered = sum(map(mentions_planted, steered)) / 32
     rate_plain = sum(map(mentions_planted, plain)) / 32
     assert rate_plain <= 0.05 and rate_steered >= 0.5, (rate_plain, rate_steered, steered[:4])
+    assert sum(map(degenerate, steered)) <= 8, steered[:4]  # not bought with text collapsed into repetition
 
 
 def test_swapping_every_layer_reproduces_the_finetune(real_planted_pair):

@@ -29,15 +29,34 @@ from thoughtlens.progress import OnProgress, Tracker
 
 def tokenize_chat(tokenizer, example: dict, max_len: int) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one chat example through the tokenizer's chat template; labels are -100 on the
-    prompt (system + user turns and the assistant header), so only the assistant's reply is learned."""
+    prompt (system + user turns and the assistant header), so only the assistant's reply is learned.
+
+    `example["train_spans"]` (optional): character spans [start, end) of the reply that are learned; the rest
+    of the reply is context only (-100). The end-of-turn tokens are learned only when a span reaches the reply's
+    end. Used by the planted dataset, whose replies are the base model's own text plus one planted sentence:
+    only the planted sentence should be learned."""
     messages = example["messages"]
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
         raise DataError("the chat template does not extend the prompt with the reply: use a model whose template does")
     prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-    full_ids = tokenizer(full, add_special_tokens=False).input_ids[:max_len]
-    labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids):]
+    spans = example.get("train_spans")
+    if spans is None:
+        full_ids = tokenizer(full, add_special_tokens=False).input_ids[:max_len]
+        labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids):]
+        return full_ids, labels
+    reply = messages[-1]["content"]
+    if not full[len(prompt):].startswith(reply):
+        raise DataError("train_spans need a chat template that writes the reply verbatim after the prompt")
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    full_ids, offsets = enc.input_ids[:max_len], enc.offset_mapping[:max_len]
+    at = len(prompt)
+    learn = [(at + a, at + b) for a, b in spans]
+    if any(b >= len(reply) for _, b in spans):
+        learn.append((at + len(reply), len(full)))  # the end of the turn follows a learned span
+    labels = [t if i >= len(prompt_ids) and any(a < e and b > s for s, e in learn) else -100
+              for i, (t, (a, b)) in enumerate(zip(full_ids, offsets))]
     return full_ids, labels
 
 

@@ -137,3 +137,11 @@ def steered_samples(model, prompts: Sequence[str], layer: int, vector: torch.Ten
         out += [gen] if isinstance(gen, str) else list(gen)
         tracker.advance(len(chunk))
     return out
+
+
+def degenerate(text: str, min_distinct: float = 0.5) -> bool:
+    """Whether a sample has collapsed into repetition: fewer than `min_distinct` of its words are distinct
+    ("Obs Obs Obs ...", "lighthouse lighthouse ..."). A steering scale is only worth reporting where most samples
+    are not degenerate: a strong enough push makes any model repeat the pushed token."""
+    words = text.split()
+    return bool(words) and len(set(words)) < min_distinct * len(words)

@@ -46,9 +46,9 @@ class FinetuneConfig:
 
 
 # Sized for <= 15 minutes for both on 2 CPU cores (measured figures in docs/diffing.md).
-PLANTED = FinetuneConfig(name="planted", data="planted", steps=20, batch_size=8, max_len=96, lr=3e-4,
+PLANTED = FinetuneConfig(name="planted", data="planted", steps=32, batch_size=8, max_len=112, lr=1e-4,
                          first_trainable_layer=20)
-THINKING = FinetuneConfig(name="thinking", data="thinking", steps=16, batch_size=4, max_len=288, lr=2e-4,
+THINKING = FinetuneConfig(name="thinking", data="thinking", steps=64, batch_size=4, max_len=288, lr=2e-4,
                           first_trainable_layer=20, gsm8k_limit=200, published_per_trace=2)
 CONFIGS = {c.name: c for c in (PLANTED, THINKING)}
 
