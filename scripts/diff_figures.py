@@ -121,6 +121,17 @@ def steer(layers: list[int], scales: list[float], n: int) -> None:
                    "rate_plain": sum(map(mentions_planted, plain)) / 32, "examples": steered[:8], "plain_examples": plain[:3]}
     _log(f"test: {out['test']['rate_steered']} steered ({out['test']['degenerate_steered']} degenerate) vs "
          f"{out['test']['rate_plain']} plain at layer {L} scale {s}")
+    if models.is_built(models.THINKING):
+        # Control: another fine-tune's difference (the thinking pair, same base, same layers trained), rescaled the
+        # same way, at the same layer and scale. Any push of this size could bring out a token the lens of every
+        # fine-tune here favours ("ighthouse" also shows in the thinking pair's lens): the rate must come from the
+        # planted difference, not from the push.
+        other = load_pair(*models.thinking_pair())
+        odiff = activation_difference(other, read_corpus("neutral"), n_positions=16)
+        ctrl = steered_samples(pair.base, TEST_PROMPTS, L, steering_vector(odiff, L), scale=s, n_samples=32, max_new_tokens=40)
+        out["test"]["rate_control_thinking_diff"] = sum(map(mentions_planted, ctrl)) / 32
+        out["test"]["control_examples"] = ctrl[:3]
+        _log(f"control (thinking pair's difference): {out['test']['rate_control_thinking_diff']}")
     (FIG / "diff_steer.json").write_text(json.dumps(out, indent=1))
 
 
