@@ -14,8 +14,13 @@ beyond that (masked attention, the logit/KL blocks) is overhead measured by the 
 timed interleaved with the method's batches (`interleaved_floor_run`), so that both see the same machine load,
 after an untimed warm-up forward. --skip-naive skips the S + 1 eager passes (long traces).
 
+With --breakdown it splits the method's per-batch time into its parts on every --every-th batch, each timed on
+its own next to the floor's forward of the same batch: the suppressed forward (masked attention), the logit/KL
+rows, and inside those the unembedding alone (full-vocabulary logits, which the paper's nucleus needs at every
+position after the suppressed sentence). It prints each as a fraction of the floor.
+
     python benchmarks/bench_suppression.py [--tokens 1024] [--min-sentences 40] [--batch-size 4] [--json out.json]
-        [--floor] [--skip-naive] [--threads 2]
+        [--floor] [--skip-naive] [--threads 2] [--breakdown [--every 3]]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 from transformers import DynamicCache
 
 import thoughtlens
+from thoughtlens.anchors import suppression as supp
 from thoughtlens.anchors.suppression import suppression_matrix
 from thoughtlens.anchors.white_box import load_trace_file, trace_tokens
 
@@ -140,6 +146,45 @@ def interleaved_floor_run(model, tokens: torch.Tensor, ranges, batch_size: int, 
     return matrix, method, sum(floor)
 
 
+def breakdown(model, tokens: torch.Tensor, ranges, batch_size: int, temperature: float, every: int = 3) -> dict:
+    """Seconds of the method's parts on every `every`-th batch (suppression_matrix's own steps, called one by one,
+    each timed on its own), with the floor's forward of the same batches: {floor, suppressed_forward, kl_rows,
+    unembedding, base_nuclei, batches}. The unembedding is timed separately on the same hidden states (kl_rows
+    includes it)."""
+    ids = tokens[None, : max(b for _, b in ranges)]
+    last = ids.shape[1]
+    batches = _batches(ranges, batch_size)[::every]
+    out = dict.fromkeys(("floor", "suppressed_forward", "kl_rows", "unembedding"), 0.0)
+    with torch.no_grad():
+        kv = _floor_base(model, ids)
+        _floor_batch(model, ids, kv, ranges[batches[0][0]][0], len(batches[0]))  # warm-up, untimed
+        hidden_base = model.hf_model.base_model(input_ids=ids).last_hidden_state
+        target = supp._sentence_of_token(ranges, last)
+        base_from = ranges[batches[0][0]][1] - 1
+        t = time.perf_counter()
+        nuclei = supp._base_nuclei(model, hidden_base, base_from, last - 1, temperature, 0.9999, 128)
+        out["base_nuclei"] = time.perf_counter() - t
+        for batch in batches:
+            start = ranges[batch[0]][0]
+            t = time.perf_counter()
+            _floor_batch(model, ids, kv, start, len(batch))
+            out["floor"] += time.perf_counter() - t
+            t = time.perf_counter()
+            hidden = supp._suppressed_hidden(model, ids, kv, start, [ranges[j] for j in batch], None)
+            out["suppressed_forward"] += time.perf_counter() - t
+            t = time.perf_counter()
+            supp._kl_rows(model, hidden, hidden_base, start, batch, ranges, target, temperature, 128, "paper", 0.9999,
+                          nuclei, base_from)
+            out["kl_rows"] += time.perf_counter() - t
+            need = max(min(ranges[j][1] - 1 for j in batch), start)
+            t = time.perf_counter()
+            for p0 in range(need, last - 1, 128):
+                supp._logits(model, hidden[:, p0 - start : min(p0 + 128, last - 1) - start])
+            out["unembedding"] += time.perf_counter() - t
+    out["batches"] = len(batches)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=1024)
@@ -151,6 +196,8 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true", help="also time the token-work floor (P5 exact)")
     ap.add_argument("--skip-naive", action="store_true", help="skip the S + 1 eager passes")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--breakdown", action="store_true", help="time the method's parts against the floor, then stop")
+    ap.add_argument("--every", type=int, default=3, help="--breakdown: time every n-th batch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -160,6 +207,16 @@ def main() -> None:
     if len(tt.ranges) < args.min_sentences:
         raise SystemExit(f"only {len(tt.ranges)} sentences within {args.tokens} tokens: raise --tokens")
     load_start = os.getloadavg()[0]
+    if args.breakdown:
+        parts = breakdown(model, tt.tokens, tt.ranges, args.batch_size, args.temperature, args.every)
+        f = parts["floor"]
+        print(json.dumps({k: round(v, 2) for k, v in parts.items()} | {"tokens": int(tt.tokens.shape[0]),
+                         "sentences": len(tt.ranges), "load_1min": round(os.getloadavg()[0], 1)}, indent=2))
+        print(f"per {parts['batches']} batches, as a fraction of the floor's forward ({f:.1f} s): suppressed forward "
+              f"{parts['suppressed_forward'] / f:.3f}, logit/KL rows {parts['kl_rows'] / f:.3f} (of which the "
+              f"unembedding alone {parts['unembedding'] / f:.3f}); method / floor for these batches "
+              f"{(parts['suppressed_forward'] + parts['kl_rows']) / f:.3f}; base nuclei once {parts['base_nuclei']:.1f} s")
+        return
     if args.floor:
         fast, t_fast, t_floor = interleaved_floor_run(model, tt.tokens, tt.ranges, args.batch_size, args.temperature)
     else:
