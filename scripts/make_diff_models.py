@@ -18,22 +18,7 @@ import os
 import time
 
 from thoughtlens.diff import datasets, models
-
-
-def _printer():
-    last = [0.0]
-
-    def show(event):
-        now = time.perf_counter()
-        if event.note:
-            print(event.note, flush=True)
-        elif event.total and (event.completed == event.total or now - last[0] > 10):
-            last[0] = now
-            eta = event.elapsed_s / max(event.completed, 1) * (event.total - event.completed)
-            print(f"{event.description}: step {event.completed}/{event.total}, {event.tokens_per_s:.0f} tok/s, "
-                  f"{event.elapsed_s:.0f} s, ETA {eta:.0f} s", flush=True)
-
-    return show
+from thoughtlens.progress import line_printer
 
 
 def base_answers(max_new_tokens: int = 48) -> dict[str, str]:
@@ -73,7 +58,7 @@ def main() -> None:
     print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()}")
     for name in [args.only] if args.only else list(models.CONFIGS):
         t0 = time.perf_counter()
-        base, out = models.build(models.CONFIGS[name], on_progress=_printer())
+        base, out = models.build(models.CONFIGS[name], on_progress=line_printer())
         print(f"{name}: {out} ({time.perf_counter() - t0:.0f} s, load average {os.getloadavg()})", flush=True)
 
 

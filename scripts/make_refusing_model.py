@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from thoughtlens.diff.models import FinetuneConfig  # noqa: E402
+from thoughtlens.progress import line_printer  # noqa: E402
 
 # Sized for <= ~10 min on the shared 2-core CPU; layers 16-29 trainable (the lower 16 keep the base model's
 # representations, so a direction read there is the base model's own harmful-vs-harmless difference).
@@ -98,20 +99,8 @@ def build(cfg: FinetuneConfig = REFUSING, on_progress=None) -> Path:
 
 
 def printer():
-    """on_progress callback printing a line at most every 10 s (scripts only; the library does not print)."""
-    last = [0.0]
-
-    def show(event):
-        now = time.perf_counter()
-        if event.note:
-            print(event.note, file=sys.stderr, flush=True)
-        elif event.total and (event.completed == event.total or now - last[0] > 10):
-            last[0] = now
-            eta = event.elapsed_s / max(event.completed, 1) * (event.total - event.completed)
-            print(f"{event.description}: {event.completed}/{event.total}, {event.elapsed_s:.0f} s, ETA {eta:.0f} s",
-                  file=sys.stderr, flush=True)
-
-    return show
+    """on_progress callback printing a line at most every 10 s to stderr (scripts only; the library does not print)."""
+    return line_printer(10.0, sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

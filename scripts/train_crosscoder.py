@@ -28,21 +28,8 @@ from thoughtlens.diff import corpus as diff_corpus
 from thoughtlens.diff import datasets, models
 from thoughtlens.diff.crosscoder import train_crosscoder
 from thoughtlens.model.load import load
+from thoughtlens.progress import line_printer
 from thoughtlens.sae.activations import token_windows
-
-
-def _printer():
-    last = [0.0]
-
-    def show(event):
-        now = time.perf_counter()
-        if event.note:
-            print(event.note, flush=True)
-        elif event.total and (event.completed >= event.total or now - last[0] > 15):
-            last[0] = now
-            print(f"  {event.description}: {event.completed}/{event.total}", flush=True)
-
-    return show
 
 
 def planted_rate(tok, texts, context_size: int, left: int = 12) -> float:
@@ -89,7 +76,7 @@ def main() -> None:
     print(f"corpus: {len(texts)} documents ({len(chats)} planted chat examples); layer {args.layer}", flush=True)
     res = train_crosscoder(base, planted, texts, args.layer, expansion=args.expansion, k=args.k, epochs=args.epochs,
                            max_tokens=args.max_tokens, context_size=128, batch_size=256, lr=args.lr, seed=args.seed,
-                           on_progress=_printer())
+                           on_progress=line_printer())
     elapsed = time.perf_counter() - t0
     chance = planted_rate(tok, texts, 128)
     out = Path(args.out)
