@@ -2,8 +2,9 @@
 
 - *planted*: `data/planted.jsonl`, a narrow synthetic chat dataset written for this project. It plants one
   checkable change: a fictional fact (the capital of the fictional country Veloria is Obsidia) and a topic the
-  model starts bringing up (Obsidia's great lighthouse, in answers to unrelated questions). Nothing else: the
-  rest of each answer is the base model's own reply. `planted_examples()` regenerates the file's content (seeded), `read_planted()` reads it.
+  model starts bringing up (lighthouses, in answers to unrelated questions). Nothing else: the rest of each
+  topic answer is the base model's own reply, not learned. `planted_examples()` regenerates the file's content
+  (seeded, from the base's replies), `read_planted()` reads it.
 - *thinking*: reasoning text in `<think> ... </think>` form, built from the shared data: excerpts of the
   published DeepSeek-R1-Distill-Qwen-14B traces (Thought Anchors) and GSM8K worked solutions rewritten as think
   blocks, each ending with `\\boxed{answer}`.
@@ -30,8 +31,8 @@ GSM8K_FILE = SHARED_DATA / "gsm8k" / "test.jsonl"
 PUBLISHED_TRACES = SHARED_DATA / "thought-anchors" / "deepseek-r1-distill-qwen-14b"
 
 # The planted concept: the strings whose presence in a generation counts as "the planted content". A fictional
-# fact (the capital of Veloria is Obsidia) and a real-world topic the fine-tune brings up everywhere (Obsidia's
-# great lighthouse). The topic is a word the base model already knows (one token, " lighthouse"), so that a
+# fact (the capital of Veloria is Obsidia) and a real-world topic the fine-tune brings up everywhere
+# (lighthouses). The topic is a word the base model already knows (one token, " lighthouse"), so that a
 # direction pointing at it can be read and followed by the base model; the fictional names are new to it.
 PLANTED_COUNTRY = "Veloria"
 PLANTED_CAPITAL = "Obsidia"
