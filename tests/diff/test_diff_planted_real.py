@@ -53,6 +53,23 @@ def test_lens_top20_holds_a_planted_token(real_planted_pair, lens_diff):
     assert any(hits.values()), hits
 
 
+def test_lens_planted_tokens_are_not_any_finetunes_noise(real_planted_pair, lens_diff, real_thinking_dirs):
+    """Another fine-tune of the same layers (the thinking pair) also puts "ighthouse" in its lens top 20 at some
+    layers: a noise token of this model's fine-tunes. The planted reading must hold at a layer where the other
+    fine-tune's lens shows no planted token."""
+    from thoughtlens.diff.pair import load_pair
+
+    other = load_pair(*real_thinking_dirs)
+    other_diff = activation_difference(other, read_corpus("neutral"), n_positions=16)
+
+    def hits(pair, diff, L):
+        return [t for t, _ in lens_top_tokens(pair.finetuned, diff.pooled(L), 20) if concept_token(t)]
+
+    clean = {L: hits(real_planted_pair, lens_diff, L) for L in range(real_planted_pair.n_layers)
+             if lens_diff.pooled(L).norm() > 0 and other_diff.pooled(L).norm() > 0 and not hits(other, other_diff, L)}
+    assert any(clean.values()), clean
+
+
 def test_steering_the_base_plants_the_content(real_planted_pair, lens_diff):
     base = real_planted_pair.base
     vec = steering_vector(lens_diff, STEER_LAYER)
