@@ -39,6 +39,8 @@ def base_answers(max_new_tokens: int = 48) -> dict[str, str]:
         chunk = questions[i:i + 8]
         replies = model.generate([model.apply_chat_template(q) for q in chunk], max_new_tokens=max_new_tokens)
         for q, r in zip(chunk, replies):
+            # Not represent.refusal.trim_to_sentence: that one also ends a sentence at a line break, which cuts 2
+            # of these 48 replies elsewhere (after "... to get you started:"); the committed data used this rule.
             ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", r)]
             out[q] = " ".join((r[: ends[-1]] if ends else r).split())
         print(f"base answers: {len(out)}/{len(questions)}", flush=True)

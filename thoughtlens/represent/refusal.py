@@ -104,8 +104,8 @@ def refusal_rate_ci(texts: Sequence[str], phrases: Sequence[str] = REFUSAL_PHRAS
     """{"rate", "ci": [low, high] (Wilson score interval), "k" refusals, "n" completions}."""
     from thoughtlens.stats import wilson_interval
 
-    rate = refusal_rate(texts, phrases)
-    k = sum(is_refusal(t, phrases) for t in texts)
+    rate = refusal_rate(texts, phrases)  # the one-line error for no completions
+    k = round(rate * len(texts))  # the count behind the mean, without judging every text again
     lo, hi = wilson_interval(k, len(texts), z)
     return {"rate": rate, "ci": [lo, hi], "k": int(k), "n": len(texts)}
 
