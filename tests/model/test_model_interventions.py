@@ -230,6 +230,29 @@ def test_block_keys_equals_an_explicit_mask_on_plain_hf(model, ref, tokens):
     torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
 
 
+def test_block_keys_one_after_another_and_nested_never_reuse_a_stale_mask(model, ref, tokens, monkeypatch):
+    """The blocked mask is built once per forward and shared by the layers (`attention._blocked_mask`); a later
+    forward with other blocks, or a nested block, must get its own mask, not the memoised one."""
+    from thoughtlens.model import attention
+
+    built = []
+    real = attention.additive_mask
+    monkeypatch.setattr(attention, "additive_mask", lambda *a: built.append(1) or real(*a))
+    with block_keys(model, ranges=[(3, 9)]):
+        model(tokens)
+    assert len(built) == 1  # one build for all 30 layers
+    with block_keys(model, ranges=[(10, 14)]):  # same shapes, other keys
+        got = model(tokens)
+    torch.testing.assert_close(got, _RefEdits(ref, hidden_keys=range(10, 14)).logits(tokens), atol=2e-4, rtol=1e-4)
+    with block_keys(model, ranges=[(3, 9)]):
+        model(tokens)
+        with block_keys(model, ranges=[(10, 14)]):
+            got = model(tokens)
+    want = _RefEdits(ref, hidden_keys=[*range(3, 9), *range(10, 14)]).logits(tokens)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+    assert not attention._MASK_MEMO  # freed when the block closed
+
+
 def test_block_keys_equals_the_suppression_matrix(model, tokens):
     """suppression_matrix (KV-cache reuse, batched rows, chunked KL) vs one full forward per sentence under
     block_keys, KL(base || suppressed) at temperature 0.6 written out here. In fp32 like the module: the KL

@@ -36,7 +36,7 @@ from torch import nn
 
 from thoughtlens.errors import HookError
 from thoughtlens.model.adapters import get_module
-from thoughtlens.model.attention import AttentionCall, AttentionControl
+from thoughtlens.model.attention import AttentionCall, AttentionControl, clear_mask_memo
 from thoughtlens.model.hook_points import HookPoint
 
 Positions = int | Sequence[int] | slice | None
@@ -397,6 +397,7 @@ def block_keys(model, keys=None, *, ranges: KeyRanges | None = None, layers: int
         for ctl, block in added:
             # by identity: two equal masks from two nested blocks are different entries
             ctl.key_blocks[:] = [b for b in ctl.key_blocks if b is not block]
+        clear_mask_memo()
 
 
 @dataclass
@@ -435,3 +436,4 @@ def observe_attention(model, observer: Callable[[AttentionCall], None],
     finally:
         for ctl, fn in fns:
             ctl.observers.remove(fn)
+        clear_mask_memo()
