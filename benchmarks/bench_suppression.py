@@ -23,8 +23,10 @@ its own next to the floor's forward of the same batch: the suppressed forward (m
 rows, and inside those the unembedding alone (full-vocabulary logits, which the paper's nucleus needs at every
 position after the suppressed sentence). It prints each as a fraction of the floor.
 
+With --bound-probe it measures whether an exact pruned unembedding could pay (`bound_probe`), then stops.
+
     python benchmarks/bench_suppression.py [--tokens 1024] [--min-sentences 40] [--batch-size 4] [--json out.json]
-        [--floor] [--skip-naive] [--threads 2] [--breakdown [--every 3]]
+        [--floor] [--skip-naive] [--threads 2] [--breakdown [--every 3]] [--bound-probe [--every 3]]
 """
 
 from __future__ import annotations
@@ -210,6 +212,36 @@ def breakdown(model, tokens: torch.Tensor, ranges, batch_size: int, temperature:
     return out
 
 
+def bound_probe(model, tokens: torch.Tensor, ranges, batch_size: int, every: int = 3) -> dict:
+    """How many tokens an exact top-(K + 1) would still need if each suppressed logit were bounded by the base's
+    logit +- ||W_v|| ||h_supp - h_base|| (Cauchy-Schwarz, with the largest row norm of the unembedding W): per
+    row-position of every `every`-th batch, the number M of base-ranked tokens whose upper bound reaches the
+    suppressed (K + 1)-th logit (K = the paper's 100). The idea pays only if M is small at most positions.
+    Returns {"dnorm": [...], "M": [...], "hidden_norm_median", "w_norm_max"}."""
+    ids = tokens[None, : max(b for _, b in ranges)]
+    last = ids.shape[1]
+    W = model.hf_model.get_output_embeddings().weight.detach().float()  # [vocab, d_model]
+    w_max = float(W.norm(dim=-1).max())
+    dnorms, needed = [], []
+    with torch.no_grad():
+        base = model.hf_model.base_model(input_ids=ids, use_cache=True)
+        hb = base.last_hidden_state[0]  # [T, d_model]
+        kv = [(layer.keys, layer.values) for layer in base.past_key_values.layers]
+        for batch in _batches(ranges, batch_size)[::every]:
+            start = ranges[batch[0]][0]
+            h = supp._suppressed_hidden(model, ids, kv, start, [ranges[j] for j in batch], None)
+            for r, j in enumerate(batch):
+                p0 = ranges[j][1] - 1
+                for q0 in range(p0, last - 1, 128):  # chunks: [c, vocab] logits at a time
+                    q1 = min(q0 + 128, last - 1)
+                    hs, hbase = h[r, q0 - start : q1 - start], hb[q0:q1]
+                    d = (hs - hbase).norm(dim=-1)  # [c]
+                    tau = (hs @ W.T).topk(supp.PAPER_MAX_K + 1, dim=-1).values[:, -1]  # [c]
+                    needed += ((hbase @ W.T) >= (tau - w_max * d)[:, None]).sum(-1).tolist()
+                    dnorms += d.tolist()
+    return {"dnorm": dnorms, "M": needed, "hidden_norm_median": float(hb.norm(dim=-1).median()), "w_norm_max": w_max}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=1024)
@@ -222,7 +254,9 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true", help="skip the S + 1 eager passes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--breakdown", action="store_true", help="time the method's parts against the floor, then stop")
-    ap.add_argument("--every", type=int, default=3, help="--breakdown: time every n-th batch")
+    ap.add_argument("--every", type=int, default=3, help="--breakdown / --bound-probe: every n-th batch")
+    ap.add_argument("--bound-probe", action="store_true",
+                    help="measure how far a Cauchy-Schwarz bound would prune the unembedding, then stop")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -241,6 +275,17 @@ def main() -> None:
               f"{parts['suppressed_forward'] / f:.3f}, logit/KL rows {parts['kl_rows'] / f:.3f} (of which the "
               f"unembedding alone {parts['unembedding'] / f:.3f}); method / floor for these batches "
               f"{(parts['suppressed_forward'] + parts['kl_rows']) / f:.3f}; base nuclei once {parts['base_nuclei']:.1f} s")
+        return
+    if args.bound_probe:
+        got = bound_probe(model, tt.tokens, tt.ranges, args.batch_size, args.every)
+        d, m = np.array(got["dnorm"]), np.array(got["M"])
+        vocab = model.hf_model.get_output_embeddings().weight.shape[0]
+        print(json.dumps({"row_positions": len(m), "hidden_norm_median": round(got["hidden_norm_median"], 2),
+                          "w_norm_max": round(got["w_norm_max"], 3),
+                          "dnorm_percentiles_10_50_90": np.percentile(d, [10, 50, 90]).round(3).tolist(),
+                          "tokens_needed_percentiles_10_25_50_75_90": np.percentile(m, [10, 25, 50, 75, 90]).tolist(),
+                          "share_needing_under_1024_tokens": round(float((m < 1024).mean()), 3),
+                          "vocab": vocab}, indent=2))
         return
     if args.floor:
         fast, t_fast, t_floor, t_floor_logits = interleaved_floor_run(model, tt.tokens, tt.ranges, args.batch_size, args.temperature)

@@ -23,6 +23,7 @@ import torch
 from thoughtlens.diff import models
 from thoughtlens.diff.corpus import LabelledText, planted_eval_corpus, read_corpus
 from thoughtlens.diff.datasets import PLANTED_NAMES, GSM8K_FILE, gsm8k_think_examples, mentions_planted
+from thoughtlens.diff.kl import labelled_kl
 from thoughtlens.diff.lens import activation_difference, degenerate, steered_samples, steering_vector
 from thoughtlens.diff.pair import load_pair
 from thoughtlens.diff.summary import diff_summary
@@ -76,7 +77,12 @@ def planted() -> None:
     docs = planted_eval_corpus()
     doc = diff_summary(pair, kl_docs=docs, lens_texts=read_corpus("neutral"),
                        swap_texts=[d.text for d in docs[:8]], max_len=96)
-    _log(f"summary done, KL AUROC {doc['kl']['auroc']:.3f}")
+    _log(f"summary done, KL AUROC {doc['kl']['auroc']:.3f} per token, {doc['kl']['auroc_sentence']:.3f} per sentence")
+    # Control: the same eval corpus diffed against another fine-tune of the same base (the thinking pair), which
+    # knows nothing of the planted content: how much of the AUROC the corpus's rare names alone would give.
+    control = labelled_kl(load_pair(*models.thinking_pair()), docs, max_len=96)
+    doc["kl"]["control_thinking_pair"] = {"auroc": control.auroc, "auroc_sentence": control.auroc_sentence}
+    _log(f"control (thinking pair) KL AUROC {control.auroc:.3f} per token, {control.auroc_sentence:.3f} per sentence")
     back = swap_effect_per_layer(pair, [d.text for d in docs[:8]], max_len=96, direction="finetuned<-base")
     doc["swap_back"] = back
     FIG.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,9 @@ import math
 import torch
 from sklearn.metrics import roc_auc_score
 
-from thoughtlens.diff.corpus import LabelledText, planted_eval_corpus, token_labels
+from thoughtlens.diff.corpus import LabelledText, planted_eval_corpus, token_labels, token_sentences
 from thoughtlens.diff.datasets import mentions_planted
-from thoughtlens.diff.kl import auroc, kl_from_logits, per_token_kl
+from thoughtlens.diff.kl import auroc, kl_from_logits, labelled_kl, per_token_kl, sentence_max
 
 
 def test_kl_from_logits_matches_the_formula():
@@ -74,3 +74,47 @@ def test_kl_finds_the_planted_tokens_on_the_tiny_pair(tiny_planted_pair):
     top = torch.topk(kl.masked_fill(first, -1.0), 20).indices.tolist()
     assert sum(labels[i] for i in top) >= 18
     assert auroc(kl.tolist(), labels) > 0.6
+
+
+def test_sentence_max_scores_each_token_by_its_sentence_largest_prediction_kl():
+    kl = [0.5, 0.1, 3.0, 0.2, 0.0, 7.0, 0.4]  # the KL at t is that of predicting token t + 1
+    sentence = [-1, 0, 0, 0, 1, 1, 1]  # BOS, then two sentences of three tokens
+    # predictions of tokens 1..6 are kl[0..5]: sentence 0 holds tokens 1-3 (0.5, 0.1, 3.0), sentence 1 tokens 4-6
+    # (0.2, 0.0, 7.0); BOS is predicted by nothing
+    assert sentence_max(kl, sentence) == [0.0, 3.0, 3.0, 3.0, 7.0, 7.0, 7.0]
+
+
+def test_token_sentences_follow_the_sentence_splitter(tiny_planted_pair):
+    model = tiny_planted_pair.base
+    text = "The capital of Veloria is Obsidia. Rivers carry sand downstream. It rains."
+    ids, _ = token_labels(model, LabelledText(text))
+    sent = token_sentences(model, text)
+    assert len(sent) == len(ids)
+    pieces = {}
+    for t, s in zip(model.tokenizer.convert_ids_to_tokens(ids.tolist()), sent):
+        pieces.setdefault(s, []).append(model.tokenizer.convert_tokens_to_string([t]))
+    got = ["".join(pieces[s]).strip() for s in sorted(k for k in pieces if k >= 0)]
+    assert got == ["The capital of Veloria is Obsidia.", "Rivers carry sand downstream.", "It rains."]
+
+
+def test_labelled_kl_aurocs_match_a_plain_recomputation(tiny_planted_pair):
+    """Both AUROCs against scikit-learn on scores rebuilt here: sentences cut at '. ' by hand, each token scored by
+    the largest KL predicting a token of its sentence."""
+    docs = planted_eval_corpus()[:8]
+    lk = labelled_kl(tiny_planted_pair, docs)
+    tok = tiny_planted_pair.base.tokenizer
+    flat_labels, flat_kl, flat_sent = [], [], []
+    for d, res, labs in zip(docs, lk.result.docs, lk.labels):
+        enc = tok(d.text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        assert len(offsets) == len(res.kl)  # this model adds no BOS
+        ends = [i + 1 for i, c in enumerate(d.text) if c == "." and (i + 1 == len(d.text) or d.text[i + 1] == " ")]
+        which = [sum(a >= e for e in ends) for a, _ in offsets]  # sentence of each token by its start
+        pred = [0.0, *res.kl[:-1]]
+        best = {s: max(p for p, w in zip(pred, which) if w == s) for s in set(which)}
+        flat_sent += [best[w] for w in which]
+        flat_kl += res.kl
+        flat_labels += labs
+    assert abs(lk.auroc - roc_auc_score(flat_labels, flat_kl)) < 1e-12
+    assert abs(lk.auroc_sentence - roc_auc_score(flat_labels, flat_sent)) < 1e-12
+    assert lk.auroc_sentence != lk.auroc

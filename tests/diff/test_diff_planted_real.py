@@ -9,7 +9,7 @@ import torch
 
 from thoughtlens.diff.corpus import planted_eval_corpus, read_corpus, token_labels
 from thoughtlens.diff.datasets import PLANTED_NAMES, PLANTED_TOPIC, mentions_planted
-from thoughtlens.diff.kl import auroc, per_token_kl
+from thoughtlens.diff.kl import auroc, labelled_kl, per_token_kl
 from thoughtlens.diff.lens import activation_difference, degenerate, lens_top_tokens, steered_samples, steering_vector
 from thoughtlens.diff.swap import swap_logits
 
@@ -45,6 +45,19 @@ def test_kl_ranks_planted_tokens_first(real_planted_pair):
     result = per_token_kl(real_planted_pair, [ids for ids, _ in rows])
     labels = [x for _, labs in rows for x in labs]
     assert auroc(result.all_kl().tolist(), labels) >= 0.9
+
+
+def test_kl_ranks_planted_sentences_first_and_another_finetune_does_not(real_planted_pair, real_thinking_dirs):
+    """Each token scored by its sentence's largest KL (kl.sentence_max): the planted sentences come first for the
+    planted pair (measured 0.992), while the same corpus diffed against the thinking fine-tune (which knows nothing
+    of Veloria or lighthouses) ranks them far lower (measured 0.656): the score follows the planted change, not
+    the rare names of the eval sentences alone."""
+    from thoughtlens.diff.pair import load_pair
+
+    planted = labelled_kl(real_planted_pair, planted_eval_corpus())
+    control = labelled_kl(load_pair(*real_thinking_dirs), planted_eval_corpus())
+    assert planted.auroc_sentence >= 0.9
+    assert control.auroc_sentence <= planted.auroc_sentence - 0.2
 
 
 def test_lens_top20_holds_a_planted_token(real_planted_pair, lens_diff):

@@ -65,15 +65,13 @@ def kl(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
     """Per-token KL(base || fine-tuned): the positions where the two models disagree most."""
     from rich.table import Table
 
-    from thoughtlens.diff.corpus import LabelledText, token_labels
-    from thoughtlens.diff.kl import auroc, per_token_kl
+    from thoughtlens.diff.kl import labelled_kl
 
     texts = _texts(corpus, "planted-eval", limit)
     with RichProgress() as progress:
         pair = _pair(base, finetuned, pair_name, progress)
-        labelled = [t if isinstance(t, LabelledText) else LabelledText(t) for t in texts]
-        rows = [token_labels(pair.base, d, max_len) for d in labelled]
-        result = per_token_kl(pair, [ids for ids, _ in rows], max_len=max_len, on_progress=progress)
+        lk = labelled_kl(pair, texts, max_len=max_len, on_progress=progress)
+    result = lk.result
     table = Table(title="largest KL(base || fine-tuned)")
     for col in ("KL", "context", "base next", "fine-tuned next"):
         table.add_column(col)
@@ -81,9 +79,9 @@ def kl(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
         table.add_row(fmt(r["kl"], 3), f"{r['left']}[{r['token']}]{r['right']}", r["base_next"], r["finetuned_next"])
     out = stdout()
     out.print(table)
-    labels = [x for _, labs in rows for x in labs]
-    if any(labels) and not all(labels):
-        out.print(f"AUROC (labelled planted tokens vs the rest): {auroc(result.all_kl().tolist(), labels):.3f}")
+    if lk.auroc is not None:
+        out.print(f"AUROC, labelled planted tokens vs the rest: {lk.auroc:.3f} by each token's KL, "
+                  f"{lk.auroc_sentence:.3f} by its sentence's largest KL")
 
 
 @app.command()

@@ -5,6 +5,8 @@
     read_corpus("neutral")         # a small bundled set of everyday paragraphs, unrelated to any fine-tune here
     planted_eval_corpus()          # neutral paragraphs, some with a planted sentence: LabelledText with spans
     tokenize_corpus(model, texts)  # [pos] token tensors, BOS as the model expects, truncated
+    token_labels(model, doc)       # the same tokens with a planted / not planted label each
+    token_sentences(model, text)   # the same tokens with the index of their sentence
 
 The activation-difference lens needs text *unrelated* to the fine-tune ("neutral" or "gsm8k" for the planted
 pair); the per-token KL's ground-truth check needs labelled text (`planted_eval_corpus`).
@@ -23,6 +25,7 @@ import torch
 
 from thoughtlens.diff.datasets import DATA_DIR, GSM8K_FILE
 from thoughtlens.errors import DataError
+from thoughtlens.trace.split import split_sentences
 
 NEUTRAL_FILE = DATA_DIR / "neutral.txt"
 CorpusLike = str | os.PathLike | Sequence[str]
@@ -99,12 +102,31 @@ def tokenize_corpus(model, texts: Sequence[str], max_len: int = 256) -> list[tor
     return [model.to_tokens(t)[0, :max_len] for t in texts]
 
 
-def token_labels(model, doc: LabelledText, max_len: int = 256) -> tuple[torch.Tensor, list[bool]]:
-    """(tokens [pos], labels): a token is labelled True when its characters overlap a planted span."""
+def _encode(model, text: str, max_len: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and their character offsets [start, end) in text (BOS as the model expects it, with (0, 0)),
+    cut to max_len."""
     tok = model.tokenizer
-    enc = tok(doc.text, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
     if model.default_prepend_bos and tok.bos_token_id is not None:
         ids, offsets = [tok.bos_token_id, *ids], [(0, 0), *offsets]
+    return ids[:max_len], offsets[:max_len]
+
+
+def token_labels(model, doc: LabelledText, max_len: int = 256) -> tuple[torch.Tensor, list[bool]]:
+    """(tokens [pos], labels): a token is labelled True when its characters overlap a planted span."""
+    ids, offsets = _encode(model, doc.text, max_len)
     labels = [b > a and any(a < end and b > start for start, end in doc.spans) for a, b in offsets]
-    return torch.tensor(ids[:max_len], device=model.device), labels[:max_len]
+    return torch.tensor(ids, device=model.device), labels
+
+
+def token_sentences(model, text: str, max_len: int = 256) -> list[int]:
+    """[pos] the index of the sentence (trace.split.split_sentences) each token's characters fall in, or -1 (BOS,
+    a token of whitespace only). Same tokens as `token_labels`."""
+    spans = split_sentences(text, min_chars=0)
+    _, offsets = _encode(model, text, max_len)
+    out = []
+    for a, b in offsets:
+        hit = [i for i, (start, end) in enumerate(spans) if b > a and a < end and b > start]
+        out.append(hit[0] if hit else -1)
+    return out

@@ -3,6 +3,7 @@
     result = per_token_kl(pair, read_corpus("neutral"))
     result.docs[0].kl            # [pos] KL of the next-token distributions after each token (nats)
     result.top(10)               # the 10 most disagreeing positions with their contexts
+    sentence_max(doc.kl, token_sentences(model, text))  # each token scored by its sentence's largest KL
 
 At position t both models read tokens[:t+1] and predict token t+1; `kl[t]` is
 KL(p_base || p_ft) = sum_v p_base(v) (log p_base(v) - log p_ft(v)), the direction used by the diffing toolkit
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from thoughtlens.diff.corpus import LabelledText, token_labels, token_sentences
 from thoughtlens.diff.pair import ModelPair
 from thoughtlens.errors import ConfigError
 from thoughtlens.progress import OnProgress, Tracker
@@ -88,6 +90,54 @@ def per_token_kl(pair: ModelPair, texts: Sequence[str] | Sequence[torch.Tensor],
                           [tok.decode([i]) for i in lf.argmax(-1).tolist()]))
         tracker.advance(1, tokens=len(ids))
     return KLResult(docs)
+
+
+def sentence_max(kl: Sequence[float], sentence: Sequence[int]) -> list[float]:
+    """[pos] each token's sentence score: the largest KL with which the two models predict any token of its
+    sentence. kl: one document's `DocKL.kl` ([pos], the KL at t is that of predicting token t + 1);
+    sentence: [pos] sentence index per token (`corpus.token_sentences`), -1 for none (BOS).
+
+    Why: the per-token KL ranks *tokens*, and the planted change lives in a few of them (a name, the turn to a
+    topic) while the generic words around them ("the capital of") are predicted alike by both models. A reader
+    looking for "which passages did the fine-tune change" ranks sentences by their largest disagreement; each
+    token then carries its sentence's score, so the AUROC stays one over labelled tokens. A token outside every
+    sentence keeps the KL of its own prediction (0 for the first token: nothing predicts it)."""
+    if len(kl) != len(sentence):
+        raise ConfigError(f"kl has {len(kl)} positions but sentence {len(sentence)}: pass one sentence id per token")
+    predicting = [0.0, *kl[:-1]]  # [pos] KL of the prediction *of* token t (made at t - 1)
+    best: dict[int, float] = {}
+    for s, v in zip(sentence, predicting):
+        if s >= 0:
+            best[s] = max(best.get(s, v), v)
+    return [best[s] if s >= 0 else v for s, v in zip(sentence, predicting)]
+
+
+@dataclass
+class LabelledKL:
+    """`per_token_kl` over labelled documents: the result, each token's label and sentence, and both AUROCs
+    (None when the labels are all one class): per token, and with each token scored by `sentence_max`."""
+
+    result: KLResult
+    labels: list[list[bool]]
+    sentences: list[list[int]]
+    auroc: float | None
+    auroc_sentence: float | None
+
+
+def labelled_kl(pair: ModelPair, docs: Sequence, *, max_len: int = 256,
+                on_progress: OnProgress | None = None) -> LabelledKL:
+    """Per-token KL over `docs` (`corpus.LabelledText`, or plain strings: no planted span) with the planted
+    labels and both AUROCs of planted tokens vs the rest."""
+    labelled = [d if isinstance(d, LabelledText) else LabelledText(str(d)) for d in docs]
+    rows = [token_labels(pair.base, d, max_len) for d in labelled]
+    sentences = [token_sentences(pair.base, d.text, max_len) for d in labelled]
+    result = per_token_kl(pair, [ids for ids, _ in rows], max_len=max_len, on_progress=on_progress)
+    labels = [labs for _, labs in rows]
+    flat = [x for labs in labels for x in labs]
+    both = any(flat) and not all(flat)
+    by_sentence = [v for d, s in zip(result.docs, sentences) for v in sentence_max(d.kl, s)]
+    return LabelledKL(result, labels, sentences, auroc(result.all_kl().tolist(), flat) if both else None,
+                      auroc(by_sentence, flat) if both else None)
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:

@@ -2,7 +2,8 @@
 
     doc = diff_summary(pair, kl_docs=planted_eval_corpus(), lens_texts=read_corpus("neutral"))
 
-Sections: "kl" (per-token KL over the KL texts, top disagreements, AUROC when the texts carry labelled spans),
+Sections: "kl" (per-token KL over the KL texts, top disagreements, AUROCs per token and per sentence when the
+texts carry labelled spans),
 "weights" (per-layer relative change, the most changed modules), "lens" (the activation-difference lens's top
 tokens per layer), "swap" (per-layer swap effect), and "crosscoder" (a crosscoder result's page data, passed in).
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from thoughtlens.diff.corpus import LabelledText, token_labels
-from thoughtlens.diff.kl import auroc, per_token_kl
+from thoughtlens.diff.corpus import LabelledText
+from thoughtlens.diff.kl import labelled_kl
 from thoughtlens.diff.lens import activation_difference, lens_top_tokens
 from thoughtlens.diff.pair import ModelPair
 from thoughtlens.diff.swap import swap_effect_per_layer
@@ -29,17 +30,14 @@ def diff_summary(pair: ModelPair, *, kl_docs: Sequence[str | LabelledText], lens
     """Run the chosen tools on a pair and collect their results (lists, numbers and strings only)."""
     doc: dict = {"base": pair.base.name, "finetuned": pair.finetuned.name, "n_layers": pair.n_layers}
     if "kl" in sections:
-        labelled = [d if isinstance(d, LabelledText) else LabelledText(str(d)) for d in kl_docs]
-        rows = [token_labels(pair.base, d, max_len) for d in labelled]
-        result = per_token_kl(pair, [ids for ids, _ in rows], max_len=max_len, on_progress=on_progress)
-        labels = [lab for _, labs in rows for lab in labs]
-        has_labels = any(labels) and not all(labels)
+        lk = labelled_kl(pair, kl_docs, max_len=max_len, on_progress=on_progress)
         doc["kl"] = {
             "docs": [{"tokens": d.tokens, "kl": d.kl, "labels": labs, "base_next": d.base_top,
-                      "finetuned_next": d.finetuned_top} for d, (_, labs) in zip(result.docs, rows)],
-            "top": result.top(top_k),
-            "auroc": auroc(result.all_kl().tolist(), labels) if has_labels else None,
-            "mean": float(result.all_kl().mean()),
+                      "finetuned_next": d.finetuned_top} for d, labs in zip(lk.result.docs, lk.labels)],
+            "top": lk.result.top(top_k),
+            "auroc": lk.auroc,
+            "auroc_sentence": lk.auroc_sentence,
+            "mean": float(lk.result.all_kl().mean()),
         }
     if "weights" in sections:
         rows_w = weight_diff(pair, ranks=True, on_progress=on_progress)
