@@ -16,7 +16,7 @@ def test_cli_commands(tiny_planted_dirs, tmp_path):
     assert "model.layers.1" in res.output and "model.layers.0" not in res.output.split("per layer")[0]
     res = runner.invoke(app, ["diff", "kl", *pair, "--limit", "4", "--max-len", "48"])
     assert res.exit_code == 0, res.output
-    assert "AUROC" in res.output and "by its sentence" in res.output
+    assert "AUROC" in res.output and "per sentence" in res.output
     res = runner.invoke(app, ["diff", "swap", *pair, "--corpus", "neutral", "--limit", "2", "--max-len", "24",
                               "-o", str(tmp_path / "swap.json")])
     assert res.exit_code == 0, res.output

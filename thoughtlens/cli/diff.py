@@ -80,8 +80,7 @@ def kl(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
     out = stdout()
     out.print(table)
     if lk.auroc is not None:
-        out.print(f"AUROC, labelled planted tokens vs the rest: {lk.auroc:.3f} by each token's KL, "
-                  f"{lk.auroc_sentence:.3f} by its sentence's largest KL")
+        out.print(f"AUROC of planted tokens: {lk.auroc:.3f} per token, {lk.auroc_sentence:.3f} per sentence")
 
 
 @app.command()
