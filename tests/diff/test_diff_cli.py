@@ -17,6 +17,11 @@ def test_cli_commands(tiny_planted_dirs, tmp_path):
     res = runner.invoke(app, ["diff", "kl", *pair, "--limit", "4", "--max-len", "48"])
     assert res.exit_code == 0, res.output
     assert "AUROC" in res.output and "per sentence" in res.output
+    res = runner.invoke(app, ["diff", "lens", *pair, "--limit", "2", "--layers", "1", "--k", "3", "--control", ft])
+    assert res.exit_code == 0, res.output
+    assert "not in the control" in res.output  # the pair is its own control: that column stays empty
+    res = runner.invoke(app, ["diff", "lens", *pair, "--layers", "99"])
+    assert res.exit_code != 0 and "out of range" in res.output
     res = runner.invoke(app, ["diff", "swap", *pair, "--corpus", "neutral", "--limit", "2", "--max-len", "24",
                               "-o", str(tmp_path / "swap.json")])
     assert res.exit_code == 0, res.output

@@ -50,6 +50,28 @@ def test_lens_logits_is_rmsnorm_then_unembedding(tiny_planted_pair):
     assert [t for t, _ in top] == [model.tokenizer.decode([int(i)]) for i in torch.topk(expected, 5).indices]
 
 
+def test_distinctive_top_tokens_drop_what_the_control_lens_also_shows(tiny_planted_pair):
+    """Against tokens picked by hand: the control is built from the unembedding rows of two of the vector's own
+    top-5 tokens (after the final norm's weight), so exactly those two leave the list and the order of the rest
+    is kept."""
+    from thoughtlens.diff.lens import distinctive_top_tokens
+
+    model = tiny_planted_pair.finetuned
+    hf = model.hf_model
+    v = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    ids = torch.topk(lens_logits(model, v), 5).indices.tolist()
+    names = [model.tokenizer.decode([i]) for i in ids]
+    assert distinctive_top_tokens(model, v, torch.zeros_like(v), k=5) == lens_top_tokens(model, v, k=5)
+    assert distinctive_top_tokens(model, v, v, k=5) == []
+    # A control whose lens top 2 are tokens ids[1] and ids[3]: a large push along their (norm-weighted) rows.
+    rows = hf.lm_head.weight[[ids[1], ids[3]]].detach() / hf.model.norm.weight.detach()
+    control = 50 * rows.sum(0)
+    assert {t for t, _ in lens_top_tokens(model, control, k=2)} == {names[1], names[3]}
+    got = [t for t, _ in distinctive_top_tokens(model, v, control, k=5)]
+    want = [n for n in names if n not in {t for t, _ in lens_top_tokens(model, control, k=5)}]
+    assert got == want and names[1] not in got and names[3] not in got and names[0] in got
+
+
 def test_degenerate_flags_repetition_only():
     from thoughtlens.diff.lens import degenerate
 

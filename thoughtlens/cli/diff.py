@@ -114,31 +114,48 @@ def lens(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
          corpus: str = typer.Option("neutral", help="text unrelated to the fine-tune: a text file, 'gsm8k' or 'neutral'"),
          limit: int = typer.Option(64, help="documents to read"),
          n_positions: int = typer.Option(16, help="first tokens of each text to average (as the paper's code)"),
-         k: int = typer.Option(15, help="tokens per layer"), layers: str = typer.Option(None, help="e.g. '10,15,20' (default: all)")):
+         k: int = typer.Option(15, help="tokens per layer"), layers: str = typer.Option(None, help="e.g. '10,15,20' (default: all)"),
+         control: str = typer.Option(None, help="another fine-tune of the same base (a directory, or 'planted' / "
+                                                "'thinking'): also list the tokens its lens does not show at that layer")):
     """The activation-difference lens: the mean resid difference on unrelated text, read as tokens per layer."""
     from rich.table import Table
 
-    from thoughtlens.diff.lens import activation_difference, lens_top_tokens
+    from thoughtlens.diff import models
+    from thoughtlens.diff.lens import activation_difference, distinctive_top_tokens, lens_top_tokens
+    from thoughtlens.diff.pair import load_pair
     from thoughtlens.errors import ConfigError
 
+    try:  # checked before any model loads
+        chosen = [int(x) for x in layers.split(",")] if layers else None
+    except ValueError:
+        raise ConfigError(f"--layers must be comma-separated integers, got '{layers}'") from None
     texts = _texts(corpus, "neutral", limit)
     with RichProgress() as progress:
         pair = _pair(base, finetuned, pair_name, progress)
+        chosen = list(range(pair.n_layers)) if chosen is None else chosen
+        bad = [L for L in chosen if not 0 <= L < pair.n_layers]
+        if bad:
+            raise ConfigError(f"layer {bad[0]} out of range: pick 0..{pair.n_layers - 1}")
+        other = None
+        if control is not None:
+            path = models.build(models.CONFIGS[control], on_progress=progress)[1] if control in models.CONFIGS else control
+            other = load_pair(pair.base, path)
         diff = activation_difference(pair, texts, n_positions=n_positions, on_progress=progress)
-    try:
-        chosen = [int(x) for x in layers.split(",")] if layers else list(range(pair.n_layers))
-    except ValueError:
-        raise ConfigError(f"--layers must be comma-separated integers, got '{layers}'") from None
+        other_diff = activation_difference(other, texts, n_positions=n_positions, on_progress=progress) if other else None
     table = Table(title=f"activation-difference lens ({diff.n_texts} texts)")
     table.add_column("layer")
     table.add_column("||delta|| / ||resid||")
     table.add_column("top tokens")
+    if other_diff is not None:
+        table.add_column("not in the control's top tokens")
     for L in chosen:
-        if not 0 <= L < pair.n_layers:
-            raise ConfigError(f"layer {L} out of range: pick 0..{pair.n_layers - 1}")
         v = diff.pooled(L)
         toks = lens_top_tokens(pair.finetuned, v, k) if v.norm() > 0 else []
-        table.add_row(str(L), fmt(float(v.norm() / diff.base_norm[L]), 3), " | ".join(repr(t)[1:-1] for t, _ in toks))
+        row = [str(L), fmt(float(v.norm() / diff.base_norm[L]), 3), " | ".join(repr(t)[1:-1] for t, _ in toks)]
+        if other_diff is not None:
+            own = distinctive_top_tokens(pair.finetuned, v, other_diff.pooled(L), k) if v.norm() > 0 else []
+            row.append(" | ".join(repr(t)[1:-1] for t, _ in own))
+        table.add_row(*row)
     stdout().print(table)
 
 

@@ -2,6 +2,7 @@
 
     diff = activation_difference(pair, read_corpus("neutral"))       # on text unrelated to the fine-tune
     lens_top_tokens(pair.finetuned, diff.pooled(L), k=20)            # logit lens of the mean difference
+    distinctive_top_tokens(pair.finetuned, diff.pooled(L), other.pooled(L))  # minus another fine-tune's lens
     vec = steering_vector(diff, L)                                   # scaled to the base model's resid norm
     with add_direction(pair.base, f"blocks.{L}.hook_resid_post", vec, scale=1.0): ...
 
@@ -100,6 +101,20 @@ def lens_top_tokens(model, vector: torch.Tensor, k: int = 20, bottom: bool = Fal
     probs = torch.softmax(-logits if bottom else logits, -1)
     top = torch.topk(probs, k)
     return [(model.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+
+
+def distinctive_top_tokens(model, vector: torch.Tensor, control: torch.Tensor, k: int = 20) -> list[tuple[str, float]]:
+    """`lens_top_tokens(model, vector, k)` without the tokens that are also among the top k of `control`.
+
+    vector, control: [d_model], the same layer's mean difference of this fine-tune and of another fine-tune of the
+    same base on the same texts. Why: fine-tunes of one model share noise tokens in the lens (measured on the
+    planted pair: "ighthouse" also ranks 7th-8th at layers 24-26 for the thinking fine-tune, docs/diffing.md), so
+    a token both lenses show says little about what this fine-tune learned. A zero control excludes nothing."""
+    top = lens_top_tokens(model, vector, k)
+    if not control.norm() > 0:
+        return top
+    shared = {t for t, _ in lens_top_tokens(model, control, k)}
+    return [(t, p) for t, p in top if t not in shared]
 
 
 def steering_vector(diff: ActivationDiff, layer: int, position: int | None = None) -> torch.Tensor:
