@@ -42,6 +42,40 @@ def planted_rate(tok, texts, context_size: int, left: int = 12) -> float:
     return hits / max(total, 1)
 
 
+def inspect(run: Path, texts: list[str], base, planted, n_latents: int, left: int = 12) -> dict:
+    """Two rankings of a saved run's live latents, whatever their tag, with the 10 top contexts of the first
+    `n_latents` of each and how many of those mention the plant: by relative decoder norm
+    ||d_B|| / (||d_A|| + ||d_B||), and by Latent Scaling rank sum among the fine-tuned-side candidates (the paper's
+    own ranking, sparsity-artifacts-crosscoders `tools/halfway_interventions.py`). Asks whether the crosscoder
+    sees the planted change as latents that lean to the fine-tune without being specific to it. A context counts
+    as planted when its token with the `left` tokens before it mentions the plant ("planted_top"), or with the 3
+    tokens after it too ("planted_top_with_right": a bridge such as "Fun fact: the light of[ a] lighthouse")."""
+    from thoughtlens.diff.crosscoder import CrosscoderResult, top_contexts
+
+    res = CrosscoderResult.load(run)
+    live = [r for r in res.latents if r.get("relative_norm") is not None and r["cls"] != "dead"]
+    rankings = {"by_relative_norm": sorted(live, key=lambda r: -r["relative_norm"])[:n_latents],
+                "by_latent_scaling_rank_sum": sorted((r for r in live if r.get("candidate") == "b"),
+                                                     key=lambda r: r["rank_sum"])[:n_latents]}
+    wanted = sorted({r["latent"] for rows in rankings.values() for r in rows})
+    ctx = top_contexts(res.crosscoder, base, planted, texts, wanted, n=10, left=left, on_progress=line_printer())
+    out: dict = {"run": str(run)}
+    for name, rows in rankings.items():
+        print(name, flush=True)
+        out[name] = []
+        for r in rows:
+            c = ctx.get(r["latent"], [])
+            hits = sum(datasets.mentions_planted(q["left"] + q["token"]) for q in c)
+            hits_r = sum(datasets.mentions_planted(q["left"] + q["token"] + q["right"]) for q in c)
+            out[name].append({k: r.get(k) for k in ("latent", "relative_norm", "cls", "nu_error", "nu_recon", "rank_sum")}
+                             | {"planted_top": hits, "planted_top_with_right": hits_r, "n_top": len(c),
+                                "top": [q["left"][-40:] + "[" + q["token"] + "]" + q["right"] for q in c[:4]]})
+            print(f"  latent {r['latent']}: r={r['relative_norm']:.3f} ({r['cls']}) nu_eps={r.get('nu_error')} "
+                  f"nu_r={r.get('nu_recon')}: planted top contexts {hits}/{len(c)} ({hits_r} with the right "
+                  f"context) {out[name][-1]['top'][:1]}", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     n_trained = 30 - models.PLANTED.first_trainable_layer
@@ -56,6 +90,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--null", action="store_true", help="control: the base model against itself (expect no specific latent)")
     p.add_argument("--out", default="runs/crosscoder_planted")
+    p.add_argument("--inspect", type=int, default=0, metavar="N",
+                   help="do not train: read the run in --out and show the top contexts of its first N latents by "
+                        "relative norm and by Latent Scaling rank sum (written to <out>/inspect.json)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if not args.null and not models.is_built(models.PLANTED):
@@ -74,6 +111,12 @@ def main() -> None:
 
     random.Random(args.seed).shuffle(texts)
     print(f"corpus: {len(texts)} documents ({len(chats)} planted chat examples); layer {args.layer}", flush=True)
+    if args.inspect:
+        doc = inspect(Path(args.out), texts, base, planted, args.inspect)
+        doc["chance_planted_rate"] = round(planted_rate(tok, texts, 128), 4)
+        print(f"chance rate of a planted context {doc['chance_planted_rate']:.1%}")
+        (Path(args.out) / "inspect.json").write_text(json.dumps(doc, indent=1, default=str))
+        return
     res = train_crosscoder(base, planted, texts, args.layer, expansion=args.expansion, k=args.k, epochs=args.epochs,
                            max_tokens=args.max_tokens, context_size=128, batch_size=256, lr=args.lr, seed=args.seed,
                            on_progress=line_printer())
