@@ -116,3 +116,18 @@ def tiny_lm(tiny_lm_dir):
     from thoughtlens import load
 
     return load(tiny_lm_dir, dtype=torch.float32)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_is_left_alone():
+    """A test that leaves SIGINT ignored (or handled) in the pytest process breaks later ones: a child process
+    inherits an ignored SIGINT (tests/badinput/test_badinput_sigint.py then sees a run that cannot be interrupted),
+    and the store's Ctrl-C deferral only takes over Python's default handler. Name the test that did it."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)  # restore, so one culprit does not fail every later test
+        pytest.fail(f"this test left the SIGINT handler at {after!r} (was {before!r}): restore it in a finally")

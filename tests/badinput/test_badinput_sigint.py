@@ -26,6 +26,12 @@ def _command(model_dir, trace_file, store):
             "--batch-size", "2", "--temperature", "1.0", "--seed", "5", "--dtype", "float32", "--store", str(store)]
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT at its default, as a terminal gives it. A suite started in the background
+    by a non-interactive shell (`(pytest &)`) has SIGINT ignored, and the child would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _count(store) -> int:
     try:
         with sqlite3.connect(store, timeout=5) as con:
@@ -51,7 +57,8 @@ def test_ctrl_c_at_several_points_then_resume(tiny_lm_dir, tmp_path):
     for attempt, fraction in enumerate((0.0, 1 / 3, 2 / 3)):
         log = tmp_path / f"stderr{attempt}.txt"
         with open(log, "w") as err:
-            proc = subprocess.Popen(_command(tiny_lm_dir, trace_file, store), env=env, stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(_command(tiny_lm_dir, trace_file, store), env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                    preexec_fn=_default_sigint)
             stop_at = max(1, int(fraction * total)) if total else 1
             deadline = time.time() + 300
             while _count(store) < stop_at and proc.poll() is None and time.time() < deadline:

@@ -198,13 +198,19 @@ def test_full_disk_is_one_line_and_leaves_no_half_written_trace(tmp_path):
 
 
 def test_ctrl_c_during_a_write_is_held_until_it_has_committed(tmp_path):
-    store = _filled(tmp_path / "s.sqlite")
-    with pytest.raises(KeyboardInterrupt):
-        with store._transaction() as con:
-            con.execute("INSERT INTO metrics VALUES ('r1', 'p0', 0, 'a', 1.0)")
-            os.kill(os.getpid(), signal.SIGINT)  # arrives between the two statements of one write
-            con.execute("INSERT INTO metrics VALUES ('r1', 'p0', 1, 'a', 2.0)")
-    assert list(store.metrics("r1")["a"]) == [1.0, 2.0]  # both rows: the write was not cut in half
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    # Python's own handler, as in a terminal: a suite started in the background by a non-interactive shell
+    # (`(pytest &)`) has SIGINT ignored, and the deferral (rightly) leaves any handler but Python's alone.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        store = _filled(tmp_path / "s.sqlite")
+        with pytest.raises(KeyboardInterrupt):
+            with store._transaction() as con:
+                con.execute("INSERT INTO metrics VALUES ('r1', 'p0', 0, 'a', 1.0)")
+                os.kill(os.getpid(), signal.SIGINT)  # arrives between the two statements of one write
+                con.execute("INSERT INTO metrics VALUES ('r1', 'p0', 1, 'a', 2.0)")
+        assert list(store.metrics("r1")["a"]) == [1.0, 2.0]  # both rows: the write was not cut in half
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     store.close()
     store_is_consistent(tmp_path / "s.sqlite")
