@@ -2,6 +2,12 @@
 
     python scripts/train_category_classifier.py [--data ../shared/data/thought-anchors/deepseek-r1-distill-qwen-14b]
         [--out thoughtlens/trace/category_classifier.safetensors] [--cv-splits 10] [--report cv.json]
+    python scripts/train_category_classifier.py --encoder [--context 1] [--fold-cache DIR] [--encoder-out FILE]
+
+`--encoder` evaluates the encoder labeller (thoughtlens/trace/label_encoder.py: MiniLM fine-tuned on each
+sentence with its neighbours) in the same CV, next to the learned one (about 8 min per fold on 2 cores;
+each finished fold is kept in --fold-cache, so an interrupted run resumes), and with --encoder-out trains
+it on all traces and writes its weights there; the shipped learned weights are then left alone.
 
 Steps: load DIR/*/problem_*/chunks_labeled.json (first tag of each sentence), embed every sentence with
 MiniLM, evaluate the learned labeller with leave-problems-out cross-validation (the correct and the
@@ -28,6 +34,7 @@ from thoughtlens.trace.categories import first_tag  # noqa: E402
 from thoughtlens.trace.label_eval import (  # noqa: E402
     confusion_markdown,
     cross_validated_predictions,
+    group_cv_predictions,
     majority_baseline,
     score_labels,
 )
@@ -55,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     p.add_argument("--cv-splits", type=int, default=10, help="GroupKFold splits over problems (0 = skip CV)")
     p.add_argument("--report", type=Path, default=None, help="write CV scores and confusion matrices as JSON here")
+    p.add_argument("--encoder", action="store_true", help="also cross-validate the fine-tuned encoder labeller")
+    p.add_argument("--context", type=int, default=1, help="encoder: neighbouring sentences read on each side")
+    p.add_argument("--epochs", type=int, default=3, help="encoder: training epochs")
+    p.add_argument("--fold-cache", type=Path, default=REPO / "runs" / "category_encoder_cv",
+                   help="encoder: finished folds are kept here (one subfolder per setting)")
+    p.add_argument("--encoder-out", type=Path, default=None, help="encoder: train on all traces, write weights here")
     args = p.parse_args(argv)
     console = Console()
 
@@ -69,17 +82,43 @@ def main(argv: list[str] | None = None) -> int:
         rules = [t[0] for s in traces for t in RuleLabeler().label_sentences(s)]
         majority, share = majority_baseline(flat_true)
         report["majority"] = {"tag": majority, "accuracy": share}
-        for name, pred in (("learned", [t for ps in preds for t in ps]), ("rules", rules)):
+        scored = [("learned", [t for ps in preds for t in ps]), ("rules", rules)]
+        if args.encoder:
+            from thoughtlens.trace.label_encoder import train_encoder_classifier
+
+            def fit(train_traces, train_labels):
+                clf = train_encoder_classifier(train_traces, train_labels, context=args.context, epochs=args.epochs)
+                return clf.predict
+
+            def on_fold(k, n):
+                console.print(f"encoder: fold {k + 1}/{n} done")
+
+            cache = args.fold_cache / f"context{args.context}_epochs{args.epochs}_splits{args.cv_splits}"
+            enc = group_cv_predictions(traces, labels, groups, fit, n_splits=args.cv_splits, on_fold=on_fold, cache_dir=cache)
+            scored.append(("encoder", [t for ps in enc for t in ps]))
+            report["encoder_settings"] = {"context": args.context, "epochs": args.epochs}
+            report["encoder_by_problem"] = {
+                g: float(np.mean([p == y for t in range(len(traces)) if groups[t] == g for p, y in zip(enc[t], labels[t])]))
+                for g in sorted(set(groups))
+            }
+        for name, pred in scored:
             s = score_labels(flat_true, pred)
             report[name] = {"accuracy": s.accuracy, "macro_f1": s.macro_f1, "confusion": s.confusion.to_dict(orient="split")}
             console.print(f"[bold]{name}[/]: first-tag accuracy {s.accuracy:.3f}, macro-F1 {s.macro_f1:.3f} (n={s.n})")
             console.print(confusion_markdown(s.confusion), markup=False)
         console.print(f"majority baseline ({majority}): {share:.3f}")
 
-    feats = np.vstack([sentence_features(s, e) for s, e in zip(traces, embeddings)])
-    weights = train_classifier(feats, flat_true)
-    save_weights(weights, args.out)
-    console.print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.1f} KiB, classes: {', '.join(weights.classes)})")
+    if args.encoder_out:
+        from thoughtlens.trace.label_encoder import save_encoder_classifier, train_encoder_classifier
+
+        clf = train_encoder_classifier(traces, labels, context=args.context, epochs=args.epochs)
+        save_encoder_classifier(clf, args.encoder_out)
+        console.print(f"wrote {args.encoder_out} ({args.encoder_out.stat().st_size / 2**20:.1f} MiB)")
+    if not args.encoder:
+        feats = np.vstack([sentence_features(s, e) for s, e in zip(traces, embeddings)])
+        weights = train_classifier(feats, flat_true)
+        save_weights(weights, args.out)
+        console.print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.1f} KiB, classes: {', '.join(weights.classes)})")
     if args.report:
         args.report.write_text(json.dumps(report, indent=1))
     return 0

@@ -219,7 +219,7 @@ def test_outcome_that_raises_is_recorded_and_the_run_continues(tmp_path):
 @pytest.mark.parametrize("spec, fix", [
     ("regex:(", "bad regular expression"), ("category:nope", "unknown category"),
     ("no_such_outcome", "unknown outcome"), ("python:nomodule", "python:MODULE:FUNCTION"),
-    ("", "is empty"),
+    ("", "is empty"), ("category:self_checking@encoder", "use '@rules'"), ("category:self_checking@llm", "use '@rules'"),
 ])
 def test_bad_outcome_specs_fail_when_the_config_is_built(spec, fix):
     with pytest.raises(ConfigError, match=re.escape(fix)):

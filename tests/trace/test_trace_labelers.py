@@ -71,7 +71,7 @@ def test_labeller_output_is_validated():
 
 
 def test_get_labeler_errors_name_the_fix():
-    with pytest.raises(ThoughtlensError, match="use one of: learned, rules, llm"):
+    with pytest.raises(ThoughtlensError, match="use one of: learned, rules, encoder, llm"):
         get_labeler("gpt")
     with pytest.raises(ThoughtlensError, match="needs a client"):
         get_labeler("llm")

@@ -167,7 +167,7 @@ def _category_outcome(spec: str, rest: str) -> OutcomeSpec:
     labeler_name = labeler_name or "rules"
     if name not in CATEGORIES:
         raise ConfigError(f"outcome {spec!r}: unknown category {name!r}; use one of {', '.join(CATEGORIES)}")
-    if labeler_name not in LABELERS or labeler_name == "llm":
+    if labeler_name not in LABELERS or labeler_name in ("llm", "encoder"):  # these two need a client / a file
         raise ConfigError(f"outcome {spec!r}: labeller {labeler_name!r} cannot grade rollouts offline; "
                           "use '@rules' (default) or '@learned'")
     labeler = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,6 +50,55 @@ def majority_baseline(true: Sequence[str]) -> tuple[str, float]:
     return str(values[k]), float(counts[k] / counts.sum())
 
 
+Fit = Callable[[list[Sequence[str]], list[Sequence[str]]], Callable[[Sequence[str]], list[str]]]
+
+
+def group_cv_predictions(
+    traces: Sequence[Sequence[str]],
+    labels: Sequence[Sequence[str]],
+    groups: Sequence[str],
+    fit: Fit,
+    *,
+    n_splits: int = 5,
+    on_fold: Callable[[int, int], None] | None = None,
+    cache_dir: str | Path | None = None,
+) -> list[list[str]]:
+    """Leave-problems-out predictions of any labeller: each trace is predicted by a labeller fitted on
+    traces of *other* problems only (GroupKFold over `groups`, one group per problem).
+
+    traces[t]: sentences of trace t; labels[t]: their first tags; fit(train_traces, train_labels) returns
+    a function from the sentences of one trace (in order) to one tag per sentence. on_fold(k, n_folds)
+    is called after each fold. cache_dir: each fold's predictions are written there as it ends
+    (`fold_K.json`) and read back instead of refitting, so a long CV that is interrupted resumes.
+    """
+    if not (len(traces) == len(labels) == len(groups)):
+        raise ThoughtlensError("traces, labels and groups must have one entry per trace")
+    n_groups = len(set(groups))
+    if n_groups < 2:
+        raise ThoughtlensError(f"cross-validation needs traces of >= 2 problems (got {n_groups}); add problems")
+    preds: list[list[str]] = [[] for _ in traces]
+    folds = list(GroupKFold(n_splits=min(n_splits, n_groups)).split(np.zeros(len(traces)), groups=groups))
+    for k, (train_idx, test_idx) in enumerate(folds):
+        cached = Path(cache_dir) / f"fold_{k}.json" if cache_dir is not None else None
+        key = {"test": [int(t) for t in test_idx], "n_sentences": [len(traces[t]) for t in test_idx]}
+        stored = json.loads(cached.read_text()) if cached is not None and cached.is_file() else None
+        if stored is not None and stored["key"] == key:
+            for t, p in zip(test_idx, stored["predictions"]):
+                preds[t] = p
+        else:
+            predict = fit([traces[t] for t in train_idx], [labels[t] for t in train_idx])
+            for t in test_idx:
+                preds[t] = list(predict(traces[t]))
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"key": key, "predictions": [preds[t] for t in test_idx]}))
+                tmp.replace(cached)  # atomic: a kill mid-write leaves no half file
+        if on_fold:
+            on_fold(k, len(folds))
+    return preds
+
+
 def cross_validated_predictions(
     traces: Sequence[Sequence[str]],
     labels: Sequence[Sequence[str]],
@@ -57,26 +108,20 @@ def cross_validated_predictions(
     n_splits: int = 5,
     **train_kwargs,
 ) -> list[list[str]]:
-    """Leave-problems-out predictions of the learned labeller: each trace is predicted by a model
-    trained on traces of *other* problems only (GroupKFold over `groups`, one group per problem).
+    """Leave-problems-out predictions of the learned labeller (`group_cv_predictions`).
 
     traces[t]: sentences of trace t; labels[t]: their first tags; embeddings[t]: [n_sentences_t, 384].
     """
-    if not (len(traces) == len(labels) == len(embeddings) == len(groups)):
+    if len(embeddings) != len(traces):
         raise ThoughtlensError("traces, labels, embeddings and groups must have one entry per trace")
-    n_groups = len(set(groups))
-    if n_groups < 2:
-        raise ThoughtlensError(f"cross-validation needs traces of >= 2 problems (got {n_groups}); add problems")
-    feats = [sentence_features(s, e) for s, e in zip(traces, embeddings)]
-    preds: list[list[str]] = [[] for _ in traces]
-    for train_idx, test_idx in GroupKFold(n_splits=min(n_splits, n_groups)).split(np.zeros(len(traces)), groups=groups):
-        x = np.vstack([feats[t] for t in train_idx])
-        y = [tag for t in train_idx for tag in labels[t]]
-        weights: ClassifierWeights = train_classifier(x, y, **train_kwargs)
-        for t in test_idx:
-            best = weights.predict_proba(feats[t]).argmax(axis=1)
-            preds[t] = [weights.classes[k] for k in best]
-    return preds
+    feats = {id(s): sentence_features(s, e) for s, e in zip(traces, embeddings)}
+
+    def fit(train_traces, train_labels):
+        x = np.vstack([feats[id(s)] for s in train_traces])
+        weights: ClassifierWeights = train_classifier(x, [tag for ls in train_labels for tag in ls], **train_kwargs)
+        return lambda s: [weights.classes[k] for k in weights.predict_proba(feats[id(s)]).argmax(axis=1)]
+
+    return group_cv_predictions(traces, labels, groups, fit, n_splits=n_splits)
 
 
 def confusion_markdown(confusion: pd.DataFrame) -> str:

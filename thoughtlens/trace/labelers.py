@@ -1,8 +1,10 @@
 """Sentence labellers behind one interface: `label(trace) -> list[list[str]]` (tags per sentence).
 
-Three labellers, each in its own module:
+Four labellers, each in its own module:
   - "rules":   RuleLabeler (label_rules.py), transparent regular expressions;
   - "learned": LearnedLabeler (label_learned.py), MiniLM + context features, shipped weights (the default);
+  - "encoder": EncoderLabeler (label_encoder.py), MiniLM fine-tuned on each sentence with its neighbours;
+               weights trained by scripts/train_category_classifier.py --encoder-out FILE (`path=FILE`);
   - "llm":     LLMLabeler (label_llm.py), one call per trace to any OpenAI-compatible endpoint.
 
     >>> from thoughtlens.trace.labelers import label, get_labeler
@@ -20,7 +22,7 @@ from thoughtlens.trace.categories import validate_tags
 if TYPE_CHECKING:
     from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
-LABELERS = ("learned", "rules", "llm")
+LABELERS = ("learned", "rules", "encoder", "llm")
 
 
 class Labeler(Protocol):
@@ -32,11 +34,16 @@ class Labeler(Protocol):
 
 
 def get_labeler(name: str = "learned", **kwargs) -> Labeler:
-    """A labeller by name. "llm" needs `client=` (an OpenAIClient) and accepts LLMLabeler's options."""
+    """A labeller by name. "llm" needs `client=` (an OpenAIClient) and accepts LLMLabeler's options;
+    "encoder" needs `path=` (its weights file)."""
     if name == "learned":
         from thoughtlens.trace.label_learned import LearnedLabeler
 
         return LearnedLabeler(**kwargs)
+    if name == "encoder":
+        from thoughtlens.trace.label_encoder import EncoderLabeler
+
+        return EncoderLabeler(**kwargs)
     if name == "rules":
         from thoughtlens.trace.label_rules import RuleLabeler
 

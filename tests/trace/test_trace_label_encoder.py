@@ -1,0 +1,131 @@
+"""The encoder labeller (MiniLM fine-tuned on a sentence with its neighbours) and the generic
+leave-problems-out CV: it must learn a tag that only the *previous* sentence reveals (which a
+sentence-only model cannot), round-trip through its file, and refuse bad input in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from thoughtlens.errors import ThoughtlensError
+from thoughtlens.trace.label_encoder import (
+    EncoderLabeler,
+    encoder_inputs,
+    load_encoder_classifier,
+    save_encoder_classifier,
+    train_encoder_classifier,
+)
+from thoughtlens.trace.label_eval import group_cv_predictions
+from thoughtlens.trace.labelers import get_labeler, label_sentences
+
+CUES = {"uncertainty_management": ["Wait, that seems wrong.", "Hmm, I am not sure about that.", "Wait, maybe I erred."],
+        "active_computation": ["The sum is 12.", "Then 7 times 3 is 21.", "Subtracting gives 40."]}
+TARGETS = ["Let me look at it again.", "I will go over the numbers.", "Now the next part.", "Here is the step.",
+           "Consider the value.", "This is the key quantity.", "The total follows.", "Look at the result."]
+
+
+def _trace(rng, targets):
+    """Alternating cue / target sentences; a target's tag is the kind of the cue *before* it."""
+    sents, tags = [], []
+    for _ in range(4):
+        kind = "uncertainty_management" if rng.random() < 0.5 else "active_computation"
+        sents += [CUES[kind][rng.integers(3)], targets[rng.integers(len(targets))]]
+        tags += [kind, kind]
+    return sents, tags
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    train = [_trace(rng, TARGETS[:6]) for _ in range(24)]
+    test = [_trace(rng, TARGETS[6:]) for _ in range(8)]  # target sentences never seen in training
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    train, _ = data
+    return train_encoder_classifier([s for s, _ in train], [t for _, t in train], epochs=4, lr=2e-4, batch_size=16)
+
+
+def _target_accuracy(clf, test):
+    pred = [clf.predict(s) for s, _ in test]
+    return np.mean([p[i] == t[i] for p, (_, t) in zip(pred, test) for i in range(1, len(t), 2)])
+
+
+def test_encoder_inputs_pair_each_sentence_with_its_neighbours():
+    s = ["A.", "B.", "C."]
+    assert encoder_inputs(s) == [("A.", " [SEP] B."), ("B.", "A. [SEP] C."), ("C.", "B. [SEP] ")]
+    assert encoder_inputs(s, context=2)[2] == ("C.", "A. B. [SEP] ")
+    assert encoder_inputs(s, context=0)[1] == ("B.", " [SEP] ")
+
+
+def test_encoder_learns_a_tag_only_the_previous_sentence_reveals(data, trained):
+    _, test = data
+    assert _target_accuracy(trained, test) >= 0.9
+    # the control: the same training without neighbours can only guess (the targets' own words carry no tag)
+    train, _ = data
+    blind = train_encoder_classifier([s for s, _ in train], [t for _, t in train], context=0, epochs=4, lr=2e-4, batch_size=16)
+    assert _target_accuracy(blind, test) <= 0.75
+
+
+def test_saved_weights_predict_the_same(trained, data, tmp_path):
+    import torch
+
+    sents = data[1][0][0]
+    f32, f16 = tmp_path / "e32.safetensors", tmp_path / "e16.safetensors"
+    save_encoder_classifier(trained, f32, dtype=torch.float32)
+    save_encoder_classifier(trained, f16)
+    assert np.abs(load_encoder_classifier(f32).predict_proba(sents) - trained.predict_proba(sents)).max() < 1e-6
+    assert np.abs(load_encoder_classifier(f16).predict_proba(sents) - trained.predict_proba(sents)).max() < 1e-2
+    assert f16.stat().st_size < 0.6 * f32.stat().st_size  # float16, embeddings left out
+    lab = get_labeler("encoder", path=f32)
+    assert label_sentences(sents, lab) == [[t] for t in trained.predict(sents)]
+
+
+def test_bad_input_is_refused_in_one_line(tmp_path):
+    for call, match in [
+        (lambda: train_encoder_classifier([["A.", "B."]], [["problem_setup"]]), "one tag per sentence"),
+        (lambda: train_encoder_classifier([["A.", "B."]], [["problem_setup"] * 2]), "fewer than 2 categories"),
+        (lambda: train_encoder_classifier([["A.", "B."]], [["problem_setup", "planning"]]), "planning"),
+        (lambda: load_encoder_classifier(tmp_path / "none.safetensors"), "--encoder-out"),
+        (lambda: get_labeler("encoder"), "path="),
+    ]:
+        with pytest.raises(ThoughtlensError, match=match) as e:
+            call()
+        assert "\n" not in str(e.value)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(Exception):
+        load_encoder_classifier(bad)
+
+
+def test_group_cv_never_trains_on_the_held_out_problem_and_resumes_from_its_cache(tmp_path):
+    traces = [[f"s{t}a", f"s{t}b"] for t in range(6)]
+    labels = [["problem_setup", "active_computation"]] * 6
+    groups = ["p0", "p0", "p1", "p1", "p2", "p3"]
+    seen: list[set[str]] = []
+
+    def fit(train_traces, train_labels):
+        trained_on = {s[0] for s in train_traces}
+        seen.append(trained_on)
+        return lambda s: ["unknown" if s[0] in trained_on else "problem_setup"] * len(s)
+
+    preds = group_cv_predictions(traces, labels, groups, fit, n_splits=4, cache_dir=tmp_path)
+    assert len(seen) == 4 and all(p == ["problem_setup"] * 2 for p in preds)  # never predicted by a fit that saw it
+    for t, g in enumerate(groups):  # the partner trace of the same problem was held out too
+        for u, h in enumerate(groups):
+            if g == h:
+                assert all(not ({traces[t][0], traces[u][0]} & s) or (traces[t][0] in s) == (traces[u][0] in s) for s in seen)
+
+    def broken(*_):
+        raise AssertionError("a cached fold was refitted")
+
+    assert group_cv_predictions(traces, labels, groups, broken, n_splits=4, cache_dir=tmp_path) == preds
+    (tmp_path / "fold_0.json").unlink()
+    assert group_cv_predictions(traces, labels, groups, fit, n_splits=4, cache_dir=tmp_path) == preds
+    assert len(seen) == 5  # only the missing fold ran again
+    with pytest.raises(ThoughtlensError, match="one entry per trace"):
+        group_cv_predictions(traces, labels[:3], groups, fit)
+    with pytest.raises(ThoughtlensError, match=">= 2 problems"):
+        group_cv_predictions(traces, labels, ["p"] * 6, fit)
