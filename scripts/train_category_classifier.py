@@ -29,6 +29,7 @@ from rich.progress import track
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from thoughtlens import stats  # noqa: E402
 from thoughtlens.anchors.categories import load_published  # noqa: E402
 from thoughtlens.trace.categories import first_tag  # noqa: E402
 from thoughtlens.trace.label_eval import (  # noqa: E402
@@ -97,10 +98,17 @@ def main(argv: list[str] | None = None) -> int:
             enc = group_cv_predictions(traces, labels, groups, fit, n_splits=args.cv_splits, on_fold=on_fold, cache_dir=cache)
             scored.append(("encoder", [t for ps in enc for t in ps]))
             report["encoder_settings"] = {"context": args.context, "epochs": args.epochs}
-            report["encoder_by_problem"] = {
-                g: float(np.mean([p == y for t in range(len(traces)) if groups[t] == g for p, y in zip(enc[t], labels[t])]))
-                for g in sorted(set(groups))
-            }
+            # Paired by problem: the same held-out sentences, labelled by both models.
+            problems = sorted(set(groups))
+            hits = {name: [np.array([p == y for t in range(len(traces)) if groups[t] == g for p, y in zip(pr[t], labels[t])], float)
+                           for g in problems] for name, pr in (("encoder", enc), ("learned", preds))}
+            report["by_problem"] = {name: dict(zip(problems, map(float, map(np.mean, h)))) for name, h in hits.items()}
+            diff = stats.hierarchical_bootstrap_diff(hits["encoder"], hits["learned"], n_boot=5000)
+            test = stats.paired_permutation_test([h.mean() for h in hits["encoder"]], [h.mean() for h in hits["learned"]])
+            report["encoder_minus_learned"] = {"mean_of_problem_means": diff.estimate, "ci95": [diff.ci_low, diff.ci_high],
+                                               "paired_permutation_p": test.p_value}
+            console.print(f"encoder - learned, mean over problems: {diff.estimate:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}], "
+                          f"paired permutation p = {test.p_value:.3f} ({len(problems)} problems)")
         for name, pred in scored:
             s = score_labels(flat_true, pred)
             report[name] = {"accuracy": s.accuracy, "macro_f1": s.macro_f1, "confusion": s.confusion.to_dict(orient="split")}
