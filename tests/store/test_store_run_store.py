@@ -235,7 +235,8 @@ _WRITER = textwrap.dedent(
 
 
 def _run_writer(path, total: int, kill_after: int | None) -> list[int]:
-    """Start the writer; SIGKILL it once it has reported `kill_after` commits. Returns the reported indices."""
+    """Start the writer; SIGKILL it once it has reported `kill_after` commits. Returns every index it reported
+    (those still in the pipe at the kill included)."""
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(total)], stdout=subprocess.PIPE, text=True)
     reported = []
     try:
@@ -245,6 +246,9 @@ def _run_writer(path, total: int, kill_after: int | None) -> list[int]:
             reported.append(int(line))
             if kill_after is not None and len(reported) >= kill_after:
                 os.kill(proc.pid, signal.SIGKILL)
+                # On a loaded machine the writer runs ahead of this reader: lines it printed before the kill
+                # are still in the pipe. Read them too, so `reported` is every commit the writer announced.
+                reported += [int(x) for x in proc.stdout.read().split() if x.isdigit()]
                 break
     finally:
         proc.kill()
@@ -269,7 +273,7 @@ def test_kill_minus_9_loses_and_duplicates_nothing(tmp_path):
     committed: list[int] = []
     for kill_after in (3, 40):  # each writer imports thoughtlens (torch, ~7 s here), so only two kills
         reported = _run_writer(path, total, kill_after)
-        assert len(reported) == kill_after
+        assert len(reported) >= kill_after
         committed += reported
         stored = _stored_indices(path)
         # The writer commits before it prints, so the kill may land after a commit it never reported:
