@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="encoder: training epochs")
     p.add_argument("--fold-cache", type=Path, default=REPO / "runs" / "category_encoder_cv",
                    help="encoder: finished folds are kept here (one subfolder per setting)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="encoder: train nothing; report on the folds already in --fold-cache (both labellers on those traces)")
     p.add_argument("--encoder-out", type=Path, default=None, help="encoder: train on all traces, write weights here")
     args = p.parse_args(argv)
     console = Console()
@@ -95,12 +97,22 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"encoder: fold {k + 1}/{n} done")
 
             cache = args.fold_cache / f"context{args.context}_epochs{args.epochs}_splits{args.cv_splits}"
-            enc = group_cv_predictions(traces, labels, groups, fit, n_splits=args.cv_splits, on_fold=on_fold, cache_dir=cache)
-            scored.append(("encoder", [t for ps in enc for t in ps]))
+            enc = group_cv_predictions(traces, labels, groups, fit, n_splits=args.cv_splits, on_fold=on_fold, cache_dir=cache,
+                                       only_cached=args.cached_only)
+            have = [t for t in range(len(traces)) if len(enc[t]) == len(traces[t])]
+            if len(have) < len(traces):  # a partial CV: score every labeller on the same held-out traces only
+                console.print(f"[yellow]encoder predictions for {len(have)} of {len(traces)} traces (folds in {cache}); "
+                              "every score below is over those traces[/]")
+                owner = [t for t in range(len(traces)) for _ in traces[t]]  # trace of each flat sentence
+                keep = [i for i, t in enumerate(owner) if t in set(have)]
+                flat_true = [flat_true[i] for i in keep]
+                scored = [(name, [pr[i] for i in keep]) for name, pr in scored]
+                report["partial"] = {"traces": len(have), "sentences": len(keep)}
+            scored.append(("encoder", [x for t in have for x in enc[t]]))
             report["encoder_settings"] = {"context": args.context, "epochs": args.epochs}
             # Paired by problem: the same held-out sentences, labelled by both models.
-            problems = sorted(set(groups))
-            hits = {name: [np.array([p == y for t in range(len(traces)) if groups[t] == g for p, y in zip(pr[t], labels[t])], float)
+            problems = sorted({groups[t] for t in have})
+            hits = {name: [np.array([p == y for t in have if groups[t] == g for p, y in zip(pr[t], labels[t])], float)
                            for g in problems] for name, pr in (("encoder", enc), ("learned", preds))}
             report["by_problem"] = {name: dict(zip(problems, map(float, map(np.mean, h)))) for name, h in hits.items()}
             diff = stats.hierarchical_bootstrap_diff(hits["encoder"], hits["learned"], n_boot=5000)

@@ -122,6 +122,13 @@ def test_group_cv_never_trains_on_the_held_out_problem_and_resumes_from_its_cach
         raise AssertionError("a cached fold was refitted")
 
     assert group_cv_predictions(traces, labels, groups, broken, n_splits=4, cache_dir=tmp_path) == preds
+    partial_dir = tmp_path / "partial"
+    partial_dir.mkdir()
+    (tmp_path / "fold_1.json").rename(partial_dir / "fold_1.json")
+    partial = group_cv_predictions(traces, labels, groups, broken, n_splits=4, cache_dir=partial_dir, only_cached=True)
+    assert sum(p == preds[t] for t, p in enumerate(partial)) == sum(p != [] for p in partial) >= 1  # fold 1 only, rest empty
+    assert [] in partial
+    (partial_dir / "fold_1.json").rename(tmp_path / "fold_1.json")
     (tmp_path / "fold_0.json").unlink()
     assert group_cv_predictions(traces, labels, groups, fit, n_splits=4, cache_dir=tmp_path) == preds
     assert len(seen) == 5  # only the missing fold ran again

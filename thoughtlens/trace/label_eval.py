@@ -62,6 +62,7 @@ def group_cv_predictions(
     n_splits: int = 5,
     on_fold: Callable[[int, int], None] | None = None,
     cache_dir: str | Path | None = None,
+    only_cached: bool = False,
 ) -> list[list[str]]:
     """Leave-problems-out predictions of any labeller: each trace is predicted by a labeller fitted on
     traces of *other* problems only (GroupKFold over `groups`, one group per problem).
@@ -70,6 +71,7 @@ def group_cv_predictions(
     a function from the sentences of one trace (in order) to one tag per sentence. on_fold(k, n_folds)
     is called after each fold. cache_dir: each fold's predictions are written there as it ends
     (`fold_K.json`) and read back instead of refitting, so a long CV that is interrupted resumes.
+    only_cached: fit nothing; the traces of folds not in `cache_dir` get empty predictions (a partial report).
     """
     if not (len(traces) == len(labels) == len(groups)):
         raise ThoughtlensError("traces, labels and groups must have one entry per trace")
@@ -85,6 +87,8 @@ def group_cv_predictions(
         if stored is not None and stored["key"] == key:
             for t, p in zip(test_idx, stored["predictions"]):
                 preds[t] = p
+        elif only_cached:
+            continue
         else:
             predict = fit([traces[t] for t in train_idx], [labels[t] for t in train_idx])
             for t in test_idx:
