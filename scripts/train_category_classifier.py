@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"[yellow]encoder predictions for {len(have)} of {len(traces)} traces (folds in {cache}); "
                               "every score below is over those traces[/]")
                 owner = [t for t in range(len(traces)) for _ in traces[t]]  # trace of each flat sentence
-                keep = [i for i, t in enumerate(owner) if t in set(have)]
+                done = set(have)
+                keep = [i for i, t in enumerate(owner) if t in done]
                 flat_true = [flat_true[i] for i in keep]
                 scored = [(name, [pr[i] for i in keep]) for name, pr in scored]
                 report["partial"] = {"traces": len(have), "sentences": len(keep)}
