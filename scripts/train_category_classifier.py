@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cached-only", action="store_true",
                    help="encoder: train nothing; report on the folds already in --fold-cache (both labellers on those traces)")
     p.add_argument("--encoder-out", type=Path, default=None, help="encoder: train on all traces, write weights here")
+    p.add_argument("--device", default="cpu", help="encoder: where to train (cuda on a GPU machine)")
     args = p.parse_args(argv)
     console = Console()
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             from thoughtlens.trace.label_encoder import train_encoder_classifier
 
             def fit(train_traces, train_labels):
-                clf = train_encoder_classifier(train_traces, train_labels, context=args.context, epochs=args.epochs)
+                clf = train_encoder_classifier(train_traces, train_labels, context=args.context, epochs=args.epochs,
+                                               device=args.device)
                 return clf.predict
 
             def on_fold(k, n):
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.encoder_out:
         from thoughtlens.trace.label_encoder import save_encoder_classifier, train_encoder_classifier
 
-        clf = train_encoder_classifier(traces, labels, context=args.context, epochs=args.epochs)
+        clf = train_encoder_classifier(traces, labels, context=args.context, epochs=args.epochs, device=args.device)
         save_encoder_classifier(clf, args.encoder_out)
         console.print(f"wrote {args.encoder_out} ({args.encoder_out.stat().st_size / 2**20:.1f} MiB)")
     if not args.encoder:

@@ -83,6 +83,34 @@ def test_saved_weights_predict_the_same(trained, data, tmp_path):
     assert label_sentences(sents, lab) == [[t] for t in trained.predict(sents)]
 
 
+def _far_trace(rng, targets):
+    """A mode sentence, then neutral targets; every tag is the trace's mode, which only the FIRST sentence says."""
+    kind = "uncertainty_management" if rng.random() < 0.5 else "active_computation"
+    opener = {"uncertainty_management": "Wait, I am unsure of all of this.", "active_computation": "The sum is 12."}[kind]
+    return [opener] + [targets[rng.integers(len(targets))] for _ in range(5)], [kind] * 6
+
+
+def test_trace_rnn_reads_a_sentence_beyond_the_neighbours(tmp_path):
+    import torch
+
+    rng = np.random.default_rng(1)
+    train = [_far_trace(rng, TARGETS[:6]) for _ in range(24)]
+    test = [_far_trace(rng, TARGETS[6:]) for _ in range(8)]
+
+    def far_accuracy(clf):  # the targets 2..5 are >= 2 sentences from the opener: outside context 1
+        return np.mean([p == t[i] for s, t in test for i, p in enumerate(clf.predict(s)) if i >= 2])
+
+    kw = dict(context=1, lr=3e-4, batch_size=16)
+    rnn = train_encoder_classifier([s for s, _ in train], [t for _, t in train], epochs=8, trace_rnn=True, **kw)
+    assert far_accuracy(rnn) >= 0.9
+    plain = train_encoder_classifier([s for s, _ in train], [t for _, t in train], epochs=4, **kw)
+    assert far_accuracy(plain) <= 0.75  # the neighbours alone cannot see the opener
+    f = tmp_path / "rnn.safetensors"
+    save_encoder_classifier(rnn, f, dtype=torch.float32)
+    back = load_encoder_classifier(f)
+    assert back.trace_rnn and np.abs(back.predict_proba(test[0][0]) - rnn.predict_proba(test[0][0])).max() < 1e-6
+
+
 def test_bad_input_is_refused_in_one_line(tmp_path):
     for call, match in [
         (lambda: train_encoder_classifier([["A.", "B."]], [["problem_setup"]]), "one tag per sentence"),

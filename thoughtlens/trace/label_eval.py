@@ -50,7 +50,7 @@ def majority_baseline(true: Sequence[str]) -> tuple[str, float]:
     return str(values[k]), float(counts[k] / counts.sum())
 
 
-Fit = Callable[[list[Sequence[str]], list[Sequence[str]]], Callable[[Sequence[str]], list[str]]]
+Fit = Callable[[list[Sequence[str]], list[Sequence[str]]], Callable[[Sequence[str]], list]]
 
 
 def group_cv_predictions(
@@ -63,12 +63,13 @@ def group_cv_predictions(
     on_fold: Callable[[int, int], None] | None = None,
     cache_dir: str | Path | None = None,
     only_cached: bool = False,
-) -> list[list[str]]:
+) -> list[list]:
     """Leave-problems-out predictions of any labeller: each trace is predicted by a labeller fitted on
     traces of *other* problems only (GroupKFold over `groups`, one group per problem).
 
     traces[t]: sentences of trace t; labels[t]: their first tags; fit(train_traces, train_labels) returns
-    a function from the sentences of one trace (in order) to one tag per sentence. on_fold(k, n_folds)
+    a function from the sentences of one trace (in order) to one prediction per sentence: a tag, or anything
+    JSON holds (scripts/category_encoder_sweep.py keeps {tag: probability}). on_fold(k, n_folds)
     is called after each fold. cache_dir: each fold's predictions are written there as it ends
     (`fold_K.json`) and read back instead of refitting, so a long CV that is interrupted resumes.
     only_cached: fit nothing; the traces of folds not in `cache_dir` get empty predictions (a partial report).
@@ -78,7 +79,7 @@ def group_cv_predictions(
     n_groups = len(set(groups))
     if n_groups < 2:
         raise ThoughtlensError(f"cross-validation needs traces of >= 2 problems (got {n_groups}); add problems")
-    preds: list[list[str]] = [[] for _ in traces]
+    preds: list[list] = [[] for _ in traces]
     folds = list(GroupKFold(n_splits=min(n_splits, n_groups)).split(np.zeros(len(traces)), groups=groups))
     for k, (train_idx, test_idx) in enumerate(folds):
         cached = Path(cache_dir) / f"fold_{k}.json" if cache_dir is not None else None
