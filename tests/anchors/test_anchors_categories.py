@@ -211,19 +211,52 @@ def test_cli_needs_exactly_one_source(tmp_path):
     assert res.exit_code == 1 and "give exactly one of STORE or --published" in res.output
 
 
-def test_store_sentences_and_metrics_are_joined_and_untagged_ones_labelled(tmp_path):
+def _two_problem_store(path, tags):
+    """A run 'r' of problems p1, p2 with the same two sentences; tags[pid]: each sentence's tags (None: untagged)."""
     from thoughtlens.store.run_store import RunStore
-    from thoughtlens.trace.labelers import get_labeler
 
-    db = RunStore(tmp_path / "run.sqlite")
+    db = RunStore(path)
     db.create_run("r", {"k": 1})
-    for pid, tags in (("p1", [["plan_generation"], ["active_computation"]]), ("p2", [None, None])):
+    for pid, pid_tags in tags.items():
         db.add_problem("r", pid, "q", "1")
         texts = ["Let me try the quadratic formula.", "3 * 4 = 12"]
         db.add_trace("r", pid, "prompt", " ".join(texts), "1", True,
-                     [{"index": i, "start": 0, "end": 1, "text": t, "tags": g} for i, (t, g) in enumerate(zip(texts, tags))])
+                     [{"index": i, "start": 0, "end": 1, "text": t, "tags": g} for i, (t, g) in enumerate(zip(texts, pid_tags))])
         for i in range(2):
             db.put_metrics("r", pid, i, {"accuracy": 0.5, "counterfactual_importance_kl": 0.1 * (i + 1)})
+    return db
+
+
+def test_cli_labels_untagged_sentences_with_the_encoder_weights_given(tmp_path):
+    """--labeler encoder --labeler-weights FILE: an untrained encoder whose head always says self_checking (bias),
+    so every sentence must land in that category, which no other labeller gives these two sentences."""
+    import torch
+
+    from thoughtlens.cli import app
+    from thoughtlens.trace.label_encoder import EncoderClassifier, save_encoder_classifier
+
+    db = _two_problem_store(tmp_path / "run.sqlite", {"p1": [None, None], "p2": [None, None]})
+    clf = EncoderClassifier(["active_computation", "self_checking"])
+    with torch.no_grad():
+        clf.head.weight.zero_()
+        clf.head.bias.copy_(torch.tensor([0.0, 5.0]))
+    weights = tmp_path / "enc.safetensors"
+    save_encoder_classifier(clf, weights)
+    res = CliRunner().invoke(app, ["anchors", "categories", str(db.path), "--labeler", "encoder", "--labeler-weights",
+                                   str(weights), "--n-boot", "200", "--debias-degree", "0", "--no-convergence-filter"])
+    assert res.exit_code == 0, res.output
+    table = db.get_artifact("r", "category_table")
+    assert {r["category"] for r in table} == {"self_checking"}
+    for args in (["--labeler", "encoder"], ["--labeler", "rules", "--labeler-weights", str(weights)]):
+        res = CliRunner().invoke(app, ["anchors", "categories", str(db.path), *args])
+        assert res.exit_code == 1 and "--labeler encoder needs --labeler-weights FILE" in res.output
+        assert len(res.output.strip().splitlines()) == 1
+
+
+def test_store_sentences_and_metrics_are_joined_and_untagged_ones_labelled(tmp_path):
+    from thoughtlens.trace.labelers import get_labeler
+
+    db = _two_problem_store(tmp_path / "run.sqlite", {"p1": [["plan_generation"], ["active_computation"]], "p2": [None, None]})
     df = cat.load_store(db, labeler=get_labeler("rules"))
     assert len(df) == 4 and df["counterfactual_importance_kl"].tolist() == pytest.approx([0.1, 0.2, 0.1, 0.2])
     assert df[df.trace_id == "p2"]["tags"].tolist() == [["plan_generation"], ["active_computation"]]

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from thoughtlens.cli import _common as c
+from thoughtlens.errors import ConfigError
 from thoughtlens.store.artifacts import SHOW_COLUMNS
 
 app = typer.Typer(help="Thought anchors: which chain-of-thought sentences matter.", no_args_is_help=True)
@@ -297,7 +298,8 @@ def categories(
     out_store: str = typer.Option(None, "--store", help="With --published: also write the results to this store (run 'published')."),
     run_id: str = typer.Option(None, "--run", help="Run to analyse (needed when the store holds several)."),
     metric: list[str] = typer.Option(None, "--metric", help="Metric column(s); default: counterfactual, resampling, forced KL."),
-    labeler: str = typer.Option("learned", "--labeler", help="Labeller for untagged store sentences: learned, rules, none."),
+    labeler: str = typer.Option("learned", "--labeler", help="Labeller for untagged store sentences: learned, rules, encoder, none."),
+    labeler_weights: str = typer.Option(None, "--labeler-weights", help="Weights file of --labeler encoder (scripts/train_category_classifier.py --encoder-out FILE)."),
     first_tag_only: bool = typer.Option(True, "--first-tag-only/--all-tags", help="Count a sentence under its first tag only."),
     skip_unknown: bool = typer.Option(True, "--skip-unknown/--keep-unknown", help="Drop sentences tagged unknown."),
     clip_negative: bool = typer.Option(True, "--clip-negative/--no-clip-negative", help="Count negative importance as 0."),
@@ -325,9 +327,13 @@ def categories(
     else:
         from thoughtlens.trace.labelers import get_labeler
 
+        if (labeler == "encoder") != (labeler_weights is not None):
+            raise ConfigError("--labeler encoder needs --labeler-weights FILE, and only it takes one (train the weights "
+                              "with scripts/train_category_classifier.py --encoder-out FILE)")
         db = RunStore(c.existing_store(store))
         run_id = c.pick_run(db, run_id)
-        sentences = cat.load_store(db, run_id, None if labeler == "none" else get_labeler(labeler))
+        kwargs = {"path": labeler_weights} if labeler_weights is not None else {}
+        sentences = cat.load_store(db, run_id, None if labeler == "none" else get_labeler(labeler, **kwargs))
     results = cat.analyze(sentences, metric or cat.DEFAULT_METRICS, rules, reference=reference,
                           debias_degree=debias_degree or None, n_boot=n_boot, seed=seed)
     _print_category_results(c.stdout(width=200), results)
