@@ -80,6 +80,8 @@ def main() -> None:
         "hybrid (default)": BudgetPolicy("hybrid"),
         "sequential, top_k only": BudgetPolicy("sequential", ci_half_width=0.0, negligible=0.0),
         "sequential, loose (0.1/0.1)": BudgetPolicy("sequential", ci_half_width=0.1, negligible=0.1),
+        "sequential, total 25 %": BudgetPolicy("sequential", total_fraction=0.25),
+        "hybrid, total 25 %": BudgetPolicy("hybrid", total_fraction=0.25),
         "fixed 100 (the paper)": BudgetPolicy("fixed"),
     }
     print(f"{'policy':32s} {'spearman med':>12s} {'mean':>6s} {'p10':>6s} {'top5 recall':>11s} {'rollouts':>9s} {'rho true':>8s} {'rec true':>8s} {'s':>5s}")

@@ -21,6 +21,9 @@ Policies replayed (all printed, none picked after seeing the figures):
     half-width reachable with m rollouts per position (0/m vs 0/m), for m = n, n / 2 and n / 4 (0.107,
     0.194, 0.324 for n = 32): a sentence may stop once it is as settled as m rollouts can make it. The
     default 0.05 cannot be reached at all with 32 rollouts, so with it only the top-5 elimination stops.
+  * (added 2026-11-27, settings fixed before the replay) the same scaled sequential and hybrid policies at
+    the strictest CI (m = n) with the total cap `total_fraction=0.25`: exactly the 25 % budget, each round
+    spent on the widest CIs first.
 Each row: median and mean Spearman with the full-budget importance, mean top-5 recall, mean share of the
 rollouts used, and the share of (problem, seed) pairs that meet all three targets at once.
 """
@@ -48,6 +51,10 @@ def policies(n: int) -> dict[str, BudgetPolicy]:
         for m in (n, n // 2, n // 4):
             ci = float(ci_half_widths([PositionStats(m, m, 0)] * 2)[0]) + 1e-6  # narrowest CI with m rollouts
             out[f"{kind} {s}/{s}, ci {ci:.3f}"] = BudgetPolicy(kind, initial=s, step=s, ci_half_width=ci, negligible=ci)
+    ci = float(ci_half_widths([PositionStats(n, n, 0)] * 2)[0]) + 1e-6
+    for kind in ("sequential", "hybrid"):
+        out[f"{kind} {s}/{s}, ci {ci:.3f}, total 25%"] = BudgetPolicy(kind, initial=s, step=s, ci_half_width=ci,
+                                                                       negligible=ci, total_fraction=0.25)
     return out
 
 

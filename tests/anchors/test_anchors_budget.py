@@ -92,7 +92,34 @@ def test_simulate_never_exceeds_the_cap_and_spends_less_on_flat_traces():
     (dict(ci_half_width=-0.1), "ci_half_width must be a number >= 0"),
     (dict(top_k=-1), "top_k must be an integer >= 0"),
     (dict(max_rollouts=0), "max_rollouts must be an integer >= 1"),
+    (dict(total_fraction=0), r"total_fraction must lie in \(0, 1\]"),
+    (dict(total_fraction=1.5), r"total_fraction must lie in \(0, 1\]"),
+    (dict(kind="fixed", total_fraction=0.25), "needs --budget sequential or hybrid"),
 ])
 def test_bad_policy_is_a_one_line_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         BudgetPolicy(**kwargs)
+
+
+def test_total_cap_serves_the_widest_ci_first_and_is_never_exceeded():
+    # Sentence 2 (positions 2 and 3) rests on 2 answered rollouts at position 3: by far the widest CI.
+    stats = [PositionStats(10, 10, 0), PositionStats(10, 10, 5), PositionStats(10, 10, 10), PositionStats(10, 2, 1)]
+    free = next_round(BudgetPolicy("sequential", step=4), stats, cap=20)
+    assert free == {0: 4, 1: 4, 2: 4, 3: 4}  # without the cap every open position gets a step
+    # cap 0.6 x 4 positions x 20 = 48 rollouts, 40 spent: 8 left, i.e. two steps, for positions 2 and 3
+    assert next_round(BudgetPolicy("sequential", step=4, total_fraction=0.6), stats, cap=20) == {2: 4, 3: 4}
+    assert next_round(BudgetPolicy("sequential", step=4, total_fraction=0.5), stats, cap=20) == {}  # 40 of 40 spent
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 1, 30)
+    draws = rng.random((30, 100)) < p[:, None]
+    for kind in ("sequential", "hybrid"):
+        used = simulate(BudgetPolicy(kind, total_fraction=0.25), draws)
+        assert used.sum() <= 0.25 * 30 * 100 and used.min() >= 10 and used.max() > 10  # spent unevenly
+
+
+def test_record_leaves_unset_later_options_out_so_old_run_ids_stay():
+    from dataclasses import asdict
+
+    old = {k: v for k, v in asdict(BudgetPolicy("hybrid")).items() if k != "total_fraction"}
+    assert BudgetPolicy("hybrid").record() == old
+    assert BudgetPolicy("hybrid", total_fraction=0.25).record() == {**old, "total_fraction": 0.25}

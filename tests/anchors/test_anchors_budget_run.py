@@ -50,7 +50,7 @@ def test_adaptive_run_stores_rounds_counts_and_cis_and_resumes_mid_round(tiny_lm
     m = full.metrics(job.run_id, "p0")
     assert (m["resampling_importance_accuracy_ci_low"] <= m["resampling_importance_accuracy"]).all()
     assert (m["resampling_importance_accuracy"] <= m["resampling_importance_accuracy_ci_high"]).all()
-    assert json.loads(json.dumps(asdict(BUDGET))) == full.runs()[0]["config"]["budget"]
+    assert json.loads(json.dumps(BUDGET.record())) == full.runs()[0]["config"]["budget"]
     assert job.run_id != CONFIG.run_id()  # an adaptive run never resumes a fixed one
 
     # Interrupt in the middle of round 2 (the first round has 2 * n_pos rollouts), then resume.

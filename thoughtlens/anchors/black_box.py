@@ -234,7 +234,7 @@ class AnchorsRun:
             raise ConfigError(f"AnchorsRun(outcome=...) measures {outcome.spec!r} but config.outcome is "
                               f"{config.outcome!r}: build the config with outcome={outcome.spec!r}")
         self.outcome = resolve_outcome(outcome or config.outcome)
-        config_dict = config_record(config) if budget is None else {**config_record(config), "budget": asdict(budget)}
+        config_dict = config_record(config) if budget is None else {**config_record(config), "budget": budget.record()}
         if budget is not None and run_id is None:
             run_id = "anchors-" + hashlib.sha1(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:10]
         self.run_id = run_id or config.run_id()

@@ -15,6 +15,11 @@ A `BudgetPolicy` samples in rounds and, after each round, asks `next_round` whic
               of a sentence whose |importance| estimate is >= `jump` get `step` more until they reach
               the cap, so that the sharp changes the page ranks first are measured at the full budget.
 
+Named option `total_fraction` (sequential or hybrid; thoughtlens's, not the paper's nor frugal-thought-anchors'):
+a cap on a problem's rollouts, as a share of (positions x cap). Each round then goes to the open positions
+whose sentences have the *widest* importance CIs first (step each), until the cap is spent: for a user with
+a fixed compute budget, who wants it where the estimates are least certain rather than in position order.
+
 The metric steered on is the paper's resampling importance (accuracy): imp_i = acc(R_{i+1}) - acc(R_i),
 with acc = correct / answered (analyze_rollouts.py:analyze_problem; see anchors.definitions). Its CI is
 Newcombe's hybrid score interval for a difference of two proportions (Newcombe 1998, method 10): it
@@ -28,7 +33,7 @@ for exactly the same extra rollouts (the job also stores each round's targets, s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -55,6 +60,8 @@ class BudgetPolicy:
     the run's n_rollouts. initial: rollouts per position in the first round; step: extra rollouts per
     position and round. confidence: two-sided level of the CIs. ci_half_width / negligible / top_k /
     jump: the stopping and refining rules (module docstring); top_k=0 disables the elimination rule.
+    total_fraction: None, or a cap on all rollouts of a problem as a share of positions x cap (module
+    docstring); with it, the widest CIs are served first.
     """
 
     kind: str = "sequential"
@@ -66,6 +73,7 @@ class BudgetPolicy:
     negligible: float = 0.05
     top_k: int = 5
     jump: float = 0.2
+    total_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in BUDGET_KINDS:
@@ -85,6 +93,21 @@ class BudgetPolicy:
                 raise ConfigError(f"budget {name} must be a number >= 0, got {v!r}: e.g. {name}=0.05")
         if not isinstance(self.top_k, int) or self.top_k < 0:
             raise ConfigError(f"budget top_k must be an integer >= 0, got {self.top_k!r}: e.g. top_k=5 (0 = off)")
+        if self.total_fraction is not None:
+            if isinstance(self.total_fraction, bool) or not isinstance(self.total_fraction, (int, float)) \
+                    or not 0 < self.total_fraction <= 1:
+                raise ConfigError(f"budget total_fraction must lie in (0, 1], got {self.total_fraction!r}: "
+                                  "e.g. total_fraction=0.25 (--budget-total)")
+            if self.kind == "fixed":
+                raise ConfigError("budget total_fraction needs --budget sequential or hybrid (fixed spends the cap everywhere)")
+
+    def record(self) -> dict:
+        """The policy as stored in the run's config (and hashed into its run id). Options added later are
+        left out while unset, so that runs stored before they existed keep their ids and resume."""
+        d = asdict(self)
+        if d["total_fraction"] is None:
+            del d["total_fraction"]
+        return d
 
     @property
     def z(self) -> float:
@@ -147,7 +170,29 @@ def next_round(policy: BudgetPolicy, stats: Sequence[PositionStats], cap: int) -
         want[:-1] |= open_  # sentence i is measured by positions i and i + 1
         want[1:] |= open_
         extra = np.where(want, np.minimum(policy.step, cap - have), 0)
+    if policy.total_fraction is not None:
+        extra = _within_total(policy, stats, extra, int(policy.total_fraction * len(stats) * cap) - int(have.sum()))
     return {int(k): int(e) for k, e in enumerate(extra) if e > 0}
+
+
+def _within_total(policy: BudgetPolicy, stats: Sequence[PositionStats], extra: np.ndarray, left: int) -> np.ndarray:
+    """Cut a round to the `left` rollouts of the total cap, widest importance CIs first (position order on ties)."""
+    if extra.sum() <= left:
+        return extra
+    out = np.zeros_like(extra)
+    if left <= 0:
+        return out
+    if all(s.n > 0 for s in stats):
+        width = ci_half_widths(stats, policy.confidence)  # [S]
+        priority = np.maximum(np.r_[width, 0.0], np.r_[0.0, width])  # a position serves sentences k - 1 and k
+    else:  # first round: nothing measured yet, so position order
+        priority = np.zeros(len(stats))
+    for k in np.argsort(-priority, kind="stable"):
+        out[k] = min(extra[k], left)
+        left -= out[k]
+        if left == 0:
+            break
+    return out
 
 
 def simulate(policy: BudgetPolicy, draws: np.ndarray, answered: np.ndarray | None = None,

@@ -59,6 +59,7 @@ def run(
     budget_initial: int = typer.Option(10, help="--budget: rollouts per position in the first round."),
     budget_step: int = typer.Option(10, help="--budget: extra rollouts per position and round."),
     budget_ci: float = typer.Option(0.05, help="--budget: stop a position once its importance CI half-width is below this."),
+    budget_total: float = typer.Option(None, help="--budget: cap a problem's rollouts at this share of positions x --rollouts (e.g. 0.25); the widest CIs are served first."),
 ) -> None:
     """Resample from every prefix of a reasoning trace and measure which sentences matter."""
     from thoughtlens.anchors.run_options import check_run_options
@@ -79,7 +80,8 @@ def run(
     if budget is not None:
         from thoughtlens.anchors.budget import BudgetPolicy
 
-        policy = BudgetPolicy(kind=budget, initial=budget_initial, step=budget_step, ci_half_width=budget_ci)
+        policy = BudgetPolicy(kind=budget, initial=budget_initial, step=budget_step, ci_half_width=budget_ci,
+                              total_fraction=budget_total)
     run_pipeline(config, budget=policy, device=device, concurrency=concurrency,
                  tensor_parallel_size=tensor_parallel_size, model=model, problem=problem, answer=gt_answer, problems=problems, limit=limit,
                  trace=trace, store=store, run_id=run_id, resume=resume, base_url=base_url, api_model=api_model,
