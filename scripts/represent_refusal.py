@@ -1,21 +1,24 @@
 """Refusal in small: Arditi et al. 2024's experiment on a refusing SmolLM2-135M-Instruct.
 
     OMP_NUM_THREADS=2 python scripts/represent_refusal.py [--model refusing|base|DIR] [--max-new-tokens 16]
-        [--layer-stride 3] [--json docs/represent_refusal.json]
+        [--positions eoi|last] [--layer-stride 1] [--json docs/represent_refusal.json]
 
 0. Model: `refusing` (default) is the bundled model fine-tuned to refuse by scripts/make_refusing_model.py (built
    and cached on first use; trained on refusal_train.json only), `base` the bundled model (which almost never
    refuses), or any model directory.
 1. The project's 60 harmful-style + 60 harmless instructions (thoughtlens/represent/data/refusal_prompts.json,
    never trained on), in the chat template, split into halves A (even index) and B (odd index).
-2. Difference-in-means direction at each layer's resid_pre, last prompt token, from each half.
-3. Layer choice on half A only, as Arditi et al.'s `select_direction` (pipeline/submodules/select_direction.py,
+2. Difference-in-means direction at each layer's resid_pre and each post-instruction position (the chat
+   template's tokens after the instruction, Arditi et al.'s `eoi_toks`, `generate_directions.py`; 6 for SmolLM2),
+   from each half. `--positions last` reads the last prompt token only (this script's first version).
+3. (position, layer) choice on half A only, as Arditi et al.'s `select_direction` (pipeline/submodules/select_direction.py,
    `filter_fn`): among layers < 0.8 n_layers, keep those whose ablation moves the harmless first-token
    distribution by KL < 0.1 and whose addition to harmless prompts gives a refusal score > 0 (steering score,
    computed only for layers that pass the KL filter);
    choose the lowest refusal score of harmful prompts under directional ablation (falling back to the KL filter
    alone, then to all layers, when no layer passes; the fallback is recorded). Refusal score = log-odds of the
-   refusal tokens ("I", "As") at the first generated position. Position: the last prompt token only.
+   refusal tokens ("I", "As") at the first generated position. Layers from 1 (layer 0's resid_pre at the
+   template tokens is the same embedding for every prompt), every layer by default (`--layer-stride 1`, as the paper).
 4. Held-out evaluation (cross-fitted: half B with A's direction, half A with B's, so all 60 + 60 prompts are
    judged by a direction that did not see them): greedy completions judged by the phrase matcher
    (thoughtlens.represent.refusal.REFUSAL_PHRASES), rates with Wilson 95% intervals: harmful baseline vs
@@ -54,7 +57,9 @@ def _args(argv):
     p.add_argument("--model", default="refusing", help="'refusing' (default), 'base' or a model directory")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=30)
-    p.add_argument("--layer-stride", type=int, default=3, help="try every k-th layer (from 1) as the direction's layer")
+    p.add_argument("--layer-stride", type=int, default=1, help="try every k-th layer (from 1) as the direction's layer")
+    p.add_argument("--positions", choices=("eoi", "last"), default="eoi",
+                   help="candidate positions: every post-instruction template token (the paper) or the last one only")
     p.add_argument("--json", type=Path, default=REPO / "docs" / "represent_refusal.json")
     p.add_argument("--skip-weights", action="store_true", help="skip weight orthogonalisation (generation and logits)")
     args = p.parse_args(argv)
@@ -76,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from thoughtlens.model.load import cache_dir
     from thoughtlens.represent.ablation import ablate_direction, orthogonalize_weights, orthogonalized_hf_model
     from thoughtlens.represent.directions import diff_in_means
-    from thoughtlens.represent.refusal import (chat_prompts, is_refusal, last_token_activations, refusal_prompts,
-                                               refusal_rate_ci)
+    from thoughtlens.represent.refusal import (chat_prompts, is_refusal, post_instruction_length, prompt_end_activations,
+                                               refusal_prompts, refusal_rate_ci)
 
     con = Console(stderr=True)
     t0 = time.perf_counter()
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     con.print(f"model {name} ({time.perf_counter() - t0:.0f} s)")
 
     # resumable state: one json per (model, settings)
-    tag = hashlib.sha256(json.dumps([name, args.max_new_tokens, args.layer_stride]).encode()).hexdigest()[:10]
+    settings = [name, args.max_new_tokens, args.layer_stride] + ([] if args.positions == "last" else ["eoi"])
+    tag = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:10]  # "last": the first version's files
     run_dir = cache_dir() / "refusal_runs"
     run_dir.mkdir(parents=True, exist_ok=True)
     state_file = run_dir / f"{name}-{tag}.json"
@@ -110,17 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     n_h, n_s = len(P["harmful"]), len(P["harmless"])
     H, S = chat_prompts(model, P["harmful"]), chat_prompts(model, P["harmless"])
     halves = {"A": np.arange(0, n_h, 2), "B": np.arange(1, n_h, 2)}
-    acts_file = run_dir / f"{name}-acts.npz"
+    n_pos = 1 if args.positions == "last" else post_instruction_length(model)
+    positions = list(range(-n_pos, 0))  # -1 = the last prompt token
+    acts_file = run_dir / (f"{name}-acts.npz" if args.positions == "last" else f"{name}-acts-eoi{n_pos}.npz")
     if acts_file.is_file():
         with np.load(acts_file) as z:
             acts_h = {k[2:]: z[k] for k in z.files if k.startswith("h:")}
             acts_s = {k[2:]: z[k] for k in z.files if k.startswith("s:")}
-    else:
-        acts_h = last_token_activations(model, H, "resid_pre", batch_size=args.batch_size)
-        acts_s = last_token_activations(model, S, "resid_pre", batch_size=args.batch_size)
+    else:  # [n_prompts, n_pos, d] ([n_prompts, d] in the first version's file)
+        acts_h = prompt_end_activations(model, H, "resid_pre", n_pos, batch_size=args.batch_size)
+        acts_s = prompt_end_activations(model, S, "resid_pre", n_pos, batch_size=args.batch_size)
         np.savez(acts_file, **{f"h:{k}": v for k, v in acts_h.items()}, **{f"s:{k}": v for k, v in acts_s.items()})
     names = list(acts_h)
-    dirs = {h: [diff_in_means(acts_h[n][idx], acts_s[n][idx]) for n in names] for h, idx in halves.items()}
+
+    def at(a, pos):
+        return a if a.ndim == 2 else a[:, pos]
+
+    # dirs[half][(position, layer)]: [d_model]
+    dirs = {h: {(pos, L): diff_in_means(at(acts_h[n], pos)[idx], at(acts_s[n], pos)[idx])
+                for L, n in enumerate(names) for pos in positions} for h, idx in halves.items()}
     con.print(f"activations read ({time.perf_counter() - t0:.0f} s)")
 
     tok = model.tokenizer
@@ -145,27 +159,30 @@ def main(argv: list[str] | None = None) -> int:
         save_state()
     base_s = None
     layer_rows = state.setdefault("layer_sweep", [])
-    done = {r["layer"] for r in layer_rows}
+    for r in layer_rows:
+        r.setdefault("position", -1)  # the first version's rows: last token
+    done = {(r["position"], r["layer"]) for r in layer_rows}
     # from layer 1: every prompt ends with the same template tokens, so resid_pre of layer 0 (their embedding)
     # is identical for all prompts and the difference in means is exactly zero there
-    for L in range(1, int(0.8 * model.cfg.n_layers), args.layer_stride):
-        if L in done:
-            continue
-        if base_s is None:
-            base_s = first_token_logp(SA)
-        with ablate_direction(model, dirs["A"][L]):
-            lh, ls = first_token_logp(HA), first_token_logp(SA)
-        kl = float((base_s.exp() * (base_s - ls)).sum(-1).mean())
-        steer = None  # only a layer that passes the KL filter can use it, so only those pay for it
-        if kl < 0.1:
-            with add_direction(model, f"blocks.{L}.hook_resid_pre", dirs["A"][L]):
-                steer = refusal_score(first_token_logp(SA))
-        layer_rows.append({"layer": L, "ablation_refusal_score": refusal_score(lh), "steering_score": steer,
-                           "harmless_kl": kl})
-        save_state()
-        con.print(f"layer {L}: ablated refusal score {layer_rows[-1]['ablation_refusal_score']:+.2f}, "
-                  f"steering score {steer if steer is None else round(steer, 2)}, KL {kl:.3f} "
-                  f"({time.perf_counter() - t0:.0f} s)")
+    for pos in positions:
+        for L in range(1, int(0.8 * model.cfg.n_layers), args.layer_stride):
+            if (pos, L) in done:
+                continue
+            if base_s is None:
+                base_s = first_token_logp(SA)
+            with ablate_direction(model, dirs["A"][pos, L]):
+                lh, ls = first_token_logp(HA), first_token_logp(SA)
+            kl = float((base_s.exp() * (base_s - ls)).sum(-1).mean())
+            steer = None  # only a candidate that passes the KL filter can use it, so only those pay for it
+            if kl < 0.1:
+                with add_direction(model, f"blocks.{L}.hook_resid_pre", dirs["A"][pos, L]):
+                    steer = refusal_score(first_token_logp(SA))
+            layer_rows.append({"position": pos, "layer": L, "ablation_refusal_score": refusal_score(lh),
+                               "steering_score": steer, "harmless_kl": kl})
+            save_state()
+            con.print(f"position {pos}, layer {L}: ablated refusal score {layer_rows[-1]['ablation_refusal_score']:+.2f}, "
+                      f"steering score {steer if steer is None else round(steer, 2)}, KL {kl:.3f} "
+                      f"({time.perf_counter() - t0:.0f} s)")
     # Arditi et al.'s filter_fn: KL < 0.1 and steering score > 0; then the lowest ablated refusal score
     passing = [r for r in layer_rows if r["harmless_kl"] < 0.1 and r["steering_score"] > 0]
     selection = "KL < 0.1 and steering score > 0 (Arditi et al.)"
@@ -173,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         passing, selection = [r for r in layer_rows if r["harmless_kl"] < 0.1], "fallback: KL < 0.1 only"
     if not passing:
         passing, selection = layer_rows, "fallback: no layer passed, all layers"
-    layer = min(passing, key=lambda r: r["ablation_refusal_score"])["layer"]
-    con.print(f"chosen layer {layer} ({selection}; baseline refusal score {state['base_scores']['harmful']:+.2f})")
+    best = min(passing, key=lambda r: r["ablation_refusal_score"])
+    pos, layer = best["position"], best["layer"]
+    cand = f"{layer}" if args.positions == "last" else f"{pos}:{layer}"  # key of its generations in the state
+    con.print(f"chosen position {pos}, layer {layer} ({selection}; baseline refusal score {state['base_scores']['harmful']:+.2f})")
 
     def generate(prompts, ctx=None, m=None):
         m = m or model
@@ -195,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_weights:
         conditions.insert(2, "orthogonalised_harmful")
     for h, idx in halves.items():
-        d = dirs[other[h]][layer]
+        d = dirs[other[h]][pos, layer]
         hp, sp = [H[i] for i in idx], [S[i] for i in idx]
         for c in conditions:
-            k = f"{layer}:{c}:{h}"
+            k = f"{cand}:{c}:{h}"
             if k in gens:
                 continue
             if c == "baseline_harmful":
@@ -221,20 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     for c in conditions:
         texts = [None] * (n_h if "harmful" in c and "harmless" not in c else n_s)
         for h, idx in halves.items():
-            for i, t in zip(idx, gens[f"{layer}:{c}:{h}"]):
+            for i, t in zip(idx, gens[f"{cand}:{c}:{h}"]):
                 texts[i] = t
         res[c] = texts
     rates = {k: refusal_rate_ci(v) for k, v in res.items()}
     for k, v in rates.items():
         con.print(f"{k}: refusal rate {v['rate']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] (n={v['n']})")
-    cos_ab = float(torch.nn.functional.cosine_similarity(dirs["A"][layer], dirs["B"][layer], dim=0))
+    cos_ab = float(torch.nn.functional.cosine_similarity(dirs["A"][pos, layer], dirs["B"][pos, layer], dim=0))
 
     report = {"model": name, "model_path": path, "dtype": "torch.float32", "n_harmful": n_h, "n_harmless": n_s,
-              "max_new_tokens": args.max_new_tokens, "layer_stride": args.layer_stride, "layer": layer,
+              "max_new_tokens": args.max_new_tokens, "layer_stride": args.layer_stride, "positions": args.positions,
+              "position": pos, "position_token": tok.decode(model._left_padded(H[:1])[0][0, pos]), "layer": layer,
               "hook": f"blocks.{layer}.hook_resid_pre", "layer_selection": selection,
-              "direction_norm": float(dirs["A"][layer].norm()), "cosine_direction_A_B": cos_ab,
+              "direction_norm": float(dirs["A"][pos, layer].norm()), "cosine_direction_A_B": cos_ab,
               "refusal_tokens": [tok.decode([t]) for t in refusal_toks], "baseline_refusal_score_A": state["base_scores"],
-              "layer_sweep": sorted(layer_rows, key=lambda r: r["layer"]), "refusal_rate": rates,
+              "layer_sweep": sorted(layer_rows, key=lambda r: (r["position"], r["layer"])), "refusal_rate": rates,
               "examples": {k: [(P["harmless" if "harmless" in k else "harmful"][i], v[i]) for i in range(4)]
                            for k, v in res.items()},
               "matched": {k: [bool(is_refusal(t)) for t in v] for k, v in res.items()}}
@@ -245,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         report["finetune"]["loss_first_last"] = [info["losses"][0], info["losses"][-1]]
 
     if not args.skip_weights:
-        d = dirs["A"][layer]
+        d = dirs["A"][pos, layer]
         logit_diff = {}
         for dt in (torch.float32, torch.float64):
             m = model if dt == torch.float32 else thoughtlens.load(path, dtype=dt)
@@ -271,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # the json holds one entry per model ("refusing", "base", ...): replace ours, keep the others
     doc = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    if (args.positions, args.layer_stride) != ("eoi", 1):  # not the paper's sweep: its own entry
+        key = f"{key}-{args.positions}-stride{args.layer_stride}"
     doc[key] = report
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=1))

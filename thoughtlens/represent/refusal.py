@@ -115,26 +115,46 @@ def chat_prompts(model, instructions: Sequence[str]) -> list[str]:
     return [model.apply_chat_template(i) for i in instructions]
 
 
-@torch.no_grad()
-def last_token_activations(model, prompts: Sequence[str], hook: str = "resid_pre", batch_size: int = 16) -> dict[str, np.ndarray]:
-    """{hook name: [n_prompts, d]} at each prompt's last token, for every hook `hook` selects.
+def post_instruction_length(model) -> int:
+    """How many tokens the chat template puts after the instruction (Arditi et al.'s `eoi_toks`: for
+    SmolLM2 `<|im_end|>`, `\\n`, `<|im_start|>`, `assistant`, `\\n`): the positions a direction is read at."""
+    marker = "\u2063"  # an invisible separator no instruction contains
+    text = model.apply_chat_template(marker)
+    tok = model._require_tokenizer()
+    n = len(tok(text.split(marker)[-1], add_special_tokens=False)["input_ids"])
+    if n < 1:
+        raise ConfigError(f"{model.name}'s chat template puts nothing after the instruction; read the last token (n_last=1)")
+    return n
 
-    Prompts are left-padded so the last token is the last column of every row.
+
+@torch.no_grad()
+def prompt_end_activations(model, prompts: Sequence[str], hook: str = "resid_pre", n_last: int = 1,
+                           batch_size: int = 16) -> dict[str, np.ndarray]:
+    """{hook name: [n_prompts, n_last, d]} at each prompt's last `n_last` tokens, for every hook `hook` selects.
+
+    Prompts are left-padded so the last tokens are the last columns of every row; index -1 is the last token.
     """
     names = model._select(hook)
     out: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for i in range(0, len(prompts), batch_size):
         tokens, mask = model._left_padded(list(prompts[i : i + batch_size]))
+        if n_last > int(mask.sum(1).min()):
+            raise ConfigError(f"n_last={n_last} is longer than the shortest prompt; use n_last <= {int(mask.sum(1).min())}")
         seen = {}
 
         def save(x, hook):
-            seen[hook.name] = x[:, -1].float().cpu().numpy()
+            seen[hook.name] = x[:, -n_last:].float().cpu().numpy()
 
         with model.hooks([(n, save) for n in names]):
             model.hf_model.base_model(input_ids=tokens, attention_mask=mask, use_cache=False)
         for n in names:
             out[n].append(seen[n])
     return {n: np.concatenate(v) for n, v in out.items()}
+
+
+def last_token_activations(model, prompts: Sequence[str], hook: str = "resid_pre", batch_size: int = 16) -> dict[str, np.ndarray]:
+    """{hook name: [n_prompts, d]} at each prompt's last token (`prompt_end_activations` with n_last=1)."""
+    return {n: a[:, -1] for n, a in prompt_end_activations(model, prompts, hook, 1, batch_size).items()}
 
 
 def refusal_direction(model, harmful: Sequence[str], harmless: Sequence[str], layer: int,
