@@ -53,8 +53,9 @@ def policies(n: int) -> dict[str, BudgetPolicy]:
             out[f"{kind} {s}/{s}, ci {ci:.3f}"] = BudgetPolicy(kind, initial=s, step=s, ci_half_width=ci, negligible=ci)
     ci = float(ci_half_widths([PositionStats(n, n, 0)] * 2)[0]) + 1e-6
     for kind in ("sequential", "hybrid"):
-        out[f"{kind} {s}/{s}, ci {ci:.3f}, total 25%"] = BudgetPolicy(kind, initial=s, step=s, ci_half_width=ci,
-                                                                       negligible=ci, total_fraction=0.25)
+        for step in (s, 1):  # step 1: added after the step-s rows equalled fixed n/4, to see whether the cap can choose
+            out[f"{kind} {s}/{step}, ci {ci:.3f}, total 25%"] = BudgetPolicy(kind, initial=s, step=step, ci_half_width=ci,
+                                                                              negligible=ci, total_fraction=0.25)
     return out
 
 
