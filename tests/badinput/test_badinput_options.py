@@ -149,6 +149,8 @@ CLI_NEEDS_WIRING = [
     (["--problem", "   "], "problem text is empty"), (["--problem", ""], "problem text is empty"),
     (["--dtype", "fp12"], "--dtype"), (["--batch-size", "0"], "--batch-size"),
     (["--backend", "openai"], "--base-url"), (["--store", "/proc/thoughtlens-no/s.sqlite"], "not writable"),
+    (["--budget", "sequential", "--budget-total", "1.5"], "total_fraction must lie in (0, 1]"),
+    (["--budget", "fixed", "--budget-total", "0.25"], "needs --budget sequential or hybrid"),
 ]
 
 

@@ -116,8 +116,8 @@ def chat_prompts(model, instructions: Sequence[str]) -> list[str]:
 
 
 def post_instruction_length(model) -> int:
-    """How many tokens the chat template puts after the instruction (Arditi et al.'s `eoi_toks`: for
-    SmolLM2 `<|im_end|>`, `\\n`, `<|im_start|>`, `assistant`, `\\n`): the positions a direction is read at."""
+    """How many tokens the chat template puts after the instruction (Arditi et al.'s `eoi_toks`; for
+    SmolLM2 6: `<|im_end|>`, `\\n`, `<|im_start|>`, `ass`, `istant`, `\\n`): the positions a direction is read at."""
     marker = "\u2063"  # an invisible separator no instruction contains
     text = model.apply_chat_template(marker)
     tok = model._require_tokenizer()
