@@ -164,3 +164,26 @@ def test_group_cv_never_trains_on_the_held_out_problem_and_resumes_from_its_cach
         group_cv_predictions(traces, labels[:3], groups, fit)
     with pytest.raises(ThoughtlensError, match=">= 2 problems"):
         group_cv_predictions(traces, labels, ["p"] * 6, fit)
+
+
+def test_sweep_scores_each_setting_and_the_average_of_their_cached_probabilities(tmp_path):
+    """scripts/category_encoder_sweep.py --merge: settings read back from group_cv_predictions' fold cache; two
+    settings each right on one sentence of two are 0.5 alone and 1.0 averaged (worked out by hand)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    import category_encoder_sweep as sweep
+
+    traces = [["A.", "B."]] * 4
+    labels = [["active_computation", "plan_generation"]] * 4
+    groups = ["p0", "p0", "p1", "p1"]
+    probs = {"a": [{"active_computation": 0.9, "plan_generation": 0.1}, {"active_computation": 0.6, "plan_generation": 0.4}],
+             "b": [{"active_computation": 0.4, "plan_generation": 0.6}, {"active_computation": 0.1, "plan_generation": 0.9}]}
+    for name, p in probs.items():
+        group_cv_predictions(traces, labels, groups, lambda *_, p=p: (lambda s: p), n_splits=2, cache_dir=tmp_path / name)
+    report = sweep.merge(tmp_path, traces, labels, groups, splits=2)
+    assert report["settings"]["a"]["accuracy"] == report["settings"]["b"]["accuracy"] == 0.5
+    assert report["ensembles"]["all complete"]["members"] == ["a", "b"]
+    assert report["ensembles"]["all complete"]["accuracy"] == 1.0
+    assert report["settings"]["a"]["by_problem"] == {"p0": 0.5, "p1": 0.5}
