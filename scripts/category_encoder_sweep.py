@@ -71,17 +71,16 @@ def run_setting(name: str, traces, labels, groups, out: Path, splits: int, devic
 
 
 def score(probs_by_trace: dict[int, np.ndarray], classes, traces, labels, groups) -> dict:
-    from thoughtlens.trace.label_eval import score_labels
+    from thoughtlens.trace.label_eval import per_problem_hits, score_labels
 
     have = sorted(probs_by_trace)
     pred = [classes[j] for t in have for j in probs_by_trace[t].argmax(1)]
     true = [y for t in have for y in labels[t]]
     s = score_labels(true, pred)
-    by_problem: dict[str, list[bool]] = {}
-    for t in have:
-        by_problem.setdefault(groups[t], []).extend(classes[j] == y for j, y in zip(probs_by_trace[t].argmax(1), labels[t]))
+    tags = {t: [classes[j] for j in probs_by_trace[t].argmax(1)] for t in have}
+    hits = per_problem_hits(tags, labels, groups, have)
     return {"accuracy": s.accuracy, "macro_f1": s.macro_f1, "n": s.n, "traces": len(have),
-            "by_problem": {g: float(np.mean(v)) for g, v in sorted(by_problem.items())}}
+            "by_problem": {g: float(h.mean()) for g, h in hits.items()}}
 
 
 def read_setting(d: Path, traces, labels, groups, splits: int) -> tuple[list[str], dict[int, np.ndarray]]:
@@ -92,11 +91,10 @@ def read_setting(d: Path, traces, labels, groups, splits: int) -> tuple[list[str
     have = [t for t, p in enumerate(preds) if p]
     if not have:
         return [], {}
-    from thoughtlens.trace.categories import CATEGORIES
+    from thoughtlens.trace.categories import taxonomy_order
 
     # a fold trained without some category gives it no column: probability 0 there
-    seen = {c for t in have for p in preds[t] for c in p}
-    classes = sorted(seen, key=lambda c: CATEGORIES.index(c) if c in CATEGORIES else len(CATEGORIES))
+    classes = sorted({c for t in have for p in preds[t] for c in p}, key=taxonomy_order)
     return classes, {t: np.array([[p.get(c, 0.0) for c in classes] for p in preds[t]]) for t in have}
 
 

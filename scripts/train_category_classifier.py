@@ -37,6 +37,7 @@ from thoughtlens.trace.label_eval import (  # noqa: E402
     cross_validated_predictions,
     group_cv_predictions,
     majority_baseline,
+    per_problem_hits,
     score_labels,
 )
 from thoughtlens.trace.label_learned import WEIGHTS_PATH, embed, save_weights, sentence_features, train_classifier  # noqa: E402
@@ -114,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             scored.append(("encoder", [x for t in have for x in enc[t]]))
             report["encoder_settings"] = {"context": args.context, "epochs": args.epochs}
             # Paired by problem: the same held-out sentences, labelled by both models.
-            problems = sorted({groups[t] for t in have})
-            hits = {name: [np.array([p == y for t in have if groups[t] == g for p, y in zip(pr[t], labels[t])], float)
-                           for g in problems] for name, pr in (("encoder", enc), ("learned", preds))}
-            report["by_problem"] = {name: dict(zip(problems, map(float, map(np.mean, h)))) for name, h in hits.items()}
+            by_name = {name: per_problem_hits(pr, labels, groups, have) for name, pr in (("encoder", enc), ("learned", preds))}
+            problems = list(by_name["encoder"])
+            hits = {name: list(h.values()) for name, h in by_name.items()}
+            report["by_problem"] = {name: {g: float(x.mean()) for g, x in h.items()} for name, h in by_name.items()}
             diff = stats.hierarchical_bootstrap_diff(hits["encoder"], hits["learned"], n_boot=5000)
             test = stats.paired_permutation_test([h.mean() for h in hits["encoder"]], [h.mean() for h in hits["learned"]])
             report["encoder_minus_learned"] = {"mean_of_problem_means": diff.estimate, "ci95": [diff.ci_low, diff.ci_high],

@@ -187,3 +187,14 @@ def test_sweep_scores_each_setting_and_the_average_of_their_cached_probabilities
     assert report["ensembles"]["all complete"]["members"] == ["a", "b"]
     assert report["ensembles"]["all complete"]["accuracy"] == 1.0
     assert report["settings"]["a"]["by_problem"] == {"p0": 0.5, "p1": 0.5}
+
+
+def test_per_problem_hits_groups_the_sentences_of_each_problem():
+    from thoughtlens.trace.label_eval import per_problem_hits
+
+    preds = [["a", "b"], ["a"], ["c", "c", "c"]]
+    labels = [["a", "a"], ["b"], ["c", "x", "c"]]
+    hits = per_problem_hits(preds, labels, ["p1", "p0", "p1"], traces=[0, 2])  # trace 1 (p0) left out
+    assert list(hits) == ["p1"] and hits["p1"].tolist() == [1, 0, 1, 0, 1]
+    assert {g: h.tolist() for g, h in per_problem_hits(preds, labels, ["p1", "p0", "p1"], [0, 1, 2]).items()} == \
+        {"p0": [0.0], "p1": [1, 0, 1, 0, 1]}

@@ -76,6 +76,11 @@ ALL_TAGS: tuple[str, ...] = CATEGORIES + (UNKNOWN,)
 _BY_NAME = {c.name: c for c in TAXONOMY}
 
 
+def taxonomy_order(tag: str) -> int:
+    """Sort key: a tag's place in the taxonomy (tags outside it, e.g. "unknown", last)."""
+    return CATEGORIES.index(tag) if tag in CATEGORIES else len(CATEGORIES)
+
+
 def category(name: str) -> Category:
     """The Category named `name`; a TraceError naming the valid tags otherwise."""
     if name not in _BY_NAME:

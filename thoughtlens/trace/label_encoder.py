@@ -37,7 +37,7 @@ import torch
 
 from thoughtlens.errors import ThoughtlensError
 from thoughtlens.progress import OnProgress, ProgressEvent
-from thoughtlens.trace.categories import CATEGORIES, validate_tags
+from thoughtlens.trace.categories import taxonomy_order, validate_tags
 
 FORMAT_VERSION = 1
 _FROZEN = "encoder.embeddings."  # the pretrained embedding layer: frozen in training, not saved
@@ -181,7 +181,7 @@ def train_encoder_classifier(
     if len(traces) != len(labels) or any(len(s) != len(y) for s, y in zip(traces, labels)):
         raise ThoughtlensError("traces and labels must match: one tag per sentence of every trace")
     flat = validate_tags([y for ys in labels for y in ys], where="training labels")
-    classes = sorted(set(flat), key=lambda c: CATEGORIES.index(c) if c in CATEGORIES else len(CATEGORIES))
+    classes = sorted(set(flat), key=taxonomy_order)
     if len(classes) < 2:
         raise ThoughtlensError("training labels hold fewer than 2 categories; train on more labelled traces")
     torch.manual_seed(seed)

@@ -50,6 +50,16 @@ def majority_baseline(true: Sequence[str]) -> tuple[str, float]:
     return str(values[k]), float(counts[k] / counts.sum())
 
 
+def per_problem_hits(predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[str]], groups: Sequence[str],
+                     traces: Sequence[int]) -> dict[str, np.ndarray]:
+    """{problem: [n_sentences] 1.0 where the predicted tag is the label, else 0.0}, over the traces `traces`
+    (indices into predictions / labels / groups), problems sorted: the unit of the paired comparisons."""
+    hits: dict[str, list[bool]] = {}
+    for t in traces:
+        hits.setdefault(groups[t], []).extend(p == y for p, y in zip(predictions[t], labels[t]))
+    return {g: np.array(hits[g], float) for g in sorted(hits)}
+
+
 Fit = Callable[[list[Sequence[str]], list[Sequence[str]]], Callable[[Sequence[str]], list]]
 
 

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from thoughtlens.errors import ThoughtlensError
-from thoughtlens.trace.categories import CATEGORIES, validate_tags
+from thoughtlens.trace.categories import taxonomy_order, validate_tags
 
 WEIGHTS_PATH = Path(__file__).with_name("category_classifier.safetensors")
 FEATURE_VERSION = 1
@@ -147,7 +147,7 @@ def train_classifier(
     coef, intercept = model.coef_, model.intercept_
     if coef.shape[0] == 1:  # binary: sklearn keeps one row for class 1; softmax over [0, w] is the same model
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    order = [list(model.classes_).index(c) for c in sorted(model.classes_, key=_taxonomy_order)]
+    order = [list(model.classes_).index(c) for c in sorted(model.classes_, key=taxonomy_order)]
     meta = {"feature_version": FEATURE_VERSION, "C": C, "n_train": len(labels), "model": "sklearn LogisticRegression"}
     return ClassifierWeights(
         tuple(str(model.classes_[k]) for k in order),
@@ -155,10 +155,6 @@ def train_classifier(
         intercept[order].astype(np.float32),
         meta,
     )
-
-
-def _taxonomy_order(tag: str) -> int:
-    return CATEGORIES.index(tag) if tag in CATEGORIES else len(CATEGORIES)
 
 
 def save_weights(weights: ClassifierWeights, path: str | Path) -> None:
