@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+import numerics
 import thoughtlens
 from thoughtlens.anchors.suppression import suppression_matrix
 from thoughtlens.errors import HookError, ModelNotFoundError
@@ -261,7 +262,9 @@ def test_block_keys_equals_the_suppression_matrix(model, tokens):
     ranges = _ranges(model)
     got = suppression_matrix(model, tokens, ranges, temperature=0.6, batch_size=2, kl_reduction="raw")  # plain KL
     with torch.no_grad():
-        base = torch.log_softmax(model(tokens)[0] / 0.6, dim=-1)
+        logits = model(tokens)[0] / 0.6
+        base = torch.log_softmax(logits, dim=-1)
+        bound = numerics.tol(torch.float32, numerics.magnitude(logits))
         for j, (a, b) in enumerate(ranges):
             with block_keys(model, ranges=[(a, b)]):
                 sup = torch.log_softmax(model(tokens)[0] / 0.6, dim=-1)
@@ -269,7 +272,8 @@ def test_block_keys_equals_the_suppression_matrix(model, tokens):
             for k in range(j + 1, len(ranges)):
                 c, d = ranges[k]
                 want = kl[c - 1 : d - 1].mean().item()  # logits at p predict token p + 1
-                assert abs(got[j, k] - want) < 1e-6, (j, k, got[j, k], want)
+                # KL moves by at most max |d log p|, itself ~ eps * |logits / T|: the two sides round differently
+                assert abs(got[j, k] - want) <= bound, (j, k, got[j, k], want, bound)
     assert np.nanmin(got) > 1e-3
 
 

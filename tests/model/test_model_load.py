@@ -47,14 +47,45 @@ def test_unknown_dtype_names_the_choices():
 
 
 def test_default_dtype_is_bf16_only_where_the_cpu_is_fast_at_it(monkeypatch):
+    """The probe with both answers: read from /proc/cpuinfo (here replaced), then overridden by the variable."""
     import importlib
 
     load_module = importlib.import_module("thoughtlens.model.load")
+    monkeypatch.delenv(load_module.CPU_BF16_ENV, raising=False)
+    for has_units, want in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(load_module, "_cpuinfo_has_bf16_units", lambda has_units=has_units: has_units)
+        assert default_dtype("cpu") == want
+        # the variable wins over what the CPU reports, in both directions
+        monkeypatch.setenv(load_module.CPU_BF16_ENV, "0" if has_units else "1")
+        assert default_dtype("cpu") == (torch.float32 if has_units else torch.bfloat16)
+        monkeypatch.delenv(load_module.CPU_BF16_ENV)
 
-    monkeypatch.setattr(load_module, "_cpu_has_fast_bf16", lambda: True)
-    assert default_dtype("cpu") == torch.bfloat16
-    monkeypatch.setattr(load_module, "_cpu_has_fast_bf16", lambda: False)
-    assert default_dtype("cpu") == torch.float32
+
+def test_cpuinfo_probe_reads_the_flags(monkeypatch, tmp_path):
+    """The flag parser itself, on two cpuinfo texts: an AVX2-only EPYC and a Xeon with AMX."""
+    import importlib
+
+    load_module = importlib.import_module("thoughtlens.model.load")
+    real_path = load_module.Path
+    for flags, want in (("fpu sse avx avx2 fma f16c", False), ("avx512f avx512_bf16 amx_tile amx_bf16", True)):
+        info = tmp_path / f"cpuinfo-{want}"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(load_module, "Path", lambda p, info=info: info if p == "/proc/cpuinfo" else real_path(p))
+        load_module._cpuinfo_has_bf16_units.cache_clear()
+        try:
+            assert load_module._cpuinfo_has_bf16_units() is want
+        finally:
+            load_module._cpuinfo_has_bf16_units.cache_clear()
+
+
+def test_bad_cpu_bf16_variable_names_the_fix(monkeypatch):
+    import importlib
+
+    load_module = importlib.import_module("thoughtlens.model.load")
+    monkeypatch.setenv(load_module.CPU_BF16_ENV, "yes")
+    with pytest.raises(ConfigError, match="set it to 1") as info:
+        default_dtype("cpu")
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.slow

@@ -49,8 +49,11 @@ def bundled_gguf_path() -> Path:
     return path
 
 
+CPU_BF16_ENV = "THOUGHTLENS_CPU_BF16"
+
+
 @functools.lru_cache(maxsize=1)
-def _cpu_has_fast_bf16() -> bool:
+def _cpuinfo_has_bf16_units() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -58,11 +61,25 @@ def _cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix units (AVX512_BF16 or AMX), which makes bf16 the CPU default.
+
+    $THOUGHTLENS_CPU_BF16 overrides the probe: "1" answers yes, "0" no, on any machine. The test suite uses
+    it to run the model-level tests under both defaults wherever it runs, not only under the one this CPU picks.
+    """
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("1", "0"):
+        return forced == "1"
+    if forced:
+        raise ConfigError(f"${CPU_BF16_ENV}={forced!r}: set it to 1 (bf16 units) or 0 (none), or unset it to probe")
+    return _cpuinfo_has_bf16_units()
+
+
 def default_dtype(device: str | torch.device) -> torch.dtype:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_fast_bf16():
+    if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
 
