@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
   -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF \
   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: venv demo test test-fast bench llama-server vllm-env browser clean
+.PHONY: venv demo test test-fast test-bf16 bench llama-server vllm-env browser diff-models clean
 
 venv: $(VENV)/.installed
 
@@ -65,9 +65,26 @@ browser:
 demo: venv
 	$(VENV)/bin/thoughtlens demo
 
-test: venv llama-server vllm-env browser
-	# pytest exits 5 when it collected nothing; treat that as success, not as a broken build.
-	$(PY) -m pytest -q tests; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+# The two model-diffing pairs (planted facts, think blocks) fine-tuned from the bundled model: seeded, fp32,
+# built once into the thoughtlens cache (a few minutes on 2 cores) and found there afterwards.
+diff-models: venv
+	OMP_NUM_THREADS=2 $(PY) scripts/make_diff_models.py
+
+# The model-level tests, run a second time with the loader's bf16 CPU default forced on.
+BF16_TESTS := tests/model tests/represent tests/sae tests/diff tests/circuits \
+  tests/anchors/test_anchors_receiver_heads.py tests/anchors/test_anchors_sentence_attention.py \
+  tests/anchors/test_anchors_suppression.py tests/anchors/test_anchors_suppression_approx.py \
+  tests/anchors/test_anchors_suppression_paper.py tests/anchors/test_anchors_suppression_sparse.py
+
+# The whole suite with the loader's float32 CPU default, then the model-level tests with its bf16 default: both
+# dtype paths run on every CPU, whichever one this CPU's probe would pick (THOUGHTLENS_CPU_BF16).
+# pytest exits 5 when it collected nothing; that is not a broken build.
+test: venv llama-server vllm-env browser diff-models
+	THOUGHTLENS_CPU_BF16=0 $(PY) -m pytest -q tests; rc=$$?; [ $$rc -eq 5 ] && rc=0; [ $$rc -eq 0 ] || exit $$rc; \
+	$(MAKE) --no-print-directory test-bf16
+
+test-bf16: venv
+	THOUGHTLENS_CPU_BF16=1 $(PY) -m pytest -q -m "not server and not browser" $(BF16_TESTS)
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not server and not browser" tests

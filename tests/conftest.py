@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from servers import (VLLM_SEED, VLLM_VENV, _VLLM_START_TIMEOUT_S, LlamaServer, _free_port, _stop,  # noqa: F401
                      _wait_for_server, require_llama_cpp, vllm_env, vllm_python)
+from skip_gate import (pytest_collectreport, pytest_runtest_logreport, pytest_sessionfinish,  # noqa: F401
+                       pytest_terminal_summary)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("THOUGHTLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -131,3 +133,16 @@ def _sigint_handler_is_left_alone():
     if after is not before:
         signal.signal(signal.SIGINT, before)  # restore, so one culprit does not fail every later test
         pytest.fail(f"this test left the SIGINT handler at {after!r} (was {before!r}): restore it in a finally")
+
+
+# ---- per-test timeouts (pytest-timeout; the default is in pyproject.toml) -----------------------------------
+
+# Tests that start a real server wait for it to come up (vLLM: up to _VLLM_START_TIMEOUT_S on a busy machine)
+# inside their first test's setup: they get that much on top of the default.
+SERVER_TIMEOUT_S = 300 + int(_VLLM_START_TIMEOUT_S)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("server") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SERVER_TIMEOUT_S))

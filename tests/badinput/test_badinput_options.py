@@ -21,13 +21,13 @@ from thoughtlens.sample.base import SamplingParams
 BAD_CONFIG = [
     ("n_rollouts", 0, "--rollouts"), ("n_rollouts", -1, "--rollouts"), ("n_rollouts", 2.5, "integer"),
     ("n_rollouts", True, "integer"),
-    ("max_new_tokens", 0, "--max-new-tokens"), ("base_max_new_tokens", 0, "base_max_new_tokens"),
+    ("max_new_tokens", 0, "max_new_tokens"), ("base_max_new_tokens", 0, "base_max_new_tokens"),
     ("forced_max_new_tokens", -3, "forced_max_new_tokens"),
-    ("temperature", -0.1, "--temperature"), ("temperature", math.nan, "finite"), ("temperature", math.inf, "finite"),
+    ("temperature", -0.1, "temperature must be >= 0"), ("temperature", math.nan, "finite"), ("temperature", math.inf, "finite"),
     ("base_temperature", -1.0, "base_temperature"),
-    ("top_p", 0.0, "--top-p"), ("top_p", 1.5, "--top-p"), ("top_p", -0.2, "--top-p"),
+    ("top_p", 0.0, "top_p"), ("top_p", 1.5, "top_p"), ("top_p", -0.2, "top_p"),
     ("similarity_threshold", 1.5, "--threshold"), ("similarity_threshold", -2.0, "--threshold"),
-    ("kl_alpha", 0.0, "kl_alpha"), ("seed", 1.5, "--seed"),
+    ("kl_alpha", 0.0, "kl_alpha"), ("seed", 1.5, "seed must be an integer"),
     ("answer_style", "roman", "answer style"), ("backend", "ollama", "backend"),
     ("think_tags", ("<think>",), "think_tags"), ("forced", "yes", "forced"),
 ]
@@ -55,7 +55,7 @@ def test_config_error_is_a_value_error_and_not_a_trace_or_model_error():
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(temperature=-1.0), "--temperature"), (dict(top_p=0.0), "--top-p"), (dict(max_new_tokens=0), "--max-new-tokens"),
+    (dict(temperature=-1.0), "temperature"), (dict(top_p=0.0), "top_p"), (dict(max_new_tokens=0), "max_new_tokens"),
     (dict(stop=("",)), "stop"), (dict(seed="1"), "seed"),
 ])
 def test_sampling_params_refuse_bad_values(kwargs, needle):
@@ -130,8 +130,8 @@ def test_layer_and_head_indices_out_of_range(value):
 
 _BASE = ["anchors", "run", "--model", NO_MODEL, "--problem", "What is 2 + 3?", "--answer", "5"]
 CLI_BAD = [
-    (["--rollouts", "0"], "--rollouts"), (["-n", "-1"], "--rollouts"), (["--max-new-tokens", "0"], "--max-new-tokens"),
-    (["--temperature", "-0.5"], "--temperature"), (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
+    (["--rollouts", "0"], "--rollouts"), (["-n", "-1"], "--rollouts"), (["--max-new-tokens", "0"], "--max-new-tokens (max_new_tokens) must be >= 1, got 0: pass e.g. --max-new-tokens 256"),
+    (["--temperature", "-0.5"], "--temperature (temperature) must be >= 0, got -0.5: pass e.g. --temperature 0.6"), (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
     (["--threshold", "1.5"], "--threshold"), (["--answer-style", "roman"], "answer style"),
     (["--backend", "ollama"], "backend"),
 ]

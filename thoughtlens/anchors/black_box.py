@@ -11,23 +11,46 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
-from thoughtlens.anchors.budget import BudgetPolicy, PositionStats, importance_ci, next_round
-from thoughtlens.anchors.definitions import CONVENTIONS, DEFAULT_CONVENTIONS, default_kl_alpha
+from thoughtlens.anchors.budget import (
+    BudgetPolicy,
+    PositionStats,
+    importance_ci,
+    next_round,
+)
+from thoughtlens.anchors.definitions import (
+    CONVENTIONS,
+    DEFAULT_CONVENTIONS,
+    default_kl_alpha,
+)
 from thoughtlens.anchors.importance import Outcome, regeneration_curve, sentence_metrics
-from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, check_outcome_spec, resolve_outcome
+from thoughtlens.anchors.outcomes import (
+    DEFAULT_OUTCOME,
+    OutcomeSpec,
+    check_outcome_spec,
+    resolve_outcome,
+)
 from thoughtlens.anchors.run_options import validate_config
 from thoughtlens.anchors.step_attribution import counterfactual_matrix
 from thoughtlens.errors import ConfigError, TraceError
 from thoughtlens.progress import OnProgress, Tracker, note
-from thoughtlens.sample.base import Completion, SampleRequest, Sampler, SamplingParams
+from thoughtlens.sample.base import (
+    Completion,
+    Sampler,
+    SampleRequest,
+    Sampling,
+    SamplingParams,
+)
 from thoughtlens.sample.provenance import check_same_source, with_provenance
 from thoughtlens.store.run_store import RunStore
-from thoughtlens.trace.answers import _balanced_content, answers_equivalent, extract_answer
+from thoughtlens.trace.answers import (
+    _balanced_content,
+    answers_equivalent,
+    extract_answer,
+)
 from thoughtlens.trace.prompts import DEFAULT_INSTRUCTION  # noqa: F401  (re-exported: older imports)
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 from thoughtlens.trace.split import SPLIT_STYLES, first_sentence
@@ -61,7 +84,7 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class AnchorsConfig:
+class AnchorsConfig(Sampling):
     """Every knob of the job. Stored with the run: resuming with different values is refused.
 
     conventions: "paper" (the paper's metric definitions, exactly; the default) or "thoughtlens" (the
@@ -74,15 +97,12 @@ class AnchorsConfig:
     and answer (the paper allowed 16384); a rollout that hits the budget is stored without an answer.
     """
 
+    max_new_tokens: int = 4096  # Sampling's field, with this job's default (temperature 0.6, top_p 0.95, seed 0)
     n_rollouts: int = 10
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 4096
     base_max_new_tokens: int = 8192
     base_temperature: float = 0.0  # greedy base trace by default: reproducible
     forced: bool = True
     forced_max_new_tokens: int = 32  # enough for \sqrt{\frac{1}{2}}; the read stops when braces balance
-    seed: int = 0
     similarity_threshold: float = 0.8
     kl_alpha: float | None = None
     answer_style: str = "auto"
@@ -101,6 +121,7 @@ class AnchorsConfig:
     outcome: str = DEFAULT_OUTCOME
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # temperature, top_p, max_new_tokens, seed
         if self.conventions not in CONVENTIONS:
             raise ConfigError(f"unknown conventions {self.conventions!r}; use 'paper' (the paper's "
                               "definitions, the default) or 'thoughtlens' (the pre-1.0 definitions)")
@@ -266,7 +287,7 @@ class AnchorsRun:
         thinking = is_thinking(trace, cfg.think_tags)
         bar.add_total(len(pre) * cfg.n_rollouts * (2 if cfg.forced else 1))
         bar.describe(f"{problem.id}: {len(trace)} sentences x {cfg.n_rollouts} rollouts")
-        params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed=cfg.seed)
+        params = cfg.params()
         targets = None  # fixed budget: n_rollouts everywhere
         with _stopping(self.sampler, rollout_rule(self.outcome, thinking, cfg.think_tags[1])):
             if self.budget is None:
@@ -276,7 +297,7 @@ class AnchorsRun:
         if cfg.forced:
             suffix = _forcing_suffix(trace, cfg.think_tags, cfg.conventions)
             # No stop string: the answer is read up to the brace that balances \boxed{ (nested braces).
-            forced_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.forced_max_new_tokens, seed=cfg.seed)
+            forced_params = cfg.params(max_new_tokens=cfg.forced_max_new_tokens)
             # The paper's forced prompt: the text before S_k with the whitespace after S_{k-1} stripped (never the
             # prompt's own '<think>\n'), then the suffix; the suffix re-tokenizes the boundary anyway.
             forced_texts = [p + suffix for p in trace.rollout_prefixes(None)]
@@ -294,8 +315,8 @@ class AnchorsRun:
             completion = problem.base_completion
         else:
             bar.describe(f"{problem.id}: base trace")
-            params = SamplingParams(max(self.config.base_temperature, 0.0), 1.0, self.config.base_max_new_tokens,
-                                    seed=self.config.seed)
+            params = self.config.params(temperature=max(self.config.base_temperature, 0.0), top_p=1.0,
+                                        max_new_tokens=self.config.base_max_new_tokens)
             # Any outcome other than maths correctness may read past the answer: the base trace runs to its end too.
             with nullcontext() if self.outcome.is_default else _stopping(self.sampler, never_done):
                 (c,) = self.sampler.sample([SampleRequest(problem.prompt, (0,))], params)

@@ -38,7 +38,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from thoughtlens.errors import ConfigError
-from thoughtlens.stats import newcombe_interval, wilson_interval  # re-exported: part of this module's API
+from thoughtlens.stats import (  # re-exported: part of this module's API
+    newcombe_interval,
+    wilson_interval,
+)
 
 BUDGET_KINDS = ("fixed", "sequential", "hybrid")
 

@@ -71,7 +71,13 @@ from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_tex
 from thoughtlens.checks import check_bool, check_choice, check_float, check_int
 from thoughtlens.errors import ConfigError, StoreError
 from thoughtlens.progress import OnProgress, Tracker
-from thoughtlens.sample.base import Completion, SampleRequest, Sampler, SamplingParams
+from thoughtlens.sample.base import (
+    Completion,
+    Sampler,
+    SampleRequest,
+    Sampling,
+    SamplingParams,
+)
 from thoughtlens.store.run_store import RunStore
 
 # onpolicy_chain_disruption.py: DISRUPTION_LIBRARY (= measure_determination.py's disruption_strategies)
@@ -92,7 +98,7 @@ LogProb = Callable[[str, str], float]           # (prefix, continuation) -> mean
 
 
 @dataclass(frozen=True)
-class InterventionConfig:
+class InterventionConfig(Sampling):
     """Defaults: onpolicy_chain_disruption.py main() (-k 6, -xr 12, -yr 8, -mct 48, -mnt 64, -th 0.7,
     -wc 1, -wl 0, -z 100, -t 0.7, -tp 0.95, include_similar_sentence on). max_new_tokens: full rollouts
     (theirs 16384). grade: "full" (theirs, the default) or "generated" (thoughtlens's option; module docstring). confidence:
@@ -108,15 +114,14 @@ class InterventionConfig:
     w_cosine: float = 1.0
     w_logprob: float = 0.0
     include_similar_sentence: bool = True
-    temperature: float = 0.7
-    top_p: float = 0.95
+    temperature: float = 0.7  # Sampling's fields with this job's defaults (top_p 0.95, seed 0)
     max_new_tokens: int = 4096
-    seed: int = 0
     outcome: str = DEFAULT_OUTCOME
     grade: str = "full"
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("--rollouts (n_rollouts)", self.n_rollouts, min=1, example=100)
         check_int("--iterations (num_iterations)", self.num_iterations, min=1, example=6)
         check_int("--candidates (num_chunk_resamples)", self.num_chunk_resamples, min=1, example=12)
@@ -129,7 +134,6 @@ class InterventionConfig:
         check_bool("include_similar_sentence", self.include_similar_sentence)
         check_choice("--grade (grade)", self.grade, ("generated", "full"))
         check_float("confidence", self.confidence, min=0, max=1, min_open=True, max_open=True, example=0.95)
-        SamplingParams(self.temperature, self.top_p, self.max_new_tokens, seed=self.seed)  # range checks
 
 
 @dataclass
@@ -348,7 +352,7 @@ def measure_interventions(sampler: Sampler, store: RunStore, anchors_run: str, p
         tail = search.next_sentence if config.include_similar_sentence else ""
         prefixes["onpolicy"] = before + search.candidate + tail
     rule = rollout_rule(outcome, is_thinking(trace, tags), tags[1])
-    params = SamplingParams(config.temperature, config.top_p, config.max_new_tokens, seed=config.seed)
+    params = config.params()
     bar.describe(f"sentence {sentence_index}: {len(prefixes)} x {config.n_rollouts} rollouts")
     conditions: dict[str, ConditionResult] = {}
     # Grades are kept in the store (as the anchors job's outcome_cache), so a resumed run asks no judge twice.
@@ -385,8 +389,8 @@ def _search(gens: _Generations, before: str, target: str, cfg: InterventionConfi
     R, C = cfg.num_chunk_resamples, cfg.num_continuation_samples
     ref = embed([target])[0]
     res = SearchResult()
-    chunk_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_chunk_tokens, seed=cfg.seed)
-    next_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_next_tokens, seed=cfg.seed)
+    chunk_params = cfg.params(max_new_tokens=cfg.max_chunk_tokens)
+    next_params = cfg.params(max_new_tokens=cfg.max_next_tokens)
     with _stopping(gens.sampler, _first_sentence_done):
         for it in range(cfg.num_iterations):
             cands = gens.get(CANDIDATE, [(before, it * R + r) for r in range(R)], chunk_params)

@@ -42,7 +42,7 @@ from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_tex
 from thoughtlens.checks import check_float, check_int
 from thoughtlens.errors import ConfigError, StoreError
 from thoughtlens.progress import OnProgress, Tracker
-from thoughtlens.sample.base import SampleRequest, Sampler, SamplingParams
+from thoughtlens.sample.base import Sampler, SampleRequest, Sampling
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.split import split_sentences
 
@@ -51,7 +51,7 @@ Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> unit vectors [n, d]
 
 
 @dataclass(frozen=True)
-class ResilienceConfig:
+class ResilienceConfig(Sampling):
     """n_trials: independent trials (the paper: 30); max_iterations: resamplings per trial (20);
     similarity_threshold: cosine for "the content came back" (measure_determination.py default 0.6);
     outcome: what CF++ compares (anchors.outcomes spec; "correct" = maths correctness)."""
@@ -59,17 +59,14 @@ class ResilienceConfig:
     n_trials: int = 30
     max_iterations: int = 20
     similarity_threshold: float = 0.6
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 4096
-    seed: int = 0
+    max_new_tokens: int = 4096  # Sampling's field with this job's default (temperature 0.6, top_p 0.95, seed 0)
     outcome: str = DEFAULT_OUTCOME
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("--trials (n_trials)", self.n_trials, min=1, example=30)
         check_int("--max-iterations (max_iterations)", self.max_iterations, min=1, example=20)
         check_float("--threshold (similarity_threshold)", self.similarity_threshold, min=-1, max=1, example=0.6)
-        SamplingParams(self.temperature, self.top_p, self.max_new_tokens, seed=self.seed)  # range checks
 
 
 @dataclass
@@ -192,7 +189,7 @@ def measure_resilience(sampler: Sampler, store: RunStore, anchors_run: str, prob
 
 
 def _sample_one(sampler: Sampler, prefix: str, j: int, cfg: ResilienceConfig) -> str:
-    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed=cfg.seed)
+    params = cfg.params()
     (c,) = sampler.sample([SampleRequest(prefix, (j,))], params)
     if c.finish_reason == "error":
         raise StoreError(f"the sampler failed on a resilience rollout ({c.error}); resume the job to retry it")

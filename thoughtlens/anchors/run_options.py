@@ -20,25 +20,22 @@ import os
 from pathlib import Path
 
 from thoughtlens.checks import check_bool, check_choice, check_float, check_int
+from thoughtlens.dtypes import DTYPE_NAMES
 from thoughtlens.errors import ConfigError
 
 ANSWER_STYLES = ("auto", "boxed", "gsm8k", "answer_is", "last_number")
-DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 # "exact" + anchors.suppression_approx.APPROX_METHODS, spelled out so that checking options needs no torch import
 # (tests/anchors/test_anchors_suppression_approx.py checks the two agree).
 SUPPRESSION_METHODS = ("exact", "direct_grad", "grad_loglik")
 
 
 def validate_config(cfg) -> None:
-    """Raise ConfigError on the first out-of-range field of an AnchorsConfig (see module docstring)."""
+    """Raise ConfigError on the first out-of-range field of an AnchorsConfig (see module docstring); the
+    shared sampling fields are checked by `Sampling` itself."""
     check_int("--rollouts (n_rollouts)", cfg.n_rollouts, min=1, example=10)
-    check_float("--temperature (temperature)", cfg.temperature, min=0, example=0.6)
     check_float("base_temperature", cfg.base_temperature, min=0, example=0.0)
-    check_float("--top-p (top_p)", cfg.top_p, min=0, max=1, min_open=True, example=0.95)
-    check_int("--max-new-tokens (max_new_tokens)", cfg.max_new_tokens, min=1, example=256)
     check_int("base_max_new_tokens", cfg.base_max_new_tokens, min=1, example=512)
     check_int("forced_max_new_tokens", cfg.forced_max_new_tokens, min=1, example=16)
-    check_int("--seed (seed)", cfg.seed, example=0)
     check_float("--threshold (similarity_threshold)", cfg.similarity_threshold, min=-1, max=1, example=0.8)
     check_float("kl_alpha", cfg.kl_alpha, min=0, min_open=True, example=0.5)
     check_bool("--forced/--no-forced (forced)", cfg.forced)
@@ -86,7 +83,7 @@ def check_run_options(*, problem: str | None = None, problems: str | os.PathLike
     if problems is not None and limit is not None:
         check_int("--limit", limit, min=1, example=5)
     if dtype is not None:
-        check_choice("--dtype", dtype, DTYPES)
+        check_choice("--dtype", dtype, DTYPE_NAMES)
     if batch_size is not None:
         check_int("--batch-size", batch_size, min=1, example=16)
     config = AnchorsConfig(backend=backend, **config_fields)
@@ -141,4 +138,4 @@ def check_attention_options(*, top_k: int = 20, proximity_ignore: int = 4, max_t
     check_float("--kl-temperature", kl_temperature, min=0, min_open=True, example=0.6)
     check_int("--batch-size", batch_size, min=1, example=4)
     if dtype is not None:
-        check_choice("--dtype", dtype, DTYPES)
+        check_choice("--dtype", dtype, DTYPE_NAMES)

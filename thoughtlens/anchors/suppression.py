@@ -45,8 +45,14 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from thoughtlens.anchors.sentence_attention import (ProgressFn, TokenRanges, _as_sequence, attention_controls,
-                                                     check_context, check_token_ranges)
+from thoughtlens.anchors.sentence_attention import (
+    ProgressFn,
+    TokenRanges,
+    _as_sequence,
+    attention_controls,
+    check_context,
+    check_token_ranges,
+)
 from thoughtlens.errors import ConfigError
 from thoughtlens.model.interventions import block_keys
 

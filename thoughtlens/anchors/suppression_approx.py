@@ -53,8 +53,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from thoughtlens.anchors.sentence_attention import (ProgressFn, TokenRanges, _as_sequence, attention_controls,
-                                                     check_context, check_token_ranges)
+from thoughtlens.anchors.sentence_attention import (
+    ProgressFn,
+    TokenRanges,
+    _as_sequence,
+    attention_controls,
+    check_context,
+    check_token_ranges,
+)
 from thoughtlens.anchors.suppression import KL_REDUCTIONS, PAPER_LOG_EPS, PAPER_MAX_K
 from thoughtlens.errors import ConfigError
 from thoughtlens.model.adapters import get_module, has_module

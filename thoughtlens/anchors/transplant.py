@@ -29,11 +29,11 @@ from importlib import resources
 
 import numpy as np
 
-from thoughtlens.stats import wilson_interval
 from thoughtlens.checks import check_int
 from thoughtlens.errors import ConfigError, DataError, TraceError
 from thoughtlens.progress import OnProgress, Tracker
-from thoughtlens.sample.base import Completion, SampleRequest, Sampler, SamplingParams
+from thoughtlens.sample.base import Completion, Sampler, SampleRequest, Sampling
+from thoughtlens.stats import wilson_interval
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.split import split_sentences
 
@@ -94,24 +94,22 @@ def read_letter(text: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class TransplantConfig:
+class TransplantConfig(Sampling):
     """n_rollouts: per position (the paper: 50); temperature 0.7, top_p 0.95 as their run_chunk_prompts."""
 
     n_rollouts: int = 50
-    temperature: float = 0.7
-    top_p: float = 0.95
+    temperature: float = 0.7  # Sampling's fields with this job's defaults (top_p 0.95, seed 0)
     max_new_tokens: int = 4096
     cot_max_new_tokens: int = 4096
-    seed: int = 0
     convergence: float | None = 0.99
     think_tags: tuple[str, str] = ("<think>", "</think>")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("--rollouts (n_rollouts)", self.n_rollouts, min=1, example=50)
         check_int("cot_max_new_tokens", self.cot_max_new_tokens, min=1, example=4096)
         if self.convergence is not None and not 0 < self.convergence <= 1:
             raise ConfigError(f"convergence {self.convergence} must be in (0, 1] or None (the paper: 0.99)")
-        SamplingParams(self.temperature, self.top_p, self.max_new_tokens, seed=self.seed)
 
     def run_id(self, problem_ids: Sequence[str], model: str = "") -> str:
         key = json.dumps({**asdict(self), "problems": list(problem_ids), "model": model}, sort_keys=True)
@@ -151,7 +149,7 @@ def _hinted_cot(sampler, store, run_id, problem, cfg, format_prompt, given) -> s
     if stored is not None:
         return stored
     if given is None:
-        params = SamplingParams(0.0, 1.0, cfg.cot_max_new_tokens, seed=cfg.seed)
+        params = cfg.params(temperature=0.0, top_p=1.0, max_new_tokens=cfg.cot_max_new_tokens)
         (c,) = sampler.sample([SampleRequest(format_prompt(problem.text(True)), (0,))], params)
         if c.finish_reason == "error":
             raise TraceError(f"could not generate the hinted CoT of {problem.id}: {c.error}")
@@ -169,7 +167,7 @@ def _curve(sampler, store, run_id, problem, cot, cfg, format_prompt, bar) -> lis
     unhinted = format_prompt(problem.text(False))
     # k < n: cut before sentence k (their reasoning_text[: chunk_range[0]]); k = n: the whole CoT, closed.
     prompts = [unhinted + cot[:a] for a, _ in spans] + [unhinted + cot + cfg.think_tags[1] + "\n"]
-    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed=cfg.seed)
+    params = cfg.params()
     bar.add_total(len(prompts) * cfg.n_rollouts)
     bar.describe(f"{problem.id}: {len(prompts)} cut points x {cfg.n_rollouts} rollouts")
     curve: list[dict] = []

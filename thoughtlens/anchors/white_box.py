@@ -27,11 +27,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from thoughtlens.anchors.receiver_heads import (ReceiverHeadResult, find_receiver_heads, receiver_scores,
-                                                vertical_scores)
-from thoughtlens.anchors.sentence_attention import attention_controls, sentence_attention
+from thoughtlens.anchors.receiver_heads import (
+    ReceiverHeadResult,
+    find_receiver_heads,
+    receiver_scores,
+    vertical_scores,
+)
+from thoughtlens.anchors.sentence_attention import (
+    attention_controls,
+    sentence_attention,
+)
 from thoughtlens.anchors.suppression import HeadSubset, suppression_matrix
-from thoughtlens.anchors.suppression_approx import APPROX_METHODS, suppression_matrix_approx
+from thoughtlens.anchors.suppression_approx import (
+    APPROX_METHODS,
+    suppression_matrix_approx,
+)
 from thoughtlens.errors import ConfigError, TraceError
 from thoughtlens.jsonsafe import json_safe
 from thoughtlens.progress import OnProgress, Tracker

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from thoughtlens.errors import ConfigError, StoreError, ThoughtlensError
 from thoughtlens.progress import ProgressEvent
@@ -41,21 +50,46 @@ def fail(exc: Exception, code: int = 1) -> typer.Exit:
 
 
 @contextlib.contextmanager
-def errors_to_exit():
-    """A ThoughtlensError becomes one red line and exit code 1 (no traceback: the message names the fix)."""
+def errors_to_exit(options: dict[str, str] | None = None):
+    """A ThoughtlensError becomes one red line and exit code 1 (no traceback: the message names the fix).
+    `options` maps a command's parameter names to the flags the user typed (`option_flags`)."""
     try:
         yield
     except ThoughtlensError as exc:
-        raise fail(exc) from None
+        raise fail(as_option_error(exc, options or {})) from None
+
+
+def option_flags(fn) -> dict[str, str]:
+    """{parameter name: its long flag} of a typer command function, e.g. {"max_new_tokens": "--max-new-tokens"}."""
+    flags = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        default = param.default
+        if isinstance(default, typer.models.OptionInfo):
+            decls = [d for decl in (default.param_decls or ()) for d in decl.split("/") if d.startswith("--")]
+            flags[name] = decls[0] if decls else "--" + name.replace("_", "-")
+    return flags
+
+
+def as_option_error(exc: Exception, options: dict[str, str]) -> Exception | str:
+    """The library names a bad value by its field ("temperature must be >= 0, got -1: pass e.g. 0.6"); on the
+    command line it is named by the option the user typed ("--temperature (temperature) must be ...: pass e.g.
+    --temperature 0.6"), where the command has an option of that name."""
+    m = re.match(r"([a-z][a-z0-9_]*) must be (.*?)(?:: pass e\.g\. (\S+))?$", str(exc))
+    if not m or m.group(1) not in options:
+        return exc
+    field, rest, example = m.groups()
+    flag = options[field]
+    return f"{flag} ({field}) must be {rest}" + (f": pass e.g. {flag} {example}" if example else "")
 
 
 def command(fn):
     """Decorator for command bodies: the error policy above, and third-party chatter silenced."""
+    options = option_flags(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         quiet_third_party()
-        with errors_to_exit():
+        with errors_to_exit(options):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -131,3 +165,34 @@ def exactly_one(**given) -> None:
 
 def fmt(x, digits: int = 2, missing: str = "-") -> str:
     return missing if x is None or x != x else f"{x:.{digits}f}"
+
+
+# ---- engine options: declared once for every command that samples (pipeline.runtime.RuntimeOptions) ---------
+
+MODEL = typer.Option(None, "--model", "-m", help="Model: hub id or local path (default: the bundled SmolLM2-135M-Instruct).")
+BACKEND = typer.Option("hf", "--backend", help="hf (a model loaded here) | openai (servers) | vllm (in-process engine)")
+BASE_URL = typer.Option(None, "--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 (repeat it for a fleet of servers).")
+BASE_URL_FILE = typer.Option(None, "--base-url-file", help="openai backend: a file of server URLs, one per line (a fleet).")
+CONCURRENCY = typer.Option(8, "--concurrency", help="openai backend: requests in flight per server.")
+TENSOR_PARALLEL = typer.Option(1, "--tensor-parallel-size", help="vllm backend: GPUs per model (vLLM's tensor parallelism).")
+DEVICE = typer.Option("cpu", "--device", help="hf backend: cpu, cuda, cuda:1 ... (or 'auto' to spread a large model over GPUs).")
+API_MODEL = typer.Option(None, "--api-model", help="openai backend: model name on the server (default: the first it lists).")
+API_KEY_ENV = typer.Option("OPENAI_API_KEY", "--api-key-env", help="openai backend: env var holding the API key.")
+BATCH_SIZE = typer.Option(16, "--batch-size", help="hf backend: rows decoded together.")
+DTYPE = typer.Option(None, "--dtype", help="hf backend: float32 / bfloat16 (default: bf16 where the hardware is fast at it); vllm: passed on.")
+
+
+def runtime_options(*, backend: str, model: str | None, base_url: list[str] | None, base_url_file: str | None,
+                    api_model: str | None, api_key_env: str, dtype: str | None, device: str, batch_size: int,
+                    concurrency: int, tensor_parallel_size: int):
+    """The engine options of a command as a RuntimeOptions (a --base-url-file adds its servers to --base-url)."""
+    from thoughtlens.pipeline.runtime import RuntimeOptions
+
+    urls = list(base_url or [])
+    if base_url_file is not None:
+        from thoughtlens.sample.fleet import read_url_file
+
+        urls += read_url_file(base_url_file)
+    return RuntimeOptions(backend=backend, model=model, base_url=urls or None, api_model=api_model,
+                          api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size,
+                          concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)

@@ -21,7 +21,7 @@ app = typer.Typer(help="Thought anchors: which chain-of-thought sentences matter
 @app.command("run")
 @c.command
 def run(
-    model: str = typer.Option(None, "--model", "-m", help="Model (default: the bundled SmolLM2-135M-Instruct)."),
+    model: str = c.MODEL,
     problem: str = typer.Option(None, "--problem", help="One problem text."),
     gt_answer: str = typer.Option(None, "--answer", help="Ground-truth answer of --problem."),
     problems: str = typer.Option(None, "--problems", help="A .jsonl/.json file of problems (GSM8K `question`/`answer` or `problem`/`gt_answer`)."),
@@ -37,16 +37,16 @@ def run(
     store: str = typer.Option("runs/anchors.sqlite", "--store", help="Run store (SQLite) to write. Created if missing."),
     run_id: str = typer.Option(None, "--run", "--run-id", help="Run id (default: derived from the settings, so the same command resumes)."),
     resume: bool = typer.Option(False, "--resume", help="Require an existing run to resume (error if there is none)."),
-    backend: str = typer.Option("hf", help="hf | openai | vllm"),
-    base_url: list[str] = typer.Option(None, "--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 (repeat it for a fleet of servers)."),
-    base_url_file: str = typer.Option(None, "--base-url-file", help="openai backend: a file of server URLs, one per line (a fleet)."),
-    concurrency: int = typer.Option(8, help="openai backend: requests in flight per server."),
-    tensor_parallel_size: int = typer.Option(1, help="vllm backend: GPUs per model (vLLM's tensor parallelism)."),
-    device: str = typer.Option("cpu", help="hf backend: cpu, cuda, cuda:1 ... (or 'auto' to spread a large model over GPUs)."),
-    api_model: str = typer.Option(None, help="openai backend: model name on the server."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai backend: env var holding the API key."),
-    batch_size: int = typer.Option(16, help="hf backend: rows decoded together."),
-    dtype: str = typer.Option(None, help="hf backend: float32 / bfloat16."),
+    backend: str = c.BACKEND,
+    base_url: list[str] = c.BASE_URL,
+    base_url_file: str = c.BASE_URL_FILE,
+    concurrency: int = c.CONCURRENCY,
+    tensor_parallel_size: int = c.TENSOR_PARALLEL,
+    device: str = c.DEVICE,
+    api_model: str = c.API_MODEL,
+    api_key_env: str = c.API_KEY_ENV,
+    batch_size: int = c.BATCH_SIZE,
+    dtype: str = c.DTYPE,
     attention: bool = typer.Option(False, "--attention/--no-attention", help="Also compute receiver heads and attention suppression (white box, hf only)."),
     report: str = typer.Option(None, "--report", help="Also write the report page here."),
     answer_style: str = typer.Option("auto", help="How to read answers: auto (\\boxed{}, ####, 'the answer is'), boxed, gsm8k, answer_is, last_number."),
@@ -65,13 +65,12 @@ def run(
     from thoughtlens.anchors.run_options import check_run_options
 
     # Every option is checked here, before a model is loaded: a typo costs a second, not a model load.
-    if base_url_file is not None:
-        from thoughtlens.sample.fleet import read_url_file
-
-        base_url = [*(base_url or []), *read_url_file(base_url_file)]
+    engine = c.runtime_options(backend=backend, model=model, base_url=base_url, base_url_file=base_url_file,
+                               api_model=api_model, api_key_env=api_key_env, dtype=dtype, device=device,
+                               batch_size=batch_size, concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
     config = check_run_options(
         problem=problem, problems=problems, trace=trace, limit=limit, dtype=dtype, batch_size=batch_size,
-        backend=backend, base_url=(base_url or [None])[0], store=store, report=report, n_rollouts=rollouts,
+        backend=backend, base_url=(engine.base_url or [None])[0], store=store, report=report, n_rollouts=rollouts,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         base_max_new_tokens=max(2 * max_new_tokens, 256), forced=forced, seed=seed, similarity_threshold=threshold,
         answer_style=answer_style, outcome=outcome, conventions=conventions, kl_alpha=kl_alpha, split_style=split_style,
@@ -82,45 +81,34 @@ def run(
 
         policy = BudgetPolicy(kind=budget, initial=budget_initial, step=budget_step, ci_half_width=budget_ci,
                               total_fraction=budget_total)
-    run_pipeline(config, budget=policy, device=device, concurrency=concurrency,
-                 tensor_parallel_size=tensor_parallel_size, model=model, problem=problem, answer=gt_answer, problems=problems, limit=limit,
-                 trace=trace, store=store, run_id=run_id, resume=resume, base_url=base_url, api_model=api_model,
-                 api_key_env=api_key_env, batch_size=batch_size, dtype=dtype, attention=attention, report=report)
+    run_pipeline(config, engine, budget=policy, problem=problem, answer=gt_answer, problems=problems, limit=limit,
+                 trace=trace, store=store, run_id=run_id, resume=resume, attention=attention, report=report)
 
 
-def run_pipeline(config, *, model=None, problem=None, answer=None, problems=None, limit=1, trace=None,
-                 store="runs/anchors.sqlite", run_id=None, resume=False, base_url=None, api_model=None,
-                 api_key_env="OPENAI_API_KEY", batch_size=16, dtype=None, attention=False, report=None,
-                 make_todo=None, budget=None, device="cpu", concurrency=8, tensor_parallel_size=1) -> None:
+def run_pipeline(config, engine=None, *, problem=None, answer=None, problems=None, limit=1, trace=None,
+                 store="runs/anchors.sqlite", run_id=None, resume=False, attention=False, report=None,
+                 make_todo=None, budget=None) -> None:
     """Load, build the sampler, run the pipeline with a live progress display, print the table and paths.
 
+    engine: a RuntimeOptions (default: the hf backend on the bundled model, on the CPU).
     make_todo: `fn(tokenizer) -> [Problem]` instead of problem / problems / trace (the demo's fixed trace)."""
     from dataclasses import replace
 
-    from thoughtlens import load
     from thoughtlens.anchors.black_box import answer_complete
     from thoughtlens.anchors.run_options import check_problem_source
     from thoughtlens.pipeline.anchors import make_problems, run_anchors
-    from thoughtlens.sample.registry import make_sampler
+    from thoughtlens.pipeline.runtime import RuntimeOptions, build_runtime, load_for
 
     err = c.console()
     if make_todo is None:  # checked before the model load, like every option
         check_problem_source(problem, problems, trace)
-    if config.backend == "hf":
-        with err.status("loading model"):
-            lm = load(model, dtype=dtype, **({"device_map": "auto"} if device == "auto" else {"device": device}))
-    else:  # a remote or separate engine samples: only the tokenizer (prompts, sentence token ranges) is needed here
-        from thoughtlens.model.load import load_tokenizer
-
-        with err.status("loading the tokenizer"):
-            lm = load_tokenizer(model)
+    options = replace(engine or RuntimeOptions(), backend=config.backend)
+    # a remote or separate engine samples: only the tokenizer (prompts, sentence token ranges) is loaded here
+    with err.status("loading model" if config.backend == "hf" else "loading the tokenizer"):
+        lm = load_for(options)
     todo = make_todo(lm.tokenizer) if make_todo else make_problems(
         lm.tokenizer, problem=problem, answer=answer, problems=problems, limit=limit, trace=trace)
-    sampler = make_sampler(config.backend, model=lm if config.backend != "vllm" else (model or lm.name),
-                           tokenizer=lm.tokenizer, base_url=base_url, api_model=api_model, api_key_env=api_key_env,
-                           batch_size=batch_size, answer_done=answer_complete, concurrency=concurrency,
-                           tensor_parallel_size=tensor_parallel_size,
-                           **({"dtype": dtype} if config.backend == "vllm" and dtype else {}))
+    sampler = build_runtime(options, model=lm, answer_done=answer_complete).sampler
     config = replace(config, model=config.model or lm.name)
     with c.RichProgress(err) as progress:
         try:

@@ -19,7 +19,10 @@ def outcome(
     run_id: str = typer.Option(None, "--run", help="Run id (needed when the store holds several runs)."),
 ) -> None:
     """What a run measured importance for, and how grading went (errors and unknown values per problem)."""
-    from thoughtlens.anchors.outcome_grading import DEFINITION_ARTIFACT, SUMMARY_ARTIFACT
+    from thoughtlens.anchors.outcome_grading import (
+        DEFINITION_ARTIFACT,
+        SUMMARY_ARTIFACT,
+    )
     from thoughtlens.anchors.outcomes import outcome_label
     from thoughtlens.store.run_store import RunStore
 
@@ -55,18 +58,29 @@ def resilience(
     max_iterations: int = typer.Option(20, "--max-iterations", help="Resamplings per trial (the paper: 20)."),
     threshold: float = typer.Option(0.6, "--threshold", help="Cosine similarity for 'the content came back' (paper: 0.6)."),
     outcome: str = typer.Option(None, "--outcome", help="Outcome spec for CF++ (default: the run's own)."),
-    backend: str = typer.Option("hf", "--backend", help="hf (local model) or openai (a server)."),
-    model: str = typer.Option(None, "--model", help="hf: model name or path (default: the bundled model)."),
-    base_url: str = typer.Option(None, "--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
+    backend: str = c.BACKEND,
+    model: str = c.MODEL,
+    base_url: list[str] = c.BASE_URL,
+    base_url_file: str = c.BASE_URL_FILE,
+    api_model: str = c.API_MODEL,
+    api_key_env: str = c.API_KEY_ENV,
+    dtype: str = c.DTYPE,
+    device: str = c.DEVICE,
+    batch_size: int = c.BATCH_SIZE,
+    concurrency: int = c.CONCURRENCY,
+    tensor_parallel_size: int = c.TENSOR_PARALLEL,
     max_new_tokens: int = typer.Option(4096, "--max-new-tokens", help="Tokens per continuation."),
     temperature: float = typer.Option(0.6, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Resample one sentence until its content stops coming back; report resilience and counterfactual++."""
     from thoughtlens.anchors.resilience import ResilienceConfig, measure_resilience
-    from thoughtlens.sample.registry import make_sampler
+    from thoughtlens.pipeline.runtime import build_runtime
     from thoughtlens.store.run_store import RunStore
 
+    engine = c.runtime_options(backend=backend, model=model, base_url=base_url, base_url_file=base_url_file,
+                               api_model=api_model, api_key_env=api_key_env, dtype=dtype, device=device,
+                               batch_size=batch_size, concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
     with RunStore(c.existing_store(store)) as s:
         rid = c.pick_run(s, run_id)
         config = s.run(rid)["config"] or {}
@@ -76,12 +90,7 @@ def resilience(
         from thoughtlens.store.run_store import pick_one
 
         pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "--problem-id", str(s.path))
-        if backend == "hf":
-            import thoughtlens
-
-            sampler = make_sampler("hf", model=thoughtlens.load(model) if model else thoughtlens.load())
-        else:
-            sampler = make_sampler(backend, base_url=base_url)
+        sampler = build_runtime(engine).sampler
         with c.RichProgress(c.console()) as bars:
             res = measure_resilience(sampler, s, rid, pid, sentence, cfg, on_progress=bars)
     out = c.stdout()
@@ -111,19 +120,34 @@ def intervene(
     w_logprob: float = typer.Option(0.0, "--w-logprob", help="Weight of the mean log-prob in the score (hf backend; paper: 0)."),
     grade: str = typer.Option("full", "--grade", help="Grade prefix + generated text (full, theirs) or only the generated text (generated)."),
     outcome: str = typer.Option(None, "--outcome", help="Outcome spec (default: the run's own)."),
-    backend: str = typer.Option("hf", "--backend", help="hf (local model) or openai (a server)."),
-    model: str = typer.Option(None, "--model", help="hf: model name or path (default: the bundled model)."),
-    base_url: str = typer.Option(None, "--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
+    backend: str = c.BACKEND,
+    model: str = c.MODEL,
+    base_url: list[str] = c.BASE_URL,
+    base_url_file: str = c.BASE_URL_FILE,
+    api_model: str = c.API_MODEL,
+    api_key_env: str = c.API_KEY_ENV,
+    dtype: str = c.DTYPE,
+    device: str = c.DEVICE,
+    batch_size: int = c.BATCH_SIZE,
+    concurrency: int = c.CONCURRENCY,
+    tensor_parallel_size: int = c.TENSOR_PARALLEL,
     max_new_tokens: int = typer.Option(4096, "--max-new-tokens", help="Tokens per full rollout."),
     temperature: float = typer.Option(0.7, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Steer towards a target sentence on-policy (resampling) and off-policy (inserting it): effects with 95 % CIs."""
-    from thoughtlens.anchors.interventions_policy import (InterventionConfig, hf_mean_logprob, measure_interventions,
-                                                          resolve_target)
-    from thoughtlens.sample.registry import make_sampler
+    from thoughtlens.anchors.interventions_policy import (
+        InterventionConfig,
+        hf_mean_logprob,
+        measure_interventions,
+        resolve_target,
+    )
+    from thoughtlens.pipeline.runtime import build_runtime
     from thoughtlens.store.run_store import RunStore, pick_one
 
+    engine = c.runtime_options(backend=backend, model=model, base_url=base_url, base_url_file=base_url_file,
+                               api_model=api_model, api_key_env=api_key_env, dtype=dtype, device=device,
+                               batch_size=batch_size, concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
     target = resolve_target(target)  # before any model load
     with RunStore(c.existing_store(store)) as s:
         rid = c.pick_run(s, run_id)
@@ -134,15 +158,9 @@ def intervene(
                                  max_new_tokens=max_new_tokens, seed=seed,
                                  outcome=outcome or config.get("outcome") or "correct")
         pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "--problem-id", str(s.path))
-        logprob = None
-        if backend == "hf":
-            import thoughtlens
-
-            hooked = thoughtlens.load(model) if model else thoughtlens.load()
-            sampler = make_sampler("hf", model=hooked)
-            logprob = hf_mean_logprob(hooked) if w_logprob > 0 else None
-        else:
-            sampler = make_sampler(backend, base_url=base_url)
+        rt = build_runtime(engine)
+        sampler = rt.sampler
+        logprob = hf_mean_logprob(rt.model) if backend == "hf" and w_logprob > 0 else None
         with c.RichProgress(c.console()) as bars:
             res = measure_interventions(sampler, s, rid, pid, sentence, target, cfg, logprob=logprob, on_progress=bars)
     out = c.stdout()
@@ -177,28 +195,39 @@ def transplant(
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Tokens per rollout."),
     cot_max_new_tokens: int = typer.Option(1024, "--cot-max-new-tokens", help="Tokens for the hinted CoT."),
     convergence: float = typer.Option(0.99, "--convergence", help="Stop sampling once this share says the hinted answer (<=0: never)."),
-    backend: str = typer.Option("hf", "--backend", help="hf (local model) or openai (a server)."),
-    model: str = typer.Option(None, "--model", help="hf: model name or path (default: the bundled model)."),
-    base_url: str = typer.Option(None, "--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
+    backend: str = c.BACKEND,
+    model: str = c.MODEL,
+    base_url: list[str] = c.BASE_URL,
+    base_url_file: str = c.BASE_URL_FILE,
+    api_model: str = c.API_MODEL,
+    api_key_env: str = c.API_KEY_ENV,
+    dtype: str = c.DTYPE,
+    device: str = c.DEVICE,
+    batch_size: int = c.BATCH_SIZE,
+    concurrency: int = c.CONCURRENCY,
+    tensor_parallel_size: int = c.TENSOR_PARALLEL,
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Hinted CoT cut after sentence k, placed after the unhinted prompt: hinted-answer rate vs k, with 95 % CIs."""
-    from thoughtlens.anchors.transplant import TransplantConfig, load_hinted_problems, run_transplant
-    from thoughtlens.sample.registry import make_sampler
+    from thoughtlens.anchors.transplant import (
+        TransplantConfig,
+        load_hinted_problems,
+        run_transplant,
+    )
+    from thoughtlens.pipeline.runtime import build_runtime
     from thoughtlens.store.run_store import RunStore
     from thoughtlens.trace.prompts import build_prompt
 
+    engine = c.runtime_options(backend=backend, model=model, base_url=base_url, base_url_file=base_url_file,
+                               api_model=api_model, api_key_env=api_key_env, dtype=dtype, device=device,
+                               batch_size=batch_size, concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
     cfg = TransplantConfig(n_rollouts=rollouts, max_new_tokens=max_new_tokens, cot_max_new_tokens=cot_max_new_tokens,
                            seed=seed, convergence=convergence if convergence > 0 else None)
     chosen = load_hinted_problems(problems)[: limit or None]
-    tokenizer, name = None, base_url or ""
-    if backend == "hf":
-        import thoughtlens
-
-        hooked = thoughtlens.load(model) if model else thoughtlens.load()
-        sampler, tokenizer, name = make_sampler("hf", model=hooked), hooked.tokenizer, getattr(hooked, "name", model or "")
-    else:
-        sampler = make_sampler(backend, base_url=base_url)
+    rt = build_runtime(engine)
+    sampler = rt.sampler
+    # a served model formats its own prompts: the chat template is applied here only for a model loaded here
+    tokenizer, name = (rt.tokenizer, rt.name or model or "") if backend == "hf" else (None, ",".join(engine.base_url or []))
     fmt_prompt = lambda text: build_prompt(tokenizer, text, "{problem}") + cfg.think_tags[0] + "\n"  # noqa: E731
     err = c.console()
     with RunStore(store) as s, c.RichProgress(err) as bars:

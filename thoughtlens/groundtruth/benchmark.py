@@ -31,14 +31,21 @@ import numpy as np
 import pandas as pd
 
 from thoughtlens.errors import ConfigError, ThoughtlensError
-from thoughtlens.groundtruth.task import Chain, TaskConfig, generate_chain, parse_chain, prompt_for
+from thoughtlens.groundtruth.task import (
+    Chain,
+    TaskConfig,
+    generate_chain,
+    parse_chain,
+    prompt_for,
+)
+from thoughtlens.sample.base import Sampling
 
 ProgressFn = Callable[[str], None]
 NOT_SCORED = ("problem_id", "sentence_index", "n_rollouts", "n_dissimilar", "n_forced")
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(Sampling):
     """n_traces: base traces analysed (>= 20 for the CIs). n_rollouts, temperature: the anchors job's
     (temperature 0.6 is its default). base_temperature: the base traces are sampled, not greedy, so they
     cover the task's choices. max_new_tokens: a whole chain is ~170 characters. proximity_ignore,
@@ -47,11 +54,9 @@ class BenchConfig:
 
     n_traces: int = 24
     n_rollouts: int = 20
-    temperature: float = 0.6
+    max_new_tokens: int = 220  # Sampling's field with this job's default (temperature 0.6, top_p 0.95, seed 0)
     base_temperature: float = 1.0
-    max_new_tokens: int = 220
     forced: bool = True
-    seed: int = 0
     white_box: bool = True
     proximity_ignore: int = 1
     exclude_layers: tuple[int, ...] = ()
@@ -59,6 +64,7 @@ class BenchConfig:
     n_boot: int = 2000
 
     def __post_init__(self):
+        super().__post_init__()
         if self.n_traces < 2 or self.n_rollouts < 2:
             raise ConfigError(f"need n_traces >= 2 and n_rollouts >= 2 (got {self.n_traces}, {self.n_rollouts}); "
                                    "use >= 20 traces for meaningful CIs")
@@ -171,7 +177,7 @@ def sample_base_traces(model, n: int, seed: int, temperature: float, task: TaskC
 def _anchors_config(cfg: BenchConfig, model_name: str):
     from thoughtlens.anchors.black_box import AnchorsConfig
 
-    wanted = dict(n_rollouts=cfg.n_rollouts, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+    wanted = dict(n_rollouts=cfg.n_rollouts, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                   base_max_new_tokens=cfg.max_new_tokens, forced=cfg.forced, seed=cfg.seed, label_categories=False,
                   model=model_name, answer_style="boxed")
     names = {f.name for f in fields(AnchorsConfig)}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from thoughtlens.dtypes import DTYPE_NAMES, as_torch_dtype  # noqa: F401  (DTYPE_NAMES: re-exported)
 from thoughtlens.errors import ConfigError, ModelNotFoundError
 from thoughtlens.model.adapters import ADAPTERS
 from thoughtlens.model.hooked_model import HookedModel
@@ -84,16 +85,6 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _as_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-             "fp16": torch.float16, "float16": torch.float16}
-    if dtype not in names:
-        raise ConfigError(f"unknown dtype '{dtype}': use one of {', '.join(names)}")
-    return names[dtype]
-
-
 def load(
     name_or_path: str | os.PathLike | None = None,
     *,
@@ -117,7 +108,7 @@ def load(
     if device_map is not None and device not in (None, "cpu"):
         raise ModelNotFoundError(f"pass either device={device!r} or device_map={device_map!r}, not both: drop one")
     device = _check_device(device or "cpu")
-    dtype = _as_dtype(dtype) or default_dtype("cuda" if device_map is not None and torch.cuda.is_available() else device)
+    dtype = as_torch_dtype(dtype) or default_dtype("cuda" if device_map is not None and torch.cuda.is_available() else device)
     label = str(name_or_path) if name_or_path is not None else BUNDLED_NAME
     source = _resolve_source(name_or_path, gguf_file)
     if device_map is not None:

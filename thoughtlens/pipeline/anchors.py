@@ -26,6 +26,7 @@ from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
 from thoughtlens.anchors.problems import load_problems
 from thoughtlens.anchors.run_options import check_problem_source
 from thoughtlens.errors import ConfigError, StoreError, ThoughtlensError, TraceError
+from thoughtlens.pipeline.runtime import RuntimeOptions, build_runtime, load_for
 from thoughtlens.progress import OnProgress, note
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.prompts import build_prompt
@@ -135,9 +136,7 @@ def run_anchors(
         config_overrides["n_rollouts"] = config_overrides.pop("rollouts")
     config = replace(config or AnchorsConfig(), **config_overrides)  # AnchorsConfig validates its own values
     if isinstance(model, (str, Path)) or (model is None and (sampler is None or attention)):
-        from thoughtlens.model.load import load
-
-        model = load(None if model is None else str(model))
+        model = load_for(RuntimeOptions(model=None if model is None else str(model)))
     tokenizer = getattr(model, "tokenizer", None) or getattr(sampler, "tokenizer", None)
     if isinstance(problem, Problem):
         todo = [problem]
@@ -147,9 +146,8 @@ def run_anchors(
         todo = make_problems(tokenizer, problem=problem, answer=answer, problems=problems, limit=limit, trace=trace)
     if sampler is None:
         from thoughtlens.anchors.black_box import answer_complete
-        from thoughtlens.sample.registry import make_sampler
 
-        sampler = make_sampler(config.backend, model=model, answer_done=answer_complete)
+        sampler = build_runtime(RuntimeOptions(backend=config.backend), model=model, answer_done=answer_complete).sampler
     if not config.model:
         config = replace(config, model=getattr(model, "name", "") or getattr(sampler, "model_name", ""))
     db = store if isinstance(store, RunStore) else _open_store(store)

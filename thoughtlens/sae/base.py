@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from thoughtlens.dtypes import as_torch_dtype
 from thoughtlens.errors import SAEError
 
 ARCHITECTURES: dict[str, type[SAE]] = {}
@@ -40,17 +41,9 @@ def register_architecture(name: str):
     return wrap
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-
-
 def as_dtype(name: str | torch.dtype) -> torch.dtype:
     """'float32' / 'torch.float32' / torch.float32 -> torch.float32 (SAELens writes either spelling)."""
-    if isinstance(name, torch.dtype):
-        return name
-    key = str(name).removeprefix("torch.")
-    if key not in _DTYPES:
-        raise SAEError(f"unknown SAE dtype {name!r}: use one of {', '.join(_DTYPES)}")
-    return _DTYPES[key]
+    return as_torch_dtype(name, error=SAEError)
 
 
 @dataclass

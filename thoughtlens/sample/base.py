@@ -19,21 +19,46 @@ FinishReason = Literal["stop", "length", "answer", "error"]
 
 
 @dataclass(frozen=True)
-class SamplingParams:
-    """How to continue a prefix. `stop` strings end a completion (and are kept out of its text)."""
+class Sampling:
+    """The sampling settings every job shares, declared and range-checked here only.
+
+    Job configs (`AnchorsConfig`, `ResilienceConfig`, `InterventionConfig`, `TransplantConfig`, `BenchConfig`)
+    inherit these four fields, changing a default where their paper's code does, and turn them into the
+    `SamplingParams` of a request with `params(...)`. Inheritance rather than a nested field keeps the fields
+    flat, so a stored config (and the run id hashed from it) reads the same as before the fields were shared.
+    """
 
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 256
-    stop: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
-        # One-line ConfigError when the params are built, not a backend error after a model load.
-        check_float("--temperature (temperature)", self.temperature, min=0, example=0.6)
-        check_float("--top-p (top_p)", self.top_p, min=0, max=1, min_open=True, example=0.95)
-        check_int("--max-new-tokens (max_new_tokens)", self.max_new_tokens, min=1, example=256)
+        # One-line ConfigError when the settings are built, not a backend error after a model load.
+        check_float("temperature", self.temperature, min=0, example=0.6)
+        check_float("top_p", self.top_p, min=0, max=1, min_open=True, example=0.95)
+        check_int("max_new_tokens", self.max_new_tokens, min=1, example=256)
         check_int("seed", self.seed, example=0)
+
+    def params(self, *, temperature: float | None = None, top_p: float | None = None,
+               max_new_tokens: int | None = None, stop: tuple[str, ...] = ()) -> "SamplingParams":
+        """These settings as the SamplingParams of one request; a job overrides what differs for one kind of
+        request (e.g. the forced-answer budget, or a greedy base trace)."""
+        return SamplingParams(temperature=self.temperature if temperature is None else temperature,
+                              top_p=self.top_p if top_p is None else top_p,
+                              max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                              seed=self.seed, stop=tuple(stop))
+
+
+@dataclass(frozen=True)
+class SamplingParams(Sampling):
+    """How to continue a prefix: the shared settings plus `stop` strings, which end a completion (and are kept
+    out of its text)."""
+
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.stop, (tuple, list)) or not all(isinstance(x, str) and x for x in self.stop):
             raise ConfigError(f"stop must be a tuple of non-empty strings, got {self.stop!r}: pass e.g. stop=('\\n\\n',)")
 
