@@ -36,9 +36,9 @@ def _models(dtype):
     from transformers import AutoModelForCausalLM
 
     import thoughtlens
-    from thoughtlens.model.load import BUNDLED_NAME, _converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
 
-    path = _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
+    path = converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
     ours = thoughtlens.load(path, dtype=dtype)
     plain = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa").eval()
     return path, ours, plain
@@ -99,10 +99,10 @@ def _rss_child(mode: str, dtype: str) -> None:
     from transformers import AutoModelForCausalLM
 
     import thoughtlens
-    from thoughtlens.model.load import BUNDLED_NAME, _converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
 
     dt = getattr(torch, dtype)
-    path = _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
+    path = converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
     # Load only what this mode needs: ru_maxrss is a lifetime peak.
     if mode == "plain":
         plain = AutoModelForCausalLM.from_pretrained(path, dtype=dt, attn_implementation="sdpa").eval()

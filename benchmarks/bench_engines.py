@@ -114,9 +114,9 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     import servers  # tests/servers.py: LlamaServer, vllm_python, vllm_env
-    from thoughtlens.model.load import BUNDLED_NAME, _converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
 
-    smol_dir = _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
+    smol_dir = converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
     prompt = _prompt(AutoTokenizer.from_pretrained(smol_dir))
     print(f"N={args.n} x {args.tokens} tokens from one {len(prompt)}-char prefix, fp32, T 0.6, top-p 0.95, "
           f"{os.cpu_count()} CPUs", flush=True)

@@ -81,9 +81,9 @@ def vllm_server(smol_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def smol_dir() -> str:
     """The bundled SmolLM2-135M-Instruct as a safetensors directory (converted once, then cached)."""
-    from thoughtlens.model.load import BUNDLED_NAME, _converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
 
-    return _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
+    return converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
 
 
 @pytest.fixture(scope="session")

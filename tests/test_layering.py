@@ -12,8 +12,8 @@ import thoughtlens
 ROOT = Path(thoughtlens.__file__).parent
 # Lowest first; units on one line are peers and must not import each other.
 LAYERS = [
-    ["errors"],
-    ["checks", "jsonsafe", "progress", "stats"],
+    ["errors", "version"],
+    ["checks", "dtypes", "jsonsafe", "progress", "stats"],
     ["model", "trace"],
     ["sample", "store"],
     ["anchors", "circuits", "train", "sae"],
@@ -23,6 +23,8 @@ LAYERS = [
     ["cli"],
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+TOP = "thoughtlens (the top-level package)"
+RANK[TOP] = len(LAYERS)  # above the CLI: nothing inside the package may import it
 
 
 def _unit(path: Path) -> str:
@@ -33,14 +35,18 @@ def _unit(path: Path) -> str:
 def _imports(path: Path):
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == "thoughtlens" else [])
+        if isinstance(node, ast.ImportFrom) and node.module == "thoughtlens":  # a unit, or one of the lazy names
+            names = [f"thoughtlens.{a.name}" if a.name in RANK else "thoughtlens" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         for name in names:
             parts = name.split(".")
             if parts[0] == "thoughtlens" and len(parts) > 1:
                 yield parts[1], node.lineno
+            elif name == "thoughtlens":  # the top-level package: its lazy names reach every layer
+                yield TOP, node.lineno
 
 
 def test_every_unit_has_a_layer():
@@ -58,3 +64,29 @@ def test_imports_go_down_the_layers():
             if target != unit and target in RANK and RANK[target] >= RANK[unit]:
                 bad.append(f"{path.relative_to(ROOT)}:{line} ({unit}) imports {target}")
     assert not bad, "imports against the layering:\n" + "\n".join(bad)
+
+
+def test_no_module_imports_another_modules_private_names():
+    """`from thoughtlens.x import _name` (or `x._name` on an imported module) from another module couples the two
+    through what one of them marks as its own; make the name public or move the code. A package's private
+    module imported by its own package (`from thoughtlens.cli import _common`) is that package's business."""
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        module = ".".join(("thoughtlens", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("thoughtlens"):
+                for a in node.names:
+                    private = a.name.startswith("_") and not a.name.startswith("__")
+                    own_package = node.module in (module, module.rsplit(".", 1)[0])
+                    if private and not own_package:
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}.{a.name}")
+                    modules[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif isinstance(node, ast.Import):
+                modules.update({(a.asname or a.name): a.name for a in node.names if a.name.startswith("thoughtlens")})
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} reads {node.value.id}.{node.attr}")
+    assert not bad, "private names used across modules:\n" + "\n".join(sorted(bad))

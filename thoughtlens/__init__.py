@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from thoughtlens.version import __version__
+
 __all__ = ["ActivationCache", "HookedModel", "HookPoint", "ThoughtlensError", "load", "load_sae", "run_anchors"]
 
 _LAZY = {

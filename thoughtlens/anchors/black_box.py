@@ -47,7 +47,7 @@ from thoughtlens.sample.base import (
 from thoughtlens.sample.provenance import check_same_source, with_provenance
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.answers import (
-    _balanced_content,
+    balanced_content,
     answers_equivalent,
     extract_answer,
 )
@@ -191,13 +191,13 @@ def answer_complete(text: str, *, thinking: bool = False, close_tag: str = "</th
 def forced_answer_complete(text: str) -> bool:
     """True once a forced answer (the text after the suffix's `\\boxed{`) has closed its braces:
     `-\\frac{5}{12}}` is complete at the last brace, `-\\frac{5}` is not."""
-    return _balanced_content(text, 0) is not None
+    return balanced_content(text, 0) is not None
 
 
 def read_forced_answer(text: str) -> str | None:
     """The forced answer: the content up to the `}` that balances the suffix's `\\boxed{` (nested and
     escaped braces kept whole); None when the braces never balance within the token budget."""
-    content = _balanced_content(text, 0)
+    content = balanced_content(text, 0)
     return (content.strip() or None) if content is not None else None
 
 
@@ -219,7 +219,7 @@ def rollout_rule(outcome: OutcomeSpec, thinking: bool, close_tag: str = "</think
 
 
 @contextmanager
-def _stopping(sampler: Sampler, rule: Callable[[str], bool]):
+def stopping_rule(sampler: Sampler, rule: Callable[[str], bool]):
     """Install `rule` as the sampler's early-stop predicate (samplers that have one), then restore it:
     the job, not the caller, decides when a rollout is complete, so the CLI and a bare HFSampler agree."""
     if not hasattr(sampler, "answer_done"):
@@ -289,7 +289,7 @@ class AnchorsRun:
         bar.describe(f"{problem.id}: {len(trace)} sentences x {cfg.n_rollouts} rollouts")
         params = cfg.params()
         targets = None  # fixed budget: n_rollouts everywhere
-        with _stopping(self.sampler, rollout_rule(self.outcome, thinking, cfg.think_tags[1])):
+        with stopping_rule(self.sampler, rollout_rule(self.outcome, thinking, cfg.think_tags[1])):
             if self.budget is None:
                 self._sample(problem, "resampled", pre, params, bar)
             else:
@@ -301,7 +301,7 @@ class AnchorsRun:
             # The paper's forced prompt: the text before S_k with the whitespace after S_{k-1} stripped (never the
             # prompt's own '<think>\n'), then the suffix; the suffix re-tokenizes the boundary anyway.
             forced_texts = [p + suffix for p in trace.rollout_prefixes(None)]
-            with _stopping(self.sampler, forced_answer_complete):
+            with stopping_rule(self.sampler, forced_answer_complete):
                 self._sample(problem, "forced", forced_texts, forced_params, bar, targets)
         return self._metrics(problem, trace)
 
@@ -318,7 +318,7 @@ class AnchorsRun:
             params = self.config.params(temperature=max(self.config.base_temperature, 0.0), top_p=1.0,
                                         max_new_tokens=self.config.base_max_new_tokens)
             # Any outcome other than maths correctness may read past the answer: the base trace runs to its end too.
-            with nullcontext() if self.outcome.is_default else _stopping(self.sampler, never_done):
+            with nullcontext() if self.outcome.is_default else stopping_rule(self.sampler, never_done):
                 (c,) = self.sampler.sample([SampleRequest(problem.prompt, (0,))], params)
             if c.finish_reason == "error":
                 raise TraceError(f"could not generate the base trace for {problem.id}: {c.error}")
@@ -457,13 +457,13 @@ class AnchorsRun:
         sentences = [s.text for s in trace.sentences]
         graded, sims, base_answer = None, None, trace.answer
         if not self.outcome.is_default:  # any outcome (anchors.outcomes): the same metrics of another value
-            from thoughtlens.anchors.importance import _all_similarities
+            from thoughtlens.anchors.importance import all_similarities
             from thoughtlens.anchors.outcome_grading import grade_problem
 
             graded = grade_problem(self.outcome, self.store, self.run_id, problem.id, df, resampled, forced,
                                    trace.completion, self.on_progress)
             resampled, forced = graded.resampled, graded.forced
-            sims = _all_similarities(sentences, resampled)  # once, for the paper's metrics and the log-odds
+            sims = all_similarities(sentences, resampled)  # once, for the paper's metrics and the log-odds
             base_answer = None if graded.base_value is None else ("yes" if graded.base_value else "no")
             if graded.summary["n_errors"]:
                 note(self.on_progress, f"{problem.id}: the outcome raised on {graded.summary['n_errors']} rollouts "

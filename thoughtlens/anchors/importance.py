@@ -99,7 +99,7 @@ def sentence_metrics(
     if forced is not None and len(forced) != n + 1:
         raise ValueError(f"need forced rollouts for {n + 1} prefix positions, got {len(forced)}")
     if similarities is None:
-        similarities = _all_similarities(sentences, resampled)
+        similarities = all_similarities(sentences, resampled)
     rows = []
     for i in range(n):
         r_i = resampled[i]
@@ -113,7 +113,7 @@ def sentence_metrics(
     return rows
 
 
-def _all_similarities(sentences: Sequence[str], resampled: Sequence[Sequence[Outcome]]) -> list[np.ndarray]:
+def all_similarities(sentences: Sequence[str], resampled: Sequence[Sequence[Outcome]]) -> list[np.ndarray]:
     """Cosine similarity of each R_i rollout's first sentence to S_i (NaN where it wrote none), with every
     string embedded in one batch."""
     firsts = [[o.first_sentence if isinstance(o.first_sentence, str) and o.first_sentence.strip() else None

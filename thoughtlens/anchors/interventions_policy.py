@@ -64,7 +64,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from thoughtlens.anchors.black_box import _stopping, is_thinking, rollout_rule
+from thoughtlens.anchors.black_box import stopping_rule, is_thinking, rollout_rule
 from thoughtlens.anchors.branch_point import branch_point
 from thoughtlens.anchors.budget import PositionStats, importance_ci
 from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_texts
@@ -357,7 +357,7 @@ def measure_interventions(sampler: Sampler, store: RunStore, anchors_run: str, p
     conditions: dict[str, ConditionResult] = {}
     # Grades are kept in the store (as the anchors job's outcome_cache), so a resumed run asks no judge twice.
     cache: dict = store.get_artifact(run_id, "outcome_cache", problem_id, default={})
-    with _stopping(sampler, rule):
+    with stopping_rule(sampler, rule):
         for name, prefix in prefixes.items():
             texts = gens.get(name, [(prefix, j) for j in range(config.n_rollouts)], params)
             graded = grade_texts(outcome, [prefix + t if config.grade == "full" else t for t in texts], cache)
@@ -391,7 +391,7 @@ def _search(gens: _Generations, before: str, target: str, cfg: InterventionConfi
     res = SearchResult()
     chunk_params = cfg.params(max_new_tokens=cfg.max_chunk_tokens)
     next_params = cfg.params(max_new_tokens=cfg.max_next_tokens)
-    with _stopping(gens.sampler, _first_sentence_done):
+    with stopping_rule(gens.sampler, _first_sentence_done):
         for it in range(cfg.num_iterations):
             cands = gens.get(CANDIDATE, [(before, it * R + r) for r in range(R)], chunk_params)
             chunks = [first_sentence_exact(t) for t in cands]  # S_i' with its own leading whitespace

@@ -52,13 +52,9 @@ def validate_config(cfg) -> None:
 
 def _backends() -> list[str]:
     """Backend names of the sampler registry (a registered custom backend is valid too)."""
-    try:
-        from thoughtlens.sample import registry
+    from thoughtlens.sample.registry import backend_names
 
-        names = [*registry.BACKENDS, *registry._REGISTERED]
-    except ImportError:
-        names = []
-    return sorted(set(names) | {"hf", "openai", "vllm"})
+    return sorted(backend_names())
 
 
 def check_run_options(*, problem: str | None = None, problems: str | os.PathLike | None = None,

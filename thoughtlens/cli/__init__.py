@@ -34,7 +34,7 @@ def inspect(
     """Print a model's architecture, hook names and their shapes."""
     from rich.table import Table
 
-    from thoughtlens import load
+    from thoughtlens.model.load import load
 
     with c.console().status("loading model"):
         m = load(model, dtype=dtype)

@@ -74,9 +74,12 @@ def as_option_error(exc: Exception, options: dict[str, str]) -> Exception | str:
     """The library names a bad value by its field ("temperature must be >= 0, got -1: pass e.g. 0.6"); on the
     command line it is named by the option the user typed ("--temperature (temperature) must be ...: pass e.g.
     --temperature 0.6"), where the command has an option of that name."""
-    m = re.match(r"([a-z][a-z0-9_]*) must be (.*?)(?:: pass e\.g\. (\S+))?$", str(exc))
+    text = str(exc)
+    for param, flag in options.items():  # "pick one with run_id=..." -> "pick one with --run ..."
+        text = text.replace(f" {param}=...", f" {flag} ...")
+    m = re.match(r"([a-z][a-z0-9_]*) must be (.*?)(?:: pass e\.g\. (\S+))?$", text)
     if not m or m.group(1) not in options:
-        return exc
+        return text if text != str(exc) else exc
     field, rest, example = m.groups()
     flag = options[field]
     return f"{flag} ({field}) must be {rest}" + (f": pass e.g. {flag} {example}" if example else "")
@@ -152,7 +155,7 @@ def pick_run(store, run_id: str | None) -> str:
     """The run to use: the one given (checked), or the store's only run."""
     from thoughtlens.store.run_store import pick_one
 
-    return pick_one("run", run_id, [r["run_id"] for r in store.runs()], "--run", str(store.path))
+    return pick_one("run", run_id, [r["run_id"] for r in store.runs()], "run_id", str(store.path))
 
 
 def exactly_one(**given) -> None:

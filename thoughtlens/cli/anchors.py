@@ -235,11 +235,10 @@ def attention(
     """Receiver heads, per-sentence receiver scores and attention suppression, written into a run store."""
     from rich.table import Table
 
-    import thoughtlens
-    from thoughtlens.anchors.white_box import analyze_attention, load_trace_file, traces_from_store
-    from thoughtlens.store.run_store import RunStore
-
     from thoughtlens.anchors.run_options import check_attention_options
+    from thoughtlens.anchors.white_box import analyze_attention, load_trace_file, traces_from_store
+    from thoughtlens.model.load import load
+    from thoughtlens.store.run_store import RunStore
 
     err = c.console()
     c.exactly_one(store=store, trace=trace)
@@ -259,7 +258,7 @@ def attention(
         Path(out_store).parent.mkdir(parents=True, exist_ok=True)
         db, run_id = RunStore(out_store), run_id or "attention"
     with err.status("loading the model"):
-        model = thoughtlens.load(model_name, dtype=dtype)
+        model = load(model_name, dtype=dtype)
     with c.RichProgress(err) as progress:
         result = analyze_attention(
             model, traces, store=db, run_id=run_id, problems=problems, proximity_ignore=proximity_ignore,

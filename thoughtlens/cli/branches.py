@@ -89,7 +89,7 @@ def resilience(
                                outcome=outcome or config.get("outcome") or "correct")
         from thoughtlens.store.run_store import pick_one
 
-        pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "--problem-id", str(s.path))
+        pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "problem_id", str(s.path))
         sampler = build_runtime(engine).sampler
         with c.RichProgress(c.console()) as bars:
             res = measure_resilience(sampler, s, rid, pid, sentence, cfg, on_progress=bars)
@@ -157,7 +157,7 @@ def intervene(
                                  w_logprob=w_logprob, grade=grade, temperature=temperature,
                                  max_new_tokens=max_new_tokens, seed=seed,
                                  outcome=outcome or config.get("outcome") or "correct")
-        pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "--problem-id", str(s.path))
+        pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "problem_id", str(s.path))
         rt = build_runtime(engine)
         sampler = rt.sampler
         logprob = hf_mean_logprob(rt.model) if backend == "hf" and w_logprob > 0 else None

@@ -66,7 +66,7 @@ def directions(
     from rich.table import Table
     from safetensors.torch import save_file
 
-    from thoughtlens import load
+    from thoughtlens.model.load import load
     from thoughtlens.represent.directions import direction, direction_sweep
     from thoughtlens.represent.refusal import chat_prompts, last_token_activations
 
@@ -141,8 +141,8 @@ def steer(
     max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
 ) -> None:
     """Generate greedily with the direction added at one layer (every position), once per scale."""
-    from thoughtlens import load
     from thoughtlens.model.interventions import add_direction
+    from thoughtlens.model.load import load
 
     d, meta = _load_direction(direction, layer)
     with c.console().status("loading model"):
@@ -167,7 +167,7 @@ def ablate(
     """Orthogonalise the weights against a direction and save a model that `thoughtlens.load` opens."""
     import torch
 
-    from thoughtlens import load
+    from thoughtlens.model.load import load
     from thoughtlens.represent.ablation import orthogonalize_weights
 
     d, _ = _load_direction(direction, layer)

@@ -55,9 +55,9 @@ CONFIGS = {c.name: c for c in (PLANTED, THINKING)}
 
 def base_dir() -> str:
     """The bundled SmolLM2-135M-Instruct as a safetensors directory (converted once by model/load.py)."""
-    from thoughtlens.model.load import BUNDLED_NAME, _converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
 
-    return _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
+    return converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
 
 
 def training_examples(cfg: FinetuneConfig) -> list[dict]:

@@ -192,8 +192,8 @@ def run_benchmark(model_dir: str | Path, store_path: str | Path, cfg: BenchConfi
 
     base_traces: [(prompt, completion)] to analyse instead of the model's own samples (tests use generated
     chains to exercise the plumbing on an untrained model)."""
-    import thoughtlens
     from thoughtlens.anchors.black_box import AnchorsRun, Problem, answer_complete
+    from thoughtlens.model.load import load
     from thoughtlens.sample.hf import HFSampler
     from thoughtlens.store.run_store import RunStore
 
@@ -201,7 +201,7 @@ def run_benchmark(model_dir: str | Path, store_path: str | Path, cfg: BenchConfi
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ThoughtlensError(f"no model directory at {model_dir}: train it first (scripts/train_reasoning_toy.py)")
-    model = thoughtlens.load(str(model_dir), dtype="float32")
+    model = load(str(model_dir), dtype="float32")
     if base_traces is None:
         say(f"sampling {cfg.n_traces} base traces")
         traces, sampled = sample_base_traces(model, cfg.n_traces, cfg.seed, cfg.base_temperature,
@@ -250,9 +250,9 @@ def score_store(store_path: str | Path, run_id: str, cfg: BenchConfig = BenchCon
         raise ThoughtlensError(f"run '{run_id}' in {store_path} has no base traces: run the benchmark first")
     rows, extra = _score_black_box(store, run_id, chains, cfg)
     if white_box_run_id is not None and model_dir is not None:
-        import thoughtlens
+        from thoughtlens.model.load import load
 
-        model = thoughtlens.load(str(model_dir), dtype="float32")
+        model = load(str(model_dir), dtype="float32")
         rows += _score_white_box(model, store, run_id, white_box_run_id, chains, cfg, extra)
     return BenchResult(pd.DataFrame(rows), len(chains), len(chains), run_id, white_box_run_id, extra)
 

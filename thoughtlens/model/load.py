@@ -139,14 +139,14 @@ def _check_device(device: str | torch.device) -> torch.device:
 def _resolve_source(name_or_path: str | os.PathLike | None, gguf_file: str | None) -> str:
     """What from_pretrained reads: a local directory (GGUF files are converted once) or a hub id."""
     if name_or_path is None:
-        return _converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
+        return converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
     path = Path(name_or_path).expanduser()
     if gguf_file is not None:
         path = path / gguf_file
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file {path} does not exist: check the path")
-        return _converted_gguf(path, path.stem)
+        return converted_gguf(path, path.stem)
     if path.is_dir():
         return str(path)
     if str(name_or_path).startswith((".", "/", "~")) or path.suffix:
@@ -254,13 +254,13 @@ def _hub_call(fn, source: str, **kw):
 
 
 def _converted_path(gguf_path: Path, name: str) -> Path:
-    """Where `_converted_gguf` puts (or put) the safetensors copy of a GGUF file."""
+    """Where `converted_gguf` puts (or put) the safetensors copy of a GGUF file."""
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     return cache_dir() / "models" / f"{name}-{key}"
 
 
-def _converted_gguf(gguf_path: Path, name: str) -> str:
+def converted_gguf(gguf_path: Path, name: str) -> str:
     """Dequantise a GGUF file once into a safetensors directory under the cache; return that directory."""
     out = _converted_path(gguf_path, name)
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):

@@ -150,9 +150,9 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
                          embed: Embedder | None = None, max_alternatives: int = MAX_ALTERNATIVES) -> dict:
     """Page data for one problem of one run. run_id / problem_id may be left out when there is one."""
     store = _open(store)
-    run_id = pick_one("run", run_id, [r["run_id"] for r in store.runs()], "--run", str(store.path))
+    run_id = pick_one("run", run_id, [r["run_id"] for r in store.runs()], "run_id", str(store.path))
     problems = store.problems(run_id)
-    problem_id = pick_one("problem", problem_id, problems["problem_id"].tolist(), "--problem-id",
+    problem_id = pick_one("problem", problem_id, problems["problem_id"].tolist(), "problem_id",
                        f"run '{run_id}' of {store.path}")
     trace = store.trace(run_id, problem_id)
     hinted_cot = store.get_artifact(run_id, "hinted_cot", problem_id, default=None)

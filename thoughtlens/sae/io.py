@@ -23,9 +23,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import thoughtlens
 from thoughtlens.errors import SAEError
 from thoughtlens.sae.base import ARCHITECTURES, SAE, SAEConfig, as_dtype, build_sae
+from thoughtlens.version import __version__
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -80,7 +80,7 @@ def config_to_saelens(cfg: SAEConfig) -> dict:
             "hook_name": cfg.hook_name,
             "hook_head_index": None,
             "prepend_bos": True,
-            "trained_with": f"thoughtlens {thoughtlens.__version__}",
+            "trained_with": f"thoughtlens {__version__}",
             **cfg.metadata,
         },
     }

@@ -105,7 +105,7 @@ def store_run_features(model, sae: SAE, store: RunStore, run_id: str | None = No
             raise SAEError(f"{name} must be a positive integer, got {value!r}")
     if pool not in ("max", "mean"):
         raise SAEError(f"pool must be 'max' or 'mean', got {pool!r}")
-    run_id = pick_one("run", run_id, [r["run_id"] for r in store.runs()], "--run", str(store.path))
+    run_id = pick_one("run", run_id, [r["run_id"] for r in store.runs()], "run_id", str(store.path))
     all_ids = store.problems(run_id)["problem_id"].tolist()
     for pid in problem_ids or ():
         if pid not in all_ids:

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from thoughtlens.errors import BackendError
 from thoughtlens.sample.base import Completion, OnCompletion, SampleRequest, SamplingParams
-from thoughtlens.sample.openai import OpenAIClient, ServerUnavailable, _check_params, request_body, to_completion
+from thoughtlens.sample.openai import OpenAIClient, ServerUnavailable, check_params, request_body, to_completion
 from thoughtlens.sample.provenance import Provenance
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class FleetSampler:
     ) -> list[Completion]:
         """Continue every (prefix, sample_index) on whichever live server is free; `on_completion` is called
         in this thread exactly once per rollout. Returns the completions in request order."""
-        _check_params(params)
+        check_params(params)
         self.check()
         jobs = [_Job(p, s, r.prefix) for p, r in enumerate(requests) for s in r.sample_indices]
         todo: queue.Queue[_Job] = queue.Queue()

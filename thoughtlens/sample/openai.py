@@ -236,7 +236,7 @@ class OpenAISampler:
     ) -> list[Completion]:
         """Continue every (prefix, sample_index); `on_completion` is called (in this thread) as each
         finishes, errors included. Returns the completions in request order."""
-        _check_params(params)
+        check_params(params)
         self.client.check()  # unreachable server: one clear error before any work
         jobs = [(p, s, r.prefix) for p, r in enumerate(requests) for s in r.sample_indices]
         done: dict[tuple[int, int], Completion] = {}
@@ -266,7 +266,7 @@ class OpenAISampler:
         return to_completion(prefix_index, sample_index, data)
 
 
-def _check_params(params: SamplingParams) -> None:
+def check_params(params: SamplingParams) -> None:
     if params.max_new_tokens < 1:
         raise BackendError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}: raise --max-new-tokens")
 

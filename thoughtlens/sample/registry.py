@@ -29,6 +29,11 @@ def register_sampler(name: str, factory: Any) -> None:
     _REGISTERED[name] = factory
 
 
+def backend_names() -> list[str]:
+    """Every backend `make_sampler` accepts: the built-in ones, then the registered ones."""
+    return [*BACKENDS, *(n for n in _REGISTERED if n not in BACKENDS)]
+
+
 def make_sampler(
     backend: str,
     *,
@@ -95,7 +100,7 @@ def make_sampler(
         if not model:
             raise BackendError("the vllm backend needs a model id or directory: pass --model org/name (or a local dir)")
         return VLLMSampler(model, tensor_parallel_size=tensor_parallel_size, dtype=dtype or "auto", **engine_kwargs)
-    raise BackendError(f"unknown backend '{backend}': use one of {', '.join([*BACKENDS, *_REGISTERED])}")
+    raise BackendError(f"unknown backend '{backend}': use one of {', '.join(backend_names())}")
 
 
 def sampler_provenance(sampler: Any) -> Provenance:

@@ -666,15 +666,16 @@ def _decode_artifact(kind: str, blob: bytes) -> Any:
     return json.loads(blob)
 
 
-def pick_one(kind: str, given: str | None, available: list[str], flag: str, where: str) -> str:
-    """The one `kind` (run, problem) to use: `given` if valid, the only one available, or a one-line error."""
+def pick_one(kind: str, given: str | None, available: list[str], param: str, where: str) -> str:
+    """The one `kind` (run, problem) to use: `given` if valid, the only one available, or a one-line error that
+    names the parameter to pass (`param`, e.g. "run_id"; the CLI names its option instead)."""
     if given is not None:
         if given not in available:
             raise StoreError(f"no {kind} '{given}' in {where} ({kind}s: {', '.join(available) or 'none'}); "
-                             f"pass one of those with {flag}")
+                             f"pass one of those as {param}=...")
         return given
     if not available:
         raise StoreError(f"{where} has no {kind}s; run `thoughtlens anchors run` into it first")
     if len(available) > 1:
-        raise StoreError(f"{where} has {len(available)} {kind}s ({', '.join(available[:10])}); pick one with {flag}")
+        raise StoreError(f"{where} has {len(available)} {kind}s ({', '.join(available[:10])}); pick one with {param}=...")
     return available[0]

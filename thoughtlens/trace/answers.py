@@ -53,13 +53,13 @@ def extract_answer(text: str, style: AnswerStyle | re.Pattern = "auto") -> str |
 def _last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` whose braces close; an unclosed (truncated) one is skipped."""
     for match in reversed(list(_BOXED_START.finditer(text))):
-        content = _balanced_content(text, match.end())
+        content = balanced_content(text, match.end())
         if content is not None and content.strip():
             return content.strip()
     return None
 
 
-def _balanced_content(text: str, open_end: int) -> str | None:
+def balanced_content(text: str, open_end: int) -> str | None:
     """Text from `open_end` (just after a `{`) to its matching `}`; None when it never closes.
 
     Hand-written because `re` cannot match nested braces; escaped braces (`\\{`) are skipped.

@@ -21,9 +21,9 @@ from thoughtlens.train.trainer import checkpoint_dirs, checkpoint_step
 
 
 def _load_hf(path: Path):
-    import thoughtlens
+    from thoughtlens.model.load import load
 
-    return thoughtlens.load(str(path), dtype="float32")
+    return load(str(path), dtype="float32")
 
 
 class Checkpoints:
