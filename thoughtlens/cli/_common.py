@@ -77,6 +77,9 @@ def as_option_error(exc: Exception, options: dict[str, str]) -> Exception | str:
     text = str(exc)
     for param, flag in options.items():  # "pick one with run_id=..." -> "pick one with --run ..."
         text = text.replace(f" {param}=...", f" {flag} ...")
+    m = re.match(r"unknown ([a-z][a-z0-9_]*) (.*)$", text)  # "unknown dtype 'fp12': ..." -> "unknown --dtype ..."
+    if m and m.group(1) in options:
+        return f"unknown {options[m.group(1)]} {m.group(2)}"
     m = re.match(r"([a-z][a-z0-9_]*) must be (.*?)(?:: pass e\.g\. (\S+))?$", text)
     if not m or m.group(1) not in options:
         return text if text != str(exc) else exc
@@ -185,9 +188,18 @@ BATCH_SIZE = typer.Option(16, "--batch-size", help="hf backend: rows decoded tog
 DTYPE = typer.Option(None, "--dtype", help="hf backend: float32 / bfloat16 (default: bf16 where the hardware is fast at it); vllm: passed on.")
 
 
-def runtime_options(*, backend: str, model: str | None, base_url: list[str] | None, base_url_file: str | None,
-                    api_model: str | None, api_key_env: str, dtype: str | None, device: str, batch_size: int,
-                    concurrency: int, tensor_parallel_size: int):
+ENGINE_OPTIONS = {  # parameter name -> (type, typer option): what `with_engine` adds to a command
+    "model": (str, MODEL), "backend": (str, BACKEND), "base_url": (list[str], BASE_URL),
+    "base_url_file": (str, BASE_URL_FILE), "api_model": (str, API_MODEL), "api_key_env": (str, API_KEY_ENV),
+    "dtype": (str, DTYPE), "device": (str, DEVICE), "batch_size": (int, BATCH_SIZE),
+    "concurrency": (int, CONCURRENCY), "tensor_parallel_size": (int, TENSOR_PARALLEL),
+}
+
+
+def runtime_options(*, backend: str = "hf", model: str | None = None, base_url: list[str] | None = None,
+                    base_url_file: str | None = None, api_model: str | None = None,
+                    api_key_env: str = "OPENAI_API_KEY", dtype: str | None = None, device: str = "cpu",
+                    batch_size: int = 16, concurrency: int = 8, tensor_parallel_size: int = 1):
     """The engine options of a command as a RuntimeOptions (a --base-url-file adds its servers to --base-url)."""
     from thoughtlens.pipeline.runtime import RuntimeOptions
 
@@ -199,3 +211,24 @@ def runtime_options(*, backend: str, model: str | None, base_url: list[str] | No
     return RuntimeOptions(backend=backend, model=model, base_url=urls or None, api_model=api_model,
                           api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size,
                           concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
+
+
+def with_engine(fn):
+    """Give a command every engine option (ENGINE_OPTIONS) and pass them to it as one `engine: RuntimeOptions`.
+
+    Typer reads a command's options from its signature, and has no option groups: the wrapper's signature is
+    the command's own, with `engine` replaced by the engine options, so that every command that samples
+    declares them once, here, and honours all of them."""
+    sig = inspect.signature(fn)
+    own = [p for name, p in sig.parameters.items() if name != "engine"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, (kind, option) in ENGINE_OPTIONS.items()]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        engine = runtime_options(**{name: kwargs.pop(name) for name in ENGINE_OPTIONS if name in kwargs})
+        return fn(*args, engine=engine, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + added)
+    return wrapper

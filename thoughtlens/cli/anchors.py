@@ -20,8 +20,8 @@ app = typer.Typer(help="Thought anchors: which chain-of-thought sentences matter
 
 @app.command("run")
 @c.command
+@c.with_engine
 def run(
-    model: str = c.MODEL,
     problem: str = typer.Option(None, "--problem", help="One problem text."),
     gt_answer: str = typer.Option(None, "--answer", help="Ground-truth answer of --problem."),
     problems: str = typer.Option(None, "--problems", help="A .jsonl/.json file of problems (GSM8K `question`/`answer` or `problem`/`gt_answer`)."),
@@ -37,16 +37,6 @@ def run(
     store: str = typer.Option("runs/anchors.sqlite", "--store", help="Run store (SQLite) to write. Created if missing."),
     run_id: str = typer.Option(None, "--run", "--run-id", help="Run id (default: derived from the settings, so the same command resumes)."),
     resume: bool = typer.Option(False, "--resume", help="Require an existing run to resume (error if there is none)."),
-    backend: str = c.BACKEND,
-    base_url: list[str] = c.BASE_URL,
-    base_url_file: str = c.BASE_URL_FILE,
-    concurrency: int = c.CONCURRENCY,
-    tensor_parallel_size: int = c.TENSOR_PARALLEL,
-    device: str = c.DEVICE,
-    api_model: str = c.API_MODEL,
-    api_key_env: str = c.API_KEY_ENV,
-    batch_size: int = c.BATCH_SIZE,
-    dtype: str = c.DTYPE,
     attention: bool = typer.Option(False, "--attention/--no-attention", help="Also compute receiver heads and attention suppression (white box, hf only)."),
     report: str = typer.Option(None, "--report", help="Also write the report page here."),
     answer_style: str = typer.Option("auto", help="How to read answers: auto (\\boxed{}, ####, 'the answer is'), boxed, gsm8k, answer_is, last_number."),
@@ -60,17 +50,15 @@ def run(
     budget_step: int = typer.Option(10, help="--budget: extra rollouts per position and round."),
     budget_ci: float = typer.Option(0.05, help="--budget: stop a position once its importance CI half-width is below this."),
     budget_total: float = typer.Option(None, help="--budget: cap a problem's rollouts at this share of positions x --rollouts (e.g. 0.25); the widest CIs are served first."),
+    engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
     """Resample from every prefix of a reasoning trace and measure which sentences matter."""
     from thoughtlens.anchors.run_options import check_run_options
 
     # Every option is checked here, before a model is loaded: a typo costs a second, not a model load.
-    engine = c.runtime_options(backend=backend, model=model, base_url=base_url, base_url_file=base_url_file,
-                               api_model=api_model, api_key_env=api_key_env, dtype=dtype, device=device,
-                               batch_size=batch_size, concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
     config = check_run_options(
-        problem=problem, problems=problems, trace=trace, limit=limit, dtype=dtype, batch_size=batch_size,
-        backend=backend, base_url=(engine.base_url or [None])[0], store=store, report=report, n_rollouts=rollouts,
+        problem=problem, problems=problems, trace=trace, limit=limit, dtype=engine.dtype, batch_size=engine.batch_size,
+        backend=engine.backend, base_url=(engine.base_url or [None])[0], store=store, report=report, n_rollouts=rollouts,
         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         base_max_new_tokens=max(2 * max_new_tokens, 256), forced=forced, seed=seed, similarity_threshold=threshold,
         answer_style=answer_style, outcome=outcome, conventions=conventions, kl_alpha=kl_alpha, split_style=split_style,

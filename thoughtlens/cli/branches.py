@@ -49,6 +49,7 @@ def outcome(
 
 @app.command("resilience")
 @c.command
+@c.with_engine
 def resilience(
     store: str = typer.Argument(..., help="Run store (.sqlite) of a finished `thoughtlens anchors run`."),
     sentence: int = typer.Option(..., "--sentence", help="Index of the sentence to test (0-based)."),
@@ -58,29 +59,16 @@ def resilience(
     max_iterations: int = typer.Option(20, "--max-iterations", help="Resamplings per trial (the paper: 20)."),
     threshold: float = typer.Option(0.6, "--threshold", help="Cosine similarity for 'the content came back' (paper: 0.6)."),
     outcome: str = typer.Option(None, "--outcome", help="Outcome spec for CF++ (default: the run's own)."),
-    backend: str = c.BACKEND,
-    model: str = c.MODEL,
-    base_url: list[str] = c.BASE_URL,
-    base_url_file: str = c.BASE_URL_FILE,
-    api_model: str = c.API_MODEL,
-    api_key_env: str = c.API_KEY_ENV,
-    dtype: str = c.DTYPE,
-    device: str = c.DEVICE,
-    batch_size: int = c.BATCH_SIZE,
-    concurrency: int = c.CONCURRENCY,
-    tensor_parallel_size: int = c.TENSOR_PARALLEL,
     max_new_tokens: int = typer.Option(4096, "--max-new-tokens", help="Tokens per continuation."),
     temperature: float = typer.Option(0.6, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
+    engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
     """Resample one sentence until its content stops coming back; report resilience and counterfactual++."""
     from thoughtlens.anchors.resilience import ResilienceConfig, measure_resilience
     from thoughtlens.pipeline.runtime import build_runtime
     from thoughtlens.store.run_store import RunStore
 
-    engine = c.runtime_options(backend=backend, model=model, base_url=base_url, base_url_file=base_url_file,
-                               api_model=api_model, api_key_env=api_key_env, dtype=dtype, device=device,
-                               batch_size=batch_size, concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
     with RunStore(c.existing_store(store)) as s:
         rid = c.pick_run(s, run_id)
         config = s.run(rid)["config"] or {}
@@ -105,6 +93,7 @@ def resilience(
 
 @app.command("intervene")
 @c.command
+@c.with_engine
 def intervene(
     store: str = typer.Argument(..., help="Run store (.sqlite) holding the trace of a `thoughtlens anchors run`."),
     sentence: int = typer.Option(..., "--sentence", help="Insert the target after this sentence (0-based)."),
@@ -120,20 +109,10 @@ def intervene(
     w_logprob: float = typer.Option(0.0, "--w-logprob", help="Weight of the mean log-prob in the score (hf backend; paper: 0)."),
     grade: str = typer.Option("full", "--grade", help="Grade prefix + generated text (full, theirs) or only the generated text (generated)."),
     outcome: str = typer.Option(None, "--outcome", help="Outcome spec (default: the run's own)."),
-    backend: str = c.BACKEND,
-    model: str = c.MODEL,
-    base_url: list[str] = c.BASE_URL,
-    base_url_file: str = c.BASE_URL_FILE,
-    api_model: str = c.API_MODEL,
-    api_key_env: str = c.API_KEY_ENV,
-    dtype: str = c.DTYPE,
-    device: str = c.DEVICE,
-    batch_size: int = c.BATCH_SIZE,
-    concurrency: int = c.CONCURRENCY,
-    tensor_parallel_size: int = c.TENSOR_PARALLEL,
     max_new_tokens: int = typer.Option(4096, "--max-new-tokens", help="Tokens per full rollout."),
     temperature: float = typer.Option(0.7, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
+    engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
     """Steer towards a target sentence on-policy (resampling) and off-policy (inserting it): effects with 95 % CIs."""
     from thoughtlens.anchors.interventions_policy import (
@@ -145,9 +124,6 @@ def intervene(
     from thoughtlens.pipeline.runtime import build_runtime
     from thoughtlens.store.run_store import RunStore, pick_one
 
-    engine = c.runtime_options(backend=backend, model=model, base_url=base_url, base_url_file=base_url_file,
-                               api_model=api_model, api_key_env=api_key_env, dtype=dtype, device=device,
-                               batch_size=batch_size, concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
     target = resolve_target(target)  # before any model load
     with RunStore(c.existing_store(store)) as s:
         rid = c.pick_run(s, run_id)
@@ -160,7 +136,7 @@ def intervene(
         pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "problem_id", str(s.path))
         rt = build_runtime(engine)
         sampler = rt.sampler
-        logprob = hf_mean_logprob(rt.model) if backend == "hf" and w_logprob > 0 else None
+        logprob = hf_mean_logprob(rt.model) if engine.backend == "hf" and w_logprob > 0 else None
         with c.RichProgress(c.console()) as bars:
             res = measure_interventions(sampler, s, rid, pid, sentence, target, cfg, logprob=logprob, on_progress=bars)
     out = c.stdout()
@@ -187,6 +163,7 @@ def intervene(
 
 @app.command("transplant")
 @c.command
+@c.with_engine
 def transplant(
     store: str = typer.Option("transplant.sqlite", "--store", help="Run store to write (resumes the same run)."),
     problems: str = typer.Option(None, "--problems", help="Hinted problem set (JSON); default: the one shipped with thoughtlens."),
@@ -195,18 +172,8 @@ def transplant(
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Tokens per rollout."),
     cot_max_new_tokens: int = typer.Option(1024, "--cot-max-new-tokens", help="Tokens for the hinted CoT."),
     convergence: float = typer.Option(0.99, "--convergence", help="Stop sampling once this share says the hinted answer (<=0: never)."),
-    backend: str = c.BACKEND,
-    model: str = c.MODEL,
-    base_url: list[str] = c.BASE_URL,
-    base_url_file: str = c.BASE_URL_FILE,
-    api_model: str = c.API_MODEL,
-    api_key_env: str = c.API_KEY_ENV,
-    dtype: str = c.DTYPE,
-    device: str = c.DEVICE,
-    batch_size: int = c.BATCH_SIZE,
-    concurrency: int = c.CONCURRENCY,
-    tensor_parallel_size: int = c.TENSOR_PARALLEL,
     seed: int = typer.Option(0, "--seed"),
+    engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
     """Hinted CoT cut after sentence k, placed after the unhinted prompt: hinted-answer rate vs k, with 95 % CIs."""
     from thoughtlens.anchors.transplant import (
@@ -218,16 +185,13 @@ def transplant(
     from thoughtlens.store.run_store import RunStore
     from thoughtlens.trace.prompts import build_prompt
 
-    engine = c.runtime_options(backend=backend, model=model, base_url=base_url, base_url_file=base_url_file,
-                               api_model=api_model, api_key_env=api_key_env, dtype=dtype, device=device,
-                               batch_size=batch_size, concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
     cfg = TransplantConfig(n_rollouts=rollouts, max_new_tokens=max_new_tokens, cot_max_new_tokens=cot_max_new_tokens,
                            seed=seed, convergence=convergence if convergence > 0 else None)
     chosen = load_hinted_problems(problems)[: limit or None]
     rt = build_runtime(engine)
     sampler = rt.sampler
     # a served model formats its own prompts: the chat template is applied here only for a model loaded here
-    tokenizer, name = (rt.tokenizer, rt.name or model or "") if backend == "hf" else (None, ",".join(engine.base_url or []))
+    tokenizer, name = (rt.tokenizer, rt.name or engine.model or "") if engine.backend == "hf" else (None, ",".join(engine.base_url or []))
     fmt_prompt = lambda text: build_prompt(tokenizer, text, "{problem}") + cfg.think_tags[0] + "\n"  # noqa: E731
     err = c.console()
     with RunStore(store) as s, c.RichProgress(err) as bars:
