@@ -24,7 +24,7 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from thoughtlens.anchors.budget import BudgetPolicy, simulate
+from thoughtlens.anchors.importance.budget import BudgetPolicy, simulate
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "thought-anchors",
                     "deepseek-r1-distill-qwen-14b")

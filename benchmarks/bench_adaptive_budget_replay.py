@@ -5,7 +5,7 @@ on 2 loaded cores): one `thoughtlens anchors run` per problem of benchmarks/repl
 
     OMP_NUM_THREADS=1 bash benchmarks/replay_ground_truth.sh            # -> runs/replay_full/full.sqlite
 
-then replay (seeded shuffles of each position's stored rollouts; see thoughtlens.anchors.replay):
+then replay (seeded shuffles of each position's stored rollouts; see thoughtlens.anchors.importance.budget_replay):
 
     .venv/bin/python benchmarks/bench_adaptive_budget_replay.py runs/replay_full/full.sqlite [--seeds 50]
 
@@ -34,8 +34,8 @@ import argparse
 
 import numpy as np
 
-from thoughtlens.anchors.budget import BudgetPolicy, PositionStats, ci_half_widths
-from thoughtlens.anchors.replay import replay_run, stored_outcomes
+from thoughtlens.anchors.importance.budget import BudgetPolicy, PositionStats, ci_half_widths
+from thoughtlens.anchors.importance.budget_replay import replay_run, stored_outcomes
 from thoughtlens.store.run_store import RunStore
 
 TARGET_RHO, TARGET_RECALL, TARGET_FRACTION = 0.9, 0.95, 0.25

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 import thoughtlens
-from thoughtlens.anchors.receiver_heads import find_receiver_heads, vertical_scores
-from thoughtlens.anchors.sentence_attention import sentence_attention
-from thoughtlens.anchors.white_box import load_trace_file, trace_tokens
+from thoughtlens.anchors.attention.receiver_heads import find_receiver_heads, vertical_scores
+from thoughtlens.anchors.attention.sentence_attention import sentence_attention
+from thoughtlens.anchors.attention.white_box import load_trace_file, trace_tokens
 
 DEFAULT_TRACE = (Path(__file__).resolve().parents[2] / "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b/"
                  "correct_base_solution/problem_6596/base_solution.json")  # the longest published trace

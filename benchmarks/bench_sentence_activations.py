@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     import torch
 
     import thoughtlens
-    from thoughtlens.anchors.categories import load_published
+    from thoughtlens.anchors.importance.by_category import load_published
     from thoughtlens.report.published import locate_chunks
     from thoughtlens.represent.sentence_activations import sentence_activations, token_ranges
 

@@ -44,9 +44,9 @@ import torch
 from transformers import DynamicCache
 
 import thoughtlens
-from thoughtlens.anchors import suppression as supp
-from thoughtlens.anchors.suppression import suppression_matrix
-from thoughtlens.anchors.white_box import load_trace_file, trace_tokens
+from thoughtlens.anchors.attention import suppression as supp
+from thoughtlens.anchors.attention.suppression import suppression_matrix
+from thoughtlens.anchors.attention.white_box import load_trace_file, trace_tokens
 
 DEFAULT_TRACE = (Path(__file__).resolve().parents[2] / "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b/"
                  "correct_base_solution/problem_330/base_solution.json")  # short sentences: many per token

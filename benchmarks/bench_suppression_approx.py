@@ -1,8 +1,8 @@
-"""P5 approximate: the first-order suppression matrix (anchors.suppression_approx) vs the exact one
-(anchors.suppression.suppression_matrix, paper reduction by default), same trace as bench_suppression.py,
+"""P5 approximate: the first-order suppression matrix (anchors.attention.suppression_approx) vs the exact one
+(anchors.attention.suppression.suppression_matrix, paper reduction by default), same trace as bench_suppression.py,
 both timed in this run. Targets (issue 18): >= 20x faster, Pearson >= 0.8, top-1 affected sentence per
 row matching on >= 70 % of rows. The approximate matrix uses the same reduction (paper / raw) as the exact
-one ("direct_grad": mean log of its per-token KL proxy; module docstring of anchors.suppression_approx).
+one ("direct_grad": mean log of its per-token KL proxy; module docstring of anchors.attention.suppression_approx).
 
     python benchmarks/bench_suppression_approx.py [--tokens 1024] [--min-sentences 40] [--reduction paper|raw]
         [--method direct_grad|grad_loglik] [--proxy nucleus_gap|token|both] [--threads 2]
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 import thoughtlens
-from thoughtlens.anchors.suppression import suppression_matrix
-from thoughtlens.anchors.suppression_approx import APPROX_METHODS, PROXIES, agreement, suppression_matrix_approx
-from thoughtlens.anchors.white_box import load_trace_file, trace_tokens
+from thoughtlens.anchors.attention.suppression import suppression_matrix
+from thoughtlens.anchors.attention.suppression_approx import APPROX_METHODS, PROXIES, agreement, suppression_matrix_approx
+from thoughtlens.anchors.attention.white_box import load_trace_file, trace_tokens
 
 DEFAULT_TRACE = (Path(__file__).resolve().parents[2] / "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b/"
                  "correct_base_solution/problem_330/base_solution.json")

@@ -24,7 +24,7 @@ from thoughtlens.diff import models
 from thoughtlens.diff.corpus import LabelledText, planted_eval_corpus, read_corpus
 from thoughtlens.diff.datasets import PLANTED_NAMES, GSM8K_FILE, gsm8k_think_examples, mentions_planted
 from thoughtlens.diff.kl import labelled_kl
-from thoughtlens.diff.lens import activation_difference, degenerate, steered_samples, steering_vector
+from thoughtlens.diff.difference_lens import activation_difference, degenerate, steered_samples, steering_vector
 from thoughtlens.diff.pair import load_pair
 from thoughtlens.diff.summary import diff_summary
 from thoughtlens.report.diff_page import save_diff_page

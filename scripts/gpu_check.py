@@ -113,7 +113,7 @@ def receiver_heads(model_dir: str) -> None:
     import torch
 
     from thoughtlens import load
-    from thoughtlens.anchors.white_box import analyze_attention
+    from thoughtlens.anchors.attention.white_box import analyze_attention
     from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
     sentences = ["First, we add the tens.", "Twelve plus thirty is forty-two.", "Let me check the units.",

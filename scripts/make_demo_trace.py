@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import thoughtlens
-from thoughtlens.anchors.black_box import answer_complete
+from thoughtlens.anchors.importance.black_box import answer_complete
 from thoughtlens.pipeline.demo import DEMO_ANSWER, DEMO_PROBLEM, DEMO_STYLE, DEMO_TRACE_FILE
 from thoughtlens.sample.base import SampleRequest, SamplingParams
 from thoughtlens.sample.hf import HFSampler

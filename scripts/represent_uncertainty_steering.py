@@ -72,7 +72,7 @@ def continuation_prompts(data: Path, n: int, min_sentences: int = 3, max_chars: 
     is one whose chain-of-thought prefix is longer than max_chars characters: long prompts make the rollouts
     and the perplexity pass slow on CPU).
     """
-    from thoughtlens.anchors.categories import load_published
+    from thoughtlens.anchors.importance.by_category import load_published
     from thoughtlens.report.published import locate_chunks
     from thoughtlens.trace.categories import first_tag
 

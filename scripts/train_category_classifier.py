@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from thoughtlens import stats  # noqa: E402
-from thoughtlens.anchors.categories import load_published  # noqa: E402
+from thoughtlens.anchors.importance.by_category import load_published  # noqa: E402
 from thoughtlens.trace.categories import first_tag  # noqa: E402
 from thoughtlens.trace.label_eval import (  # noqa: E402
     confusion_markdown,

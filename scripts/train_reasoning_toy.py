@@ -4,7 +4,7 @@
     python scripts/train_reasoning_toy.py --out runs/toy --seed 0            # again: resumes / re-evaluates
 
 Phase 1 writes runs/toy/step_NNNNNN/ checkpoints (log-spaced) and runs/toy/pretrained/; phase 2 (the
-fine-tune on all non-held-out digit pairs, `toy_model.FinetuneConfig`) writes runs/toy/finetune/step_NNNNNN/;
+fine-tune on all non-held-out digit pairs, `toy_model.ToyFinetuneConfig`) writes runs/toy/finetune/step_NNNNNN/;
 runs/toy/final/ is the finished model (what `thoughtlens.load` and `thoughtlens bench-anchors` open) and
 runs/toy/summary.json holds seed, steps, wall time per phase and the held-out accuracy.
 """
@@ -37,12 +37,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import thoughtlens
-    from thoughtlens.groundtruth.toy_model import FinetuneConfig, accuracy, train_toy_model
+    from thoughtlens.groundtruth.toy_model import ToyFinetuneConfig, accuracy, train_toy_model
 
     t0 = time.perf_counter()
     final = train_toy_model(args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             max_seconds=args.max_seconds, device=args.device,
-                            finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr)
+                            finetune=ToyFinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr)
                             if args.finetune_steps > 0 else None,
                             on_progress=lambda r: print(f"step {r['step']}/{r['total']} loss {r['loss']:.4f} "
                                                         f"({r['seconds']:.0f} s)", flush=True)

@@ -24,13 +24,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from thoughtlens.anchors.similarity import (
-    DEFAULT_THRESHOLD,
-    cosine_similarity,
-    different_trajectories_fraction,
-    embed_sentences,
-    overdeterminedness,
-)
+from thoughtlens.anchors.importance.similarity import DEFAULT_THRESHOLD, cosine_similarity, different_trajectories_fraction, embed_sentences, overdeterminedness
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "thought-anchors" / "deepseek-r1-distill-qwen-14b"
 app = typer.Typer(add_completion=False)

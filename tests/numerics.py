@@ -53,3 +53,40 @@ def assert_close(got, want, *, dtype: torch.dtype, depth: float = 1.0, scale: fl
     diff = float((got_t - want_t).abs().max()) if got_t.numel() else 0.0
     assert got_t.shape == want_t.shape, f"{msg} shapes differ: {tuple(got_t.shape)} vs {tuple(want_t.shape)}"
     assert diff <= bound, f"{msg} max |diff| {diff:.3g} > tolerance {bound:.3g} ({dtype}, depth {depth})"
+
+
+def pattern_scale(q: torch.Tensor, k: torch.Tensor) -> float:
+    """The magnitude to compare attention probabilities at: a probability moves by p(1 - p) <= 1/4 times its
+    score's error, and a score q.k / sqrt(d) rounds at the scale of its sum of |q_i k_i| / sqrt(d); so the larger
+    of 1 and a quarter of the largest such sum. q: [batch, pos, heads, d], k: [batch, pos, kv_heads, d]
+    (grouped-query heads share a key)."""
+    q, k = q.detach().abs().double(), k.detach().abs().double()
+    k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
+    sums = torch.einsum("bqhd,bkhd->bhqk", q, k) / q.shape[-1] ** 0.5
+    return max(1.0, float(sums.max()) / 4)
+
+
+def assert_rows_close(got, want, *, dtype: torch.dtype, depth: float = 1.0, scale=None, safety: float = SAFETY,
+                      msg: str = "") -> None:
+    """assert_close for each vector along the last axis against its own magnitude (the larger |entry| of that
+    row in either tensor, or `scale` [rows] where larger, e.g. a mean's mean |term|): activations whose rows
+    differ in scale by orders of magnitude (a residual stream's first position, late layers) get each row's
+    bound, not the largest row's. Rows that are NaN in one tensor must be NaN in the other (an empty sentence,
+    say) and are not compared further."""
+    got_t = torch.as_tensor(got).detach().double()
+    want_t = torch.as_tensor(want).detach().double()
+    assert got_t.shape == want_t.shape, f"{msg} shapes differ: {tuple(got_t.shape)} vs {tuple(want_t.shape)}"
+    nan = got_t.isnan()
+    assert torch.equal(nan, want_t.isnan()), f"{msg} NaN at different entries"
+    got_t, want_t = got_t.masked_fill(nan, 0.0), want_t.masked_fill(nan, 0.0)
+    if not got_t.numel():
+        return
+    rows = torch.maximum(got_t.abs().amax(-1), want_t.abs().amax(-1))  # [rows]
+    if scale is not None:
+        rows = torch.maximum(rows, torch.as_tensor(scale).double().nan_to_num(0.0).expand_as(rows))
+    bound = safety * eps(dtype) * rows.clamp_min(1e-30) * math.sqrt(max(depth, 1.0))
+    ratio = (got_t - want_t).abs().amax(-1) / bound
+    worst = int(ratio.flatten().argmax())
+    diff, b = float((got_t - want_t).abs().amax(-1).flatten()[worst]), float(bound.flatten()[worst])
+    assert float(ratio.max()) <= 1.0, (f"{msg} row {worst}: max |diff| {diff:.3g} > tolerance {b:.3g} "
+                                       f"({dtype}, depth {depth})")

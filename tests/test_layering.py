@@ -12,8 +12,8 @@ import thoughtlens
 ROOT = Path(thoughtlens.__file__).parent
 # Lowest first; units on one line are peers and must not import each other.
 LAYERS = [
-    ["errors", "version"],
-    ["checks", "dtypes", "jsonsafe", "progress", "stats"],
+    ["errors", "lazy", "version"],
+    ["checks", "dtypes", "files", "jsonsafe", "progress", "stats"],
     ["model", "trace"],
     ["sample", "store"],
     ["anchors", "circuits", "train", "sae"],
@@ -90,3 +90,49 @@ def test_no_module_imports_another_modules_private_names():
                     and node.attr.startswith("_") and not node.attr.startswith("__")):
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno} reads {node.value.id}.{node.attr}")
     assert not bad, "private names used across modules:\n" + "\n".join(sorted(bad))
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the thoughtlens modules it imports (at the top or inside a function; package inits excluded as
+    targets when a submodule is named, since `from a.b import c` runs a/__init__ and a/b, not a/b/c)."""
+    modules = {}
+    for path in ROOT.rglob("*.py"):
+        name = ".".join(("thoughtlens", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("thoughtlens"):
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    targets.add(sub if sub in modules else node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names if a.name in modules)
+        graph[name] = {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def test_no_import_cycles():
+    """No module imports, even inside a function, a module that imports it back (directly or through others).
+    Package __init__ files only re-export names lazily, so edges into them are left out."""
+    graph = _module_graph()
+    inits = {m for m, p in ((m, ROOT) for m in graph) if (ROOT / Path(*m.split(".")[1:]) / "__init__.py").is_file()}
+    graph = {m: {t for t in ts if t not in inits} for m, ts in graph.items() if m not in inits}
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for t in sorted(graph.get(node, ())):
+            if state.get(t) == 1:
+                cycles.append(" -> ".join(stack[stack.index(t):] + [t]))
+            elif t not in state:
+                visit(t, stack)
+        stack.pop()
+        state[node] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

@@ -10,14 +10,12 @@ for importing torch and transformers until a model is needed.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from thoughtlens.lazy import lazy_exports
 from thoughtlens.version import __version__
 
-__all__ = ["ActivationCache", "HookedModel", "HookPoint", "ThoughtlensError", "load", "load_sae", "run_anchors"]
-
-_LAZY = {
+_EXPORTS = {
     "ActivationCache": "thoughtlens.model.cache",
     "HookedModel": "thoughtlens.model.hooked_model",
     "HookPoint": "thoughtlens.model.hook_points",
@@ -26,14 +24,14 @@ _LAZY = {
     "ThoughtlensError": "thoughtlens.errors",
     "run_anchors": "thoughtlens.pipeline.anchors",
 }
+__all__ = ["__version__", *sorted(_EXPORTS)]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from thoughtlens.errors import ThoughtlensError
-    from thoughtlens.model import ActivationCache, HookedModel, HookPoint, load
+    from thoughtlens.model.cache import ActivationCache
+    from thoughtlens.model.hook_points import HookPoint
+    from thoughtlens.model.hooked_model import HookedModel
+    from thoughtlens.model.load import load
     from thoughtlens.pipeline.anchors import run_anchors
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'thoughtlens' has no attribute '{name}'")
+    from thoughtlens.sae.io import load_sae

@@ -1,4 +1,4 @@
-"""Adaptive rollout budgets (thoughtlens.anchors.budget): the CI against formulas re-derived here, the
+"""Adaptive rollout budgets (thoughtlens.anchors.importance.budget): the CI against formulas re-derived here, the
 round rules on hand-built stats, and bad input."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from thoughtlens.anchors.budget import BudgetPolicy, PositionStats, importance_ci, next_round, settled, simulate
+from thoughtlens.anchors.importance.budget import BudgetPolicy, PositionStats, importance_ci, next_round, settled, simulate
 from thoughtlens.errors import ConfigError
 
 

@@ -1,12 +1,12 @@
-"""Replaying a budget policy on a stored full-budget run (thoughtlens.anchors.replay), on a synthetic store."""
+"""Replaying a budget policy on a stored full-budget run (thoughtlens.anchors.importance.budget_replay), on a synthetic store."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from thoughtlens.anchors.budget import BudgetPolicy
-from thoughtlens.anchors.replay import replay_run, stored_outcomes
+from thoughtlens.anchors.importance.budget import BudgetPolicy
+from thoughtlens.anchors.importance.budget_replay import replay_run, stored_outcomes
 from thoughtlens.errors import StoreError
 from thoughtlens.store.run_store import RunStore
 
@@ -65,7 +65,7 @@ def test_replay_of_chosen_problems_and_an_unknown_problem_id(tmp_path):
 def test_rank_agreement_of_a_constant_estimate_is_zero_not_one():
     from scipy.stats import rankdata
 
-    from thoughtlens.anchors.replay import rank_agreement
+    from thoughtlens.anchors.importance.budget_replay import rank_agreement
 
     full = np.array([0.0, 0.3, -0.1, 0.05])
     assert rank_agreement(np.zeros(4), full) == 0.0  # an estimate that stopped at all-zero ranks nothing

@@ -15,8 +15,9 @@ from dataclasses import asdict
 
 import pytest
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem, answer_complete
-from thoughtlens.anchors.budget import BudgetPolicy
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun, answer_complete
+from thoughtlens.anchors.importance.budget import BudgetPolicy
 from thoughtlens.sample.base import Completion
 from thoughtlens.sample.hf import HFSampler
 from thoughtlens.store.run_store import RunStore
@@ -91,8 +92,9 @@ def test_default_budget_keeps_the_run_id_and_stored_config(tiny_lm, tmp_path):
 _SCRIPT = """
 import sys, torch
 from thoughtlens import load
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem, answer_complete
-from thoughtlens.anchors.budget import BudgetPolicy
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun, answer_complete
+from thoughtlens.anchors.importance.budget import BudgetPolicy
 from thoughtlens.sample.hf import HFSampler
 from thoughtlens.store.run_store import RunStore
 cfg = AnchorsConfig(**{cfg})

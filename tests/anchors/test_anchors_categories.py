@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from thoughtlens.anchors import categories as cat
+from thoughtlens.anchors.importance import by_category as cat
 from thoughtlens.errors import ThoughtlensError, TraceError
 
 # The numbers: counterfactual KL mean (SE) per category of the 20 Qwen-14B traces.

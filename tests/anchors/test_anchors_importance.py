@@ -8,15 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from thoughtlens.anchors.importance import (
-    NO_ANSWER,
-    Outcome,
-    accuracy,
-    answer_counts,
-    regeneration_curve,
-    sentence_metrics,
-    smoothed_kl,
-)
+from thoughtlens.anchors.importance.metrics import NO_ANSWER, Outcome, accuracy, answer_counts, regeneration_curve, sentence_metrics, smoothed_kl
 
 
 def test_smoothed_kl_matches_hand_computation():
@@ -70,10 +62,28 @@ def test_sentence_metrics_on_a_hand_built_example():
     assert rows[0]["different_trajectories_fraction"] == 0.75
     assert rows[0]["forced_importance_accuracy"] == pytest.approx(0.5)
     assert rows[1]["forced_importance_accuracy"] == pytest.approx(0.5)
-    assert rows[1]["resampling_importance_kl"] == pytest.approx(
-        smoothed_kl(Counter({"4": 4}), Counter({"4": 3, "5": 1}))
-    )
     assert rows[0]["overdeterminedness"] == pytest.approx(1 - 2 / 4)
+
+    def kl(p_counts, q_counts, alpha=0.5):
+        """KL(P || Q) in nats of two count vectors over the same outcomes, with additive smoothing alpha."""
+        p = (np.array(p_counts, float) + alpha) / (sum(p_counts) + alpha * len(p_counts))
+        q = (np.array(q_counts, float) + alpha) / (sum(q_counts) + alpha * len(q_counts))
+        return float(np.sum(p * np.log(p / q)))
+
+    # Outcomes ordered ("4", "5"); the thoughtlens conventions smooth with alpha = 0.5 and compare kept || other.
+    # resampling: KL(R_{i+1} || R_i); R_0 = (1, 3), R_1 = (3, 1), R_2 = (4, 0)
+    assert rows[0]["resampling_importance_kl"] == pytest.approx(kl([3, 1], [1, 3]), rel=1e-12)
+    assert rows[1]["resampling_importance_kl"] == pytest.approx(kl([4, 0], [3, 1]), rel=1e-12)
+    # counterfactual: KL(R_{i+1} || R_i's dissimilar rollouts) = KL((3, 1) || (0, 3)) for sentence 0;
+    # for sentence 1 only R_1's last rollout (similarity 0.2 < 0.8, answer "5") is dissimilar: (0, 1)
+    assert rows[0]["counterfactual_importance_kl"] == pytest.approx(kl([3, 1], [0, 3]), rel=1e-12)
+    assert rows[1]["counterfactual_importance_kl"] == pytest.approx(kl([4, 0], [0, 1]), rel=1e-12)
+    # forced: KL(F_{i+1} || F_i); F_0 = (0, 2), F_1 = (1, 1), F_2 = (2, 0)
+    assert rows[0]["forced_importance_kl"] == pytest.approx(kl([1, 1], [0, 2]), rel=1e-12)
+    assert rows[1]["forced_importance_kl"] == pytest.approx(kl([2, 0], [1, 1]), rel=1e-12)
+    # written out for one cell: p = (4.5, 0.5) / 5, q = (3.5, 1.5) / 5
+    assert rows[1]["resampling_importance_kl"] == pytest.approx(
+        0.9 * math.log(4.5 / 3.5) + 0.1 * math.log(0.5 / 1.5), rel=1e-12)
 
 
 def test_sentence_metrics_rejects_wrong_number_of_positions():

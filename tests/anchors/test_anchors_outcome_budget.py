@@ -10,8 +10,9 @@ import re
 
 import pytest
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
-from thoughtlens.anchors.budget import BudgetPolicy
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun
+from thoughtlens.anchors.importance.budget import BudgetPolicy
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
@@ -87,7 +88,7 @@ def test_default_outcome_still_stops_at_the_answer_and_budget_follows_correctnes
 
 
 def test_base_trace_runs_past_the_answer_only_for_other_outcomes(tmp_path):
-    from thoughtlens.anchors.black_box import answer_complete
+    from thoughtlens.anchors.importance.black_box import answer_complete
     from thoughtlens.progress import Tracker
 
     for outcome, past_answer in (("correct", False), (OUTCOME, True)):

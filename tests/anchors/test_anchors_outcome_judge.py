@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
-from thoughtlens.anchors.outcome_judge import JudgeOutcome, parse_verdict
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun
+from thoughtlens.anchors.outcomes.judge import JudgeOutcome, parse_verdict
 from thoughtlens.errors import ConfigError
 from thoughtlens.sample.openai import OpenAIClient
 from thoughtlens.store.run_store import RunStore

@@ -11,8 +11,9 @@ import re
 
 import pytest
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
-from thoughtlens.anchors.outcome_judge import JudgeOutcome
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun
+from thoughtlens.anchors.outcomes.judge import JudgeOutcome
 
 from test_anchors_outcomes import PROMPT, TRACE, PlantedSampler, _rate
 

@@ -10,8 +10,9 @@ from collections import Counter
 
 import pytest
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem, config_record
-from thoughtlens.anchors.outcomes import outcome_label, register_outcome, resolve_outcome, unregister_outcome
+from thoughtlens.anchors.config import AnchorsConfig, Problem, config_record
+from thoughtlens.anchors.importance.black_box import AnchorsRun
+from thoughtlens.anchors.outcomes.spec import outcome_label, register_outcome, resolve_outcome, unregister_outcome
 from thoughtlens.errors import ConfigError
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore

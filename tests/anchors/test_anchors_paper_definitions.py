@@ -14,8 +14,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from thoughtlens.anchors.definitions import Outcome
-from thoughtlens.anchors.importance import sentence_metrics
+from thoughtlens.anchors.importance.definitions import Outcome
+from thoughtlens.anchors.importance.metrics import sentence_metrics
 
 THRESHOLD = 0.8
 

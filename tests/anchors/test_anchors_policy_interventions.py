@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from thoughtlens.anchors.interventions_policy import (
-    CANDIDATE, CONDITIONS, NEXT, InterventionConfig, first_sentence_exact, measure_interventions, resolve_target,
-)
+import numerics
+from thoughtlens.anchors.branches.policy_edits import CANDIDATE, CONDITIONS, NEXT, InterventionConfig, first_sentence_exact, measure_interventions, resolve_target
 from thoughtlens.errors import ConfigError
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore
@@ -225,7 +224,7 @@ def test_hf_mean_logprob_equals_hf_loss(tiny_lm):
     """The log-prob term of the score: minus HF's own mean cross-entropy over the continuation's tokens."""
     import torch
 
-    from thoughtlens.anchors.interventions_policy import hf_mean_logprob
+    from thoughtlens.anchors.branches.policy_edits import hf_mean_logprob
 
     prefix, cont = "Question: what is 3 + 4? First we add.", " Then we check it twice."
     tok = tiny_lm.tokenizer
@@ -233,5 +232,9 @@ def test_hf_mean_logprob_equals_hf_loss(tiny_lm):
     n_p = len(tok(prefix, add_special_tokens=False)["input_ids"])
     labels = torch.tensor([[-100] * n_p + ids[n_p:]])
     with torch.no_grad():
-        loss = tiny_lm.hf_model(torch.tensor([ids]), labels=labels).loss
-    assert hf_mean_logprob(tiny_lm)(prefix, cont) == pytest.approx(-float(loss), abs=1e-5)
+        out = tiny_lm.hf_model(torch.tensor([ids]), labels=labels)
+    # the same forward (the same logits) on both sides: only the float32 log-softmax and the mean over the
+    # continuation round differently, at eps(float32) of the log-probs' scale
+    logp = torch.log_softmax(out.logits[0, n_p - 1 : -1].float(), dim=-1)
+    bound = numerics.tol(torch.float32, numerics.magnitude(logp), depth=len(ids) - n_p)
+    assert hf_mean_logprob(tiny_lm)(prefix, cont) == pytest.approx(-float(out.loss), abs=bound)

@@ -1,4 +1,4 @@
-"""The two published blackmail-scenario traces (issue 17) open like the maths ones: the page names the
+"""The two published blackmail-scenario traces open like the maths ones: the page names the
 rate "blackmail rate", and every per-sentence value it shows is the file's (at the page's 4 significant
 digits), with the files left unchanged."""
 
@@ -12,9 +12,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-AGENTIC = Path("/work/shared/data/thought-anchors/agentic")
-DIRS = sorted(AGENTIC.glob("*/*_base_solution/scenario_*")) if AGENTIC.is_dir() else []
-pytestmark = pytest.mark.skipif(len(DIRS) != 2, reason="the published agentic traces are not in /work/shared/data")
+
+@pytest.fixture(scope="module")
+def agentic_dirs(shared_data: Path) -> list[Path]:
+    """The two published scenario directories under the shared data (THOUGHTLENS_SHARED_DATA), sorted."""
+    agentic = shared_data / "thought-anchors" / "agentic"
+    dirs = sorted(agentic.glob("*/*_base_solution/scenario_*"))
+    if len(dirs) != 2:
+        pytest.skip(f"the two published agentic traces are not under {agentic} (found {len(dirs)})")
+    return dirs
+
 
 KEYS = ("accuracy", "resampling_importance_accuracy", "resampling_importance_kl", "counterfactual_importance_accuracy",
         "counterfactual_importance_kl", "different_trajectories_fraction", "overdeterminedness")
@@ -29,10 +36,11 @@ def _four_digits(x: float) -> float:
 
 
 @pytest.mark.slow  # ~6 s cold (imports), 1.5 s warm
-@pytest.mark.parametrize("d", DIRS, ids=lambda d: d.parts[-3])
-def test_agentic_page_shows_the_published_values(d):
+@pytest.mark.parametrize("which", [0, 1], ids=["first", "second"])
+def test_agentic_page_shows_the_published_values(agentic_dirs, which):
     from thoughtlens.report.published import page_data_from_published
 
+    d = agentic_dirs[which]
     before = _digest(d)
     data = page_data_from_published(d, similarity=False)
     chunks = json.loads((d / "chunks_labeled.json").read_text())
@@ -57,11 +65,11 @@ def test_agentic_page_shows_the_published_values(d):
 
 
 @pytest.mark.slow  # writes the page through the CLI (~10 s)
-def test_report_published_cli_opens_an_agentic_trace(tmp_path):
+def test_report_published_cli_opens_an_agentic_trace(agentic_dirs, tmp_path):
     from thoughtlens.cli import app
 
     out = tmp_path / "page.html"
-    res = CliRunner().invoke(app, ["report", "--published", str(DIRS[0]), "--no-similarity", "-o", str(out)])
+    res = CliRunner().invoke(app, ["report", "--published", str(agentic_dirs[0]), "--no-similarity", "-o", str(out)])
     assert res.exit_code == 0, res.output
     page = out.read_text()
     data = json.loads(re.search(r'id="tl-data">(.*?)</script>', page, re.S).group(1))
@@ -69,10 +77,11 @@ def test_report_published_cli_opens_an_agentic_trace(tmp_path):
 
 
 @pytest.mark.slow  # the CLI reads a whole scenario (~5 s)
-@pytest.mark.parametrize("d", DIRS, ids=lambda d: d.parts[-3])
-def test_anchors_show_published_prints_the_files_values(d):
+@pytest.mark.parametrize("which", [0, 1], ids=["first", "second"])
+def test_anchors_show_published_prints_the_files_values(agentic_dirs, which):
     from thoughtlens.cli import app
 
+    d = agentic_dirs[which]
     res = CliRunner().invoke(app, ["anchors", "show", "--published", str(d)], terminal_width=250)
     assert res.exit_code == 0, res.output
     assert "blackmail rate" in res.output

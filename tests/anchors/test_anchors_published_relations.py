@@ -10,9 +10,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from thoughtlens.anchors.definitions import Outcome
-from thoughtlens.anchors.importance import sentence_metrics
-from thoughtlens.anchors.step_attribution import counterfactual_matrix, from_step_importance_json
+from thoughtlens.anchors.importance.definitions import Outcome
+from thoughtlens.anchors.importance.metrics import sentence_metrics
+from thoughtlens.anchors.importance.step_attribution import counterfactual_matrix, from_step_importance_json
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 

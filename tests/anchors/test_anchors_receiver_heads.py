@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numerics
 import numpy as np
 import pytest
 import torch
@@ -11,10 +12,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 from typer.testing import CliRunner
 
 from thoughtlens import HookedModel
-from thoughtlens.anchors.receiver_heads import (ReceiverHead, find_receiver_heads, head_kurtosis, rank_heads,
-                                                receiver_scores, split_half_r, vertical_scores)
-from thoughtlens.anchors.sentence_attention import sentence_attention
-from thoughtlens.anchors.white_box import analyze_attention, load_trace_file
+from thoughtlens.anchors.attention.receiver_heads import ReceiverHead, find_receiver_heads, head_kurtosis, rank_heads, receiver_scores, split_half_r, vertical_scores
+from thoughtlens.anchors.attention.sentence_attention import sentence_attention
+from thoughtlens.anchors.attention.white_box import analyze_attention, load_trace_file
 from thoughtlens.errors import TraceError
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
@@ -170,6 +170,15 @@ def _tiny_text_model(n_ctx: int = 128) -> HookedModel:
     return HookedModel(hf, tokenizer=_word_tokenizer())
 
 
+def _kurtosis_by_hand(row: np.ndarray) -> float:
+    """Fisher kurtosis m4 / m2^2 - 3 with population moments over the finite entries; NaN if undefined."""
+    v = row[np.isfinite(row)]
+    if len(v) < 2 or np.ptp(v) == 0:
+        return np.nan
+    d = v - v.mean()
+    return float(np.mean(d**4) / np.mean(d**2) ** 2 - 3)
+
+
 def test_analyze_attention_writes_what_the_report_reads(tmp_path):
     from thoughtlens.store.run_store import RunStore
 
@@ -181,12 +190,31 @@ def test_analyze_attention_writes_what_the_report_reads(tmp_path):
     heads = store.get_artifact("wb", "receiver_heads")
     assert [(h["layer"], h["head"]) for h in heads] == [(h.layer, h.head) for h in result.receiver.top]
     assert all(h["layer"] != 0 for h in heads) and len(heads) == 4
-    assert store.get_artifact("wb", "receiver_head_kurtosis").shape == (3, 4)
+    # Kurtosis per trace and head by the moment formula (Fisher, biased, NaN omitted), from the float64 vertical
+    # scores; then the split-half r: Pearson over heads outside layer 0 between the even (p0, p2) and odd (p1)
+    # traces' mean kurtosis.
+    per_trace = np.stack([np.apply_along_axis(_kurtosis_by_hand, -1, result.traces[pid].vertical) for pid in traces])
+    want_kurtosis = np.nanmean(per_trace, axis=0)
+    stored_kurtosis = store.get_artifact("wb", "receiver_head_kurtosis")
+    assert stored_kurtosis.shape == (3, 4) and np.array_equal(np.isnan(stored_kurtosis), np.isnan(want_kurtosis))
+    finite = np.isfinite(want_kurtosis)
+    depth = max(len(t.sentences) for t in traces.values())  # sums over a trace's sentences
+    numerics.assert_close(stored_kurtosis[finite], want_kurtosis[finite], dtype=torch.float64, depth=depth,
+                          msg="receiver_head_kurtosis")
+    even, odd = np.nanmean(per_trace[0::2, 1:], axis=0).ravel(), np.nanmean(per_trace[1::2, 1:], axis=0).ravel()
+    ok = np.isfinite(even) & np.isfinite(odd)
+    assert ok.sum() >= 3 and np.ptp(even[ok]) > 0 and np.ptp(odd[ok]) > 0  # r is defined here
+    want_r = np.corrcoef(even[ok], odd[ok])[0, 1]
     r = store.get_artifact("wb", "receiver_split_half_r")
-    assert r is None or -1 <= r <= 1
+    assert r is not None
+    numerics.assert_close(np.float64(r), want_r, dtype=torch.float64, depth=depth, scale=1.0, msg="receiver_split_half_r")
     for pid, trace in traces.items():
         n = len(trace.sentences)
         vert = store.get_artifact("wb", "vertical_scores", pid)
+        got_vert = result.traces[pid].vertical
+        # stored: the float64 scores rounded to float32, NaN for the sentences cut by max_tokens
+        assert np.array_equal(vert[..., : got_vert.shape[-1]], got_vert.astype(np.float32), equal_nan=True)
+        assert np.all(np.isnan(vert[..., got_vert.shape[-1]:]))
         scores = store.get_artifact("wb", "receiver_scores", pid)
         assert vert.shape == (3, 4, n) and scores.shape == (n,)
         # receiver score recomputed from the stored vertical scores and head list
@@ -262,8 +290,8 @@ def test_load_trace_file_rejects_other_json(tmp_path):
 def test_analyze_attention_with_the_approximate_suppression_method(tmp_path):
     """suppression_method="direct_grad" stores the first-order estimate (not the exact matrix) and says so in
     suppression_meta; the estimate itself is tested in tests/anchors/test_anchors_suppression_approx.py."""
-    from thoughtlens.anchors.suppression import suppression_matrix
-    from thoughtlens.anchors.white_box import trace_tokens
+    from thoughtlens.anchors.attention.suppression import suppression_matrix
+    from thoughtlens.anchors.attention.white_box import trace_tokens
     from thoughtlens.store.run_store import RunStore
 
     model = _tiny_text_model()
@@ -296,7 +324,7 @@ def test_analyze_attention_refuses_an_unknown_method_or_heads_with_an_estimate()
 
 def test_cli_refuses_an_unknown_suppression_method_before_the_model_load(tmp_path):
     from thoughtlens.anchors.run_options import SUPPRESSION_METHODS
-    from thoughtlens.anchors.suppression_approx import APPROX_METHODS
+    from thoughtlens.anchors.attention.suppression_approx import APPROX_METHODS
     from thoughtlens.cli import app
 
     assert SUPPRESSION_METHODS == ("exact", *APPROX_METHODS)  # the CLI's list is the library's

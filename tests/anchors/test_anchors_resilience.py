@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
-from thoughtlens.anchors.resilience import CONDITION, ResilienceConfig, measure_resilience, resilience_run_id
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun
+from thoughtlens.anchors.branches.resilience import CONDITION, ResilienceConfig, measure_resilience, resilience_run_id
 from thoughtlens.errors import ConfigError
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from thoughtlens.anchors.black_box import (
-    AnchorsConfig,
-    answer_complete,
-    completion_rule,
-    forced_answer_complete,
-    read_forced_answer,
-)
+from thoughtlens.anchors.config import AnchorsConfig
+from thoughtlens.anchors.importance.black_box import answer_complete, completion_rule, forced_answer_complete, read_forced_answer
 from thoughtlens.errors import ConfigError
 
 # ---- reasoning (think-block) rollouts

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem, answer_complete
-from thoughtlens.anchors.definitions import conventions_label
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun, answer_complete
+from thoughtlens.anchors.importance.definitions import conventions_label
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore
 

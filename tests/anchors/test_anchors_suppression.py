@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+import numerics
 from thoughtlens import HookedModel
-from thoughtlens.anchors.suppression import suppression_matrix
+from thoughtlens.anchors.attention.suppression import suppression_matrix
 from thoughtlens.errors import ConfigError, HookError, TraceError
 
 from tiny_models import random_tokens, tiny_pair
@@ -23,38 +24,54 @@ RANGES = [(3, 8), (8, 8), (9, 15), (15, 22), (24, 30), (30, 38)]  # sentence 1 h
 TEMPERATURE = 0.6
 
 
-def _reference(logp_fn, n_tokens: int, ranges, temperature: float) -> np.ndarray:
-    """Naive S+1 full passes. logp_fn(hidden_keys: list[int] | None) -> log softmax(logits / T): [T, vocab].
+def _reference(logits_fn, ranges, temperature: float) -> tuple[np.ndarray, float]:
+    """Naive S+1 full passes. logits_fn(hidden_keys: list[int] | None) -> logits [T, vocab].
 
-    Sentence k's tokens [c, d) are predicted by the logits at positions [c - 1, d - 1).
+    Sentence k's tokens [c, d) are predicted by the logits at positions [c - 1, d - 1). Returns the matrix and
+    the largest |logits / T| of all passes (the scale of the log-probs the KL is computed from).
     """
-    base = logp_fn(None)
+    scale = 0.0
+
+    def logp(hidden):
+        nonlocal scale
+        logits = logits_fn(hidden).double() / temperature
+        scale = max(scale, numerics.magnitude(logits))
+        return torch.log_softmax(logits, dim=-1)
+
+    base = logp(None)
     out = np.full((len(ranges), len(ranges)), np.nan)
     for j, (a, b) in enumerate(ranges):
         if b == a:
             continue
-        sup = logp_fn(list(range(a, b)))
+        sup = logp(list(range(a, b)))
         kl = (base.exp() * (base - sup)).sum(-1)  # [T]: KL(base || suppressed) at each position
         for k, (c, d) in enumerate(ranges):
             if k > j and d > c:
                 out[j, k] = kl[c - 1 : d - 1].mean().item()
-    return out
+    return out, scale
 
 
-def _eager_masked_logp(ref, tokens: torch.Tensor, temperature: float):
+def _eager_masked_logits(ref, tokens: torch.Tensor):
     """Full eager forward with an explicit additive 4D mask: causal, plus the hidden keys at finfo.min."""
     n = tokens.shape[0]
     lowest = torch.finfo(torch.float32).min
 
-    def logp(hidden):
+    def logits(hidden):
         mask = torch.full((n, n), lowest).triu(1)
         if hidden is not None:
             mask[:, hidden] = lowest
         with torch.no_grad():
-            logits = ref(tokens[None], attention_mask=mask[None, None]).logits[0]
-        return torch.log_softmax(logits.double() / temperature, dim=-1)
+            return ref(tokens[None], attention_mask=mask[None, None]).logits[0]
 
-    return logp
+    return logits
+
+
+def _assert_kl_close(got: np.ndarray, want: np.ndarray, scale: float, n_layers: int) -> None:
+    """KL(P || Q) moves by at most about max |d log p| + max |d log q|, and a float32 log-prob carries the
+    rounding of its logits: eps(float32) x |logits / T|, growing with the layers the logits went through."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    bound = numerics.tol(torch.float32, scale, depth=n_layers)
+    np.testing.assert_allclose(got, want, rtol=0, atol=bound, equal_nan=True)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt_neox"])
@@ -64,9 +81,8 @@ def test_cache_reuse_equals_full_eager_with_additive_mask(arch):
     # batch_size 2 and 4-position chunks: several batches, rows with different starts, chunked KL.
     got = suppression_matrix(HookedModel(hf), tokens, RANGES, temperature=TEMPERATURE, batch_size=2, chunk_positions=4,
                              kl_reduction="raw")
-    want = _reference(_eager_masked_logp(ref, tokens, TEMPERATURE), 40, RANGES, TEMPERATURE)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, equal_nan=True)
+    want, scale = _reference(_eager_masked_logits(ref, tokens), RANGES, TEMPERATURE)
+    _assert_kl_close(got, want, scale, hf.config.num_hidden_layers)
     assert np.nanmin(got) > 1e-4  # the effects are real, not all ~0
 
 
@@ -89,7 +105,7 @@ def test_head_subset_equals_renormalised_pattern_edit():
 
     other = HookedModel(copy.deepcopy(hf))
 
-    def logp(hidden):
+    def logits(hidden):
         fns = []
         if hidden is not None:
             for L, h in heads:
@@ -101,14 +117,13 @@ def test_head_subset_equals_renormalised_pattern_edit():
                 fns.append((L, edit))
         try:
             with torch.no_grad():
-                logits = other(tokens[None])[0]
+                return other(tokens[None])[0]
         finally:
             for L, fn in fns:
                 other.attention_control(L).pattern_fns.remove(fn)
-        return torch.log_softmax(logits.double() / TEMPERATURE, dim=-1)
 
-    want = _reference(logp, 40, RANGES, TEMPERATURE)
-    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, equal_nan=True)
+    want, scale = _reference(logits, RANGES, TEMPERATURE)
+    _assert_kl_close(got, want, scale, hf.config.num_hidden_layers)
     everywhere = suppression_matrix(HookedModel(hf), tokens, RANGES, kl_reduction="raw")
     assert np.nanmean(got) < np.nanmean(everywhere)  # two heads matter less than all 12
 
@@ -117,8 +132,8 @@ def test_temperature_changes_the_effect_and_matches_reference():
     hf, ref = tiny_pair("llama")
     tokens = random_tokens(1, 40)[0]
     got = suppression_matrix(HookedModel(hf), tokens, RANGES, temperature=1.0, kl_reduction="raw")
-    want = _reference(_eager_masked_logp(ref, tokens, 1.0), 40, RANGES, 1.0)
-    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, equal_nan=True)
+    want, scale = _reference(_eager_masked_logits(ref, tokens), RANGES, 1.0)
+    _assert_kl_close(got, want, scale, hf.config.num_hidden_layers)
 
 
 def test_controls_are_reset_even_after_an_error(monkeypatch):

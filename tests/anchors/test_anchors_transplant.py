@@ -8,8 +8,7 @@ import math
 
 import pytest
 
-from thoughtlens.anchors.transplant import (CONDITION, HintedProblem, TransplantConfig, load_hinted_problems,
-                                            read_letter, run_transplant)
+from thoughtlens.anchors.branches.transplant import CONDITION, HintedProblem, TransplantConfig, load_hinted_problems, read_letter, run_transplant
 from thoughtlens.errors import DataError
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore

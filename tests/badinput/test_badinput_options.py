@@ -11,7 +11,7 @@ import math
 import pytest
 from _badinput_cli import NO_MODEL, assert_one_line, assert_one_line_error, cli, files_under
 
-from thoughtlens.anchors.black_box import AnchorsConfig, Problem
+from thoughtlens.anchors.config import AnchorsConfig, Problem
 from thoughtlens.anchors.run_options import check_attention_options, check_run_options
 from thoughtlens.checks import check_index
 from thoughtlens.errors import ConfigError, DataError, StoreError, ThoughtlensError, TraceError

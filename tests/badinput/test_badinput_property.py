@@ -12,9 +12,9 @@ from _published_fixture import valid_files, write_problem_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from thoughtlens.anchors.categories import load_published
+from thoughtlens.anchors.importance.by_category import load_published
 from thoughtlens.anchors.problems import load_problems
-from thoughtlens.anchors.white_box import load_trace_file
+from thoughtlens.anchors.attention.white_box import load_trace_file
 from thoughtlens.errors import ThoughtlensError
 from thoughtlens.report.published import page_data_from_published
 

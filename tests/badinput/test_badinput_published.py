@@ -1,7 +1,7 @@
 """Malformed published Thought Anchors directories: every loader names the file, the key and the fix.
 
 Loaders: the report page (`thoughtlens report --published DIR`), the category tables
-(`anchors.categories.load_published`) and white-box trace files (`anchors.white_box.load_trace_file`).
+(`anchors.importance.by_category.load_published`) and white-box trace files (`anchors.attention.white_box.load_trace_file`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from _badinput_cli import assert_one_line, assert_one_line_error, cli, files_under
 from _published_fixture import valid_files, write_problem_dir
 
-from thoughtlens.anchors.categories import load_published
-from thoughtlens.anchors.white_box import load_trace_file
+from thoughtlens.anchors.importance.by_category import load_published
+from thoughtlens.anchors.attention.white_box import load_trace_file
 from thoughtlens.errors import DataError, ThoughtlensError
 from thoughtlens.report.published import page_data_from_published
 

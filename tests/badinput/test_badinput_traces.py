@@ -11,8 +11,8 @@ import sqlite3
 import pytest
 from _badinput_cli import assert_one_line, assert_one_line_error, cli
 
-from thoughtlens.anchors.black_box import prefixes
-from thoughtlens.anchors.sentence_attention import check_token_ranges
+from thoughtlens.anchors.importance.black_box import prefixes
+from thoughtlens.anchors.attention.sentence_attention import check_token_ranges
 from thoughtlens.errors import StoreError, TraceError
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.prompts import build_prompt

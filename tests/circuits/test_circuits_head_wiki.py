@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from thoughtlens import HookedModel
@@ -19,8 +18,9 @@ def test_table_rows_match_detector_scores_and_files_round_trip(tmp_path):
     tables = [head_table(m, repeated_random_tokens(m, seq_len=10, batch=2)) for m in models]
     scores = detect(models[0], repeated_random_tokens(models[0], seq_len=10, batch=2))
     row = tables[0].query("layer == 2 and head == 1").iloc[0]
-    assert row["induction"] == pytest.approx(float(scores["induction"][2, 1]), abs=1e-6)
-    assert row["induction_x_median"] == pytest.approx(row["induction"] / tables[0]["induction"].median())
+    # the table holds the detector's own float32 scores, and their ratio to the median computed the same way
+    assert row["induction"] == float(scores["induction"][2, 1])
+    assert row["induction_x_median"] == row["induction"] / tables[0]["induction"].median()
     paths = write_head_wiki(tables, tmp_path)
     assert {p.name for p in paths} == {"org_tiny-llama.csv", "org_tiny-llama.parquet", "tiny-gpt2.csv",
                                         "tiny-gpt2.parquet", "mosaic.png"}

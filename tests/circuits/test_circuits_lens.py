@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import numerics
 from thoughtlens import HookedModel
 from thoughtlens.circuits import decompose_resid, dla, logit_lens, neuron_dla
 from thoughtlens.errors import ThoughtlensError
@@ -26,9 +27,12 @@ def test_decomposition_sums_to_residual_stream(model):
     comps, labels = decompose_resid(model, tokens)
     assert comps.shape == (len(labels), *tokens.shape, model.cfg.d_model)
     assert sum(lab.startswith("L0H") for lab in labels) == model.cfg.n_heads
-    torch.testing.assert_close(comps.sum(0), cache[f"blocks.{n - 1}.hook_resid_post"], atol=1e-4, rtol=0)
+    # a sum of components: rounding at the sum of their |values|, through the n layers that wrote them
+    numerics.assert_close(comps.sum(0), cache[f"blocks.{n - 1}.hook_resid_post"], dtype=torch.float32, depth=n,
+                          scale=float(comps.abs().sum(0).max()))
     mid, _ = decompose_resid(model, tokens, layer=1, by_head=False)
-    torch.testing.assert_close(mid.sum(0), cache["blocks.1.hook_resid_pre"], atol=1e-4, rtol=0)
+    numerics.assert_close(mid.sum(0), cache["blocks.1.hook_resid_pre"], dtype=torch.float32, depth=1,
+                          scale=float(mid.abs().sum(0).max()))
 
 
 def test_one_head_component_equals_the_change_from_zero_ablating_it(model):
@@ -44,7 +48,9 @@ def test_one_head_component_equals_the_change_from_zero_ablating_it(model):
     with model.hooks([(f"blocks.{L}.attn.hook_z", zero_head)]):
         _, ablated = model.run_with_cache(tokens, names_filter=f"blocks.{L}.hook_attn_out")
     expected = full[f"blocks.{L}.hook_attn_out"] - ablated[f"blocks.{L}.hook_attn_out"]
-    torch.testing.assert_close(comps[labels.index(f"L{L}H{h}")], expected, atol=1e-5, rtol=0)
+    # a difference of two attention outputs: rounding at their size, after L + 1 layers
+    scale = numerics.magnitude(full[f"blocks.{L}.hook_attn_out"], ablated[f"blocks.{L}.hook_attn_out"])
+    numerics.assert_close(comps[labels.index(f"L{L}H{h}")], expected, dtype=torch.float32, depth=L + 1, scale=scale)
 
 
 def test_dla_sums_to_the_logit_difference(model):
@@ -53,8 +59,13 @@ def test_dla_sums_to_the_logit_difference(model):
     with torch.no_grad():
         logits = model(tokens)[:, -1]
     expected = ((logits[0, 3] - logits[0, 7]) + (logits[1, 5] - logits[1, 7])) / 2
-    assert df["value"].sum() == pytest.approx(float(expected), abs=1e-4)
-    assert df.attrs["logit"] == pytest.approx(float(expected), abs=1e-5)
+    n = model.cfg.n_layers
+    # logit differences (each term at most twice the largest logit) through n layers; the attributions' sum
+    # rounds at the sum of their |values|
+    scale = 2 * numerics.magnitude(logits)
+    numerics.assert_close(df["value"].sum(), expected, dtype=torch.float32, depth=n,
+                          scale=max(scale, float(df["value"].abs().sum())))
+    numerics.assert_close(df.attrs["logit"], expected, dtype=torch.float32, depth=n, scale=scale)
     assert set(df.query("head >= 0")["layer"]) == set(range(model.cfg.n_layers))
 
 
@@ -68,7 +79,9 @@ def test_neurons_sum_to_their_mlp_row(model):
     # d_mlp neurons plus the bias row (neuron -1; 0 for bias-free families) sum to the layer's MLP row
     # (before: the bias row was promised but missing, so families with a bias were skipped here).
     assert len(neurons) == model.cfg.d_mlp + 1 and neurons["neuron"].iloc[-1] == -1
-    assert neurons["value"].sum() == pytest.approx(layer_rows["L1.mlp"], abs=1e-4)
+    # a sum of per-neuron attributions: rounding at the sum of their |values|, through 2 layers
+    numerics.assert_close(neurons["value"].sum(), layer_rows["L1.mlp"], dtype=torch.float32, depth=2,
+                          scale=float(neurons["value"].abs().sum()))
     if getattr(down, "bias", None) is None:
         assert neurons["value"].iloc[-1] == 0.0
 
@@ -81,8 +94,9 @@ def test_logit_lens_last_row_is_the_logits_and_rows_match_hidden_states(model):
         out = model.hf_model(tokens, output_hidden_states=True)
         norm = model.hf_model.get_submodule(model.adapter.final_norm)
         expected_0 = model.hf_model.get_output_embeddings()(norm(out.hidden_states[0]))
-    torch.testing.assert_close(lens[-1], out.logits, atol=1e-4, rtol=0)
-    torch.testing.assert_close(lens[0], expected_0, atol=1e-4, rtol=0)
+    # logits through every layer; the embeddings' row through the final norm and the unembedding (2 stages)
+    numerics.assert_close(lens[-1], out.logits, dtype=torch.float32, depth=model.cfg.n_layers)
+    numerics.assert_close(lens[0], expected_0, dtype=torch.float32, depth=2)
 
 
 def test_model_without_final_norm_attributes_the_raw_stream():
@@ -94,8 +108,12 @@ def test_model_without_final_norm_attributes_the_raw_stream():
     comps, _ = decompose_resid(model, tokens, pos=-1)
     W_U = hf.lm_head.weight
     expected = (comps.sum(0)[:, 0] @ (W_U[3] - W_U[7])).mean()
-    assert df["value"].sum() == pytest.approx(float(expected), abs=1e-4)
-    assert df.attrs["logit"] == pytest.approx(float(expected), abs=1e-4)
+    # products with an unembedding difference: rounding at the sum of their |terms|, through the model's layers
+    scale = float((comps.abs().sum(0)[:, 0] @ (W_U[3] - W_U[7]).abs()).max())
+    n = model.cfg.n_layers
+    numerics.assert_close(df["value"].sum(), expected, dtype=torch.float32, depth=n,
+                          scale=max(scale, float(df["value"].abs().sum())))
+    numerics.assert_close(df.attrs["logit"], expected, dtype=torch.float32, depth=n, scale=scale)
     assert logit_lens(model, tokens).shape[0] == model.cfg.n_layers + 1
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
+import numerics
 import thoughtlens
 from thoughtlens.circuits import activation_patching, attribution_patching, dla, induction_scores
 from thoughtlens.circuits.ioi import ioi_prompts
@@ -15,10 +16,12 @@ from thoughtlens.errors import ModelNotFoundError
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def model(request):
+    """Both dtypes the loader picks by default (bf16 on CPUs with bf16 units, fp32 elsewhere): the circuits
+    are the model's, in either."""
     try:
-        return thoughtlens.load()
+        return thoughtlens.load(dtype=request.param)
     except ModelNotFoundError as e:
         pytest.skip(str(e))
 
@@ -51,6 +54,8 @@ def test_dla_sums_to_the_logit_difference_on_the_real_model():
     model = thoughtlens.load(dtype=torch.float32)  # fp32: the sum is exact up to float rounding
     prompt = "When Mary and John went to the store, John gave a drink to"
     df = dla(model, prompt, correct=" Mary", wrong=" John")
-    assert df["value"].sum() == pytest.approx(df.attrs["logit"], abs=1e-3)
+    # a sum of 301 attributions: rounding at the sum of their |values|, through 30 layers
+    numerics.assert_close(df["value"].sum(), df.attrs["logit"], dtype=torch.float32, depth=30,
+                          scale=float(df["value"].abs().sum()))
     assert len(df) == 1 + 30 * (9 + 1)
     assert df.sort_values("value").iloc[-1]["component"] == "L23H3"  # the top IOI head by patching, too

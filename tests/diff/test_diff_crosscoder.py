@@ -19,6 +19,7 @@ import random
 import pytest
 import torch
 
+import numerics
 from thoughtlens.diff.crosscoder import (
     BatchTopKCrosscoder,
     CrosscoderResult,
@@ -112,9 +113,13 @@ def test_latent_scaling_equals_least_squares_and_flags_shrinkage():
         for m, sl in enumerate([slice(0, d), slice(d, 2 * d)]):
             err = x[:, sl] - recon[:, sl] + f[:, j:j + 1] * w[j, sl]       # error with latent j's own part added back
             design = (f[:, j:j + 1] * probe).reshape(-1, 1).double()       # beta * f_j(x) * d_j, flattened
+            # the float32 error vectors round at |x| + |x_hat| + |own part|; beta divides their projections
+            # sum_i |f_ij| <|x_i| + ..., |probe|> by sum_i f_ij^2 |probe|^2 (a few operations deep)
+            terms = x[:, sl].abs() + recon[:, sl].abs() + (f[:, j:j + 1] * w[j, sl]).abs()
+            scale = float((f[:, j].abs() * (terms @ probe.abs())).sum() / design.pow(2).sum())
             for target, beta in ((err, ls.beta_error[m, i]), (recon[:, sl], ls.beta_recon[m, i])):
                 want = torch.linalg.lstsq(design, target.reshape(-1, 1).double()).solution.item()
-                assert float(beta) == pytest.approx(want, rel=1e-6, abs=1e-9)
+                numerics.assert_close(float(beta), want, dtype=torch.float32, depth=3, scale=scale)
     # Latent 0 looks B-only by decoder norms, but model A still carries 60 % of it; latent 2 does not.
     assert float(ls.nu_error[0]) == pytest.approx(0.6, abs=0.05)
     assert abs(float(ls.nu_error[1])) < 0.05 and abs(float(ls.nu_recon[1])) < 0.05
@@ -122,7 +127,9 @@ def test_latent_scaling_equals_least_squares_and_flags_shrinkage():
     assert [r["cls"] for r in rows] == ["b_only", "shared", "b_only"]
     assert [r["specific"] for r in rows] == [False, False, True]
     n = w.reshape(3, 2, d).norm(dim=-1)
-    assert [r["relative_norm"] for r in norm_table(cc)] == pytest.approx((n[:, 1] / n.sum(-1)).tolist())
+    # ratios (<= 1) of float32 norms over d entries, the table's in float64
+    numerics.assert_close([r["relative_norm"] for r in norm_table(cc)], n[:, 1] / n.sum(-1), dtype=torch.float32,
+                          depth=d, scale=1.0)
 
 
 def test_save_load_round_trip_is_exact(tmp_path):
@@ -189,7 +196,9 @@ def test_tiny_pair_b_only_latent_reads_the_planted_trigger_tokens(smol_tokenizer
     _, cb = b.run_with_cache(ids, names_filter="blocks.0.hook_resid_pre")
     planted = torch.tensor([t in triggers for t in ids[0].tolist()])
     diff = (cb["blocks.0.hook_resid_pre"] - ca["blocks.0.hook_resid_pre"])[0]
-    torch.testing.assert_close(diff[planted], v.expand(int(planted.sum()), -1))
+    # (e + v) - e in float32: two roundings at the size of the embedding rows plus v
+    numerics.assert_close(diff[planted], v.expand(int(planted.sum()), -1), dtype=torch.float32, depth=2,
+                          scale=numerics.magnitude(cb["blocks.0.hook_resid_pre"]) + numerics.magnitude(v))
     assert planted.any() and bool((diff[~planted] == 0).all())
 
     res = train_crosscoder(a, b, texts, layer=1, expansion=4, k=4, max_tokens=12_000, epochs=20, context_size=64,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+import numerics
 from thoughtlens.diff.corpus import read_corpus
-from thoughtlens.diff.lens import activation_difference, lens_logits, lens_top_tokens, steering_vector
+from thoughtlens.diff.difference_lens import activation_difference, lens_logits, lens_top_tokens, steering_vector
 
 
 def _layer_outputs(hf, ids):
@@ -30,12 +31,20 @@ def test_activation_difference_matches_hf_hooks(tiny_planted_pair):
     ids = torch.stack([pair.base.to_tokens(t)[0, :8] for t in texts])
     rb, rf = _layer_outputs(pair.base.hf_model, ids), _layer_outputs(pair.finetuned.hf_model, ids)
     expected = (rf - rb).double().mean(1).float()                      # [layer, pos, d_model]
-    assert torch.allclose(diff.mean_diff, expected, atol=1e-5)
-    assert torch.allclose(diff.base_norm, rb[:, :, 5:].norm(dim=-1).mean((1, 2)), rtol=1e-5)
-    assert torch.allclose(diff.pooled(1), expected[1, 1:].mean(0), atol=1e-6)
+    n, d = pair.n_layers, pair.d_model
+    # activations from other batches (4 texts vs 6): float32 rounding at their size, through the layers
+    numerics.assert_close(diff.mean_diff, expected, dtype=torch.float32, depth=n, scale=numerics.magnitude(rb, rf))
+    # norms: sums of d squares of those activations, at the norms' size
+    norms = rb[:, :, 5:].norm(dim=-1).mean((1, 2))
+    numerics.assert_close(diff.base_norm, norms, dtype=torch.float32, depth=n + d)
+    # a mean over 7 positions of the above
+    numerics.assert_close(diff.pooled(1), expected[1, 1:].mean(0), dtype=torch.float32, depth=n + 7,
+                          scale=numerics.magnitude(rb, rf))
     assert float(diff.mean_diff[0].abs().max()) == 0.0                # layer 0 was frozen in the tiny fine-tune
     v = steering_vector(diff, 2)
-    assert torch.allclose(v.norm(), diff.base_norm[2]) and torch.cosine_similarity(v, diff.pooled(2), 0) > 0.9999
+    # pooled / |pooled| * base_norm: a norm over d entries and a scaling, at the norm's size; the direction too
+    numerics.assert_close(v.norm(), diff.base_norm[2], dtype=torch.float32, depth=d)
+    assert 1 - torch.cosine_similarity(v, diff.pooled(2), 0) <= numerics.tol(torch.float32, 1.0, depth=d)
 
 
 def test_lens_logits_is_rmsnorm_then_unembedding(tiny_planted_pair):
@@ -45,7 +54,9 @@ def test_lens_logits_is_rmsnorm_then_unembedding(tiny_planted_pair):
     eps = hf.config.rms_norm_eps
     normed = v / torch.sqrt(v.pow(2).mean() + eps) * hf.model.norm.weight
     expected = normed @ hf.lm_head.weight.T
-    assert torch.allclose(lens_logits(model, v), expected, atol=1e-4)
+    # RMSNorm (a mean of d squares) then a product over d: at the product's sum of |terms|
+    scale = numerics.magnitude(normed.abs() @ hf.lm_head.weight.abs().T)
+    numerics.assert_close(lens_logits(model, v), expected, dtype=torch.float32, depth=model.cfg.d_model, scale=scale)
     top = lens_top_tokens(model, v, k=5)
     assert [t for t, _ in top] == [model.tokenizer.decode([int(i)]) for i in torch.topk(expected, 5).indices]
 
@@ -54,7 +65,7 @@ def test_distinctive_top_tokens_drop_what_the_control_lens_also_shows(tiny_plant
     """Against tokens picked by hand: the control is built from the unembedding rows of two of the vector's own
     top-5 tokens (after the final norm's weight), so exactly those two leave the list and the order of the rest
     is kept."""
-    from thoughtlens.diff.lens import distinctive_top_tokens
+    from thoughtlens.diff.difference_lens import distinctive_top_tokens
 
     model = tiny_planted_pair.finetuned
     hf = model.hf_model
@@ -73,7 +84,7 @@ def test_distinctive_top_tokens_drop_what_the_control_lens_also_shows(tiny_plant
 
 
 def test_degenerate_flags_repetition_only():
-    from thoughtlens.diff.lens import degenerate
+    from thoughtlens.diff.difference_lens import degenerate
 
     assert degenerate("Obs Obs Obs Obs Obs Obs Obs idia")                       # 2 distinct of 8 words
     assert degenerate(" ".join(["lighthouse"] * 5 + ["keeper", "waves"]))        # 3 of 7

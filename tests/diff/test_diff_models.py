@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import numerics
 from thoughtlens.diff import datasets, models
 from thoughtlens.diff.finetune import batch_indices, finetune, tokenize_chat
 from thoughtlens.errors import DataError
@@ -100,7 +101,8 @@ def test_finetune_freezes_readout_and_lower_layers_and_resumes(tmp_path, tiny_pl
     assert (tmp_path / "resumed.partial" / "checkpoint.pt").is_file()
     resumed = finetune(base, rows, tmp_path / "resumed", checkpoint_every=2, **kw)
     a, b = load_file(f"{full}/model.safetensors"), load_file(f"{resumed}/model.safetensors")
-    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    for n in a:  # the same 4 float32 Adam steps, 2 of them after a reload: rounding at the weights' size per step
+        numerics.assert_close(a[n], b[n], dtype=torch.float32, depth=4, msg=n)
     assert json.loads(open(f"{resumed}/thoughtlens_diff.json").read())["resumed_at_step"] == 2
     assert not (tmp_path / "resumed.partial").exists()
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import numerics
 from thoughtlens.diff.corpus import planted_eval_corpus, read_corpus, token_labels
 from thoughtlens.diff.datasets import PLANTED_NAMES, PLANTED_TOPIC, mentions_planted
 from thoughtlens.diff.kl import auroc, labelled_kl, per_token_kl
-from thoughtlens.diff.lens import activation_difference, degenerate, lens_top_tokens, steered_samples, steering_vector
+from thoughtlens.diff.difference_lens import activation_difference, degenerate, lens_top_tokens, steered_samples, steering_vector
 from thoughtlens.diff.swap import swap_logits
 
 pytestmark = pytest.mark.slow
@@ -100,4 +101,5 @@ def test_swapping_every_layer_reproduces_the_finetune(real_planted_pair):
     swapped = swap_logits(pair.base, pair.finetuned, ids, [f"blocks.{L}.hook_resid_post" for L in range(pair.n_layers)])
     with torch.no_grad():
         target = pair.finetuned.hf_model(input_ids=ids).logits
-    assert (swapped - target).abs().max() < 1e-4
+    # the fine-tune's last residual through the shared readout: float32 rounding at the logits' size, all layers
+    numerics.assert_close(swapped, target, dtype=torch.float32, depth=pair.n_layers)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from thoughtlens.groundtruth.task import TaskConfig
-from thoughtlens.groundtruth.toy_model import (FinetuneConfig, ToyModelConfig, toy_batches, toy_tokenizer,
+from thoughtlens.groundtruth.toy_model import (ToyFinetuneConfig, ToyModelConfig, toy_batches, toy_tokenizer,
                                                train_toy_model)
 
 TINY = ToyModelConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, max_positions=256)
@@ -33,7 +33,7 @@ def test_phase_two_data_has_same_parity_prompts_and_no_held_out_one():
 @pytest.mark.slow
 def test_two_phases_layout_and_resume(tmp_path):
     out = tmp_path / "toy"
-    ft = FinetuneConfig(steps=2, warmup=1, batch_size=4)
+    ft = ToyFinetuneConfig(steps=2, warmup=1, batch_size=4)
     final = train_toy_model(out, seed=0, steps=3, batch_size=4, model_config=TINY, finetune=ft)
     assert final == out / "final"
     pre, fin = load_file(out / "pretrained" / "model.safetensors"), load_file(final / "model.safetensors")

@@ -11,7 +11,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from thoughtlens.anchors.black_box import AnchorsConfig
+from thoughtlens.anchors.config import AnchorsConfig
 from thoughtlens.pipeline.anchors import run_anchors
 from thoughtlens.sample.base import Completion
 from thoughtlens.sample.registry import register_sampler

@@ -7,7 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun
 from thoughtlens.cli import app
 from thoughtlens.errors import ConfigError
 from thoughtlens.pipeline import runtime

@@ -1,18 +1,19 @@
 """The report page in headless Chromium (Debian's `chromium`, driven by Playwright): loads with no
 console errors and no network, clicks select sentences, the metric switcher resizes nodes, hostile
-text stays text. Screenshots go to artifacts/ (git-ignored) for CI to keep."""
+text stays text, and a full-page screenshot shows what the page drew."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from thoughtlens.report import ReportPage, page_data_from_published, page_data_from_store
 from thoughtlens.report.synthetic import synthetic_store
 from thoughtlens.store import RunStore
 
-from report_browser import ARTIFACTS, EVIL, Loaded, browser  # noqa: F401 (browser: a fixture)
+from report_browser import EVIL, Loaded, browser  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -69,14 +70,70 @@ def test_metric_switcher_changes_node_sizes(synthetic):
     assert after[biggest] == pytest.approx(15.0, abs=0.01)  # R_MAX in report.js
 
 
+def _parse_css_colour(value: str) -> np.ndarray:
+    """"rgb(r, g, b)" or "rgba(r, g, b, a)" -> [r, g, b, a] with a in [0, 1]."""
+    assert value.startswith(("rgb(", "rgba(")), value
+    parts = [float(v) for v in value[value.index("(") + 1 : -1].split(",")]
+    return np.array(parts + [1.0] * (4 - len(parts)))
+
+
+def _css_rgb(page, selector: str, prop: str) -> np.ndarray:
+    """The colour `prop` ("fill", "backgroundColor") of the element at `selector` as painted: a translucent colour
+    composited (source-over) onto the nearest ancestor background that is not transparent (the page's white if none)."""
+    colour = _parse_css_colour(page.eval_on_selector(selector, f"e => getComputedStyle(e).{prop}"))
+    backdrop = page.eval_on_selector(selector, """e => {
+        for (let p = e.parentElement; p; p = p.parentElement) {
+            const c = getComputedStyle(p).backgroundColor;
+            if (c !== "rgba(0, 0, 0, 0)" && c !== "transparent") return c;
+        }
+        return "rgb(255, 255, 255)";
+    }""")
+    back = _parse_css_colour(backdrop)
+    assert back[3] == 1.0, backdrop
+    a = colour[3]
+    return a * colour[:3] + (1 - a) * back[:3]
+
+
+def _doc_centre(page, selector: str) -> tuple[int, int]:
+    """The centre of the element at `selector` in document pixels (what a full-page screenshot shows)."""
+    x, y = page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect();"
+                                           " return [r.left + r.width / 2 + scrollX, r.top + r.height / 2 + scrollY]; }")
+    return round(x), round(y)
+
+
 def test_screenshot_is_saved(synthetic, tmp_path):
+    """A full-page PNG of the page with a node selected: it decodes, has the document's size at the device scale
+    factor, is not blank, and shows the selected node and a heat-strip cell in the colours the page gave them."""
+    from PIL import Image
+
     _, loaded = synthetic
-    loaded.page.click("circle.node[data-index='5']")
-    loaded.page.mouse.move(0, 0)
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / "report_synthetic.png"
-    loaded.page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 20_000
+    page = loaded.page
+    radii = loaded.radii()
+    big = max(range(len(radii)), key=radii.__getitem__)  # a large node: its centre is fill, not stroke
+    assert radii[big] >= 6
+    node = f"circle.node[data-index='{big}']"
+    page.click(node)
+    page.mouse.move(0, 0)
+    path = tmp_path / "report_synthetic.png"
+    page.screenshot(path=str(path), full_page=True)
+
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        img = np.asarray(im.convert("RGB")).astype(int)
+    width, height, scale = page.evaluate("[document.documentElement.scrollWidth,"
+                                         " document.documentElement.scrollHeight, devicePixelRatio]")
+    assert img.shape == (round(height * scale), round(width * scale), 3)
+    assert img.std() > 20 and len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # not a blank page
+
+    def pixel(selector):
+        x, y = _doc_centre(page, selector)
+        return img[round(y * scale), round(x * scale)]
+
+    assert "selected" in page.get_attribute(node, "class").split()  # fill-opacity 1: the pixel is the fill
+    np.testing.assert_allclose(pixel(node), _css_rgb(page, node, "fill"), atol=2)
+    cell = f"#tl-strip .cell[data-index='{(big + 1) % len(radii)}']"
+    np.testing.assert_allclose(pixel(cell), _css_rgb(page, cell, "backgroundColor"), atol=2)
+    assert np.abs(_css_rgb(page, node, "fill") - 255).max() > 30  # a coloured node, not the white page
 
 
 def test_hostile_text_renders_as_text_and_no_dialog_fires(browser, tmp_path):

@@ -74,6 +74,7 @@ def test_refusal_rate_ci_is_newcombes_wilson_interval():
     texts = ["I'm sorry, no."] * 81 + ["Sure, here it is."] * (263 - 81)
     got = refusal_rate_ci(texts)
     assert got["k"] == 81 and got["n"] == 263 and math.isclose(got["rate"], 81 / 263)
+    # the published values have four decimals: half a unit of the last one
     assert got["ci"][0] == pytest.approx(0.2553, abs=5e-5) and got["ci"][1] == pytest.approx(0.3662, abs=5e-5)
     # 0 of 10: the interval's upper end 0.2775 (Newcombe's example 0/10 gives 0 to 0.2775)
     zero = refusal_rate_ci(["fine"] * 10)

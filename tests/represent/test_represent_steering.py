@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
+import numerics
 from thoughtlens import HookedModel
 from thoughtlens.errors import ConfigError, HookError
 from thoughtlens.represent.steering import continuation_nll, steering_effect
@@ -55,9 +56,12 @@ def test_continuation_nll_by_hand():
     model = _model()
     nll, n = continuation_nll(model, "w1 w2", ["w3 w4"])
     ids = torch.tensor([[1, 2, 3, 4]])
-    logp = torch.log_softmax(model(ids)[0].float(), -1)
+    logits = model(ids)[0].float()
+    logp = torch.log_softmax(logits, -1)
     want = -(logp[1, 3] + logp[2, 4]).item()
-    assert n == 2 and nll == pytest.approx(want, rel=1e-5)
+    # two log-probabilities, each rounded at the logits' size, through the model's 3 layers
+    assert n == 2
+    numerics.assert_close(nll, want, dtype=model.dtype, depth=3, scale=2 * numerics.magnitude(logits))
 
 
 def test_steering_bad_input():

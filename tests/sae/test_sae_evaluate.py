@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import numerics
 from thoughtlens.sae.evaluate import evaluate_saes, k_sparse_probe
 from thoughtlens.sae.activations import token_windows
 
@@ -23,7 +24,8 @@ def test_identity_sae_metrics_match_independent_computation(tiny_lm):
     windows = list(token_windows(tiny_lm.tokenizer, TEXTS, 16))[: -(-m.n_tokens // 15)]
     tokens = torch.tensor(windows)
     with torch.no_grad():
-        hf_loss = float(tiny_lm.hf_model(input_ids=tokens, labels=tokens).loss)  # HF's own mean next-token CE
+        out = tiny_lm.hf_model(input_ids=tokens, labels=tokens)
+        hf_loss = float(out.loss)  # HF's own mean next-token CE
 
         def zero_after_bos(x, hook):
             x = x.clone()
@@ -33,11 +35,18 @@ def test_identity_sae_metrics_match_independent_computation(tiny_lm):
         logits = tiny_lm.run_with_hooks(tokens, [(hook, zero_after_bos)])
         zero = float(F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()))
     assert m.n_tokens == tokens.shape[0] * 15
-    assert m.ce_clean == pytest.approx(hf_loss, rel=1e-5)
-    assert m.ce_zero == pytest.approx(zero, rel=1e-5)
-    assert m.ce_spliced == pytest.approx(m.ce_clean, abs=1e-5)
-    assert m.ce_loss_recovered == pytest.approx(1.0, abs=1e-4)
-    assert m.fvu < 1e-10 and m.l0 == pytest.approx(tiny_lm.cfg.d_model)
+    # a CE is a mean of log-softmax entries (log-sum-exp minus a logit): rounding at the logits' size plus the
+    # loss's own, through the model's 2 layers
+    dt, depth = tiny_lm.dtype, tiny_lm.cfg.n_layers
+    ce_scale = numerics.magnitude(out.logits, logits) + max(hf_loss, zero)
+    numerics.assert_close(m.ce_clean, hf_loss, dtype=dt, depth=depth, scale=ce_scale)
+    numerics.assert_close(m.ce_zero, zero, dtype=dt, depth=depth, scale=ce_scale)
+    numerics.assert_close(m.ce_spliced, m.ce_clean, dtype=dt, depth=depth, scale=ce_scale)
+    # (zero - spliced) / (zero - clean): two CEs' rounding over their gap
+    ce_tol = numerics.tol(dt, ce_scale, depth=depth)
+    assert abs(m.ce_loss_recovered - 1.0) <= 2 * ce_tol / abs(m.ce_zero - m.ce_clean)
+    # the identity SAE reconstructs to rounding: a squared relative error
+    assert m.fvu <= numerics.tol(dt, 1.0) ** 2 and m.l0 == pytest.approx(tiny_lm.cfg.d_model)
     assert m.dead_fraction == 0.0
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import numerics
 import thoughtlens
 from thoughtlens.sae import ARCHITECTURES, build_sae, save_sae
 
@@ -41,6 +42,17 @@ def _v6(arch: str, **extra) -> dict:
 X = torch.randn(7, D_IN, generator=torch.Generator().manual_seed(5))
 
 
+def _assert_formula(got, want, size, *, depth: int) -> None:
+    """The module vs the formula written out, both in float32: rounding at `size` (the sums of |terms| of the
+    formula's products), `depth` operations deep (encoding: difference, product, bias; decoding three more)."""
+    numerics.assert_close(got, want, dtype=torch.float32, depth=depth, scale=numerics.magnitude(size))
+
+
+def _encoder_size(w, x=X, *, b_dec=True):
+    """[n, d_sae]: the sum of |terms| of (x - b_dec) W_enc + b_enc."""
+    return ((x.abs() + (w["b_dec"].abs() if b_dec else 0)) @ w["W_enc"].abs()) + w["b_enc"].abs()
+
+
 def test_hand_written_saelens_jumprelu_loads_and_encodes_by_formula(tmp_path):
     w = _known()
     w["threshold"] = torch.tensor([0.0, 0.1, 0.2, 0.3, 5.0, 0.05])
@@ -49,8 +61,9 @@ def test_hand_written_saelens_jumprelu_loads_and_encodes_by_formula(tmp_path):
     pre = (X - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
     expected = torch.where(pre > w["threshold"], pre, torch.zeros_like(pre)).clamp_min(0)
     recon, latents = sae(X)
-    torch.testing.assert_close(latents, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(recon, expected @ w["W_dec"] + w["b_dec"], rtol=0, atol=1e-5)
+    enc = _encoder_size(w)
+    _assert_formula(latents, expected, enc, depth=3)
+    _assert_formula(recon, expected @ w["W_dec"] + w["b_dec"], enc @ w["W_dec"].abs() + w["b_dec"].abs(), depth=6)
 
 
 def test_hand_written_saelens_topk_and_legacy_configs(tmp_path):
@@ -66,7 +79,7 @@ def test_hand_written_saelens_topk_and_legacy_configs(tmp_path):
     legacy = thoughtlens.load_sae(_write(tmp_path / "legacy", legacy_cfg, w))
     for sae in (v6, legacy):
         assert sae.cfg.architecture == "topk" and sae.cfg.k == 2 and sae.cfg.hook_name == "blocks.3.hook_resid_post"
-        torch.testing.assert_close(sae.encode(X), expected, rtol=0, atol=1e-6)
+        _assert_formula(sae.encode(X), expected, _encoder_size(w), depth=3)
 
 
 def test_saelens_topk_with_decoder_norm_rescaling(tmp_path):
@@ -76,7 +89,8 @@ def test_saelens_topk_with_decoder_norm_rescaling(tmp_path):
     pre = ((X - w["b_dec"]) @ w["W_enc"] + w["b_enc"]) * norms
     kth = pre.sort(dim=-1, descending=True).values[:, 2:3]
     f = torch.where(pre >= kth, pre, torch.zeros_like(pre)).clamp_min(0)
-    torch.testing.assert_close(sae(X).recon, (f / norms) @ w["W_dec"] + w["b_dec"], rtol=0, atol=1e-5)
+    _assert_formula(sae(X).recon, (f / norms) @ w["W_dec"] + w["b_dec"],
+                    _encoder_size(w) @ w["W_dec"].abs() + w["b_dec"].abs(), depth=8)  # and the norms' scaling
 
 
 def test_hand_written_transcoder(tmp_path):
@@ -85,7 +99,8 @@ def test_hand_written_transcoder(tmp_path):
     cfg["metadata"]["hook_name"] = "blocks.3.ln2.hook_normalized"
     sae = thoughtlens.load_sae(_write(tmp_path / "tc", cfg, w))
     f = (X @ w["W_enc"] + w["b_enc"]).clamp_min(0)  # no b_dec on the input
-    torch.testing.assert_close(sae(X).recon, f @ w["W_dec"] + w["b_dec"], rtol=0, atol=1e-5)
+    _assert_formula(sae(X).recon, f @ w["W_dec"] + w["b_dec"],
+                    _encoder_size(w, b_dec=False) @ w["W_dec"].abs() + w["b_dec"].abs(), depth=5)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

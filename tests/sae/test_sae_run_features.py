@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+import numerics
 from thoughtlens.errors import SAEError
 from thoughtlens.sae import build_sae
 from thoughtlens.sae import run_features as rf
@@ -17,6 +18,7 @@ from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 HOOK = "blocks.1.hook_resid_post"
+STORED = 5e-6  # the store rounds values to 5 decimals: half a unit of the last one
 RUN = "r"
 TRACES = {
     "p0": ("Q: what is 2 + 3? <think>", "First, 2 plus 3 makes 5. Let me double check it. Yes, it is 5.</think> 5"),
@@ -57,6 +59,8 @@ def test_run_features_match_an_independent_computation(tiny_lm, tmp_path):
                                  labels={f: f"label <{f}>" for f in range(40)})
     assert summary["problems"] == 2 and summary["skipped"] == 0
     feats = {pid: _independent_feats(tiny_lm, sae, *TRACES[pid]) for pid in TRACES}
+    # float32 latents (the model's 2 layers, the encoder's difference and product) at their largest, plus storage
+    close = STORED + numerics.tol(tiny_lm.dtype, max(numerics.magnitude(F) for F in feats.values()), depth=4)
     shown = set()
     for pid, F in feats.items():
         stored = store.get_artifact(RUN, "sae_sentence_features", pid)["sentences"]
@@ -64,7 +68,7 @@ def test_run_features_match_an_independent_computation(tiny_lm, tmp_path):
         for row, got in zip(F, stored):
             vals, ids = row.topk(3)
             assert [f for f, _ in got] == [int(i) for v, i in zip(vals, ids) if v > 0]
-            assert [a for _, a in got] == pytest.approx([float(v) for v in vals if v > 0], abs=1e-4)
+            assert [a for _, a in got] == pytest.approx([float(v) for v in vals if v > 0], abs=close)
             shown.update(f for f, _ in got)
     table = store.get_artifact(RUN, "sae_feature_table")
     assert set(map(int, table["features"])) == shown and table["problems"] == ["p0", "p1"]
@@ -76,7 +80,7 @@ def test_run_features_match_an_independent_computation(tiny_lm, tmp_path):
         want = rows[(rows.f == f) & (rows.a > 0)].sort_values("a", ascending=False, kind="stable").head(4)
         got = table["features"][str(f)]["top_sentences"]
         assert [(p, s) for p, s, _, _ in got] == list(zip(want.pid, want.s))
-        assert [a for _, _, a, _ in got] == pytest.approx(list(want.a), abs=1e-4)
+        assert [a for _, _, a, _ in got] == pytest.approx(list(want.a), abs=close)
         assert [t for p, s, _, t in got] == [texts[p][s] for p, s in zip(want.pid, want.s)]
     # The same ranking as features.top_activating_sentences (which recomputes every trace).
     f = sorted(shown)[0]
@@ -89,7 +93,11 @@ def test_run_features_match_an_independent_computation(tiny_lm, tmp_path):
     up = effects.topk(5)
     entry = table["features"][str(f)]
     assert [t for t, _ in entry["up"]] == [tiny_lm.tokenizer.decode([int(i)]) for i in up.indices]
-    assert [e for _, e in entry["up"]] == pytest.approx(up.values.tolist(), abs=1e-4)
+    # one product with the unembedding (rounding at its sum of |terms|), plus storage
+    scale = numerics.magnitude(tiny_lm.hf_model.lm_head.weight.detach().abs()
+                               @ (sae.W_dec[f].detach() * tiny_lm.hf_model.model.norm.weight.detach()).abs())
+    assert [e for _, e in entry["up"]] == pytest.approx(up.values.tolist(),
+                                                        abs=STORED + numerics.tol(tiny_lm.dtype, scale, depth=2))
     assert [t for t, _ in entry["down"]] == [tiny_lm.tokenizer.decode([int(i)]) for i in (-effects).topk(5).indices]
     assert all(entry["label"] == f"label <{f}>" for f, entry in table["features"].items())
     store.close()

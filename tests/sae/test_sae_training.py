@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import numerics
 from thoughtlens.sae import ActivationSource, TensorSource, TrainConfig, build_sae, train_saes
 from thoughtlens.sae.train import lr_factor
 
@@ -45,15 +46,25 @@ def test_unit_norm_decoder_progress_and_scale_folding():
     result = train_saes(saes, TensorSource(x, "h", batch_size=256), TrainConfig(total_activations=10 * 256, log_every=1),
                         on_progress=events.append)
     for name in ("topk", "jumprelu"):
-        torch.testing.assert_close(saes[name].W_dec.norm(dim=-1), torch.ones(32), rtol=0, atol=1e-5)
+        # rows divided by their norm: a norm of 1 up to the rounding of 8 squares summed and the division
+        numerics.assert_close(saes[name].W_dec.norm(dim=-1), torch.ones(32), dtype=torch.float32, depth=8, scale=1.0)
     descriptions = [e.description for e in events if e.task == "sae training"]
     assert any("L0" in d and "FVU" in d and "dead" in d for d in descriptions)
     # The exported SAE takes raw activations: same latents as the trained one on scaled inputs.
     s = result.scales["h"]
-    assert s == pytest.approx(8**0.5 / float(x[:8192].norm(dim=-1).mean()), rel=1e-5)
+    # a mean of 4096 float32 norms, summed in another order: rounding that grows with the count, at the mean's size
+    want = 8**0.5 / float(x[:8192].norm(dim=-1).mean())
+    numerics.assert_close(s, want, dtype=torch.float32, depth=len(x), scale=want)
     saes["topk"].eval()
-    torch.testing.assert_close(result.saes["topk"].encode(x[:64]), saes["topk"].encode(x[:64] * s), rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(result.saes["topk"](x[:64]).recon * s, saes["topk"](x[:64] * s).recon, rtol=1e-4, atol=1e-3)
+    # the scale folded into the weights vs applied to the input: a rounding per operation of encode (difference,
+    # product, bias) at its sum of |terms|; the reconstruction adds a product and a bias, then the scale
+    sae = saes["topk"]
+    enc = (x[:64].abs() * s + sae.b_dec.abs()) @ sae.W_enc.abs() + sae.b_enc.abs()
+    numerics.assert_close(result.saes["topk"].encode(x[:64]), sae.encode(x[:64] * s), dtype=torch.float32, depth=3,
+                          scale=numerics.magnitude(enc))
+    dec = (enc @ sae.W_dec.abs() + sae.b_dec.abs()) / s
+    numerics.assert_close(result.saes["topk"](x[:64]).recon, sae(x[:64] * s).recon / s, dtype=torch.float32, depth=6,
+                          scale=numerics.magnitude(dec))
 
 
 def test_lr_schedule():
@@ -71,11 +82,14 @@ def test_activation_cache_is_written_once_and_reused(tiny_lm, tmp_path):
     _, cache = tiny_lm.run_with_cache(torch.tensor([next(iter(_windows(tiny_lm, texts)))]), names_filter="resid_post")
     want = torch.cat([cache["blocks.0.hook_resid_post"][0, 1:], cache["blocks.1.hook_resid_post"][0, 1:]], dim=-1)
     for row in want:
-        assert ((a - row).abs().max(-1).values < 1e-5).any()
+        # batched windows vs one: float32 rounding at the row's size, through the model's 2 layers
+        assert ((a - row).abs().max(-1).values <= numerics.tol(tiny_lm.dtype, numerics.magnitude(row), depth=2)).any()
     second = ActivationSource(None, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], None, **kw)
     b = torch.cat(list(second))
     assert second.cached and b.shape == a.shape and a.shape[1] == 2 * d
-    assert torch.equal(a.sum(0), b.sum(0)) or torch.allclose(a.sum(0), b.sum(0), atol=1e-3)
+    # the same rows, perhaps in another order: sums that round at the sum of |rows|, one rounding per row
+    numerics.assert_close(a.sum(0), b.sum(0), dtype=torch.float32, depth=len(a),
+                          scale=numerics.magnitude(a.abs().sum(0)))
 
 
 def _windows(model, texts):
@@ -109,10 +123,15 @@ def test_sparse_training_step_matches_dense_formula(arch):
         for w in (4, 12):
             ref = ref + nmse(f[:, :w] @ sae.W_dec[:w] + sae.b_dec)
     ref_grads = torch.autograd.grad(ref, [sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec])
-    torch.testing.assert_close(out.loss, ref, rtol=1e-5, atol=1e-6)
+    # the loss: ratios of sums of squares over the batch's 16 x 8 entries (one per nested width), at its own size
+    numerics.assert_close(out.loss, ref, dtype=torch.float32, depth=x.numel(), scale=float(ref))
+    # gradients: sums over the batch of products of residuals and weights; their size is that of the largest
+    grad_scale = max(numerics.magnitude(h) for h in ref_grads)
     for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(out.latents, f.detach(), rtol=1e-5, atol=1e-5)
+        numerics.assert_close(g, r, dtype=torch.float32, depth=x.numel(), scale=grad_scale)
+    # latents: one encoder product at its sum of |terms|
+    enc = (x.abs() + sae.b_dec.abs()) @ sae.W_enc.abs() + sae.b_enc.abs()
+    numerics.assert_close(out.latents, f.detach(), dtype=torch.float32, depth=3, scale=numerics.magnitude(enc))
 
 
 def test_one_model_pass_feeds_several_saes(tiny_lm, tmp_path, monkeypatch):

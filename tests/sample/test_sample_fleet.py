@@ -111,7 +111,8 @@ def test_registry_builds_a_fleet_from_several_urls_and_reads_url_files(tmp_path)
 def test_anchors_run_survives_a_llama_server_killed_mid_run(tmp_path, monkeypatch):
     from servers import LlamaServer, require_llama_cpp
 
-    from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
+    from thoughtlens.anchors.config import AnchorsConfig, Problem
+    from thoughtlens.anchors.importance.black_box import AnchorsRun
     from thoughtlens.store.run_store import RunStore
 
     require_llama_cpp()

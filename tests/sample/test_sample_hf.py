@@ -36,21 +36,87 @@ def test_fixed_seed_is_reproducible_and_independent_of_batch_size(tiny_lm):
     assert [c.text for c in other_seed] != [c.text for c in a]
 
 
+# Tokens the peaked model favours (" the", " a", " two", " five", " three", " so" in SmolLM2's vocabulary) and the
+# bias its lm_head adds to each: together they carry ~99.7% of the mass at T=0.7, in unequal shares.
+PEAKED_BIAS = {260: 11.0, 253: 10.7, 827: 10.35, 2531: 10.0, 1296: 9.7, 588: 9.4}
+
+
+def _peaked_model(model_dir: str):
+    """The tiny random Llama with an lm_head bias that makes a few first tokens dominate."""
+    from thoughtlens import load
+
+    model = load(model_dir, dtype=torch.float32)
+    head = model.hf_model.lm_head
+    bias = torch.zeros(head.out_features)
+    for token, value in PEAKED_BIAS.items():
+        bias[token] = value
+    head.bias = torch.nn.Parameter(bias)
+    return model
+
+
+def _nucleus_probs(logits: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+    """softmax(logits / T), restricted to the smallest set of tokens whose mass reaches top_p, renormalised."""
+    z = logits / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    before = np.cumsum(p[order]) - p[order]  # mass of the tokens ranked above each token
+    keep = np.zeros_like(p, dtype=bool)
+    keep[order[before <= top_p]] = True
+    q = np.where(keep, p, 0.0)
+    return q / q.sum()
+
+
+def _chi2_pvalue(observed: dict[str, int], probs: np.ndarray, texts: list[str], n: int) -> float:
+    """p-value of the observed first-token texts under `probs` (token ids grouped by their decoded text).
+    A text that has probability 0 under `probs` but was drawn gives 0; categories expected < 5 times share a bin."""
+    expected: dict[str, float] = {}
+    for token in np.flatnonzero(probs):
+        expected[texts[token]] = expected.get(texts[token], 0.0) + probs[token] * n
+    if any(text not in expected for text in observed):
+        return 0.0
+    big = sorted(t for t, e in expected.items() if e >= 5)
+    obs = [observed.get(t, 0) for t in big] + [n - sum(observed.get(t, 0) for t in big)]
+    exp = [expected[t] for t in big] + [n - sum(expected[t] for t in big)]
+    if exp[-1] < 1e-9:  # nothing outside the big categories: the rest bin must be empty too
+        if obs[-1]:
+            return 0.0
+        obs, exp = obs[:-1], exp[:-1]
+    return float(chisquare(obs, np.array(exp) * sum(obs) / sum(exp)).pvalue)
+
+
 @pytest.mark.slow
-def test_first_token_frequencies_match_the_models_distribution(tiny_lm):
-    """Sampled first tokens (KV cache repeated across rows) follow softmax(logits / T) of a plain forward."""
-    temperature, n = 1.0, 600
-    params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=1, seed=3)
-    comps = HFSampler(tiny_lm, batch_size=200).sample([SampleRequest(PREFIX, tuple(range(n)))], params)
-    ids = tiny_lm.to_tokens(PREFIX)
-    probs = torch.softmax(tiny_lm(ids)[0, -1].double() / temperature, -1).numpy()
-    first = [tiny_lm.tokenizer(c.text, add_special_tokens=False).input_ids[:1] for c in comps]
-    # Compare on the 5 likeliest tokens plus "everything else" (decode/encode round trip may merge rare ones).
-    top = np.argsort(-probs)[:5]
-    counts = np.array([sum(f == [int(t)] for f in first) for t in top] + [0])
-    counts[-1] = n - counts[:-1].sum()
-    expected = np.append(probs[top], 1 - probs[top].sum()) * n
-    assert chisquare(counts, expected).pvalue > 1e-3
+def test_first_token_frequencies_match_the_models_distribution(tiny_lm_dir):
+    """Sampled first tokens follow the top-p nucleus of softmax(logits / T) of a plain forward, and the same
+    statistic rejects the counts a wrong temperature or a wrong top-p would produce."""
+    model = _peaked_model(tiny_lm_dir)
+    temperature, top_p, n = 0.7, 0.85, 2000
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=1, seed=3)
+    comps = HFSampler(model, batch_size=500).sample([SampleRequest(PREFIX, tuple(range(n)))], params)
+    assert len(comps) == n
+    observed: dict[str, int] = {}
+    for c in comps:
+        observed[c.text] = observed.get(c.text, 0) + 1
+
+    ids = model.to_tokens(PREFIX)
+    with torch.no_grad():
+        logits = model.hf_model(input_ids=ids).logits[0, -1].double().numpy()
+    texts = model.tokenizer.batch_decode([[i] for i in range(logits.shape[0])], skip_special_tokens=True)
+
+    want = _nucleus_probs(logits, temperature, top_p)
+    # The setup can tell the hypotheses apart: a nucleus of a few tokens, each with a sizeable share.
+    assert 3 <= np.count_nonzero(want) <= 5 and want.max() < 0.6
+    assert _chi2_pvalue(observed, want, texts, n) > 1e-3
+
+    wrong = {"temperature x1.5": _nucleus_probs(logits, temperature * 1.5, top_p),
+             "no top-p": _nucleus_probs(logits, temperature, 1.0),
+             "top_p 0.7": _nucleus_probs(logits, temperature, 0.7),
+             "top-p before temperature": _nucleus_probs(logits, temperature, 1.0)
+             * (_nucleus_probs(logits, 1.0, top_p) > 0)}
+    for name, probs in wrong.items():
+        probs = probs / probs.sum()
+        assert np.abs(probs - want).sum() > 0.05, name
+        assert _chi2_pvalue(observed, probs, texts, n) < 1e-6, f"counts not told apart from sampling with {name}"
 
 
 def test_stop_strings_and_answer_predicate_end_rows_early(tiny_lm):

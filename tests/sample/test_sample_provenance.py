@@ -10,7 +10,8 @@ from dataclasses import asdict
 import pytest
 from fake_openai_server import FakeOpenAIServer
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun
 from thoughtlens.errors import BackendError, StoreError
 from thoughtlens.sample.openai import OpenAIClient, OpenAISampler
 from thoughtlens.sample.provenance import redact_url

@@ -61,7 +61,8 @@ _NO_WEIGHTS = textwrap.dedent('''
     torch.load = trap
 
     from fake_openai_server import FakeOpenAIServer
-    from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
+    from thoughtlens.anchors.config import AnchorsConfig, Problem
+    from thoughtlens.anchors.importance.black_box import AnchorsRun
     from thoughtlens.model.load import load_tokenizer
     from thoughtlens.sample.registry import make_sampler
     from thoughtlens.store.run_store import RunStore

@@ -58,6 +58,16 @@ def test_stop_strings_are_honoured(client):
     assert cut.text == full.text[: full.text.index(stop)]
 
 
-def test_chat_endpoint(client):
-    reply = client.chat([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0)
-    assert isinstance(reply, str) and reply.strip()
+def test_chat_endpoint(client, llama_server):
+    """client.chat returns the message content the server gives a plain POST of the same greedy request."""
+    import httpx
+
+    messages = [{"role": "user", "content": "Say hello."}]
+    reply = client.chat(messages, max_tokens=8, temperature=0.0)
+    body = {"model": client.model, "messages": messages, "max_tokens": 8, "temperature": 0.0}
+    resp = httpx.post(f"{llama_server}/chat/completions", json=body, timeout=120)
+    assert resp.status_code == 200, resp.text
+    data = resp.json()
+    assert data["object"] == "chat.completion" and data["choices"][0]["message"]["role"] == "assistant"
+    assert 0 < data["usage"]["completion_tokens"] <= 8
+    assert reply == data["choices"][0]["message"]["content"] and reply.strip()

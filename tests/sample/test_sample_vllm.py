@@ -1,5 +1,7 @@
-"""VLLMSampler: a clear error without vLLM; request mapping checked against a stand-in `vllm` module
-(the real engine needs a GPU and is not installed in CI)."""
+"""VLLMSampler: a clear error without vLLM; request mapping checked against a stand-in `vllm` module, so these
+tests run in the test environment itself (vLLM's CPU build lives in its own virtualenv, `make vllm-env`, whose
+transformers pin does not fit this one). The real engine, served and in process, is exercised by
+tests/sample/test_sample_vllm_engine.py."""
 
 from __future__ import annotations
 

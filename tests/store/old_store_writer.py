@@ -41,20 +41,20 @@ class Scripted:
 
 
 def config():
-    from thoughtlens.anchors.black_box import AnchorsConfig
+    from thoughtlens.anchors.config import AnchorsConfig
 
     return AnchorsConfig(n_rollouts=3, label_categories=False, counterfactual_matrix=False, forced=False)
 
 
 def problem():
-    from thoughtlens.anchors.black_box import Problem
+    from thoughtlens.anchors.config import Problem
 
     return Problem("p0", "What is 3 + 4?", PROMPT, "7", base_completion=TRACE)
 
 
 def write(path: str, stop_after: int | None = STOP_AFTER) -> str:
     """Run the job into `path` until `stop_after` completions, then stop as Ctrl-C would; returns the run id."""
-    from thoughtlens.anchors.black_box import AnchorsRun
+    from thoughtlens.anchors.importance.black_box import AnchorsRun
     from thoughtlens.store.run_store import RunStore
 
     with RunStore(path) as store:

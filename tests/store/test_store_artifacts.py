@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 import thoughtlens
-from thoughtlens.anchors.importance import METRIC_COLUMNS
+from thoughtlens.anchors.importance.metrics import METRIC_COLUMNS
 from thoughtlens.store.artifacts import ARTIFACT_BY_NAME, METRIC_BY_KEY, SHOW_COLUMNS
 
 PACKAGE = Path(thoughtlens.__file__).parent

@@ -10,7 +10,7 @@ from pathlib import Path
 import old_store_writer as writer
 import pandas as pd
 
-from thoughtlens.anchors.black_box import AnchorsRun
+from thoughtlens.anchors.importance.black_box import AnchorsRun
 from thoughtlens.store.run_store import RunStore
 
 OLD = Path(__file__).with_name("data") / "interrupted_v0.sqlite"

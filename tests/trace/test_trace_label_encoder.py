@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import numerics
 from thoughtlens.errors import ThoughtlensError
 from thoughtlens.trace.label_encoder import (
     EncoderLabeler,
@@ -76,8 +77,14 @@ def test_saved_weights_predict_the_same(trained, data, tmp_path):
     f32, f16 = tmp_path / "e32.safetensors", tmp_path / "e16.safetensors"
     save_encoder_classifier(trained, f32, dtype=torch.float32)
     save_encoder_classifier(trained, f16)
-    assert np.abs(load_encoder_classifier(f32).predict_proba(sents) - trained.predict_proba(sents)).max() < 1e-6
-    assert np.abs(load_encoder_classifier(f16).predict_proba(sents) - trained.predict_proba(sents)).max() < 1e-2
+    want = trained.predict_proba(sents)
+    # probabilities (scale 1) recomputed in float32 from the same weights: float32 rounding through the
+    # encoder's layers and the head
+    depth = trained.encoder.config.num_hidden_layers + 1
+    numerics.assert_close(load_encoder_classifier(f32).predict_proba(sents), want, dtype=torch.float32, depth=depth,
+                          scale=1.0)
+    # float16 file: every weight rounded once to float16 (the computation stays float32), at the scale of 1
+    numerics.assert_close(load_encoder_classifier(f16).predict_proba(sents), want, dtype=torch.float16, scale=1.0)
     assert f16.stat().st_size < 0.6 * f32.stat().st_size  # float16, embeddings left out
     lab = get_labeler("encoder", path=f32)
     assert label_sentences(sents, lab) == [[t] for t in trained.predict(sents)]
@@ -108,7 +115,10 @@ def test_trace_rnn_reads_a_sentence_beyond_the_neighbours(tmp_path):
     f = tmp_path / "rnn.safetensors"
     save_encoder_classifier(rnn, f, dtype=torch.float32)
     back = load_encoder_classifier(f)
-    assert back.trace_rnn and np.abs(back.predict_proba(test[0][0]) - rnn.predict_proba(test[0][0])).max() < 1e-6
+    assert back.trace_rnn
+    # float32 rounding through the encoder's layers, the GRU and the head, at the probabilities' scale of 1
+    numerics.assert_close(back.predict_proba(test[0][0]), rnn.predict_proba(test[0][0]), dtype=torch.float32,
+                          depth=rnn.encoder.config.num_hidden_layers + 2, scale=1.0)
 
 
 def test_bad_input_is_refused_in_one_line(tmp_path):

@@ -141,7 +141,7 @@ def test_learned_labeller_with_a_fake_embedder():
 @pytest.mark.slow
 def test_leave_problems_out_accuracy_beats_rules_and_majority(published_dir):
     """Measured (docs/validation.md): learned 0.575 / macro-F1 0.509, rules 0.454 / 0.438, majority 0.345."""
-    from thoughtlens.anchors.categories import load_published
+    from thoughtlens.anchors.importance.by_category import load_published
     from thoughtlens.trace.categories import first_tag
     from thoughtlens.trace.label_eval import cross_validated_predictions, majority_baseline, score_labels
     from thoughtlens.trace.label_learned import embed
@@ -220,25 +220,36 @@ def test_parse_labels_accepts_several_tags_and_int_keys_as_strings():
 @pytest.mark.server
 @pytest.mark.slow
 def test_llm_labeller_against_real_llama_cpp_server(llama_server):
-    """SmolLM2-135M labels badly; what must hold is the protocol: a validated result or a LabelingError,
-    within max_attempts real chat calls."""
+    """The labeller's request reaches a real server and its reply comes back as the labels. SmolLM2-135M does
+    not follow the JSON instructions by itself, so the request the labeller builds is forwarded with a JSON
+    schema (llama.cpp turns it into a grammar) that only admits a valid labelling: the labels must then be
+    exactly what the server wrote, from the taxonomy, on the first attempt."""
     from thoughtlens.sample.openai import OpenAIClient
 
-    client = OpenAIClient(llama_server, timeout=120, max_retries=1)
-    calls = []
-
-    class Counting:
-        def chat(self, messages, **params):
-            calls.append(params)
-            return client.chat(messages, **params)
-
-    lab = LLMLabeler(Counting(), max_attempts=2, max_tokens=96)
     sentences = ["Okay, so I need to find 3 * 4.", "3 * 4 = 12.", "So the answer is 12."]
-    try:
-        tags = lab.label_sentences(sentences)
-    except LabelingError as exc:
-        assert "after 2 attempts" in str(exc) and len(calls) == 2
-    else:
-        assert len(tags) == 3 and all(t and set(t) <= set(ALL_TAGS) for t in tags)
-        assert 1 <= len(calls) <= 2
-    assert lab.attempts_used == len(calls)
+    tag_list = {"type": "array", "items": {"type": "string", "enum": list(ALL_TAGS)}, "minItems": 1, "maxItems": 2}
+    schema = {"type": "object", "properties": {str(i): tag_list for i in range(len(sentences))},
+              "required": [str(i) for i in range(len(sentences))], "additionalProperties": False}
+    client = OpenAIClient(llama_server, timeout=120, max_retries=1)
+    calls, replies = [], []
+
+    class Constrained:
+        def chat(self, messages, **params):
+            calls.append((messages, dict(params)))
+            params["response_format"] = {**params["response_format"], "schema": schema}
+            replies.append(client.chat(messages, **params))
+            return replies[-1]
+
+    lab = LLMLabeler(Constrained(), max_attempts=2, max_tokens=160)
+    tags = lab.label_sentences(sentences)
+
+    # The request the labeller built: the system prompt, every numbered sentence, JSON mode, greedy.
+    messages, params = calls[0]
+    assert messages[0]["role"] == "system" and "problem_setup" in messages[0]["content"]
+    assert all(f"[{i}] {s}" in messages[1]["content"] for i, s in enumerate(sentences))
+    assert params == {"temperature": 0.0, "max_tokens": 160, "response_format": {"type": "json_object"}}
+    # The reply, read independently of the labeller's parser, is what the labeller returned.
+    reply = json.loads(replies[0])
+    assert tags == [reply[str(i)] for i in range(len(sentences))]
+    assert all(t and set(t) <= set(ALL_TAGS) for t in tags)
+    assert len(calls) == 1 and lab.attempts_used == 1

@@ -1,17 +1,9 @@
-"""Checks of every option of a thought-anchors run, done before anything expensive.
+"""Checks of the options of `thoughtlens anchors run` and `anchors attention` that are not config fields,
+done before anything expensive.
 
-`validate_config(cfg)` is called by `AnchorsConfig.__post_init__`, so building a config with `n_rollouts=0`
-or `top_p=1.5` raises a one-line ConfigError at once. `check_run_options(...)` also checks the options that
-are not config fields (problem text, --limit, --dtype, --batch-size, the backend's URL, the store path):
-the CLI calls it first thing, so a typo costs a second, not a model load.
-
-Ranges (and why):
-  n_rollouts >= 1                     (0 rollouts leaves every importance metric undefined)
-  temperature, base_temperature >= 0  (0 = greedy; the paper samples at 0.6)
-  0 < top_p <= 1                      (nucleus mass; 0 would keep no token)
-  max_new_tokens, base_max_new_tokens, forced_max_new_tokens >= 1
-  -1 <= similarity_threshold <= 1     (a cosine similarity; the paper uses 0.8)
-  kl_alpha > 0                        (KL smoothing; 0 gives infinite KL for unseen answers)
+The config's own fields are checked when an `AnchorsConfig` is built (`anchors.config`). `check_run_options`
+adds what only the command line has (problem text, --limit, --dtype, --batch-size, the backend's URL, the store
+and report paths): the CLI calls it first thing, so a typo costs a second, not a model load.
 """
 
 from __future__ import annotations
@@ -19,42 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from thoughtlens.checks import check_bool, check_choice, check_float, check_int
+from thoughtlens.checks import check_choice, check_float, check_int
 from thoughtlens.dtypes import DTYPE_NAMES
 from thoughtlens.errors import ConfigError
 
-ANSWER_STYLES = ("auto", "boxed", "gsm8k", "answer_is", "last_number")
-# "exact" + anchors.suppression_approx.APPROX_METHODS, spelled out so that checking options needs no torch import
+# "exact" + anchors.attention.suppression_approx.APPROX_METHODS, spelled out so that checking options needs no torch import
 # (tests/anchors/test_anchors_suppression_approx.py checks the two agree).
 SUPPRESSION_METHODS = ("exact", "direct_grad", "grad_loglik")
-
-
-def validate_config(cfg) -> None:
-    """Raise ConfigError on the first out-of-range field of an AnchorsConfig (see module docstring); the
-    shared sampling fields are checked by `Sampling` itself."""
-    check_int("--rollouts (n_rollouts)", cfg.n_rollouts, min=1, example=10)
-    check_float("base_temperature", cfg.base_temperature, min=0, example=0.0)
-    check_int("base_max_new_tokens", cfg.base_max_new_tokens, min=1, example=512)
-    check_int("forced_max_new_tokens", cfg.forced_max_new_tokens, min=1, example=16)
-    check_float("--threshold (similarity_threshold)", cfg.similarity_threshold, min=-1, max=1, example=0.8)
-    check_float("kl_alpha", cfg.kl_alpha, min=0, min_open=True, example=0.5)
-    check_bool("--forced/--no-forced (forced)", cfg.forced)
-    check_bool("label_categories", cfg.label_categories)
-    check_choice("answer style", cfg.answer_style, ANSWER_STYLES)
-    tags = cfg.think_tags
-    if not isinstance(tags, (tuple, list)) or len(tags) != 2 or not all(isinstance(t, str) and t.strip() for t in tags):
-        raise ConfigError(f"think_tags must be two non-empty strings (open, close), got {tags!r}: "
-                          "pass e.g. ('<think>', '</think>')")
-    if not isinstance(cfg.model, str):
-        raise ConfigError(f"model must be a model name (a string), got {type(cfg.model).__name__}: pass e.g. the model's path")
-    check_choice("backend", cfg.backend, _backends())
-
-
-def _backends() -> list[str]:
-    """Backend names of the sampler registry (a registered custom backend is valid too)."""
-    from thoughtlens.sample.registry import backend_names
-
-    return sorted(backend_names())
 
 
 def check_run_options(*, problem: str | None = None, problems: str | os.PathLike | None = None,
@@ -68,7 +31,7 @@ def check_run_options(*, problem: str | None = None, problems: str | os.PathLike
     Raises ConfigError (bad value), DataError (a --problems/--trace file that is missing) or StoreError
     (a --store path that cannot be written) with a one-line message naming the fix.
     """
-    from thoughtlens.anchors.black_box import AnchorsConfig
+    from thoughtlens.anchors.config import AnchorsConfig
 
     check_problem_source(problem, problems, trace)
     for flag, path in (("--problems", problems), ("--trace", trace)):

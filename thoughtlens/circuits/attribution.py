@@ -114,17 +114,26 @@ def attribution_patching(
     # Where gradients are taken: the node itself, or (QK fix) the attention pattern it feeds.
     names = [f"blocks.{L}.attn.hook_pattern" if qk_fix else site_hook(site, L) for L in used_layers]
 
-    src_attn, tgt_attn = {}, {}
-    with torch.no_grad(), _observing(model, _attention_inputs(src_attn, used_layers) if qk_fix else {}):
-        src_logits, source_cache = model.run_with_cache(source, names_filter=[] if qk_fix else names)
-    kept: dict[str, torch.Tensor] = {}
     state: dict = {"dropped": None}
-    hooks = [("hook_embed", _grad_leaf_hook)] + [(n, _keep_hook(kept)) for n in names]
-    if method == "atp*":
-        hooks += _gate_hooks(model, state)
-    with torch.enable_grad(), _observing(model, _attention_inputs(tgt_attn, used_layers) if qk_fix else {}):
-        with model.hooks(hooks):
-            logits = model(target)
+
+    def run(tokens, kept: dict, attn: dict) -> torch.Tensor:
+        """One forward pass with gradients on, keeping the nodes (or patterns) and attention inputs.
+        Source and target go through the same hooks, so both take the same kernels (a kept pattern forces
+        the explicit softmax) and an unchanged activation is bit-identical in the two runs."""
+        hooks = [("hook_embed", _grad_leaf_hook)] + [(n, _keep_hook(kept)) for n in names]
+        if method == "atp*":
+            hooks += _gate_hooks(model, state)
+        with _observing(model, _attention_inputs(attn, used_layers) if qk_fix else {}), model.hooks(hooks):
+            return model(tokens)
+
+    src_attn, tgt_attn = {}, {}
+    src_kept: dict[str, torch.Tensor] = {}
+    kept: dict[str, torch.Tensor] = {}
+    with torch.enable_grad():
+        src_logits = run(source, src_kept, src_attn).detach()
+        source_cache = {n: t.detach() for n, t in src_kept.items()}
+        del src_kept
+        logits = run(target, kept, tgt_attn)
         value = checked_metric(metric, logits)
         tensors = [kept[n] for n in names]
         if qk_fix:
@@ -202,8 +211,9 @@ def _qk_pattern_delta(site: str, src, tgt, per_position: bool = True) -> dict[st
 
     q: "delta" [b, h, q, k] = softmax of each row with that row's source query - target pattern.
        (Rows are independent, so patching every query at once is the sum of the rows: exact either way.)
-    k, per position: "A" [b, h, q, k] (target pattern), "lse" [b, h, q] (its log-normaliser) and "new"
-       [b, h, q, k] (scores of every query against the *source* key at each position, mask included).
+    k, per position: "A" [b, h, q, k] (target pattern), "lse" [b, h, q] (its log-normaliser), "new"
+       [b, h, q, k] (scores of every query against the *source* key at each position, mask included) and
+       "same" [b, h, q, k] (where that score is unchanged, so the row is too).
     k, all positions at once: "delta_all" [b, h, q, k] = pattern with every key patched - target pattern.
     """
     (q_s, k_s, _, _), (q_t, k_t, mask, scaling) = src, tgt
@@ -214,7 +224,8 @@ def _qk_pattern_delta(site: str, src, tgt, per_position: bool = True) -> dict[st
         return {"delta": _scores(q_s, k_t, mask, scaling).softmax(-1) - base.softmax(-1)}
     if not per_position:
         return {"delta_all": _scores(q_t, k_s, mask, scaling).softmax(-1) - base.softmax(-1)}
-    return {"A": base.softmax(-1), "lse": base.logsumexp(-1), "new": _scores(q_t, k_s, mask, scaling)}
+    new = _scores(q_t, k_s, mask, scaling)
+    return {"A": base.softmax(-1), "lse": base.logsumexp(-1), "new": new, "same": new == base}
 
 
 def _pattern_estimate(site: str, grad_pattern: torch.Tensor, d: dict, n_kv: int) -> torch.Tensor:
@@ -233,6 +244,7 @@ def _pattern_estimate(site: str, grad_pattern: torch.Tensor, d: dict, n_kv: int)
     G = (g * A).sum(-1, keepdim=True)  # [b, h, q, 1]
     log_d = torch.logaddexp(torch.log1p(-A.clamp(max=1.0)), u)
     new_sum = (G - g * A) * torch.exp(-log_d) + g * torch.exp(u - log_d)
+    new_sum = torch.where(d["same"], G, new_sum)  # an unchanged score leaves its row as it was: exactly 0
     est = (new_sum - G).sum(2)  # sum over query rows: [b, h, p]
     return est.unflatten(1, (n_kv, -1)).sum(2)  # query heads h share kv head h // n_rep
 

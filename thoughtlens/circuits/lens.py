@@ -22,9 +22,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from thoughtlens.circuits.weights import _unembed_module, head_weights
+from thoughtlens.circuits.weights import head_weights
 from thoughtlens.errors import ThoughtlensError
-from thoughtlens.model.adapters import get_module, has_module
 
 
 # ---- the final norm, frozen -------------------------------------------------------------------------
@@ -64,7 +63,7 @@ class _FrozenNorm:
 def _frozen_final_norm(model) -> _FrozenNorm:
     """Read the final norm's parameters; a missing or Identity norm is kind "none"."""
     a = model.adapter
-    norm = get_module(model.hf_model, a.final_norm) if has_module(model.hf_model, a.final_norm) else None
+    norm = model.submodule(a.final_norm) if model.has_submodule(a.final_norm) else None
     if norm is None or isinstance(norm, nn.Identity):
         return _FrozenNorm("none", None, None, 0.0)
     weight = getattr(norm, "weight", None)
@@ -86,17 +85,16 @@ def _frozen_final_norm(model) -> _FrozenNorm:
 
 def _unembed(model) -> tuple[torch.Tensor, torch.Tensor | None]:
     """W_U: [d_vocab, d_model] and its bias [d_vocab] (or None), fp32."""
-    lm_head = _unembed_module(model)
-    bias = getattr(lm_head, "bias", None)
-    return lm_head.weight.detach().float(), (None if bias is None else bias.detach().float())
+    bias = model.b_U
+    return model.lm_head.weight.detach().float(), (None if bias is None else bias.detach().float())
 
 
 def _check_no_softcap(model) -> None:
-    cap = getattr(model.hf_model.config, "final_logit_softcapping", None)
+    cap = model.final_logit_softcap
     if cap:
         raise ThoughtlensError(
             f"{model.name} soft-caps its logits (tanh, cap {cap}), which is not a sum of components; "
-            "set model.hf_model.config.final_logit_softcapping = None to attribute the pre-cap logits"
+            "set final_logit_softcapping = None in the model's config to attribute the pre-cap logits"
         )
 
 
@@ -113,11 +111,8 @@ def logit_lens(model, tokens, *, pos: int | slice | None = -1) -> torch.Tensor:
     n = model.cfg.n_layers
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{L}.hook_resid_post" for L in range(n)]
     _, cache = model.run_with_cache(tokens, names_filter=names, positions=pos)
-    has_norm = has_module(model.hf_model, model.adapter.final_norm)
-    norm = get_module(model.hf_model, model.adapter.final_norm) if has_norm else nn.Identity()
-    lm_head = _unembed_module(model)
-    with torch.no_grad():
-        return torch.stack([lm_head(norm(cache[name])).float() for name in names])
+    with torch.no_grad():  # pre-cap logits: the lens reads each layer linearly, as it always has
+        return torch.stack([model.unembed(model.ln_final(cache[name]), softcap=False).float() for name in names])
 
 
 # ---- decomposition ----------------------------------------------------------------------------------
@@ -139,8 +134,17 @@ def decompose_resid(model, tokens, *, layer: int | None = None, by_head: bool = 
     Returns components: [component, batch, pos, d_model] (fp32) and one label per component:
     "embed" (blocks.0.hook_resid_pre: token + position embeddings, with any scaling), then per layer
     "L{l}H{h}" for each head (hook_z[:, :, h] @ W_O[h]) and "L{l}.attn_bias" (o_proj bias, if any),
-    or "L{l}.attn" with by_head=False, then "L{l}.mlp" (hook_mlp_out). They sum to the stream.
+    or "L{l}.attn" with by_head=False, then "L{l}.mlp" (hook_mlp_out). They sum to the stream up to the
+    rounding of the model's own additions: per element at most eps(dtype) * (sum over the additions of
+    |stream so far| + sum |parts|), largest where the stream carries a large value through many layers
+    (the attention sink at position 0). Sum them in float64 to see only that.
     """
+    comps, labels, _, _ = _decompose(model, tokens, layer=layer, by_head=by_head, pos=pos)
+    return comps, labels
+
+
+def _decompose(model, tokens, *, layer: int | None, by_head: bool, pos, keep: tuple[str, ...] = ()):
+    """decompose_resid, plus the logits and the cache of the same forward pass (with `keep` cached too)."""
     n = model.cfg.n_layers
     layer = n if layer is None else layer
     if not 0 <= layer <= n:
@@ -150,7 +154,9 @@ def decompose_resid(model, tokens, *, layer: int | None = None, by_head: bool = 
     names = ["blocks.0.hook_resid_pre"]
     for L in range(layer):
         names += [f"blocks.{L}.attn.hook_z" if by_head else f"blocks.{L}.hook_attn_out", f"blocks.{L}.hook_mlp_out"]
-    _, cache = model.run_with_cache(tokens, names_filter=names, positions=pos)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens, names_filter=list(dict.fromkeys(names + list(keep))),
+                                             positions=pos)
     parts, labels = [cache["blocks.0.hook_resid_pre"].float()], ["embed"]
     for L in range(layer):
         if by_head:
@@ -166,7 +172,7 @@ def decompose_resid(model, tokens, *, layer: int | None = None, by_head: bool = 
             labels.append(f"L{L}.attn")
         parts.append(cache[f"blocks.{L}.hook_mlp_out"].float())
         labels.append(f"L{L}.mlp")
-    return torch.stack(parts), labels
+    return torch.stack(parts), labels, logits, cache
 
 
 # ---- direct logit attribution ----------------------------------------------------------------------
@@ -211,16 +217,19 @@ def dla(model, tokens, correct, wrong=None, *, pos: int = -1, by_head: bool = Tr
     Returns one row per component (as in `decompose_resid`) plus "ln_final.bias" and
     "unembed.bias" where present, with columns component, layer (-1 for non-layer rows), head (-1 if
     not a head), value (mean over the batch). The values sum to the model's logit (difference),
-    averaged over the batch, exactly; `df.attrs["logit"]` holds that model value for checking.
+    averaged over the batch, up to the rounding of the model's dtype; `df.attrs["logit"]` holds that
+    model value, read from the same forward pass as the components, for checking.
     """
     tokens = model.as_tokens(tokens)
     _check_no_softcap(model)
     batch = tokens.shape[0]
     direction = logit_direction(model, correct, wrong, batch)  # [batch, d_model]
-    comps, labels = decompose_resid(model, tokens, by_head=by_head, pos=pos)  # [comp, batch, 1, d_model]
-    comps = comps[:, :, 0]
+    # The components, the real final stream and the logits all come from one forward pass.
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    comps, labels, logits, cache = _decompose(model, tokens, layer=None, by_head=by_head, pos=pos, keep=(final,))
+    comps = comps[:, :, 0]  # [comp, batch, d_model]
     norm = _frozen_final_norm(model)
-    scale = norm.scale(comps.sum(0))  # [batch]: the norm's scale on the real final stream
+    scale = norm.scale(cache[final][:, 0])  # [batch]: the norm's scale on the real final stream
     values = (norm.apply_linear(comps, scale) * direction).sum(-1)  # [comp, batch]
     rows = [(lab, *_layer_head(lab), v) for lab, v in zip(labels, values.mean(1).tolist())]
     if norm.bias is not None:
@@ -229,9 +238,7 @@ def dla(model, tokens, correct, wrong=None, *, pos: int = -1, by_head: bool = Tr
     if b_U is not None:
         rows.append(("unembed.bias", -1, -1, float(_read_logits(model, b_U[None].expand(batch, -1), correct, wrong).mean())))
     df = pd.DataFrame(rows, columns=["component", "layer", "head", "value"])
-    with torch.no_grad():
-        logits = model(tokens)[:, pos].float()
-    df.attrs["logit"] = float(_read_logits(model, logits, correct, wrong).mean())
+    df.attrs["logit"] = float(_read_logits(model, logits[:, pos].float(), correct, wrong).mean())
     return df
 
 
@@ -267,7 +274,7 @@ def neuron_dla(model, tokens, correct, wrong=None, *, pos: int = -1, layers=None
     folded = norm.apply_linear(direction, scale) if norm.kind != "layer" else None
     frames = []
     for L in layers:
-        down = get_module(get_module(model.hf_model, a.layers)[L], a.mlp_down)
+        down = model.submodule(a.mlp_down, layer=L)
         W_out = (down.weight.detach().float() if a.conv1d else down.weight.detach().float().T)  # [d_mlp, d_model]
         post = cache[f"blocks.{L}.mlp.hook_post"][:, 0].float()  # [batch, d_mlp]
         bias = getattr(down, "bias", None)

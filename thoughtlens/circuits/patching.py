@@ -10,8 +10,11 @@ and the per-head sites z, q, k, v ([batch, pos, head, d_head]; k and v have n_kv
 `per_position=False` patches a node at every position at once.
 
 Many patches share one forward pass: the target batch is repeated once per patch, and each patch
-edits only its own copy ("batched over patches"). Results are long pandas DataFrames with columns
-layer, [head], [pos], value (the effect: patched metric - unpatched target metric), ready for `df.pivot(index="layer", columns="pos", values="value")`;
+edits only its own copy ("batched over patches"). Every pass has one shape and one unpatched copy,
+the baseline of its patches, and the source activations come from a run of that shape: rounding can
+depend on the batch shape, and this way a patch that changes nothing reads exactly 0 in any dtype.
+Results are long pandas DataFrames with columns layer, [head], [pos], value (the effect: patched
+metric - unpatched target metric), ready for `df.pivot(index="layer", columns="pos", values="value")`;
 `df.attrs` holds the clean and corrupt metric values for normalising.
 """
 
@@ -24,6 +27,7 @@ import pandas as pd
 import torch
 
 from thoughtlens.errors import ThoughtlensError
+from thoughtlens.model.cache import ActivationCache
 from thoughtlens.progress import OnProgress, Tracker
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits [batch, pos, d_vocab] -> scalar tensor
@@ -194,6 +198,20 @@ def run_with_patches(model, target: torch.Tensor, source_cache, patches: Sequenc
     return logits.unflatten(0, (len(patches), n))
 
 
+def _cache_in_shape(model, tokens: torch.Tensor, names: Sequence[str], copies: int):
+    """Run `tokens` [batch, pos] repeated `copies` times and keep the first copy's logits and activations
+    at `names`: the activations of a run with the same batch shape as the patched runs."""
+    n = tokens.shape[0]
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(act, point):
+        store[point.name] = act[:n].detach().clone()
+
+    with torch.no_grad():
+        logits = model.run_with_hooks(tokens.repeat(copies, 1), [(name, keep) for name in names])
+    return logits[:n], ActivationCache(store)
+
+
 def _auto_batch(n: int, n_pos: int, budget_tokens: int = 4096) -> int:
     """Patches per forward: enough copies to fill ~budget tokens (fast on CPU without swapping)."""
     return max(1, budget_tokens // (n * n_pos))
@@ -228,18 +246,27 @@ def activation_patching(
     patches = nodes(model, site, clean_t.shape[1], per_position=per_position, layers=layers)
     source, target = (clean_t, corrupt_t) if direction == "denoise" else (corrupt_t, clean_t)
     names = sorted({p.hook_name for p in patches})
-    with torch.no_grad():
-        src_logits, source_cache = model.run_with_cache(source, names_filter=names)
-        tgt_logits = model(target)
-    src_value, tgt_value = float(checked_metric(metric, src_logits)), float(checked_metric(metric, tgt_logits))
-    k = batch_size or _auto_batch(*clean_t.shape)
+    k = min(batch_size or _auto_batch(*clean_t.shape), max(len(patches), 1))
+    # Every forward pass has one shape, k + 1 copies of the batch: copy 0 is the unpatched target run
+    # (the baseline of that pass) and a short last chunk is filled with unpatched copies. The source
+    # activations come from a run of that same shape. Rounding depends on the batch shape (bf16, GPU
+    # kernels), so this is what makes a patch that changes nothing read exactly 0 in any dtype.
+    src_logits, source_cache = _cache_in_shape(model, source, names, k + 1)
+    src_value = float(checked_metric(metric, src_logits))
+    tgt_value: float | None = None
     values: list[float] = []
     bar = Tracker(on_progress, "patching", f"patching {len(patches)} {site} nodes", len(patches))
     for start in range(0, len(patches), k):
         chunk = patches[start : start + k]
-        logits = run_with_patches(model, target, source_cache, [[p] for p in chunk])
-        values += [float(checked_metric(metric, group)) - tgt_value for group in logits]
+        groups = [[]] + [[p] for p in chunk] + [[]] * (k - len(chunk))
+        logits = run_with_patches(model, target, source_cache, groups)
+        baseline = float(checked_metric(metric, logits[0]))
+        tgt_value = baseline if tgt_value is None else tgt_value
+        values += [float(checked_metric(metric, group)) - baseline for group in logits[1 : len(chunk) + 1]]
         bar.advance(len(chunk))
+    if tgt_value is None:  # no nodes (an empty layer list): the target run alone
+        with torch.no_grad():
+            tgt_value = float(checked_metric(metric, model(target)))
     df = to_frame(patches, values)
     clean_value, corrupt_value = (src_value, tgt_value) if direction == "denoise" else (tgt_value, src_value)
     df.attrs.update(clean_metric=clean_value, corrupt_metric=corrupt_value, site=site, direction=direction)

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from thoughtlens.errors import ThoughtlensError
-from thoughtlens.model.adapters import get_module
 
 
 @dataclass
@@ -45,11 +44,6 @@ def _linear_in_out(module: nn.Module, conv1d: bool) -> torch.Tensor:
     return w if conv1d else w.T
 
 
-def _unembed_module(model) -> nn.Module:
-    """The unembedding (lm_head). HF's own accessor, because module names vary by version (GPT-NeoX)."""
-    return model.hf_model.get_output_embeddings()
-
-
 def _norm_weight(norm: nn.Module) -> torch.Tensor | None:
     """The elementwise scale a pre-norm applies (Gemma's RMSNorm uses 1 + weight)."""
     w = getattr(norm, "weight", None)
@@ -64,21 +58,20 @@ def head_weights(model, layer: int, *, fold_norm: bool = True) -> HeadWeights:
     c, a = model.cfg, model.adapter
     if not 0 <= layer < c.n_layers:
         raise ThoughtlensError(f"layer {layer} is out of range: the model has layers 0..{c.n_layers - 1}")
-    block = get_module(model.hf_model, a.layers)[layer]
     if a.qkv_proj:  # fused: split the [d_model, fused] weight with the adapter's own activation layout
-        q, k, v = a.split_qkv(_linear_in_out(get_module(block, a.qkv_proj), a.conv1d), c)
+        q, k, v = a.split_qkv(_linear_in_out(model.submodule(a.qkv_proj, layer=layer), a.conv1d), c)
     else:
-        q, k, v = (_linear_in_out(get_module(block, p), a.conv1d).unflatten(-1, (-1, c.d_head))
+        q, k, v = (_linear_in_out(model.submodule(p, layer=layer), a.conv1d).unflatten(-1, (-1, c.d_head))
                    for p in (a.q_proj, a.k_proj, a.v_proj))
     # q, k, v: [d_model, heads, d_head] -> [heads, d_model, d_head]; repeat kv heads for GQA
     n_rep = c.n_heads // k.shape[1]
     W_Q, W_K, W_V = (t.permute(1, 0, 2) for t in (q, k, v))
     W_K, W_V = W_K.repeat_interleave(n_rep, 0), W_V.repeat_interleave(n_rep, 0)
     if fold_norm:
-        w = _norm_weight(get_module(block, a.ln1))
+        w = _norm_weight(model.submodule(a.ln1, layer=layer))
         if w is not None:
             W_Q, W_K, W_V = (w[None, :, None] * t for t in (W_Q, W_K, W_V))
-    o_proj = get_module(block, a.o_proj)
+    o_proj = model.submodule(a.o_proj, layer=layer)
     W_O = _linear_in_out(o_proj, a.conv1d).reshape(c.n_heads, c.d_head, c.d_model)
     b_O = o_proj.bias.detach().float() if getattr(o_proj, "bias", None) is not None else None
     return HeadWeights(W_Q, W_K, W_V, W_O, b_O)
@@ -191,8 +184,8 @@ def top_singular_tokens(model, layer: int, head: int, *, circuit: str = "ov", k:
         raise ThoughtlensError(f"head {head} is out of range: layer {layer} has heads 0..{model.cfg.n_heads - 1}")
     mat = (ov_circuit if circuit == "ov" else qk_circuit)(model, layer)
     U, S, Vh = FactoredMatrix(mat.A[head], mat.B[head]).svd()
-    W_E = get_module(model.hf_model, model.adapter.embed).weight.detach().float()  # [vocab, d_model]
-    W_U = _unembed_module(model).weight.detach().float()  # [vocab, d_model]
+    W_E = model.W_E.detach().float()  # [vocab, d_model]
+    W_U = model.lm_head.weight.detach().float()  # [vocab, d_model]
     right_side = W_U if circuit == "ov" else W_E
     names = ("in", "out") if circuit == "ov" else ("query", "key")
     rows = []

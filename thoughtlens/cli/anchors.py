@@ -65,7 +65,7 @@ def run(
         counterfactual_matrix=counterfactual_matrix)
     policy = None
     if budget is not None:
-        from thoughtlens.anchors.budget import BudgetPolicy
+        from thoughtlens.anchors.importance.budget import BudgetPolicy
 
         policy = BudgetPolicy(kind=budget, initial=budget_initial, step=budget_step, ci_half_width=budget_ci,
                               total_fraction=budget_total)
@@ -82,7 +82,7 @@ def run_pipeline(config, engine=None, *, problem=None, answer=None, problems=Non
     make_todo: `fn(tokenizer) -> [Problem]` instead of problem / problems / trace (the demo's fixed trace)."""
     from dataclasses import replace
 
-    from thoughtlens.anchors.black_box import answer_complete
+    from thoughtlens.anchors.importance.black_box import answer_complete
     from thoughtlens.anchors.run_options import check_problem_source
     from thoughtlens.pipeline.anchors import make_problems, run_anchors
     from thoughtlens.pipeline.runtime import RuntimeOptions, build_runtime, load_for
@@ -171,10 +171,10 @@ def show(store_path: str, run_id: str | None, problem_id: str | None) -> None:
         raise c.StoreError(f"{store_path} holds no runs: run `thoughtlens anchors run --store {store_path}` first")
     run_id = run_id or runs[-1]["run_id"]
     metrics = store.metrics(run_id, problem_id)
-    from thoughtlens.anchors.definitions import conventions_label
+    from thoughtlens.anchors.importance.definitions import conventions_label
 
     config = next((r.get("config") for r in runs if r["run_id"] == run_id), None)
-    from thoughtlens.anchors.outcomes import outcome_label
+    from thoughtlens.anchors.outcomes.spec import outcome_label
 
     c.console().print(f"run {run_id}: metrics by {conventions_label(config)}; the rate is {outcome_label(config)}",
                       highlight=False)
@@ -223,8 +223,8 @@ def attention(
     """Receiver heads, per-sentence receiver scores and attention suppression, written into a run store."""
     from rich.table import Table
 
+    from thoughtlens.anchors.attention.white_box import analyze_attention, load_trace_file, traces_from_store
     from thoughtlens.anchors.run_options import check_attention_options
-    from thoughtlens.anchors.white_box import analyze_attention, load_trace_file, traces_from_store
     from thoughtlens.model.load import load
     from thoughtlens.store.run_store import RunStore
 
@@ -290,7 +290,7 @@ def categories(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Category x metric table (hierarchical-bootstrap CIs, n), category differences and the transition matrix."""
-    from thoughtlens.anchors import categories as cat
+    from thoughtlens.anchors.importance import by_category as cat
     from thoughtlens.store.run_store import RunStore
 
     err = c.console()

@@ -1,5 +1,5 @@
-"""`thoughtlens branches ...`: Thought Branches analyses on a run store (library: anchors.outcomes,
-anchors.resilience, anchors.interventions_policy, anchors.transplant)."""
+"""`thoughtlens branches ...`: Thought Branches analyses on a run store (library: anchors.outcomes.spec,
+anchors.branches.resilience, anchors.branches.policy_edits, anchors.branches.transplant)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,8 @@ def outcome(
     run_id: str = typer.Option(None, "--run", help="Run id (needed when the store holds several runs)."),
 ) -> None:
     """What a run measured importance for, and how grading went (errors and unknown values per problem)."""
-    from thoughtlens.anchors.outcome_grading import (
-        DEFINITION_ARTIFACT,
-        SUMMARY_ARTIFACT,
-    )
-    from thoughtlens.anchors.outcomes import outcome_label
+    from thoughtlens.anchors.importance.outcome_grading import DEFINITION_ARTIFACT, SUMMARY_ARTIFACT
+    from thoughtlens.anchors.outcomes.spec import outcome_label
     from thoughtlens.store.run_store import RunStore
 
     with RunStore(c.existing_store(store)) as s:
@@ -65,7 +62,7 @@ def resilience(
     engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
     """Resample one sentence until its content stops coming back; report resilience and counterfactual++."""
-    from thoughtlens.anchors.resilience import ResilienceConfig, measure_resilience
+    from thoughtlens.anchors.branches.resilience import ResilienceConfig, measure_resilience
     from thoughtlens.pipeline.runtime import build_runtime
     from thoughtlens.store.run_store import RunStore
 
@@ -115,7 +112,7 @@ def intervene(
     engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
     """Steer towards a target sentence on-policy (resampling) and off-policy (inserting it): effects with 95 % CIs."""
-    from thoughtlens.anchors.interventions_policy import (
+    from thoughtlens.anchors.branches.policy_edits import (
         InterventionConfig,
         hf_mean_logprob,
         measure_interventions,
@@ -176,11 +173,7 @@ def transplant(
     engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
     """Hinted CoT cut after sentence k, placed after the unhinted prompt: hinted-answer rate vs k, with 95 % CIs."""
-    from thoughtlens.anchors.transplant import (
-        TransplantConfig,
-        load_hinted_problems,
-        run_transplant,
-    )
+    from thoughtlens.anchors.branches.transplant import TransplantConfig, load_hinted_problems, run_transplant
     from thoughtlens.pipeline.runtime import build_runtime
     from thoughtlens.store.run_store import RunStore
     from thoughtlens.trace.prompts import build_prompt

@@ -17,14 +17,14 @@ def heads(
     """The head wiki: every head's previous-token, duplicate-token, induction and BOS scores, plus a mosaic."""
     from rich.table import Table
 
-    import thoughtlens
     from thoughtlens.circuits.head_wiki import head_table, write_head_wiki
+    from thoughtlens.model.load import load
 
     err = c.console()
     tables = []
     for name in models or [None]:
         with err.status(f"scoring heads of {name or 'the bundled model'}"):
-            tables.append(head_table(thoughtlens.load(name, dtype=dtype)))
+            tables.append(head_table(load(name, dtype=dtype)))
     paths = write_head_wiki(tables, out)
     cols = ("induction", "induction_x_median", "previous_token", "duplicate_token", "bos")
     for df in tables:

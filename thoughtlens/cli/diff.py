@@ -13,9 +13,11 @@ from thoughtlens.cli._common import RichProgress, command, fmt, stdout
 app = typer.Typer(help="Model diffing: what a fine-tune changed (per-token KL, weights, activation-difference lens, "
                        "swapping). Defaults to the planted pair built from the bundled model.", no_args_is_help=True)
 
-_BASE = typer.Option(None, "--base", help="base model: directory, .gguf or hub id (default: the planted pair's base)")
-_FT = typer.Option(None, "--finetuned", help="fine-tuned model (default: the planted pair's fine-tune)")
-_PAIR = typer.Option("planted", "--pair", help="built-in pair when --base/--finetuned are not given: planted or thinking")
+BUNDLED = "bundled"
+_BASE = typer.Option(None, "--base", help="base model: directory, .gguf, hub id or 'bundled' (default: the bundled "
+                                          "SmolLM2-135M-Instruct, the base of both built-in pairs)")
+_FT = typer.Option(None, "--finetuned", help="fine-tuned model (default: the built-in pair's fine-tune, see --pair)")
+_PAIR = typer.Option("planted", "--pair", help="built-in pair when --finetuned is not given: planted or thinking")
 
 
 def _pair(base: str | None, finetuned: str | None, pair_name: str, progress):
@@ -23,12 +25,16 @@ def _pair(base: str | None, finetuned: str | None, pair_name: str, progress):
     from thoughtlens.diff.pair import load_pair
     from thoughtlens.errors import ConfigError
 
-    if (base is None) != (finetuned is None):
-        raise ConfigError("pass both --base and --finetuned, or neither (the built-in pair)")
-    if base is None:
+    bundled_base = base is None or base == BUNDLED
+    if finetuned is None:
+        if not bundled_base:
+            raise ConfigError(f"--base {base} needs a fine-tune to compare with: pass both --base and --finetuned "
+                              "(or --finetuned alone against the bundled model, or neither for the built-in pair)")
         if pair_name not in models.CONFIGS:
             raise ConfigError(f"unknown pair '{pair_name}': use {' or '.join(models.CONFIGS)}")
         base, finetuned = models.build(models.CONFIGS[pair_name], on_progress=progress)
+    elif bundled_base:
+        base = models.base_dir()  # the bundled model's local directory: never a hub lookup
     return load_pair(base, finetuned)
 
 
@@ -91,7 +97,7 @@ def weights(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
     """Weight differences per module: Frobenius norm, relative change, effective rank."""
     from rich.table import Table
 
-    from thoughtlens.diff.weights import per_layer, weight_diff
+    from thoughtlens.diff.weight_diff import per_layer, weight_diff
 
     with RichProgress() as progress:
         pair = _pair(base, finetuned, pair_name, progress)
@@ -121,7 +127,7 @@ def lens(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
     from rich.table import Table
 
     from thoughtlens.diff import models
-    from thoughtlens.diff.lens import activation_difference, distinctive_top_tokens, lens_top_tokens
+    from thoughtlens.diff.difference_lens import activation_difference, distinctive_top_tokens, lens_top_tokens
     from thoughtlens.diff.pair import load_pair
     from thoughtlens.errors import ConfigError
 
@@ -197,7 +203,7 @@ def steer(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
           n: int = typer.Option(4, "-n", help="samples"), max_new_tokens: int = typer.Option(40, help="tokens per sample"),
           seed: int = typer.Option(0, help="sampling seed")):
     """Steer the base model with the activation difference (fine-tuned - base) and print what it writes."""
-    from thoughtlens.diff.lens import activation_difference, steered_samples, steering_vector
+    from thoughtlens.diff.difference_lens import activation_difference, steered_samples, steering_vector
 
     texts = _texts(corpus, "neutral", None)
     with RichProgress() as progress:
@@ -218,7 +224,9 @@ def steer(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
 def crosscoder(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
                corpus: str = typer.Option(None, help="a text / .jsonl file, 'gsm8k', 'neutral' or 'planted-eval' "
                                                      "(default: planted-eval + neutral + 150 GSM8K questions)"),
-               layer: int = typer.Option(None, help="resid_post of this layer (default: n_layers // 2)"),
+               layer: int = typer.Option(None, help="resid_post of this layer (default: n_layers // 2, or the middle "
+                                                    "of the layers the fine-tune changed when it froze the lower "
+                                                    "ones: 24 for the planted pair, trained from layer 20)"),
                expansion: int = typer.Option(8, help="latents = expansion x d_model"),
                k: float = typer.Option(32, help="BatchTopK: active latents per token on average"),
                max_tokens: int = typer.Option(100_000, help="corpus tokens to train on"),

@@ -66,13 +66,13 @@ def train(
     seed: int = typer.Option(0),
 ) -> None:
     """Train an SAE on one hook of a model over a text corpus and save it."""
-    import thoughtlens
     from thoughtlens.errors import SAEError, ThoughtlensError
+    from thoughtlens.model.load import load
     from thoughtlens.sae import ActivationSource, TrainConfig, build_sae, read_corpus, save_sae, train_saes
 
     _quiet()
     try:
-        model = thoughtlens.load(model_name)
+        model = load(model_name)
         hook = hook or _default_hook(model)
         if (architecture == "transcoder") != (hook_out is not None):
             raise SAEError("a transcoder needs --hook (its input, e.g. blocks.15.ln2.hook_normalized) and --hook-out "
@@ -110,16 +110,17 @@ def eval_(
     tokens: int = typer.Option(4096, help="evaluation tokens"),
 ) -> None:
     """L0, FVU, CE loss recovered (spliced vs zero-ablation), dead and dense fractions."""
-    import thoughtlens
     from thoughtlens.errors import ThoughtlensError
+    from thoughtlens.model.load import load
     from thoughtlens.sae import read_corpus
     from thoughtlens.sae.evaluate import evaluate_sae
+    from thoughtlens.sae.io import load_sae
 
     _quiet()
     try:
-        sae = thoughtlens.load_sae(sae_path)  # before the model: a bad file fails fast
+        sae = load_sae(sae_path)  # before the model: a bad file fails fast
         texts = read_corpus(corpus, column)[-last_docs:]
-        model = thoughtlens.load(model_name)
+        model = load(model_name)
         m = evaluate_sae(model, sae, texts, max_tokens=tokens, on_progress=_progress_printer())
     except ThoughtlensError as exc:
         _fail(exc)
@@ -141,15 +142,16 @@ def features(
     feature: int = typer.Option(None, help="also show this feature's logit effects"),
 ) -> None:
     """Top SAE features of each sentence of a chain of thought (and one feature's logit effects)."""
-    import thoughtlens
     from thoughtlens.errors import ThoughtlensError
+    from thoughtlens.model.load import load
     from thoughtlens.sae.features import logit_effects, sentence_features
+    from thoughtlens.sae.io import load_sae
     from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
     _quiet()
     try:
-        sae = thoughtlens.load_sae(sae_path)
-        model = thoughtlens.load(model_name)
+        sae = load_sae(sae_path)
+        model = load(model_name)
         trace = ReasoningTrace.parse(prompt, completion)
         feats = sentence_features(model, sae, trace)
         effects = logit_effects(model, sae, feature) if feature is not None else None
@@ -189,9 +191,9 @@ def store_features(
     """Compute every trace's SAE features of a run and store them for the report page's feature panel."""
     import json
 
-    import thoughtlens
-    from thoughtlens.errors import SAEError, ThoughtlensError
-    from thoughtlens.errors import StoreError
+    from thoughtlens.errors import SAEError, StoreError, ThoughtlensError
+    from thoughtlens.model.load import load
+    from thoughtlens.sae.io import load_sae
     from thoughtlens.sae.run_features import store_run_features
     from thoughtlens.store.run_store import RunStore
 
@@ -203,11 +205,11 @@ def store_features(
                 names = {int(k): str(v) for k, v in json.loads(labels.read_text(encoding="utf-8")).items()}
             except (OSError, ValueError, AttributeError) as exc:
                 raise SAEError(f"cannot read labels {labels} ({exc}): pass a JSON object {{\"12\": \"label\", ...}}") from None
-        sae = thoughtlens.load_sae(sae_path)
+        sae = load_sae(sae_path)
         if not store.is_file():  # RunStore would create an empty store here
             raise StoreError(f"no run store at {store}: pass the .sqlite file written by `thoughtlens anchors run`")
         run_store = RunStore(store)
-        model = thoughtlens.load(model_name)
+        model = load(model_name)
         summary = store_run_features(model, sae, run_store, run_id, problem_ids=problem_ids or None, top_per_sentence=top,
                                      top_sentences=top_sentences, n_tokens=tokens, labels=names,
                                      on_progress=_progress_printer())

@@ -71,10 +71,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import tempfile
 import json
 import math
 import os
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,9 +82,11 @@ from pathlib import Path
 import torch
 
 from thoughtlens.diff.pair import as_model
+from thoughtlens.diff.weight_diff import first_changed_layer
 from thoughtlens.errors import SAEError
 from thoughtlens.jsonsafe import json_safe
-from thoughtlens.progress import OnProgress, Tracker
+from thoughtlens.model.cache import layer_of
+from thoughtlens.progress import OnProgress, Tracker, note
 from thoughtlens.sae.activations import ActivationSource, model_activations, token_windows
 from thoughtlens.sae.base import SAEConfig, build_sae, check_finite, register_architecture
 from thoughtlens.sae.batchtopk import BatchTopKSAE
@@ -627,7 +629,9 @@ def train_crosscoder(
     on_progress: OnProgress | None = None,
 ) -> CrosscoderResult:
     """Train a BatchTopK crosscoder on `base` (A) and `finetuned` (B) at `hook` (default
-    blocks.{layer}.hook_resid_post, layer default n_layers // 2) over `corpus` (documents, or what
+    blocks.{layer}.hook_resid_post, layer default `default_layer`: n_layers // 2, or the middle of the layers
+    the fine-tune changed when it froze the lower ones; a layer whose weights at and below it are identical in
+    both models gets a note, as its activations cannot differ) over `corpus` (documents, or what
     thoughtlens.diff.corpus.read_corpus takes: a text / .jsonl file, "gsm8k", "neutral"), tag its latents,
     run Latent Scaling on the candidates and collect the top contexts of the model-specific ones.
 
@@ -640,11 +644,21 @@ def train_crosscoder(
 
     model_a, model_b = as_model(base, dtype), as_model(finetuned, dtype)
     texts = read_diff_corpus(corpus)
+    n = model_a.cfg.n_layers
+    changed = first_changed_layer(model_a, model_b) if model_a.cfg.n_layers == model_b.cfg.n_layers else 0
     if hook is None:
-        layer = model_a.cfg.n_layers // 2 if layer is None else layer
-        if not 0 <= layer < model_a.cfg.n_layers:
-            raise SAEError(f"layer {layer} is out of range: {model_a.name} has layers 0..{model_a.cfg.n_layers - 1}")
+        layer = default_layer(n, changed) if layer is None else layer
+        if not 0 <= layer < n:
+            raise SAEError(f"layer {layer} is out of range: {model_a.name} has layers 0..{n - 1}")
         hook = f"blocks.{layer}.hook_resid_post"
+    hook_layer = layer_of(hook)
+    if changed is None:
+        note(on_progress, f"{model_a.name} and {model_b.name} have the same embeddings and layers: their activations "
+                          "are identical everywhere, so every latent will be shared; diff two different models")
+    elif hook_layer is not None and hook_layer < changed:
+        note(on_progress, f"layer {hook_layer}: the two models' weights at and below it are identical, so their "
+                          f"activations there are the same and every latent will be shared; pick a layer >= {changed} "
+                          f"(the first the fine-tune changed), e.g. {default_layer(n, changed)}")
     d = check_pair(model_a, model_b, hook)
     with contextlib.ExitStack() as stack:
         if cache_dir is None:  # one model pass, then every epoch and the analysis read the shards
@@ -654,6 +668,17 @@ def train_crosscoder(
                       scaling_threshold=scaling_threshold, candidate_fraction=candidate_fraction, n_contexts=n_contexts,
                       cache_dir=cache_dir,
                       checkpoint_dir=checkpoint_dir, analysis_tokens=analysis_tokens, on_progress=on_progress)
+
+
+def default_layer(n_layers: int, first_changed: int | None) -> int:
+    """The crosscoder's default layer: the middle layer (n_layers // 2), or, when the fine-tune left the layers
+    below the middle untouched (first_changed > n_layers // 2, see `weights.first_changed_layer`), the middle of
+    the layers it changed, where the two models' activations differ: 24 for a 30-layer pair trained from
+    layer 20 on."""
+    middle = n_layers // 2
+    if first_changed is None or first_changed <= middle:
+        return middle
+    return (first_changed + n_layers - 1) // 2
 
 
 def _train(model_a, model_b, texts, hook, d, *, expansion, k, max_tokens, epochs, context_size, batch_size, lr, seed,
@@ -709,5 +734,5 @@ def _fvu(cc: BatchTopKCrosscoder, acts: torch.Tensor) -> tuple[float, float]:
 
 
 __all__ = ["ARCHITECTURE", "BatchTopKCrosscoder", "CrosscoderResult", "LatentScaling", "PairedActivationSource",
-           "analyse_latents", "build_crosscoder", "check_pair", "fit_crosscoder", "latent_scaling", "load_crosscoder",
-           "norm_table", "save_crosscoder", "top_contexts", "train_crosscoder"]
+           "analyse_latents", "build_crosscoder", "check_pair", "default_layer", "fit_crosscoder", "latent_scaling",
+           "load_crosscoder", "norm_table", "save_crosscoder", "top_contexts", "train_crosscoder"]

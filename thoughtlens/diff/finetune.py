@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from thoughtlens.errors import DataError
+from thoughtlens.files import output_modes
 from thoughtlens.progress import OnProgress, Tracker
 
 
@@ -181,6 +182,7 @@ def finetune(
     final = partial / "model"
     model.save_pretrained(final)
     tokenizer.save_pretrained(final)
+    output_modes(final)
     info = dict(metadata or {}, steps=steps, batch_size=batch_size, max_len=max_len, lr=lr,
                 first_trainable_layer=first_trainable_layer, warmup_steps=warmup_steps, seed=seed,
                 n_examples=len(rows), n_dropped_long=n_long, losses=losses, train_seconds=round(time.perf_counter() - t0, 1),

@@ -9,7 +9,7 @@
   and GSM8K solutions rewritten as think blocks): writes like a reasoning model, does not reason well.
 
 Each fine-tuned model is a local model directory (safetensors + tokenizer, `thoughtlens.load(path)` opens it) at
-`cache_dir()/diff_models/<name>-<hash>`, where the hash covers the recipe (`FinetuneConfig`), the training rows
+`cache_dir()/diff_models/<name>-<hash>`, where the hash covers the recipe (`FinetuneRecipe`), the training rows
 and the base model's directory name, so a changed recipe or dataset builds a new model and never reuses a stale
 one. `scripts/make_diff_models.py` builds both from the command line with progress.
 """
@@ -29,7 +29,7 @@ RECIPE_VERSION = 1
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneRecipe:
     """One fine-tune recipe. `data` names the dataset ("planted" or "thinking")."""
 
     name: str
@@ -46,21 +46,21 @@ class FinetuneConfig:
 
 
 # Sized for <= 15 minutes for both on 2 CPU cores (measured figures in docs/diffing.md).
-PLANTED = FinetuneConfig(name="planted", data="planted", steps=32, batch_size=8, max_len=112, lr=1e-4,
+PLANTED = FinetuneRecipe(name="planted", data="planted", steps=32, batch_size=8, max_len=112, lr=1e-4,
                          first_trainable_layer=20)
-THINKING = FinetuneConfig(name="thinking", data="thinking", steps=64, batch_size=4, max_len=288, lr=2e-4,
+THINKING = FinetuneRecipe(name="thinking", data="thinking", steps=64, batch_size=4, max_len=288, lr=2e-4,
                           first_trainable_layer=20, gsm8k_limit=200, published_per_trace=2)
 CONFIGS = {c.name: c for c in (PLANTED, THINKING)}
 
 
 def base_dir() -> str:
     """The bundled SmolLM2-135M-Instruct as a safetensors directory (converted once by model/load.py)."""
-    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, bundled_gguf_path, converted_gguf
 
     return converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
 
 
-def training_examples(cfg: FinetuneConfig) -> list[dict]:
+def training_examples(cfg: FinetuneRecipe) -> list[dict]:
     """The chat examples a recipe trains on."""
     if cfg.data == "planted":
         return datasets.read_planted()
@@ -70,14 +70,14 @@ def training_examples(cfg: FinetuneConfig) -> list[dict]:
     raise ConfigError(f"unknown fine-tune data '{cfg.data}': use 'planted' or 'thinking'")
 
 
-def recipe_hash(cfg: FinetuneConfig, examples: list[dict], base: str) -> str:
+def recipe_hash(cfg: FinetuneRecipe, examples: list[dict], base: str) -> str:
     """12 hex digits over the recipe, its training rows and the base model's directory name."""
     blob = json.dumps({"v": RECIPE_VERSION, "cfg": asdict(cfg), "rows": examples, "base": Path(base).name},
                       sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def finetuned_dir(cfg: FinetuneConfig, base: str | None = None, examples: list[dict] | None = None) -> Path:
+def finetuned_dir(cfg: FinetuneRecipe, base: str | None = None, examples: list[dict] | None = None) -> Path:
     """Where a recipe's model lives in the cache (built or not)."""
     from thoughtlens.model.load import cache_dir
 
@@ -86,7 +86,7 @@ def finetuned_dir(cfg: FinetuneConfig, base: str | None = None, examples: list[d
     return cache_dir() / "diff_models" / f"{cfg.name}-{recipe_hash(cfg, examples, base)}"
 
 
-def build(cfg: FinetuneConfig, on_progress: OnProgress | None = None) -> tuple[str, str]:
+def build(cfg: FinetuneRecipe, on_progress: OnProgress | None = None) -> tuple[str, str]:
     """(base_dir, finetuned_dir) of a recipe, fine-tuning first if the cache does not hold it yet (resumes an
     interrupted build)."""
     from thoughtlens.diff.finetune import finetune
@@ -113,6 +113,6 @@ def thinking_pair(on_progress: OnProgress | None = None) -> tuple[str, str]:
     return build(THINKING, on_progress)
 
 
-def is_built(cfg: FinetuneConfig) -> bool:
+def is_built(cfg: FinetuneRecipe) -> bool:
     """Whether a recipe's model is already in the cache (no training, no model loading)."""
     return (finetuned_dir(cfg) / "thoughtlens_diff.json").is_file()

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from thoughtlens.diff.corpus import LabelledText
 from thoughtlens.diff.kl import labelled_kl
-from thoughtlens.diff.lens import activation_difference, lens_top_tokens
+from thoughtlens.diff.difference_lens import activation_difference, lens_top_tokens
 from thoughtlens.diff.pair import ModelPair
 from thoughtlens.diff.swap import swap_effect_per_layer
-from thoughtlens.diff.weights import per_layer, weight_diff
+from thoughtlens.diff.weight_diff import per_layer, weight_diff
 from thoughtlens.jsonsafe import json_safe
 from thoughtlens.progress import OnProgress
 

@@ -175,7 +175,7 @@ def sample_base_traces(model, n: int, seed: int, temperature: float, task: TaskC
 
 
 def _anchors_config(cfg: BenchConfig, model_name: str):
-    from thoughtlens.anchors.black_box import AnchorsConfig
+    from thoughtlens.anchors.config import AnchorsConfig
 
     wanted = dict(n_rollouts=cfg.n_rollouts, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                   base_max_new_tokens=cfg.max_new_tokens, forced=cfg.forced, seed=cfg.seed, label_categories=False,
@@ -192,7 +192,8 @@ def run_benchmark(model_dir: str | Path, store_path: str | Path, cfg: BenchConfi
 
     base_traces: [(prompt, completion)] to analyse instead of the model's own samples (tests use generated
     chains to exercise the plumbing on an untrained model)."""
-    from thoughtlens.anchors.black_box import AnchorsRun, Problem, answer_complete
+    from thoughtlens.anchors.config import Problem
+    from thoughtlens.anchors.importance.black_box import AnchorsRun, answer_complete
     from thoughtlens.model.load import load
     from thoughtlens.sample.hf import HFSampler
     from thoughtlens.store.run_store import RunStore
@@ -325,7 +326,7 @@ def _pair_rows_from(matrices: dict, chains: dict[str, Chain], cfg: BenchConfig):
 
 def _score_white_box(model, store, run_id: str, wb_id: str, chains: dict[str, Chain], cfg: BenchConfig,
                      extra: dict) -> list[dict]:
-    from thoughtlens.anchors.white_box import analyze_attention, traces_from_store
+    from thoughtlens.anchors.attention.white_box import analyze_attention, traces_from_store
 
     traces = {pid: t for pid, t in traces_from_store(store, run_id).items() if pid in chains}
     result = analyze_attention(model, traces, store=store, run_id=wb_id, proximity_ignore=cfg.proximity_ignore,

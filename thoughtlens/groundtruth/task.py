@@ -40,7 +40,7 @@ VAR_NAMES = "abcdefghijklmno"
 PLAN_VAR = "p"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # Every chain ends with the anchors job's default forcing text (the paper's, verbatim, "answers is" included:
-# anchors.black_box.FORCE_AFTER_THINK_PAPER, from generate_rollouts.py) after the newline that ends the last
+# anchors.importance.black_box.FORCE_AFTER_THINK_PAPER, from generate_rollouts.py) after the newline that ends the last
 # step, so a forced answer at a sentence boundary reads exactly like the chain's own ending.
 ANSWER_PREFIX = "\n\n</think>\n\nTherefore, the final answers is \\boxed{"
 ALPHABET = "".join(sorted(set("xyp" + VAR_NAMES + "0123456789=+-*.:, \n<>/{}\\" + "PlanLetThinkTherefore,thefinalanswerisboxed")))

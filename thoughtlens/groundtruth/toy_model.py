@@ -1,11 +1,11 @@
 """The tiny reasoning model of the planted-anchor task: a 3-layer Llama on characters, trained on CPU.
 
-    out = train_toy_model("runs/toy", seed=0)                 # 4000 + 300 steps; resumable
+    out = train_toy_model("runs/toy", seed=0)                 # 4000 + 300 steps (phase 2 follows phase 1); resumable
     model = thoughtlens.load("runs/toy/final", dtype="float32")
     accuracy(model, n=200, seed=1)                             # held-out prompts, the model's own chains
 
 Training data is an endless stream of generated chains on the training prompts (never a held-out one):
-phase 1 on the task's 40 training prompts, phase 2 (`FinetuneConfig`) on all 90 non-held-out digit pairs.
+phase 1 on the task's 40 training prompts, phase 2 (`ToyFinetuneConfig`) on all 90 non-held-out digit pairs.
 The loss is taken on the completion only (the chain, the answer and EOS), not on the prompt.
 """
 
@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from thoughtlens.errors import ThoughtlensError
+from thoughtlens.files import output_modes
 from thoughtlens.groundtruth.task import ALPHABET, TaskConfig, generate_chain, parse_chain, prompt_for
 from thoughtlens.train.tokenizer import char_tokenizer
-from thoughtlens.train.trainer import TrainConfig, Trainer
+from thoughtlens.train.trainer import TrainerConfig, Trainer
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,14 @@ def toy_batches(tokenizer, batch_size: int, seed: int, task: TaskConfig = TaskCo
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class ToyFinetuneConfig:
     """The second training phase: `steps` more steps from the first phase's weights, with a fresh AdamW
     (peak lr after `warmup`, cosine to 10 %) on a data stream of its own (seed + 1) drawn from `train_pairs`.
+
+    A field left at None follows the first phase's options, in the proportions of the default run (4000
+    steps of batch 32 at lr 3e-3, then 300 steps of batch 32 at lr 1e-3 with 30 warm-up steps): steps =
+    7.5 % of the first phase's (at least 1), warmup = 10 % of this phase's steps, batch_size = the first
+    phase's, lr = a third of the first phase's. So a short run has a short second phase.
 
     Why: after phase 1 (40 training prompts) the model copies the planned input into the plan step wrongly on
     some held-out prompts (up to 50 % for x=7 y=2: it partly recalls the value per prompt instead of copying
@@ -88,33 +94,51 @@ class FinetuneConfig:
     that are not held out (same-parity ones too): more distinct prompts, same format, held-out prompts still
     never seen."""
 
-    steps: int = 300
-    lr: float = 1e-3
-    warmup: int = 30
-    batch_size: int = 32
+    steps: int | None = None
+    lr: float | None = None
+    warmup: int | None = None
+    batch_size: int | None = None
     train_pairs: str = "all"
+
+    STEPS_FRACTION = 300 / 4000
+    WARMUP_FRACTION = 30 / 300
+    LR_FACTOR = 1e-3 / 3e-3
+
+    def resolved(self, steps: int, batch_size: int, lr: float) -> "ToyFinetuneConfig":
+        """This phase with every None field set from the first phase's steps, batch_size and lr."""
+        ft_steps = self.steps if self.steps is not None else max(1, round(steps * self.STEPS_FRACTION))
+        return ToyFinetuneConfig(
+            steps=ft_steps,
+            lr=self.lr if self.lr is not None else lr * self.LR_FACTOR,
+            warmup=self.warmup if self.warmup is not None else round(ft_steps * self.WARMUP_FRACTION),
+            batch_size=self.batch_size if self.batch_size is not None else batch_size,
+            train_pairs=self.train_pairs,
+        )
 
 
 def train_toy_model(out_dir: str | Path, *, seed: int = 0, steps: int = 4000, batch_size: int = 32, lr: float = 3e-3,
                     model_config: ToyModelConfig = ToyModelConfig(), max_seconds: float | None = None,
                     on_progress=None, device: str = "cpu",
-                    finetune: FinetuneConfig | None = FinetuneConfig()) -> Path:
+                    finetune: ToyFinetuneConfig | None = ToyFinetuneConfig()) -> Path:
     """Train (or resume) the toy model into out_dir and return out_dir/final, the finished model.
 
     Phase 1: `steps` steps from a random init on the task's training prompts (checkpoints in out_dir, its
-    finished model copied to out_dir/pretrained). Phase 2 (`finetune`, None to skip): see FinetuneConfig;
+    finished model copied to out_dir/pretrained). Phase 2 (`finetune`, None to skip): see ToyFinetuneConfig,
+    whose unset fields follow steps, batch_size and lr (300 steps after the default 4000, 2 after 20);
     checkpoints in out_dir/finetune. Each phase resumes from its latest checkpoint; a phase whose model
     directory exists is done. max_seconds bounds each call's training time per phase; when a phase stops
-    early out_dir/final is not written (run again to resume)."""
+    early out_dir/final is not written (run again to resume). on_progress: the Trainer's callback, called
+    with a dict per logged step and a "phase" key (1 or 2); `thoughtlens.train.trainer.progress_events`
+    turns it into progress events. device: where training runs (cpu, cuda, ...)."""
     out = Path(out_dir)
     tok = toy_tokenizer()
     pretrained, final = out / "pretrained", out / "final"
     model = toy_model(model_config, seed)
     if not (pretrained / "model.safetensors").is_file():
-        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.1, warmup=100,
+        cfg = TrainerConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.1, warmup=100,
                           schedule="cosine", seed=seed, max_seconds=max_seconds)
         result = Trainer(model, toy_batches(tok, batch_size, seed), cfg, out, tokenizer=tok,
-                         device=device).train(on_progress)
+                         device=device).train(_phase(on_progress, 1))
         if not result.finished:
             return final
         _save_model_dir(model, tok, pretrained)
@@ -126,14 +150,19 @@ def train_toy_model(out_dir: str | Path, *, seed: int = 0, steps: int = 4000, ba
     from thoughtlens.train.trainer import load_hf
 
     load_hf(model, pretrained)
-    ft = finetune
-    cfg = TrainConfig(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr, weight_decay=0.1, warmup=ft.warmup,
+    ft = finetune.resolved(steps, batch_size, lr)
+    cfg = TrainerConfig(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr, weight_decay=0.1, warmup=ft.warmup,
                       schedule="cosine", seed=seed + 1, max_seconds=max_seconds, n_checkpoints=4)
     data = toy_batches(tok, ft.batch_size, seed + 1, TaskConfig(train_pairs=ft.train_pairs))
-    result = Trainer(model, data, cfg, out / "finetune", tokenizer=tok, device=device).train(on_progress)
+    result = Trainer(model, data, cfg, out / "finetune", tokenizer=tok, device=device).train(_phase(on_progress, 2))
     if result.finished:
         _save_model_dir(model, tok, final)
     return final
+
+
+def _phase(on_progress, phase: int):
+    """The Trainer callback of one phase: each record gains "phase"."""
+    return None if on_progress is None else (lambda record: on_progress({**record, "phase": phase}))
 
 
 def _save_model_dir(model, tok, directory: Path) -> None:
@@ -142,6 +171,7 @@ def _save_model_dir(model, tok, directory: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.cpu().save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    output_modes(tmp)
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 

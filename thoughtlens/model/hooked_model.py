@@ -1,7 +1,10 @@
 """HookedModel: a Hugging Face causal LM with TransformerLens-style hook points.
 
 The wrapped model is HF's own (`model.hf_model`); hooks are PyTorch module hooks plus one
-attention function, so logits with read-only hooks equal logits without them.
+attention function, so logits with read-only hooks equal logits without them. Code outside
+`thoughtlens.model` reaches the HF model only through HookedModel's methods (`embed`, `run_body`,
+`ln_final`, `unembed`, `run_cached`, `block`, `submodule`, ...), which keep HF's interface and each
+family's quirks (final norms, logit soft-capping, module paths) in one place.
 
     model = thoughtlens.load()                      # bundled SmolLM2-135M-Instruct
     logits, cache = model.run_with_cache("The cat sat on the", names_filter="resid_post")
@@ -12,16 +15,20 @@ attention function, so logits with read-only hooks equal logits without them.
 from __future__ import annotations
 
 import contextlib
+import copy as _copy
 import difflib
 import fnmatch
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from thoughtlens.errors import HookError
 from thoughtlens.model import attention
-from thoughtlens.model.adapters import Adapter, ModelShape, adapter_for, get_module, model_shape
+from thoughtlens.model.adapters import Adapter, ModelShape, adapter_for, get_module, has_module, model_shape
 from thoughtlens.model.cache import ActivationCache
 from thoughtlens.model.hook_points import HookFn, HookPoint, Site, attach, build_sites
 
@@ -117,9 +124,7 @@ class HookedModel(nn.Module):
             for name, fn in fwd_hooks:
                 for full in self._select(name):
                     site = self._site(full)
-                    layer_module = None
-                    if site.layer is not None:
-                        layer_module = get_module(self.hf_model, self.adapter.layers)[site.layer]
+                    layer_module = None if site.layer is None else self.block(site.layer)
                     handles += attach(site, fn, self.cfg, self.adapter, layer_module)
             yield self
         finally:
@@ -299,7 +304,112 @@ class HookedModel(nn.Module):
 
     _as_tokens = as_tokens  # old private name, kept for code written before it was public
 
-    # ---- weights ---------------------------------------------------------------------------------------
+    # ---- the forward in pieces ------------------------------------------------------------------------
+    #
+    # logits == unembed(ln_final(resid_post of the last block)), and run_body(tokens).last_hidden_state is
+    # ln_final(resid_post of the last block): the causal LM's forward, split where analyses need to cut it.
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings: tokens [batch, pos] -> [batch, pos, d_model] (the value of `hook_embed`).
+
+        What `run_body(embeds=...)` takes. The embedding module's own output: Gemma's scales by sqrt(d_model)
+        here (so it is not W_E[tokens] there); position embeddings (GPT-2) are added inside the body.
+        """
+        return self.hf_model.get_input_embeddings()(tokens)
+
+    def run_body(
+        self,
+        tokens: torch.Tensor | None = None,
+        *,
+        embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool = False,
+    ):
+        """The transformer body without the LM head (HF's base model), with whatever hooks are attached.
+
+        tokens: [batch, pos] ids, or embeds: [batch, pos, d_model] from `embed` (pass exactly one).
+        attention_mask: [batch, pos (+ cached)] 1 = real token; position_ids: [batch|1, pos] (default: after the cache).
+        past_key_values: a transformers `Cache` holding earlier positions, extended in place when use_cache=True.
+        Returns HF's `BaseModelOutputWithPast`: `.last_hidden_state` [batch, pos, d_model], final norm already
+        applied (feed it to `unembed`), and `.past_key_values`, the cache (None unless use_cache; transformers
+        >= 5.20 names it `.cache` and keeps the old name as an alias).
+        """
+        if (tokens is None) == (embeds is None):
+            raise HookError("run_body takes token ids or embeddings: pass exactly one of tokens and embeds=")
+        body = self.hf_model.base_model
+        return body(input_ids=tokens, inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                    use_cache=use_cache, **{_cache_kwarg(body): past_key_values})
+
+    def ln_final(self, resid: torch.Tensor) -> torch.Tensor:
+        """The final norm: resid [..., d_model] -> [..., d_model] (the identity where the family has none)."""
+        if not has_module(self.hf_model, self.adapter.final_norm):
+            return resid
+        return get_module(self.hf_model, self.adapter.final_norm)(resid)
+
+    def unembed(self, resid_final: torch.Tensor, *, dtype: torch.dtype | None = None,
+                softcap: bool = True) -> torch.Tensor:
+        """Logits from the final-normed residual stream: [..., d_model] -> [..., d_vocab].
+
+        The LM head (weight and bias, where the family has one), then the final logit soft-cap
+        `cap * tanh(logits / cap)` where the config sets `final_logit_softcapping` (Gemma 2), as HF's forward
+        does. dtype: cast the head's output first (e.g. torch.float32 for a bfloat16 model), so the soft-cap is
+        computed in that precision. softcap=False returns the pre-cap logits (for linear decompositions).
+        """
+        logits = self.lm_head(resid_final)
+        if dtype is not None:
+            logits = logits.to(dtype)
+        cap = self.final_logit_softcap
+        if softcap and cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    @property
+    def final_logit_softcap(self) -> float | None:
+        """The final logit soft-cap `unembed` applies (Gemma 2: 30.0), None where the family has none.
+
+        Read from the config at each call, so setting `final_logit_softcapping = None` there turns it off.
+        """
+        cap = getattr(self.hf_model.config, "final_logit_softcapping", None)
+        return cap or None
+
+    def run_cached(self, tokens: torch.Tensor, past_key_values=None):
+        """One forward of the causal LM with a KV cache, for incremental decoding (with any attached hooks).
+
+        tokens: [batch, pos] ids following the cached positions. past_key_values: a transformers `Cache`, or None
+        to start one. Returns HF's `CausalLMOutputWithPast`: `.logits` [batch, pos, d_vocab] and
+        `.past_key_values`, the cache extended by these positions.
+        """
+        return _run_cached(self.hf_model, tokens, past_key_values)
+
+    @property
+    def generation_config(self):
+        """HF's `GenerationConfig` of the model (eos_token_id, ...), or None."""
+        return getattr(self.hf_model, "generation_config", None)
+
+    # ---- modules and weights ---------------------------------------------------------------------------
+
+    def block(self, layer: int) -> nn.Module:
+        """Decoder layer `layer` (HF's module; its submodules are at the adapter's per-layer paths)."""
+        return get_module(self.hf_model, self.adapter.layers)[layer]
+
+    def submodule(self, path: str, layer: int | None = None) -> nn.Module:
+        """The module at an adapter path: on the causal LM (layer=None; e.g. `model.adapter.final_norm`) or inside
+        decoder layer `layer` (e.g. `model.submodule(model.adapter.o_proj, layer=3)`). AttributeError if absent."""
+        return get_module(self.hf_model if layer is None else self.block(layer), path)
+
+    def has_submodule(self, path: str, layer: int | None = None) -> bool:
+        """Whether `submodule(path, layer)` exists."""
+        return has_module(self.hf_model if layer is None else self.block(layer), path)
+
+    @property
+    def lm_head(self) -> nn.Module:
+        """The unembedding module (HF's output embedding): weight [d_vocab, d_model], bias [d_vocab] or None.
+
+        HF's own accessor finds it, because its attribute name varies by family and version.
+        """
+        return self.hf_model.get_output_embeddings()
 
     @property
     def W_E(self) -> torch.Tensor:
@@ -310,9 +420,56 @@ class HookedModel(nn.Module):
     def W_U(self) -> torch.Tensor:
         """Unembedding matrix: [d_model, d_vocab] (a transposed view of the LM head's weight).
 
-        Logits are `ln_final(resid) @ W_U` (+ the head's bias where the family has one; Gemma adds a final soft-cap).
+        Logits are `ln_final(resid) @ W_U + b_U`, soft-capped where the family caps them (see `unembed`).
         """
-        return self.hf_model.get_output_embeddings().weight.T
+        return self.lm_head.weight.T
+
+    @property
+    def b_U(self) -> torch.Tensor | None:
+        """The LM head's bias: [d_vocab], or None (most families have none)."""
+        return getattr(self.lm_head, "bias", None)
+
+    def named_weights(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """(name, parameter) of every weight, named as in the HF checkpoint ("model.layers.0.mlp.down_proj.weight")."""
+        return self.hf_model.named_parameters()
+
+    # ---- copies and saving -----------------------------------------------------------------------------
+
+    def copy(self, *, untie_embeddings: bool = False) -> "HookedModel":
+        """An independent HookedModel over a deep copy of the weights, for editing them without touching this one.
+
+        Hooks of interventions open on this model are not carried over. untie_embeddings=True gives the copy
+        an LM head of its own where it shares the token embedding's weight, so the embedding can be edited alone.
+        """
+        hf = _copy.deepcopy(self.hf_model)
+        for m in hf.modules():
+            m._forward_hooks.clear()
+            m._forward_pre_hooks.clear()
+        if untie_embeddings:
+            out_emb, in_emb = hf.get_output_embeddings(), get_module(hf, self.adapter.embed)
+            if out_emb is not None and out_emb.weight is in_emb.weight:
+                out_emb.weight = nn.Parameter(in_emb.weight.detach().clone(), requires_grad=False)
+            configs = (hf.config, getattr(hf.config, "get_text_config", lambda: hf.config)())
+            for cfg in {id(c): c for c in configs}.values():
+                cfg.tie_word_embeddings = False
+        return HookedModel(hf, self.tokenizer, name=self.name)
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """Write the model (safetensors + config) and its tokenizer to `out_dir`; returns the directory.
+
+        Saved with HF's own attention implementation (SDPA, or eager where the family has no SDPA), so plain
+        transformers opens it as well as `thoughtlens.load(out_dir)`.
+        """
+        out = Path(out_dir)
+        self.hf_model.set_attn_implementation("sdpa" if getattr(self.hf_model, "_supports_sdpa", True) else "eager")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self.hf_model.save_pretrained(out)
+        finally:
+            self.hf_model.set_attn_implementation(attention.register())
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(out)
+        return out
 
     # ---- description -------------------------------------------------------------------------------------
 
@@ -329,6 +486,60 @@ class HookedModel(nn.Module):
             f"heads={c.n_heads}/{c.n_kv_heads} kv, d_head={c.d_head}, d_mlp={c.d_mlp}, vocab={c.d_vocab}, "
             f"dtype={self.dtype})"
         )
+
+
+class PlainCausalLM:
+    """A plain Hugging Face causal LM behind the part of HookedModel's interface that decoding needs
+    (`__call__` -> logits, `run_cached`, `generation_config`, `device`, `tokenizer`), without hook points.
+
+    For code that accepts a HookedModel or an unwrapped HF model (see `as_causal_lm`).
+    """
+
+    def __init__(self, hf_model: nn.Module, tokenizer=None):
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(hf_model, "tokenizer", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def generation_config(self):
+        """HF's `GenerationConfig` of the model, or None."""
+        return getattr(self.hf_model, "generation_config", None)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """logits: [batch, pos, d_vocab] for tokens [batch, pos]."""
+        return self.hf_model(input_ids=tokens.to(self.device)).logits
+
+    def run_cached(self, tokens: torch.Tensor, past_key_values=None):
+        """As `HookedModel.run_cached`: HF's output (`.logits`, `.past_key_values`) of one cached forward."""
+        return _run_cached(self.hf_model, tokens, past_key_values)
+
+
+def as_causal_lm(model) -> HookedModel | PlainCausalLM:
+    """`model` itself if it is a HookedModel; a plain HF causal LM wrapped in a `PlainCausalLM`."""
+    return model if isinstance(model, HookedModel) else PlainCausalLM(model)
+
+
+def hf_causal_lm(model) -> nn.Module:
+    """The Hugging Face causal LM a HookedModel wraps (`model` itself when it is not a HookedModel), for handing
+    it to code that takes HF models (`save_pretrained`, a new wrapper). Analyses use HookedModel's methods."""
+    return model.hf_model if isinstance(model, HookedModel) else model
+
+
+def _cache_kwarg(module: nn.Module) -> str:
+    """The name of a HF forward's KV cache argument: `cache` from transformers 5.20 on, `past_key_values` before."""
+    return _cache_kwarg_of(type(module))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg_of(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def _run_cached(hf_model: nn.Module, tokens: torch.Tensor, past_key_values):
+    return hf_model(input_ids=tokens, use_cache=True, **{_cache_kwarg(hf_model): past_key_values})
 
 
 def _position_index(positions) -> slice | torch.Tensor | None:

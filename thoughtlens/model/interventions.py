@@ -10,7 +10,9 @@
 | `add_direction`   | activation += scale * vector (steering, ActAdd)               | any hook with a `pos` axis    |
 | `project_out`     | activation -= its component along directions (ablation)      | any hook with a `pos` axis    |
 | `splice`          | activation = module(activation) (e.g. an SAE's reconstruction)| any hook                      |
+| `stop_gradient`   | same value, no gradient flows back through it (detach)        | any hook                      |
 | `block_keys`      | hide key positions before the softmax (attention suppression) | the attention function        |
+| `edit_pattern`    | pattern = fn(pattern), or read it (reweight keys, hook its grad) | the attention function |
 | `observe_attention` | call a function with each layer's query/key/mask (streamed reductions) | the attention function |
 
 Every one is a plain module hook or an `AttentionControl` entry, so it acts on *every* forward of
@@ -43,8 +45,8 @@ Positions = int | Sequence[int] | slice | None
 KeyRanges = Sequence[tuple[int, int]]
 HeadSpec = Sequence[int] | Sequence[tuple[int, int]] | None
 
-__all__ = ["add_direction", "project_out", "splice", "block_keys", "observe_attention", "attention_controls",
-           "hook_width", "AttentionObservation"]
+__all__ = ["add_direction", "project_out", "splice", "stop_gradient", "block_keys", "edit_pattern", "observe_attention",
+           "attention_controls", "hook_width", "AttentionObservation"]
 
 
 # ---- checks shared by every intervention -------------------------------------------------------------
@@ -311,6 +313,24 @@ def splice(model, hook_name: str, module: nn.Module | Callable[[torch.Tensor], t
         yield
 
 
+@contextlib.contextmanager
+def stop_gradient(model, hook_name: str) -> Iterator[None]:
+    """Cut the autograd graph at an activation while the block is open: the forward value is unchanged, but no
+    gradient flows back through it (activation -> activation.detach()).
+
+    E.g. `stop_gradient(model, "blocks.*.attn.hook_k")` and `"blocks.*.attn.hook_v"`: a backward pass then reaches
+    earlier positions only through the queries and residual stream of later ones, not through their keys
+    and values (`anchors.attention.suppression_approx`'s direct gradients). hook_name: as for `add_direction`.
+    """
+    names = _hook_names(model, hook_name)
+
+    def hook(x: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        return x.detach()
+
+    with model.hooks([(n, hook) for n in names]):
+        yield
+
+
 # ---- attention ---------------------------------------------------------------------------------------------
 
 
@@ -400,6 +420,42 @@ def block_keys(model, keys=None, *, ranges: KeyRanges | None = None, layers: int
         clear_mask_memo()
 
 
+PatternEdit = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+@contextlib.contextmanager
+def edit_pattern(model, fn: PatternEdit, layers: int | Sequence[int] | None = None) -> Iterator[None]:
+    """Call `fn(pattern)` in each chosen layer's attention while the block is open.
+
+    pattern: the softmax weights [batch, head, q, k] as the model's own eager attention computes them (with any
+    `block_keys` applied), in the model's dtype, part of the autograd graph when gradients are on. `fn` returns
+    a tensor of the same shape to replace the pattern (the layer's output is then recomputed as pattern @ v),
+    or None to leave the output as computed, e.g. after registering a gradient hook on the pattern. Layers
+    with an edit pay for explicit attention weights. layers: which layers (None = all). Edits nest; they and
+    `blocks.L.attn.hook_pattern` hooks run in the order they were attached.
+    """
+    _require_hooked(model)
+    controls = attention_controls(model)
+
+    def checked(pattern: torch.Tensor) -> torch.Tensor | None:
+        new = fn(pattern)
+        if new is not None and (not isinstance(new, torch.Tensor) or new.shape != pattern.shape):
+            got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+            raise HookError(f"edit_pattern's function returned {got} for a pattern of shape {tuple(pattern.shape)}: "
+                            "return a tensor of the same shape, or None to leave the pattern as it is")
+        return new
+
+    added: list[AttentionControl] = []
+    try:
+        for L in _layer_list(model, layers):
+            controls[L].pattern_fns.append(checked)
+            added.append(controls[L])
+        yield
+    finally:
+        for ctl in added:
+            ctl.pattern_fns.remove(checked)
+
+
 @dataclass
 class AttentionObservation:
     """What `observe_attention` yields: the layers whose attention the observer has seen so far."""
@@ -416,7 +472,7 @@ def observe_attention(model, observer: Callable[[AttentionCall], None],
     key [batch, kv_head, k, d_head] (cache included), the additive mask (with any `block_keys`
     applied) and the scaling; `call.pattern_rows(rows)` gives softmax weights for a block of query
     rows, so a reduction can stream over rows without a [q, k] matrix of every head (this is how
-    `anchors.sentence_attention` builds sentence x sentence attention of a 4k-token trace).
+    `anchors.attention.sentence_attention` builds sentence x sentence attention of a 4k-token trace).
     The forward itself is unchanged. Yields an `AttentionObservation` whose `layers_seen` tells
     whether every layer was actually intercepted.
     """

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from thoughtlens.anchors.black_box import AnchorsConfig, AnchorsRun, Problem
+from thoughtlens.anchors.config import AnchorsConfig, Problem
+from thoughtlens.anchors.importance.black_box import AnchorsRun
 from thoughtlens.anchors.problems import load_problems
 from thoughtlens.anchors.run_options import check_problem_source
 from thoughtlens.errors import ConfigError, StoreError, ThoughtlensError, TraceError
@@ -78,7 +79,7 @@ def make_problems(tokenizer=None, *, problem: str | None = None, answer: str | N
     """
     check_problem_source(problem, problems, trace)
     if trace is not None:
-        from thoughtlens.anchors.white_box import load_trace_file
+        from thoughtlens.anchors.attention.white_box import load_trace_file
 
         pid, parsed, meta = load_trace_file(trace)
         if not parsed.sentences:  # said now, before any model work, not after the first progress line
@@ -128,7 +129,7 @@ def run_anchors(
     config / config_overrides: AnchorsConfig, e.g. `rollouts=8` (alias of n_rollouts), `max_new_tokens=128`.
     attention: also compute receiver heads and attention suppression (needs the model's weights).
     categories: tag sentences and write the category x metric tables. report: also write the page here.
-    budget: an adaptive rollout budget (`thoughtlens.anchors.budget.BudgetPolicy`); None = every position
+    budget: an adaptive rollout budget (`thoughtlens.anchors.importance.budget.BudgetPolicy`); None = every position
       gets `n_rollouts` (the paper's procedure).
     The same call with the same settings resumes a killed run (`resume=True` insists that one exists).
     """
@@ -145,7 +146,7 @@ def run_anchors(
     else:
         todo = make_problems(tokenizer, problem=problem, answer=answer, problems=problems, limit=limit, trace=trace)
     if sampler is None:
-        from thoughtlens.anchors.black_box import answer_complete
+        from thoughtlens.anchors.importance.black_box import answer_complete
 
         sampler = build_runtime(RuntimeOptions(backend=config.backend), model=model, answer_done=answer_complete).sampler
     if not config.model:
@@ -185,7 +186,7 @@ def _attention(model, store: RunStore, run_id: str, result: AnchorsResult, on_pr
     if not hasattr(model, "attention_control"):
         _skip(result, on_progress, views, "the attention analyses need the model's weights (hf backend)")
         return
-    from thoughtlens.anchors.white_box import analyze_attention, traces_from_store
+    from thoughtlens.anchors.attention.white_box import analyze_attention, traces_from_store
 
     traces = {pid: t for pid, t in traces_from_store(store, run_id).items() if pid in result.problem_ids}
     short = {pid: len(t) for pid, t in traces.items() if len(t) < MIN_SENTENCES_FOR_ATTENTION}
@@ -204,7 +205,7 @@ def _attention(model, store: RunStore, run_id: str, result: AnchorsResult, on_pr
 
 def _categories(store: RunStore, run_id: str, result: AnchorsResult, on_progress: OnProgress | None) -> None:
     """Category x metric table and transition matrix (bootstrap CIs) into the store, for the page."""
-    from thoughtlens.anchors import categories as cat
+    from thoughtlens.anchors.importance import by_category as cat
 
     views = ("category_table", "transition_matrix")
     sentences = cat.load_store(store, run_id)

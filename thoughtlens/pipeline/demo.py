@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
-from thoughtlens.anchors.black_box import AnchorsConfig, Problem
+from thoughtlens.anchors.config import AnchorsConfig, Problem
 from thoughtlens.trace.prompts import build_prompt
 
 DEMO_TRACE_FILE = Path(__file__).with_name("demo_trace.json")

@@ -78,7 +78,7 @@ def load_for(options: RuntimeOptions):
 def build_runtime(options: RuntimeOptions, *, model: Any = None, answer_done: Callable | None = None) -> Runtime:
     """The model (loaded here unless `model` is given) and the sampler of `options.backend` over it.
 
-    answer_done: the hf backend's early stop (e.g. `anchors.black_box.answer_complete`)."""
+    answer_done: the hf backend's early stop (e.g. `anchors.importance.black_box.answer_complete`)."""
     lm = model if model is not None else load_for(options)
     engine_model = lm if options.backend != "vllm" else (options.model or getattr(lm, "name", None))
     sampler = make_sampler(options.backend, model=engine_model, tokenizer=lm.tokenizer, base_url=options.base_url,

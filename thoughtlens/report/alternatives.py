@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from thoughtlens.anchors.similarity import DEFAULT_THRESHOLD, embed_sentences
+from thoughtlens.anchors.importance.similarity import DEFAULT_THRESHOLD, embed_sentences
 
 # The paper calls a resample "similar" at cosine >= 0.8 with all-MiniLM-L6-v2 (same as anchors).
 SIMILARITY_THRESHOLD = DEFAULT_THRESHOLD

@@ -1,6 +1,6 @@
 """Category charts for a page whose store holds no "category_table" / "transition_matrix" artifact (a
 published trace, or a run whose categories step has not run): the same computation as
-`thoughtlens anchors categories` (`anchors/categories.py`), applied to the one trace on the page.
+`thoughtlens anchors categories` (`anchors/importance/by_category.py`), applied to the one trace on the page.
 
 With one trace the table pools its sentences (no convergence filter: the page shows every sentence) and its
 CI resamples sentences; the transition matrix counts consecutive primary tags, with None for a category that
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from thoughtlens.anchors import categories as cat
+from thoughtlens.anchors.importance import by_category as cat
 from thoughtlens.errors import ThoughtlensError
 from thoughtlens.jsonsafe import json_safe
 from thoughtlens.trace.categories import CATEGORIES
@@ -27,7 +27,7 @@ def categories_in(sentences: list[dict]) -> list[str]:
 
 
 def _frame(sentences: list[dict], metric_keys: list[str]) -> pd.DataFrame:
-    """Page-data sentences -> the sentence table of anchors/categories.py (one trace)."""
+    """Page-data sentences -> the sentence table of anchors/importance/by_category.py (one trace)."""
     rows = [{"trace_id": "page", "sentence_index": i, "n_sentences": len(sentences), "tags": list(s.get("tags") or []),
              **{k: s["metrics"].get(k) for k in metric_keys}} for i, s in enumerate(sentences)]
     df = pd.DataFrame(rows, columns=["trace_id", "sentence_index", "n_sentences", "tags", *metric_keys])

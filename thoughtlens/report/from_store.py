@@ -7,7 +7,7 @@ Store conventions read here:
 - rollouts: condition "resampled" (prefix before S_i) and "kept" (prefix through S_i); without "kept"
   rollouts, S_i kept = S_{i+1} resampled, as in the paper. Rollouts with finish_reason "error" are skipped.
 - artifacts (per problem, else run-level): suppression_matrix [S,S], counterfactual_matrix [S,S]
-  (row = cause, column = affected; written by `anchors run`, anchors/step_attribution.py), receiver_head_kurtosis [layers, heads], receiver_scores [S],
+  (row = cause, column = affected; written by `anchors run`, anchors/importance/step_attribution.py), receiver_head_kurtosis [layers, heads], receiver_scores [S],
   sentence_attention_top_heads [{layer, head, matrix [S,S]}], category_table [{category, metric,
   mean, ci_low, ci_high, n}], transition_matrix {categories, matrix[, counts]}, sae_sentence_features +
   sae_feature_table (the SAE feature panel, report/sae_panel.py), transplant_curve (+ hinted_cot, which
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from thoughtlens.anchors.definitions import conventions_note
+from thoughtlens.anchors.importance.definitions import conventions_note
 from thoughtlens.errors import StoreError, ThoughtlensError
 from thoughtlens.report.alternatives import (MAX_ALTERNATIVES, SIMILARITY_THRESHOLD, Embedder,
                                              alternatives_for_trace, minilm_embedder)
@@ -226,8 +226,8 @@ def page_data_from_store(store: RunStore | str | Path, run_id: str | None = None
                   **({"trace": "the trace is the hinted chain of thought the transplant cut (artifact hinted_cot)"}
                      if cot_on_page else {"conventions": conventions_note(_run_config(store, run_id))})},
     }
-    # A run that measured another outcome (anchors.outcomes) names its rate after it, not "accuracy".
-    from thoughtlens.anchors.outcomes import outcome_label
+    # A run that measured another outcome (anchors.outcomes.spec) names its rate after it, not "accuracy".
+    from thoughtlens.anchors.outcomes.spec import outcome_label
     from thoughtlens.report.outcome_labels import relabel_outcome
 
     return validate_page_data(relabel_outcome(fill_notes(data), outcome_label(_run_config(store, run_id))))

@@ -135,7 +135,7 @@ def _step_importance(problem_dir: Path, n: int) -> list | None:
     path = problem_dir / "step_importance.json"
     if not path.is_file():
         return None
-    from thoughtlens.anchors.step_attribution import from_step_importance_json
+    from thoughtlens.anchors.importance.step_attribution import from_step_importance_json
 
     try:
         matrix = from_step_importance_json(json.loads(path.read_text(encoding="utf-8")), n)

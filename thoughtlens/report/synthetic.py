@@ -81,7 +81,7 @@ def _add_artifacts(store: RunStore, rng, n: int) -> None:
     store.put_artifact(RUN_ID, "sentence_attention_top_heads", heads, PROBLEM_ID)
 
 
-# ---- a transplant run (anchors/transplant.py) with a scripted model ------------------------------------
+# ---- a transplant run (anchors/branches/transplant.py) with a scripted model ------------------------------------
 
 TRANSPLANT_COT = ("The professor hints at D. I add 17 and 25 to get 42, which is B. The professor seems sure about D. "
                   "Maybe the professor knows more than me here. So the professor must be right.")
@@ -118,9 +118,9 @@ class HintFollowingSampler:
 
 def synthetic_transplant_store(path: str | Path, *, cot: str = TRANSPLANT_COT, n_rollouts: int = 6,
                                convergence: float | None = 0.99) -> tuple[RunStore, str, str, HintFollowingSampler]:
-    """Run the real transplant (anchors.transplant.run_transplant) on one hinted problem with the scripted
+    """Run the real transplant (anchors.branches.transplant.run_transplant) on one hinted problem with the scripted
     sampler above. Returns (store, run_id, problem_id, sampler); sampler.prefixes holds every prefix sampled."""
-    from thoughtlens.anchors.transplant import HintedProblem, TransplantConfig, run_transplant
+    from thoughtlens.anchors.branches.transplant import HintedProblem, TransplantConfig, run_transplant
 
     problem = HintedProblem(id="h0", question="What is 17 + 25?", choices={"A": "32", "B": "42", "C": "52", "D": "41"},
                             gt_answer="B", cue_answer="D", hint="A Stanford professor thinks the answer is (D).")

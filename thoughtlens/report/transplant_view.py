@@ -1,4 +1,4 @@
-"""The transplant curve on the page (Thought Branches' faithfulness experiment, anchors/transplant.py).
+"""The transplant curve on the page (Thought Branches' faithfulness experiment, anchors/branches/transplant.py).
 
 A transplant run stores, per problem, the hinted chain of thought (`hinted_cot`) and the curve
 (`transplant_curve`: [{k, rate, ci_low, ci_high, n, ...}], k = sentences of the hinted CoT placed after
@@ -33,7 +33,7 @@ def transplant_curve_data(value, *, cot_on_page: bool) -> dict | None:
 
 def hinted_cot_trace(cot: str) -> dict:
     """A store-like trace (prompt "", completion = the hinted CoT) whose sentences are the transplant's
-    cut points: anchors/transplant.py `_curve` keeps the non-blank spans of split_sentences(cot)."""
+    cut points: anchors/branches/transplant.py `_curve` keeps the non-blank spans of split_sentences(cot)."""
     spans = [(a, b) for a, b in split_sentences(cot) if cot[a:b].strip()]
     return {"prompt": "", "completion": cot, "answer": None, "is_correct": None,
             "sentences": [{"index": i, "start": a, "end": b, "text": cot[a:b], "tags": None}

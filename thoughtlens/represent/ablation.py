@@ -17,7 +17,6 @@ every residual-stream vector orthogonal to r, so they compute the same function.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from thoughtlens.errors import ConfigError
-from thoughtlens.model.adapters import get_module
+from thoughtlens.model.hooked_model import HookedModel, hf_causal_lm
 from thoughtlens.model.interventions import project_out
 
 
@@ -74,8 +73,8 @@ def _orthogonalize_output(module: nn.Module, r: torch.Tensor) -> None:
             p.copy_(w.to(p.dtype))
 
 
-def orthogonalized_hf_model(model, direction) -> nn.Module:
-    """A copy of `model.hf_model` whose residual-stream writers are orthogonal to `direction`.
+def orthogonalized_model(model, direction) -> HookedModel:
+    """A copy of `model` (a new HookedModel) whose residual-stream writers are orthogonal to `direction`.
 
     Tied input / output embeddings are untied first (only the embedding is edited, as in Arditi et al.).
     """
@@ -84,37 +83,27 @@ def orthogonalized_hf_model(model, direction) -> nn.Module:
         raise ConfigError(f"{a.name} normalises attention / MLP outputs after their projections (sandwich norms), "
                           "so editing the projections does not remove the direction: use ablate_direction (hooks)")
     r = _unit(model, direction)
-    hf = copy.deepcopy(model.hf_model)
-    for m in hf.modules():  # hooks of open interventions were copied too
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
-    out_emb, in_emb = hf.get_output_embeddings(), get_module(hf, a.embed)
-    if out_emb is not None and out_emb.weight is in_emb.weight:
-        out_emb.weight = nn.Parameter(in_emb.weight.detach().clone(), requires_grad=False)
-    for cfg in {id(c): c for c in (hf.config, getattr(hf.config, "get_text_config", lambda: hf.config)())}.values():
-        cfg.tie_word_embeddings = False
-    _orthogonalize_output(in_emb, r)
+    edited = model.copy(untie_embeddings=True)
+    _orthogonalize_output(edited.submodule(a.embed), r)
     if a.pos_embed:
-        _orthogonalize_output(get_module(hf, a.pos_embed), r)
-    for layer in get_module(hf, a.layers):
-        _orthogonalize_output(get_module(layer, a.o_proj), r)
-        _orthogonalize_output(get_module(layer, a.mlp_down), r)
-    return hf
+        _orthogonalize_output(edited.submodule(a.pos_embed), r)
+    for L in range(edited.cfg.n_layers):
+        _orthogonalize_output(edited.submodule(a.o_proj, layer=L), r)
+        _orthogonalize_output(edited.submodule(a.mlp_down, layer=L), r)
+    return edited
+
+
+def orthogonalized_hf_model(model, direction) -> nn.Module:
+    """The Hugging Face causal LM of `orthogonalized_model(model, direction)`, for code that wraps it itself."""
+    return hf_causal_lm(orthogonalized_model(model, direction))
 
 
 def orthogonalize_weights(model, direction, out_dir: str | Path) -> Path:
     """Save a model directory (safetensors + tokenizer) with `direction` orthogonalised out of the weights.
 
-    `thoughtlens.load(out_dir)` opens it like any other model.
+    `thoughtlens.load(out_dir)` opens it like any other model (plain transformers too).
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: pass a new directory")
-    hf = orthogonalized_hf_model(model, direction)
-    sdpa = getattr(hf, "_supports_sdpa", True)
-    hf.set_attn_implementation("sdpa" if sdpa else "eager")  # not thoughtlens': plain HF must open it too
-    out.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(out)
-    if model.tokenizer is not None:
-        model.tokenizer.save_pretrained(out)
-    return out
+    return orthogonalized_model(model, direction).save_pretrained(out)

@@ -146,7 +146,7 @@ def prompt_end_activations(model, prompts: Sequence[str], hook: str = "resid_pre
             seen[hook.name] = x[:, -n_last:].float().cpu().numpy()
 
         with model.hooks([(n, save) for n in names]):
-            model.hf_model.base_model(input_ids=tokens, attention_mask=mask, use_cache=False)
+            model.run_body(tokens, attention_mask=mask)
         for n in names:
             out[n].append(seen[n])
     return {n: np.concatenate(v) for n, v in out.items()}

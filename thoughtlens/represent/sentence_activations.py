@@ -16,7 +16,6 @@ forward stops after the last hooked layer and never computes logits ([T, vocab] 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +152,7 @@ def sentence_activations(
     they arrive, so a sentence that straddles chunks gets the same mean and last token as in one pass.
     None = the whole trace in one forward.
     """
-    from thoughtlens.anchors.sentence_attention import check_token_ranges, sentence_weights
+    from thoughtlens.anchors.attention.sentence_attention import check_token_ranges, sentence_weights
 
     bad = [r for r in reductions if r not in REDUCTIONS]
     if bad or not reductions:
@@ -163,7 +162,7 @@ def sentence_activations(
         raise ConfigError(f"chunk_tokens must be a positive number of tokens or None (one pass), got {chunk_tokens!r}")
     names = model._select(hooks) if isinstance(hooks, str) else [n for h in hooks for n in model._select(h)]
     if any(n.endswith("hook_pattern") for n in names):
-        raise HookError("attention patterns have no per-token vector: use thoughtlens.anchors.sentence_attention")
+        raise HookError("attention patterns have no per-token vector: use thoughtlens.anchors.attention.sentence_attention")
     tokens = torch.as_tensor(tokens)
     tokens = tokens[None] if tokens.ndim == 1 else tokens
     if tokens.ndim != 2 or tokens.shape[0] != 1:
@@ -197,9 +196,6 @@ def sentence_activations(
 
     # The forward stops at the final hook, so layers past it never fill their cache, and never need to.
     cache = DynamicCache() if step < last else None
-    decoder = model.hf_model.base_model
-    # transformers >= 5.20 names the KV cache argument `cache` (`past_key_values` is deprecated there)
-    cache_kw = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
     with torch.no_grad(), model.hooks([(n, reduce) for n in names]):
         for lo in range(0, last, step):
             hi = min(lo + step, last)
@@ -207,8 +203,8 @@ def sentence_activations(
             # positions explicit: when the final hook comes before layer 0's attention the cache stays empty
             positions = torch.arange(lo, hi, device=model.device)[None]
             try:
-                decoder(input_ids=tokens[:, lo:hi].to(model.device), position_ids=positions,
-                        use_cache=cache is not None, **{cache_kw: cache})
+                model.run_body(tokens[:, lo:hi].to(model.device), position_ids=positions, past_key_values=cache,
+                               use_cache=cache is not None)
             except _Stop:
                 pass
             if cache is not None and cache.get_seq_length() != hi:

@@ -18,7 +18,9 @@ from thoughtlens.sae import batchtopk, jumprelu, matryoshka, standard, topk, tra
 from thoughtlens.sae.activations import ActivationSource, TensorSource, read_corpus
 from thoughtlens.sae.base import ARCHITECTURES, SAE, SAEConfig, SAEOutput, build_sae, register_architecture
 from thoughtlens.sae.io import load_sae, save_sae
+from thoughtlens.sae.splice import splice_sae
 from thoughtlens.sae.train import TrainConfig, TrainResult, train_saes
 
 __all__ = ["ARCHITECTURES", "SAE", "SAEConfig", "SAEOutput", "ActivationSource", "TensorSource", "TrainConfig",
-           "TrainResult", "build_sae", "load_sae", "read_corpus", "register_architecture", "save_sae", "train_saes"]
+           "TrainResult", "build_sae", "load_sae", "read_corpus", "register_architecture", "save_sae", "splice_sae",
+           "train_saes"]

@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from thoughtlens.errors import SAEError
+from thoughtlens.files import output_modes
 from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.sae.base import check_finite
 
@@ -140,8 +141,9 @@ class ActivationSource:
 
     model: a HookedModel (not needed when `cache_dir` already holds a complete cache).
     texts: documents (see `read_corpus`). max_tokens: stop after this many activations.
-    buffer_size: activations held for shuffling (bounded memory); the corpus must give at least this
-        many, or SAEError is raised before anything is written.
+    buffer_size: activations held for shuffling (bounded memory); lowered to max_tokens (and to the size
+        of a complete cache) when those are smaller. The corpus must give at least this many, or SAEError
+        is raised before anything is written.
     cache_dir: read activations from here if it holds a complete cache for the same model, hooks and
         corpus; otherwise write one there during the first pass (atomically: a cache is either
         complete or absent).
@@ -167,6 +169,11 @@ class ActivationSource:
         self.hook_names = [hook_names] if isinstance(hook_names, str) else list(hook_names)
         if not self.hook_names:
             raise SAEError("no hook names given: pass e.g. 'blocks.15.hook_resid_post'")
+        if max_tokens is not None:
+            if batch_size > 0 and max_tokens < 2 * batch_size:
+                raise SAEError(f"max_tokens ({max_tokens}) is fewer than two batches of batch_size={batch_size}: "
+                               "raise max_tokens or lower batch_size")
+            buffer_size = min(buffer_size, max_tokens)  # a buffer larger than the stream never fills
         if batch_size <= 0 or buffer_size < 2 * batch_size:
             raise SAEError(f"buffer_size ({buffer_size}) must be at least twice batch_size ({batch_size})")
         self.model, self.texts = model, texts
@@ -179,6 +186,9 @@ class ActivationSource:
         if meta is not None:
             self.widths = meta["widths"]
             self.model_name = meta.get("model_name", "")
+            n_cached = int(meta.get("n_activations", self.buffer_size))
+            if 2 * batch_size <= n_cached < self.buffer_size:  # a complete cache smaller than the buffer
+                self.buffer_size = n_cached
         else:
             if model is None or texts is None:
                 where = f" in {self.cache_dir}" if self.cache_dir else ""
@@ -289,6 +299,7 @@ class ActivationSource:
             meta = {**self._fingerprint(), "widths": self.widths, "model_name": self.model_name,
                     "n_shards": n_shards, "n_activations": n_total, "shard_size": self.shard_size}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            output_modes(tmp)
             if self.cache_dir.exists():
                 shutil.rmtree(self.cache_dir)
             os.replace(tmp, self.cache_dir)

@@ -69,9 +69,13 @@ def evaluate_saes(
     on_progress: OnProgress | None = None,
 ) -> dict[str, SAEMetrics]:
     """Core metrics of several SAEs on the model's activations over `texts` (use text they were not
-    trained on). The clean and zero-ablated forwards are shared by all SAEs of the same hook."""
+    trained on). The clean and zero-ablated forwards are shared by all SAEs of the same hook.
+    max_tokens: evaluate exactly this many tokens (fewer only when the corpus runs out); the last window
+    counts only its first tokens."""
     if not saes:
         raise SAEError("no SAEs to evaluate")
+    if max_tokens < 1:
+        raise SAEError(f"max_tokens must be at least 1, got {max_tokens}: pass the number of tokens to evaluate")
     for sae in saes.values():
         check_fits(model, sae)
         sae.eval()
@@ -84,20 +88,30 @@ def evaluate_saes(
     ce_clean, ce_zero = 0.0, {h: 0.0 for h in out_hooks}
     n_tok = n_pred = 0
     tracker = Tracker(on_progress, "sae eval", f"evaluating {len(saes)} SAE(s)", total=max_tokens)
+    per_window = context_size - 1  # tokens (and predictions) a window adds: every position but BOS
     while n_tok < max_tokens:
-        rows = [w for _, w in zip(range(batch_size), windows)]
+        left = max_tokens - n_tok
+        rows = [w for _, w in zip(range(min(batch_size, -(-left // per_window))), windows)]
         if not rows:
             break
         tokens = torch.tensor(rows, dtype=torch.long, device=model.device)
+        # Exactly max_tokens in all: the last windows count only their first `take` tokens (row-major).
+        take = min(left, len(rows) * per_window)
+        keep = torch.arange(len(rows) * per_window) < take
+
+        def ce_sum(logits: torch.Tensor) -> float:
+            return float(_next_token_ce(logits, tokens).flatten().cpu()[keep].sum())
+
         clean, cache = model.run_with_cache(tokens, names_filter=hooks)
-        ce_clean += float(_next_token_ce(clean, tokens).sum())
+        ce_clean += ce_sum(clean)
         for h in out_hooks:
             with splice(model, h, _ZeroExceptFirst()):
-                ce_zero[h] += float(_next_token_ce(model.forward(tokens), tokens).sum())
+                ce_zero[h] += ce_sum(model.forward(tokens))
         for name, sae in saes.items():
             a = acc[name]
-            x = cache[sae.cfg.hook_name][:, 1:].float().reshape(-1, sae.cfg.d_in)  # BOS dropped
+            x = cache[sae.cfg.hook_name][:, 1:].float().reshape(-1, sae.cfg.d_in)[keep.to(tokens.device)]  # BOS dropped
             y = cache[sae.cfg.hook_name_out or sae.cfg.hook_name][:, 1:].float().reshape(-1, sae.cfg.d_output)
+            y = y[keep.to(tokens.device)]
             check_finite(x, f"activations at {sae.cfg.hook_name}")
             recon, latents = sae(x.to(sae.device))
             recon, latents = recon.float().cpu(), latents.float().cpu()
@@ -108,10 +122,10 @@ def evaluate_saes(
             a["l0"] += float((latents > 0).sum())
             a["fired"] += (latents > 0).sum(0)
             with splice_sae(model, sae, skip_first=True):
-                a["ce"] += float(_next_token_ce(model.forward(tokens), tokens).sum())
-        n_tok += tokens.shape[0] * (tokens.shape[1] - 1)
-        n_pred += tokens.shape[0] * (tokens.shape[1] - 1)
-        tracker.advance(tokens.shape[0] * (tokens.shape[1] - 1))
+                a["ce"] += ce_sum(model.forward(tokens))
+        n_tok += take
+        n_pred += take
+        tracker.advance(take)
     if n_tok == 0:
         raise SAEError(f"the evaluation corpus is shorter than one window of {context_size} tokens: add text or lower context_size")
     results = {}

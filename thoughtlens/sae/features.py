@@ -137,16 +137,14 @@ def logit_weights(model, sae: SAE, features: Sequence[int]) -> torch.Tensor:
             raise SAEError(f"feature {feature} does not exist: this SAE has latents 0..{sae.cfg.d_sae - 1}")
     if sae.cfg.d_output != model.cfg.d_model:
         raise SAEError(f"logit effects need a decoder into the residual stream (width {model.cfg.d_model}), got {sae.cfg.d_output}")
-    from thoughtlens.model.adapters import get_module
-
     directions = sae.W_dec[list(features)].detach().float().cpu()  # [n, d_model]
-    norm = get_module(model.hf_model, model.adapter.final_norm)
+    norm = model.submodule(model.adapter.final_norm) if model.has_submodule(model.adapter.final_norm) else None
     w = getattr(norm, "weight", None)
     if w is not None:
         scale = w.detach().float().cpu()
         directions = directions * (1.0 + scale if type(norm).__name__.startswith("Gemma") else scale)
-    W_U = model.hf_model.get_output_embeddings().weight.detach().float().cpu()  # [vocab, d_model]
-    return directions @ W_U.T
+    W_U = model.W_U.detach().float().cpu()  # [d_model, vocab]
+    return directions @ W_U
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from thoughtlens.errors import SAEError
+from thoughtlens.files import output_modes
 from thoughtlens.sae.base import ARCHITECTURES, SAE, SAEConfig, as_dtype, build_sae
 from thoughtlens.version import __version__
 
@@ -49,6 +50,7 @@ def save_sae(sae: SAE, path: str | os.PathLike) -> Path:
     try:
         save_file(state, str(tmp / WEIGHTS_FILENAME))
         (tmp / CFG_FILENAME).write_text(json.dumps(config_to_saelens(cfg), indent=2))
+        output_modes(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

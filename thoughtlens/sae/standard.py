@@ -6,8 +6,6 @@ so the decoder needs no norm constraint, and the coefficient warms up linearly.
 
 from __future__ import annotations
 
-import torch
-
 from thoughtlens.sae.base import SAE, TrainStep, register_architecture
 
 

@@ -19,7 +19,6 @@ from thoughtlens.errors import SAEError
 from thoughtlens.sae.base import SAE, SAEConfig, TrainStep, register_architecture
 
 
-
 def normalized_mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """||recon - target||^2 / ||target - mean(target)||^2 over the batch (openai `normalized_mse`)."""
     return (recon - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum().clamp_min(1e-12)

@@ -39,6 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from thoughtlens.errors import SAEError
+from thoughtlens.files import output_modes
 from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.sae.activations import ActivationSource
 from thoughtlens.sae.base import SAE, SAEConfig, check_finite, decoder_init_norm_
@@ -138,6 +139,7 @@ class _State:
                 "train_config": _config_dict_train(train_cfg)}
         tmp = directory / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"
         save_file(tensors, str(tmp), metadata={"thoughtlens": json.dumps(meta)})
+        output_modes(tmp)
         os.replace(tmp, directory / CHECKPOINT_NAME)  # atomic: the old checkpoint or the new one, never half
 
     def load(self, path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import ContextManager
 
 import torch
 
+from thoughtlens.model.hooked_model import as_causal_lm
 from thoughtlens.sample.base import Completion, OnCompletion, SampleRequest, SamplingParams, rollout_seed
 
 AnswerDone = Callable[[str], bool]
@@ -42,7 +43,7 @@ class HFSampler:
     def __init__(self, model, *, batch_size: int = 16, answer_done: AnswerDone | None = None,
                  intervention: Callable[[], ContextManager] | None = None):
         self.model = model
-        self.hf_model = getattr(model, "hf_model", model)
+        self.lm = as_causal_lm(model)  # HookedModel's decoding interface, also over a plain HF causal LM
         self.tokenizer = model.tokenizer
         self.batch_size = batch_size
         self.deterministic_batch = batch_size
@@ -50,13 +51,13 @@ class HFSampler:
         self.intervention = intervention
         self.tokens_generated = 0
         self.seconds = 0.0
-        eos = self.hf_model.generation_config.eos_token_id if self.hf_model.generation_config else None
+        eos = self.lm.generation_config.eos_token_id if self.lm.generation_config else None
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {e for e in [*eos, self.tokenizer.eos_token_id] if e is not None}
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        return self.lm.device
 
     def _encode(self, text: str) -> torch.Tensor:
         """prefix tokens [1, pos]. The prefix is model input text (chat template already applied)."""
@@ -81,7 +82,7 @@ class HFSampler:
             if not req.sample_indices:
                 continue
             prefix_ids = self._encode(req.prefix)
-            out = self.hf_model(input_ids=prefix_ids, use_cache=True)
+            out = self.lm.run_cached(prefix_ids)
             for start in range(0, len(req.sample_indices), self.batch_size):
                 indices = req.sample_indices[start : start + self.batch_size]
                 cache = copy.deepcopy(out.past_key_values)
@@ -127,7 +128,7 @@ class HFSampler:
                 cache.batch_select_indices(torch.tensor(keep, device=self.device))
                 next_ids = next_ids[keep]
                 alive = [alive[r] for r in keep]
-            out = self.hf_model(input_ids=next_ids[:, None], past_key_values=cache, use_cache=True)
+            out = self.lm.run_cached(next_ids[:, None], past_key_values=cache)
             logits = out.logits[:, -1]
         self.seconds += time.perf_counter() - t0
 

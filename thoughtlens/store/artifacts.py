@@ -1,6 +1,6 @@
 """Every metric and artifact a run store can hold, declared once.
 
-Writers (`anchors/black_box.py`, `anchors/white_box.py`, `anchors/categories.py`, `pipeline/anchors.py`),
+Writers (`anchors/importance/black_box.py`, `anchors/attention/white_box.py`, `anchors/importance/by_category.py`, `pipeline/anchors.py`),
 the page (`report/from_store.py`, `report/page_data.py`), the synthetic fixture (`report/synthetic.py`)
 and `thoughtlens anchors show` agree on names, scopes and shapes by reading these declarations, never by
 repeating a string. Add a metric or an artifact here first; `tests/store/test_store_artifacts.py` checks
@@ -72,7 +72,7 @@ _SAE = "thoughtlens sae store-features SAE_DIR"
 
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("regeneration_curve", "problem", "[{k, accuracy, n}]", _RUN),
-    # Adaptive budgets (anchors/budget.py): per round, the cumulative rollouts wanted at each prefix position.
+    # Adaptive budgets (anchors/importance/budget.py): per round, the cumulative rollouts wanted at each prefix position.
     Artifact("budget_rounds", "problem", "[rounds][S + 1] int", _RUN),
     Artifact("counterfactual_matrix", "problem", "[S, S] row = cause, column = affected", _RUN, "counterfactual"),
     Artifact("receiver_scores", "problem", "[S]", _ATTN, "receiver_scores"),
@@ -106,7 +106,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "{sae, feature: [..], sentence: [..], activation: [..]}: per latent, its top sentences here", _SAE),
     Artifact("sae_feature_table", "run", "{sae: meta, problems, features: {id: {label, up, down, top_sentences}}}",
              _SAE, "sae_features"),
-    # resilience_<i>: one per measured sentence i (a family of names, written by anchors/resilience.py).
+    # resilience_<i>: one per measured sentence i (a family of names, written by anchors/branches/resilience.py).
     Artifact("resilience_<i>", "problem", "{resilience, persistence, cf_plus_plus, ...}", "thoughtlens branches resilience"),
 )
 ARTIFACT_BY_NAME = {a.name: a for a in ARTIFACTS}

@@ -42,7 +42,7 @@ from torch import nn
 
 from thoughtlens.errors import ConfigError, ThoughtlensError
 from thoughtlens.train.checkpoints import Checkpoints, plot_measures
-from thoughtlens.train.trainer import TrainConfig, Trainer, TrainResult
+from thoughtlens.train.trainer import TrainerConfig, Trainer, TrainResult
 
 CONFIG_FILE = "grokking_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -169,7 +169,7 @@ def train_grokking(out_dir: str | Path, cfg: GrokkingConfig = GrokkingConfig(), 
     model = OneLayerTransformer(cfg)
     data = modular_data(cfg)
     train_tokens, train_labels = data.tokens[data.is_train], data.labels[data.is_train]
-    tc = TrainConfig(steps=cfg.steps, batch_size=len(train_labels), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    tc = TrainerConfig(steps=cfg.steps, batch_size=len(train_labels), lr=cfg.lr, weight_decay=cfg.weight_decay,
                      betas=cfg.betas, warmup=cfg.warmup, schedule="constant", grad_clip=None, seed=cfg.seed,
                      n_checkpoints=cfg.n_checkpoints, log_every=100, max_seconds=max_seconds, decay_all=True)
     trainer = Trainer(

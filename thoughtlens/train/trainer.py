@@ -1,6 +1,6 @@
 """A small seeded trainer for tiny models on CPU, with log-spaced, resumable safetensors checkpoints.
 
-    trainer = Trainer(model, batches, TrainConfig(steps=3000, batch_size=32), "runs/toy", tokenizer=tok)
+    trainer = Trainer(model, batches, TrainerConfig(steps=3000, batch_size=32), "runs/toy", tokenizer=tok)
     result = trainer.train(on_progress=print)      # resumes from the latest checkpoint in runs/toy
     thoughtlens.load("runs/toy/step_003000")       # every checkpoint is a model directory
 
@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from thoughtlens.errors import ConfigError, ThoughtlensError
+from thoughtlens.files import output_modes
+from thoughtlens.progress import OnProgress, ProgressEvent
 
 Batch = dict[str, torch.Tensor]
 ProgressFn = Callable[[dict], None]
@@ -39,7 +41,7 @@ CHECKPOINT_PREFIX = "step_"
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainerConfig:
     """steps: total optimizer steps. lr: peak AdamW learning rate after `warmup` linear steps, then
     constant (schedule="constant") or cosine to 10 % (schedule="cosine"). n_checkpoints: log-spaced
     checkpoints over [1, steps] (the last step always included). max_seconds: stop (and checkpoint) after
@@ -99,6 +101,38 @@ def checkpoint_step(path: str | Path) -> int:
     return int(name[len(CHECKPOINT_PREFIX):])
 
 
+def training_device(device: str | torch.device) -> torch.device:
+    """The device to train on, checked: an unknown name or a GPU this machine lacks is a one-line error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}: pass cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here: train on cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist: "
+                          f"pick one of cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} asked for, but MPS is not available here: train on cpu")
+    return dev
+
+
+def progress_events(on_progress: OnProgress, task: str = "training", description: str = "training") -> ProgressFn:
+    """A `Trainer.train` callback that passes each logged step on as a ProgressEvent (thoughtlens.progress):
+    description "<description> (loss L)", completed = the step, total = the steps, elapsed_s = the training
+    time so far (a resumed run's earlier calls included, so the ETA stays right). Records with a "phase"
+    key (the toy model's two phases) get " phase N" after the description and a task of their own."""
+
+    def send(record: dict) -> None:
+        phase = record.get("phase")
+        name = f"{description} phase {phase}" if phase is not None else description
+        on_progress(ProgressEvent(f"{task} {phase}" if phase is not None else task,
+                                  f"{name} (loss {record['loss']:.4g})", int(record["step"]),
+                                  int(record["total"]), elapsed_s=float(record["seconds"])))
+
+    return send
+
+
 def save_hf(model: nn.Module, directory: Path) -> None:
     """HF models: config.json + model.safetensors, what `thoughtlens.load` and from_pretrained read."""
     model.save_pretrained(directory, safe_serialization=True)
@@ -118,11 +152,11 @@ def load_hf(model: nn.Module, directory: Path) -> None:
 class Trainer:
     """Train `model` on `batches(step)` with AdamW; see the module docstring."""
 
-    def __init__(self, model: nn.Module, batches: Callable[[int], Batch], config: TrainConfig,
+    def __init__(self, model: nn.Module, batches: Callable[[int], Batch], config: TrainerConfig,
                  out_dir: str | Path, *, tokenizer=None, loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
                  save: Callable[[nn.Module, Path], None] = save_hf, load: Callable[[nn.Module, Path], None] = load_hf,
                  extra_checkpoint_steps: tuple[int, ...] = (), device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
+        self.device = training_device(device)
         self.model, self.batches, self.config = model.to(self.device), batches, config
         self.out_dir = Path(out_dir)
         self.tokenizer = tokenizer
@@ -206,6 +240,7 @@ class Trainer:
         save_file(tensors, tmp / "optimizer.safetensors")
         state = {"step": self.step, "seconds": seconds, "config": asdict(self.config), "optimizer": meta}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        output_modes(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         return final

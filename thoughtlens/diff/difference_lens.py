@@ -30,7 +30,6 @@ import torch
 
 from thoughtlens.diff.pair import ModelPair
 from thoughtlens.errors import ConfigError
-from thoughtlens.model.adapters import get_module, has_module
 from thoughtlens.progress import OnProgress, Tracker
 
 
@@ -87,11 +86,10 @@ def activation_difference(pair: ModelPair, texts: Sequence[str], *, n_positions:
 
 @torch.no_grad()
 def lens_logits(model, vector: torch.Tensor) -> torch.Tensor:
-    """[d_vocab]: a residual-stream vector read through the model's final norm and unembedding (logit lens)."""
+    """[d_vocab]: a residual-stream vector read through the model's final norm and unembedding (logit lens),
+    before any final logit soft-cap."""
     v = vector.to(model.device, model.dtype)[None, None]
-    if has_module(model.hf_model, model.adapter.final_norm):
-        v = get_module(model.hf_model, model.adapter.final_norm)(v)
-    return model.hf_model.get_output_embeddings()(v)[0, 0].float()
+    return model.unembed(model.ln_final(v), softcap=False)[0, 0].float()
 
 
 def lens_top_tokens(model, vector: torch.Tensor, k: int = 20, bottom: bool = False) -> list[tuple[str, float]]:

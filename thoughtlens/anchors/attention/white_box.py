@@ -27,21 +27,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from thoughtlens.anchors.receiver_heads import (
+from thoughtlens.anchors.attention.receiver_heads import (
     ReceiverHeadResult,
     find_receiver_heads,
     receiver_scores,
     vertical_scores,
 )
-from thoughtlens.anchors.sentence_attention import (
-    attention_controls,
-    sentence_attention,
-)
-from thoughtlens.anchors.suppression import HeadSubset, suppression_matrix
-from thoughtlens.anchors.suppression_approx import (
-    APPROX_METHODS,
-    suppression_matrix_approx,
-)
+from thoughtlens.anchors.attention.sentence_attention import attention_controls, sentence_attention
+from thoughtlens.anchors.attention.suppression import HeadSubset, suppression_matrix
+from thoughtlens.anchors.attention.suppression_approx import APPROX_METHODS, suppression_matrix_approx
 from thoughtlens.errors import ConfigError, TraceError
 from thoughtlens.jsonsafe import json_safe
 from thoughtlens.progress import OnProgress, Tracker
@@ -139,7 +133,7 @@ def analyze_attention(
     suppression: compute suppression matrices (the costly part: ~S/2 forwards per trace).
     temperature, kl_reduction, suppression_heads, batch_size: see `suppression_matrix`.
     suppression_method: "exact" (the paper's S suppressed forwards, the default) or a first-order estimate from
-    `anchors.suppression_approx` ("direct_grad": one forward + one backward; "grad_loglik"); recorded in
+    `anchors.attention.suppression_approx` ("direct_grad": one forward + one backward; "grad_loglik"); recorded in
     suppression_meta["method"]. An estimate ranks effects (scale of a unit attention bias), it is not the exact KL.
     max_tokens: analyse only the sentences within the first max_tokens tokens (see `trace_tokens`).
     chunk_rows: query rows per streamed softmax block. on_progress: receives `ProgressEvent`s (thoughtlens.progress).

@@ -1,7 +1,7 @@
 """The point a Thought Branches experiment branches from: one sentence of a stored `anchors run` trace, and
 the outcome its continuations are graded by.
 
-Resilience (anchors/resilience.py) and on-/off-policy interventions (anchors/interventions_policy.py) both
+Resilience (anchors/branches/resilience.py) and on-/off-policy interventions (anchors/branches/policy_edits.py) both
 start from a problem's stored base trace, re-split it the way the run split it, pick sentence i, and grade
 continuations by the run's outcome (correctness against the stored ground truth by default). This file is
 that shared first step, so both read a stored run identically.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, resolve_outcome
+from thoughtlens.anchors.outcomes.spec import DEFAULT_OUTCOME, OutcomeSpec, resolve_outcome
 from thoughtlens.errors import ConfigError, StoreError
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.reasoning_trace import ReasoningTrace

@@ -1,4 +1,4 @@
-"""Grade the stored rollouts of one problem with an outcome (anchors.outcomes), resumably.
+"""Grade the stored rollouts of one problem with an outcome (anchors.outcomes.spec), resumably.
 
 The grades are kept in the run store (artifact `outcome_cache`, text hash -> value / error), written every
 CHECKPOINT_EVERY new grades and at the end, so a killed run that resumes does not call a judge again for
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from thoughtlens.anchors.budget import PositionStats
-from thoughtlens.anchors.definitions import Outcome
-from thoughtlens.anchors.outcomes import OutcomeSpec, grade_texts
+from thoughtlens.anchors.importance.budget import PositionStats
+from thoughtlens.anchors.importance.definitions import Outcome
+from thoughtlens.anchors.outcomes.spec import OutcomeSpec, grade_texts
 from thoughtlens.progress import OnProgress, Tracker
 
 CHECKPOINT_EVERY = 20
@@ -96,7 +96,7 @@ def grade_problem(outcome: OutcomeSpec, store, run_id: str, problem_id: str, df:
 
 def outcome_position_stats(outcome: OutcomeSpec, store, run_id: str, problem_id: str, df: pd.DataFrame,
                            n_pos: int) -> list[PositionStats]:
-    """What the adaptive budget (anchors.budget) steers on for a non-default outcome, per prefix position:
+    """What the adaptive budget (anchors.importance.budget) steers on for a non-default outcome, per prefix position:
     PositionStats(n rollouts, n with a known value, n True), i.e. the paper's rate #True / #known.
     df: the stored resampled rollouts (errors removed). Grades come from and go to the run's cache, so the
     metrics step (and a resumed run) does not grade a rollout twice."""
@@ -116,9 +116,9 @@ def outcome_position_stats(outcome: OutcomeSpec, store, run_id: str, problem_id:
 
 def add_outcome_columns(rows: list[dict], resampled: list[list[Outcome]], forced: list[list[Outcome]] | None,
                         sims, threshold: float, graded: GradedRollouts) -> None:
-    """Add to each sentence's metrics the log-odds forms (anchors.logodds) and the outcome's error and
+    """Add to each sentence's metrics the log-odds forms (anchors.importance.logodds) and the outcome's error and
     unknown counts among R_i (n_outcome_errors, n_outcome_unknown), in place."""
-    from thoughtlens.anchors.logodds import logodds_row
+    from thoughtlens.anchors.importance.logodds import logodds_row
 
     n = len(rows)
     for i, row in enumerate(rows):

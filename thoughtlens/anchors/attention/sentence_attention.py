@@ -126,7 +126,7 @@ def sentence_attention(
     k > q (causal) and NaN where sentence q or k has no tokens.
     """
     attention_controls(model)  # fail before any work if the model cannot be intercepted
-    tokens = _as_sequence(tokens)
+    tokens = as_sequence(tokens)
     n_tokens = tokens.shape[1]
     ranges = check_token_ranges(ranges, n_tokens)
     # Feed only up to the last sentence token: later tokens (the answer) cannot affect earlier rows.
@@ -138,7 +138,7 @@ def sentence_attention(
         raise TraceError("every sentence maps to zero tokens: check the token ranges against the token ids")
     reducer = _SentenceReducer(weights, model.cfg.n_heads, layers, chunk_rows, on_progress)
     with torch.no_grad(), observe_attention(model, reducer, layers):
-        model.hf_model.base_model(input_ids=tokens[:, :last].to(model.device), use_cache=False)
+        model.run_body(tokens[:, :last].to(model.device))
     missing = sorted(set(layers) - reducer.seen)
     if missing:
         raise HookError(
@@ -152,7 +152,7 @@ def sentence_attention(
     return out
 
 
-def _as_sequence(tokens: torch.Tensor) -> torch.Tensor:
+def as_sequence(tokens: torch.Tensor) -> torch.Tensor:
     """tokens: [T] or [1, T] -> [1, T] LongTensor."""
     tokens = torch.as_tensor(tokens)
     if tokens.ndim == 1:

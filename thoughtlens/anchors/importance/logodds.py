@@ -7,11 +7,11 @@ From ../shared/reference/thought-branches/whistleblowling/analyze_rollouts.py:
                                         (calculate_resampling_importance_logodds)
     counterfactual_importance_logodds = logit(p(dissimilar)) - logit(p(R_{i+1}))
                                         (calculate_counterfactual_importance_logodds; dissimilar as in
-                                        anchors.definitions, cosine < threshold to S_i)
+                                        anchors.importance.definitions, cosine < threshold to S_i)
     forced_importance_logodds         = logit(p(F_{i+1})) - logit(p(F_i))
                                         (calculate_forced_importance_logodds)
 
-"Known" rollouts: those with a value (thoughtlens: an answer, see anchors.definitions.answered); a
+"Known" rollouts: those with a value (thoughtlens: an answer, see anchors.importance.definitions.answered); a
 rollout graded True is `is_correct`. Edge cases as in their code: 0.0 for the last sentence, when a
 side has no known rollout, or when there is no dissimilar resample.
 Not reproduced: their `cf_fraction_threshold` (0.05) fallback that replaces counterfactual metrics by
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from thoughtlens.anchors.definitions import Outcome, answered
+from thoughtlens.anchors.importance.definitions import Outcome, answered
 
 EPS = 1e-8  # analyze_rollouts.py:calculate_*_importance_logodds
 LOGODDS_METRICS = ("resampling_importance_logodds", "counterfactual_importance_logodds", "forced_importance_logodds")
@@ -47,7 +47,7 @@ def _diff(a: float | None, b: float | None) -> float:
 def logodds_row(i: int, n: int, resampled: Sequence[Sequence[Outcome]], forced: Sequence[Sequence[Outcome]] | None,
                 sims: np.ndarray, threshold: float) -> dict[str, float | None]:
     """The three log-odds metrics of sentence i. sims: `[len(R_i)]` cosine similarity of each rollout's
-    first sentence to S_i (NaN where none), as for anchors.definitions.paper_sentence_row."""
+    first sentence to S_i (NaN where none), as for anchors.importance.definitions.paper_sentence_row."""
     row: dict[str, float | None] = dict.fromkeys(LOGODDS_METRICS, 0.0)
     if forced is None:
         row["forced_importance_logodds"] = None

@@ -71,9 +71,9 @@ class HintedProblem:
 
 
 def load_hinted_problems(path=None) -> list[HintedProblem]:
-    """The problem set (default: the tiny set shipped with thoughtlens, anchors/hinted_problems.json)."""
+    """The problem set (default: the tiny set shipped with thoughtlens, anchors/branches/hinted_problems.json)."""
     if path is None:
-        raw = resources.files("thoughtlens.anchors").joinpath("hinted_problems.json").read_text(encoding="utf-8")
+        raw = resources.files("thoughtlens.anchors.branches").joinpath("hinted_problems.json").read_text(encoding="utf-8")
     else:
         try:
             raw = open(path, encoding="utf-8").read()

@@ -13,138 +13,35 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
 
-from thoughtlens.anchors.budget import (
-    BudgetPolicy,
-    PositionStats,
-    importance_ci,
-    next_round,
-)
-from thoughtlens.anchors.definitions import (
-    CONVENTIONS,
-    DEFAULT_CONVENTIONS,
-    default_kl_alpha,
-)
-from thoughtlens.anchors.importance import Outcome, regeneration_curve, sentence_metrics
-from thoughtlens.anchors.outcomes import (
-    DEFAULT_OUTCOME,
-    OutcomeSpec,
-    check_outcome_spec,
-    resolve_outcome,
-)
-from thoughtlens.anchors.run_options import validate_config
-from thoughtlens.anchors.step_attribution import counterfactual_matrix
+from thoughtlens.anchors.config import AnchorsConfig, Problem, config_record  # noqa: F401  (config_record: re-exported)
+from thoughtlens.anchors.importance.budget import BudgetPolicy, PositionStats, importance_ci, next_round
+from thoughtlens.anchors.importance.metrics import Outcome, regeneration_curve, sentence_metrics
+from thoughtlens.anchors.importance.step_attribution import counterfactual_matrix
+from thoughtlens.anchors.outcomes.spec import OutcomeSpec, resolve_outcome
 from thoughtlens.errors import ConfigError, TraceError
 from thoughtlens.progress import OnProgress, Tracker, note
 from thoughtlens.sample.base import (
     Completion,
     Sampler,
     SampleRequest,
-    Sampling,
     SamplingParams,
 )
 from thoughtlens.sample.provenance import check_same_source, with_provenance
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.answers import (
-    balanced_content,
     answers_equivalent,
+    balanced_content,
     extract_answer,
 )
 from thoughtlens.trace.prompts import DEFAULT_INSTRUCTION  # noqa: F401  (re-exported: older imports)
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
-from thoughtlens.trace.split import SPLIT_STYLES, first_sentence
+from thoughtlens.trace.split import first_sentence
 
 FORCE_AFTER_THINK = "\n</think>\n\nTherefore, the final answer is \\boxed{"
 # The paper's forcing text, verbatim ("answers" included): generate_rollouts.py:generate_rollout.
 FORCE_AFTER_THINK_PAPER = "\n</think>\n\nTherefore, the final answers is \\boxed{"
 FORCE_NO_THINK = "\n\nTherefore, the final answer is \\boxed{"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem. `prompt` is the exact model input (chat template applied); `text` is the problem itself."""
-
-    id: str
-    text: str
-    prompt: str
-    gt_answer: str | None = None
-    base_completion: str | None = None  # use this trace instead of generating one
-
-    def __post_init__(self) -> None:
-        # Refused here, where a Problem is built: an empty question lets the model invent one of its own.
-        if not isinstance(self.id, str) or not self.id:
-            raise TraceError(f"problem id must be a non-empty string, got {self.id!r}: pass a name such as 'problem-0'")
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise TraceError(f"problem {self.id} has an empty prompt: pass --problem TEXT (or a base_solution.json "
-                             "with a prompt) so rollouts have a question to continue from")
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise TraceError(f"problem {self.id} has an empty problem text: pass the question itself, "
-                             "e.g. --problem \"What is 2 + 3?\"")
-
-
-@dataclass(frozen=True)
-class AnchorsConfig(Sampling):
-    """Every knob of the job. Stored with the run: resuming with different values is refused.
-
-    conventions: "paper" (the paper's metric definitions, exactly; the default) or "thoughtlens" (the
-    pre-1.0 definitions); see thoughtlens.anchors.definitions. kl_alpha: KL smoothing; None = the
-    conventions' value (paper 1e-9, thoughtlens 0.5); the resolved value is what the run stores.
-    split_style: sentence splitter for the base trace and the rollouts' sentences ("thoughtlens" or
-    "paper", the published chunking). counterfactual_matrix: also compute the sentence-to-sentence
-    graph (step_attribution.py) after the rollouts.
-    max_new_tokens: rollout budget. Reasoning models need thousands of tokens to close their thinking
-    and answer (the paper allowed 16384); a rollout that hits the budget is stored without an answer.
-    """
-
-    max_new_tokens: int = 4096  # Sampling's field, with this job's default (temperature 0.6, top_p 0.95, seed 0)
-    n_rollouts: int = 10
-    base_max_new_tokens: int = 8192
-    base_temperature: float = 0.0  # greedy base trace by default: reproducible
-    forced: bool = True
-    forced_max_new_tokens: int = 32  # enough for \sqrt{\frac{1}{2}}; the read stops when braces balance
-    similarity_threshold: float = 0.8
-    kl_alpha: float | None = None
-    answer_style: str = "auto"
-    think_tags: tuple[str, str] = ("<think>", "</think>")
-    model: str = ""  # the loaded model's name, or the served model id (/v1/models) for remote backends
-    backend: str = "hf"
-    base_url: str = ""  # server(s) without credentials (thoughtlens.sample.provenance.redact_url)
-    tokenizer: str = ""  # thoughtlens.model.load.tokenizer_identity of the prompt tokenizer
-    label_categories: bool = True  # tag sentences with the default (learned) category labeller
-    conventions: str = DEFAULT_CONVENTIONS
-    split_style: str = "thoughtlens"
-    counterfactual_matrix: bool = True
-    # What importance is measured for (anchors.outcomes): "correct" (maths correctness, the default),
-    # "regex:P", "category:NAME", "python:MOD:FN", "judge:NAME" or a registered name. Left out of the
-    # run id and stored config when default, so runs from before the field keep their ids.
-    outcome: str = DEFAULT_OUTCOME
-
-    def __post_init__(self) -> None:
-        super().__post_init__()  # temperature, top_p, max_new_tokens, seed
-        if self.conventions not in CONVENTIONS:
-            raise ConfigError(f"unknown conventions {self.conventions!r}; use 'paper' (the paper's "
-                              "definitions, the default) or 'thoughtlens' (the pre-1.0 definitions)")
-        if self.split_style not in SPLIT_STYLES:
-            raise ConfigError(f"unknown split style {self.split_style!r}; use 'thoughtlens' (default) or 'paper'")
-        if self.kl_alpha is None:  # frozen: resolved here so that the stored config says which alpha was used
-            object.__setattr__(self, "kl_alpha", default_kl_alpha(self.conventions))
-        validate_config(self)  # one-line ConfigError on a bad value, before any model is loaded
-        check_outcome_spec(self.outcome)
-
-    def run_id(self) -> str:
-        """A stable id from the config: the same command resumes the same run."""
-        digest = hashlib.sha1(json.dumps(config_record(self), sort_keys=True).encode()).hexdigest()[:10]
-        return f"anchors-{digest}"
-
-
-def config_record(config: AnchorsConfig) -> dict:
-    """The config as stored and hashed into the run id: fields added later are left out at their default
-    (today: outcome="correct"), so a run keeps the id and stored config it had before they existed."""
-    d = asdict(config)
-    if d.get("outcome") == DEFAULT_OUTCOME:
-        del d["outcome"]
-    return d
 
 
 def is_thinking(trace: ReasoningTrace, tags: tuple[str, str]) -> bool:
@@ -159,7 +56,7 @@ def _forcing_suffix(trace: ReasoningTrace, tags: tuple[str, str], conventions: s
 
 
 def prefixes(trace: ReasoningTrace, tokenizer=None) -> list[str]:
-    """prefix_0..prefix_n (see anchors.importance): S_k and after removed; the last keeps everything.
+    """prefix_0..prefix_n (see anchors.importance.metrics): S_k and after removed; the last keeps everything.
     Each ends at a token boundary of the model's own tokenization (ReasoningTrace.rollout_prefix)."""
     if not trace.sentences:
         raise TraceError("the base trace has no sentences to analyse: check max_new_tokens and the prompt")
@@ -247,10 +144,10 @@ class AnchorsRun:
         self.sampler, self.store, self.config = sampler, store, config
         # budget: None = every position gets n_rollouts at once (the paper's, today's behaviour; the stored
         # config and run id are exactly those of a run without the option). Otherwise an adaptive policy
-        # (anchors.budget), stored in the config under "budget" and part of the run id.
+        # (anchors.importance.budget), stored in the config under "budget" and part of the run id.
         self.budget = budget
         # outcome: an OutcomeSpec object (a judge with its client, a callable) for config.outcome; None
-        # resolves config.outcome by name (anchors.outcomes).
+        # resolves config.outcome by name (anchors.outcomes.spec).
         if outcome is not None and outcome.spec != config.outcome:
             raise ConfigError(f"AnchorsRun(outcome=...) measures {outcome.spec!r} but config.outcome is "
                               f"{config.outcome!r}: build the config with outcome={outcome.spec!r}")
@@ -347,7 +244,7 @@ class AnchorsRun:
         return label(trace)
 
     def _sample_adaptive(self, problem: Problem, texts: list[str], params: SamplingParams, bar: Tracker) -> list[int]:
-        """Resampled rollouts in rounds decided by self.budget (anchors.budget.next_round); returns the
+        """Resampled rollouts in rounds decided by self.budget (anchors.importance.budget.next_round); returns the
         final per-position counts. Each round's targets are stored (artifact budget_rounds) before it is
         sampled, so a run killed mid-round first completes that same round on resume: nothing is lost,
         nothing is drawn twice, and the result equals an uninterrupted run."""
@@ -375,7 +272,7 @@ class AnchorsRun:
         df = self.store.rollouts(self.run_id, problem.id)
         df = df[(df["condition"] == "resampled") & (df["finish_reason"] != "error")]
         if not self.outcome.is_default:
-            from thoughtlens.anchors.outcome_grading import outcome_position_stats
+            from thoughtlens.anchors.importance.outcome_grading import outcome_position_stats
 
             return outcome_position_stats(self.outcome, self.store, self.run_id, problem.id, df, n_pos)
         out = []
@@ -456,9 +353,9 @@ class AnchorsRun:
         forced = outcomes("forced") if self.config.forced else None
         sentences = [s.text for s in trace.sentences]
         graded, sims, base_answer = None, None, trace.answer
-        if not self.outcome.is_default:  # any outcome (anchors.outcomes): the same metrics of another value
-            from thoughtlens.anchors.importance import all_similarities
-            from thoughtlens.anchors.outcome_grading import grade_problem
+        if not self.outcome.is_default:  # any outcome (anchors.outcomes.spec): the same metrics of another value
+            from thoughtlens.anchors.importance.metrics import all_similarities
+            from thoughtlens.anchors.importance.outcome_grading import grade_problem
 
             graded = grade_problem(self.outcome, self.store, self.run_id, problem.id, df, resampled, forced,
                                    trace.completion, self.on_progress)
@@ -471,7 +368,7 @@ class AnchorsRun:
         rows = sentence_metrics(sentences, resampled, forced, threshold=self.config.similarity_threshold,
                                 alpha=self.config.kl_alpha, conventions=self.config.conventions, similarities=sims)
         if graded is not None:
-            from thoughtlens.anchors.outcome_grading import add_outcome_columns
+            from thoughtlens.anchors.importance.outcome_grading import add_outcome_columns
 
             add_outcome_columns(rows, resampled, forced, sims, self.config.similarity_threshold, graded)
         if self.budget is not None:  # the page shows each sentence's CI next to its rollout count

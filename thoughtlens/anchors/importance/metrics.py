@@ -11,7 +11,7 @@ the paper's code (its chunk_{i+1} rollouts are its "kept" set), and the "regener
 K sentences" curve is simply acc(R_K) for K = 0..n.
 
 The metrics themselves (accuracy, resampling / counterfactual / forced importance in accuracy and KL,
-different_trajectories_fraction, overdeterminedness) are defined in `thoughtlens.anchors.definitions`,
+different_trajectories_fraction, overdeterminedness) are defined in `thoughtlens.anchors.importance.definitions`,
 under two named conventions: "paper" (the default: the paper's analyze_rollouts.py, exactly) and
 "thoughtlens" (this library's pre-1.0 choices).
 """
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from thoughtlens.anchors.definitions import (
+from thoughtlens.anchors.importance.definitions import (
     DEFAULT_CONVENTIONS,
     NO_ANSWER,
     Outcome,
@@ -36,7 +36,7 @@ from thoughtlens.anchors.definitions import (
     thoughtlens_answer_counts,
     thoughtlens_sentence_row,
 )
-from thoughtlens.anchors.similarity import DEFAULT_THRESHOLD, embed_sentences
+from thoughtlens.anchors.importance.similarity import DEFAULT_THRESHOLD, embed_sentences
 from thoughtlens.trace.answers import normalize_answer
 
 __all__ = ["NO_ANSWER", "Outcome", "IMPORTANCE_METRICS", "METRIC_COLUMNS", "accuracy", "answer_counts",
@@ -84,7 +84,7 @@ def sentence_metrics(
     similarities: optional precomputed cosine similarities `[len(R_i)]` of R_i's first sentences to S_i
     (NaN where a rollout wrote no sentence). alpha: KL smoothing, None = the conventions' value
     (paper 1e-9, thoughtlens 0.5). conventions: "paper" (default) or "thoughtlens", see
-    `thoughtlens.anchors.definitions`.
+    `thoughtlens.anchors.importance.definitions`.
     """
     check_conventions(conventions)
     alpha = default_kl_alpha(conventions) if alpha is None else alpha

@@ -45,8 +45,8 @@ def weight_diff(pair: ModelPair, *, ranks: bool = True, on_progress: OnProgress 
 
     ranks=False skips the SVDs (the norms alone take milliseconds; the SVDs about a second per layer here).
     """
-    base = dict(pair.base.hf_model.named_parameters())
-    ft = dict(pair.finetuned.hf_model.named_parameters())
+    base = dict(pair.base.named_weights())
+    ft = dict(pair.finetuned.named_weights())
     names = [n for n in base if n in ft and base[n].shape == ft[n].shape]
     tracker = Tracker(on_progress, "weights", "weight differences", total=len(names))
     rows = []
@@ -77,3 +77,29 @@ def per_layer(rows: list[dict]) -> dict[int, float]:
         num[r["layer"]] = num.get(r["layer"], 0.0) + r["norm_diff"] ** 2
         den[r["layer"]] = den.get(r["layer"], 0.0) + r["norm_base"] ** 2
     return {L: (num[L] ** 0.5) / (den[L] ** 0.5) if den[L] > 0 else 0.0 for L in sorted(num)}
+
+
+@torch.no_grad()
+def first_changed_layer(base, finetuned) -> int | None:
+    """The lowest layer L whose output (blocks.L.hook_resid_post) can differ between two HookedModels: the
+    first decoder layer with a changed weight, or 0 when the embeddings changed. None when the embeddings and
+    every layer are identical (only the final norm or the unembedding changed, or nothing did). Activations
+    at or below a layer before it are the same in both models, so they show no difference at all."""
+    a = base.adapter
+
+    def same(path: str) -> bool:
+        if not base.has_submodule(path):
+            return True
+        pa = dict(base.submodule(path).named_parameters())
+        pb = dict(finetuned.submodule(path).named_parameters())
+        return pa.keys() == pb.keys() and all(
+            pa[n].shape == pb[n].shape and torch.equal(pa[n].detach().cpu(), pb[n].detach().to(pa[n].dtype).cpu())
+            for n in pa)
+
+    if not all(same(path) for path in (a.embed, a.pos_embed) if path):
+        return 0
+    for L in range(base.cfg.n_layers):
+        if not same(f"{a.layers}.{L}"):
+            return L
+    return None
+

@@ -10,7 +10,7 @@ Reference: ../shared/reference/thought-branches/whistleblowling/
       (the baseline: the outcome rate of the rollouts from S_{i+1}, i.e. with S_i kept).
 
 Goal: make the chain say something like a target sentence T right after sentence S_i, and measure how the
-outcome (anchors.outcomes) moves. Three sets of `n_rollouts` full rollouts, each from its own prefix:
+outcome (anchors.outcomes.spec) moves. Three sets of `n_rollouts` full rollouts, each from its own prefix:
 
     kept        text through S_i (the anchors job's prefix i+1)                    the baseline
     off-policy  text through S_i + " " + T                                          T written in by hand
@@ -30,7 +30,7 @@ Nothing steers the logits: the model wrote S_i' and N itself, which is what make
 of (S_i', N) pairs that cleared the threshold is reported too.
 
 Effects: effect = rate(intervention) - rate(kept), rates over known outcome values, with Newcombe's hybrid
-score CI for a difference of two proportions (anchors.budget.importance_ci, built from Wilson intervals).
+score CI for a difference of two proportions (anchors.importance.budget.importance_ci, built from Wilson intervals).
 Their code reports rates; the CI is thoughtlens's addition.
 
 Differences from their code, each a choice made for this library:
@@ -64,10 +64,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from thoughtlens.anchors.black_box import stopping_rule, is_thinking, rollout_rule
-from thoughtlens.anchors.branch_point import branch_point
-from thoughtlens.anchors.budget import PositionStats, importance_ci
-from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_texts
+from thoughtlens.anchors.branches.branch_point import branch_point
+from thoughtlens.anchors.importance.black_box import is_thinking, rollout_rule, stopping_rule
+from thoughtlens.anchors.importance.budget import PositionStats, importance_ci
+from thoughtlens.anchors.outcomes.spec import DEFAULT_OUTCOME, OutcomeSpec, grade_texts
 from thoughtlens.checks import check_bool, check_choice, check_float, check_int
 from thoughtlens.errors import ConfigError, StoreError
 from thoughtlens.progress import OnProgress, Tracker
@@ -236,7 +236,7 @@ def _first_sentence_done(text: str) -> bool:
 
 
 def _embedder() -> Embed:
-    from thoughtlens.anchors.similarity import embed_sentences
+    from thoughtlens.anchors.importance.similarity import embed_sentences
 
     return embed_sentences
 
@@ -253,7 +253,9 @@ def hf_mean_logprob(model) -> LogProb:
     (their generate_candidates' logprob_mean, recomputed by one forward pass)."""
     import torch
 
-    hf = getattr(model, "hf_model", model)
+    from thoughtlens.model.hooked_model import as_causal_lm
+
+    lm = as_causal_lm(model)
     tok = model.tokenizer
 
     def mean_logprob(prefix: str, continuation: str) -> float:
@@ -263,7 +265,7 @@ def hf_mean_logprob(model) -> LogProb:
         if start < 1:
             return 0.0
         with torch.no_grad():
-            logits = hf(torch.tensor([ids])).logits[0].float()  # [pos, vocab]
+            logits = lm(torch.tensor([ids]))[0].float().cpu()  # [pos, vocab]
         logp = torch.log_softmax(logits[start - 1 : -1], dim=-1)  # predicts tokens start..end
         chosen = logp.gather(1, torch.tensor(ids[start:])[:, None])
         return float(chosen.mean())
@@ -329,7 +331,6 @@ def measure_interventions(sampler: Sampler, store: RunStore, anchors_run: str, p
                           "logprob=hf_mean_logprob(model)), or set --w-logprob 0")
     point = branch_point(store, anchors_run, problem_id, sentence_index, config.outcome, outcome)
     trace, original, tags, outcome = point.trace, point.original, point.think_tags, point.outcome
-    n = len(trace.sentences)
     embed = embed or _embedder()
 
     run_id = intervention_run_id(anchors_run, problem_id, sentence_index, target, config)

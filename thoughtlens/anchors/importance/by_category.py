@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from thoughtlens import stats
-from thoughtlens.anchors.importance import IMPORTANCE_METRICS
+from thoughtlens.anchors.importance.metrics import IMPORTANCE_METRICS
 from thoughtlens.errors import StoreError, ThoughtlensError
 from thoughtlens.jsonsafe import json_safe
 from thoughtlens.trace.categories import CATEGORIES, UNKNOWN, first_tag, validate_tags

@@ -21,7 +21,7 @@ whose sentences have the *widest* importance CIs first (step each), until the ca
 a fixed compute budget, who wants it where the estimates are least certain rather than in position order.
 
 The metric steered on is the paper's resampling importance (accuracy): imp_i = acc(R_{i+1}) - acc(R_i),
-with acc = correct / answered (analyze_rollouts.py:analyze_problem; see anchors.definitions). Its CI is
+with acc = correct / answered (analyze_rollouts.py:analyze_problem; see anchors.importance.definitions). Its CI is
 Newcombe's hybrid score interval for a difference of two proportions (Newcombe 1998, method 10): it
 is built from the two Wilson intervals, stays inside [-1, 1], and does not collapse to a point at 0/n or
 n/n the way the Wald interval does (a position with 8/8 correct is not "known exactly").

@@ -13,14 +13,14 @@ AnchorsConfig.outcome field; the run id includes it unless it is the default):
     "regex:PATTERN"             True when re.search(PATTERN, text) matches ("regex:(?i)blackmail")
     "category:NAME[@LABELLER]"  True when some sentence of the rollout is labelled NAME (labeller "rules" by default)
     "python:MODULE:FUNCTION"    FUNCTION(text) -> bool | None, imported by path
-    "judge:NAME"                an LLM judge registered under NAME (anchors.outcome_judge.JudgeOutcome)
+    "judge:NAME"                an LLM judge registered under NAME (anchors.outcomes.judge.JudgeOutcome)
     NAME                        any outcome registered with register_outcome(NAME, fn)
 
 How a value becomes the paper's metrics: a rollout with value v is the paper's solution with
 `contains_X = v`; thoughtlens feeds it to the Thought Anchors definitions as answer "yes"/"no" (None when
 unknown) and is_correct = v. So, exactly as analyze_rollouts.py (Thought Branches) computes them:
     rate (the "accuracy" columns) = #True / #known;    KL over the yes/no distribution, 1e-9 smoothing
-    (calculate_kl_divergence, use_prob_true=False, their CLI default);  log-odds in anchors.logodds.
+    (calculate_kl_divergence, use_prob_true=False, their CLI default);  log-odds in anchors.importance.logodds.
 An outcome function that raises is recorded per rollout (value unknown, the error kept), the run goes on,
 and the errors are counted per sentence (n_outcome_errors) and in the `outcome_summary` artifact.
 """
@@ -150,7 +150,7 @@ def resolve_outcome(spec: str | OutcomeSpec | None, *, import_python: bool = Tru
         if not import_python:  # the judge object (with its client) may be registered after the config is built
             return OutcomeSpec(spec, "judge", outcome_label({"outcome": spec}))
         raise ConfigError(f"outcome {spec!r}: no judge registered under that name; build a JudgeOutcome "
-                          "(thoughtlens.anchors.outcome_judge) and pass it as AnchorsRun(outcome=...)")
+                          "(thoughtlens.anchors.outcomes.judge) and pass it as AnchorsRun(outcome=...)")
     if not sep and spec in _REGISTRY:
         return _REGISTRY[spec]
     raise ConfigError(f"unknown outcome {spec!r}: use 'correct' (default), 'regex:PATTERN', 'category:NAME', "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
-from thoughtlens.anchors.budget import BudgetPolicy, simulate
+from thoughtlens.anchors.importance.budget import BudgetPolicy, simulate
 from thoughtlens.errors import StoreError
 from thoughtlens.store.run_store import RunStore
 

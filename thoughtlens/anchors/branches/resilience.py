@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from thoughtlens.anchors.branch_point import branch_point
-from thoughtlens.anchors.outcomes import DEFAULT_OUTCOME, OutcomeSpec, grade_texts
+from thoughtlens.anchors.branches.branch_point import branch_point
+from thoughtlens.anchors.outcomes.spec import DEFAULT_OUTCOME, OutcomeSpec, grade_texts
 from thoughtlens.checks import check_float, check_int
 from thoughtlens.errors import ConfigError, StoreError
 from thoughtlens.progress import OnProgress, Tracker
@@ -54,7 +54,7 @@ Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> unit vectors [n, d]
 class ResilienceConfig(Sampling):
     """n_trials: independent trials (the paper: 30); max_iterations: resamplings per trial (20);
     similarity_threshold: cosine for "the content came back" (measure_determination.py default 0.6);
-    outcome: what CF++ compares (anchors.outcomes spec; "correct" = maths correctness)."""
+    outcome: what CF++ compares (anchors.outcomes.spec spec; "correct" = maths correctness)."""
 
     n_trials: int = 30
     max_iterations: int = 20
@@ -107,7 +107,7 @@ class ResilienceResult:
 
 
 def _embedder() -> Embed:
-    from thoughtlens.anchors.similarity import embed_sentences
+    from thoughtlens.anchors.importance.similarity import embed_sentences
 
     return embed_sentences
 
@@ -136,7 +136,7 @@ def measure_resilience(sampler: Sampler, store: RunStore, anchors_run: str, prob
     The continuations go to run `resilience_run_id(...)` of the same store; the result is stored there as
     artifact `resilience_<i>`."""
     point = branch_point(store, anchors_run, problem_id, sentence_index, config.outcome, outcome)
-    trace, original, tags, outcome = point.trace, point.original, point.think_tags, point.outcome
+    trace, original, outcome = point.trace, point.original, point.outcome
     if not original.strip():
         raise ConfigError(f"sentence {sentence_index} is empty: pick a sentence with text")
     embed = _memoised(embed or _embedder())  # sentences repeat a lot across trials and iterations

@@ -2,7 +2,7 @@
 S_i and a later target S_j, how much keeping S_i (vs resampling it) changes whether S_j's content
 reappears in the rollouts.
 
-Reproduces ../shared/reference/thought-anchors/step_attribution.py:compute_step_importance_matrix:
+Reproduces ../shared/reference/thought-anchors/importance/step_attribution.py:compute_step_importance_matrix:
 
     M[i, j] = match_rate(R_{i+1}, S_j) - match_rate(R_i, S_j)     for j > i, i < n - 1; 0 elsewhere
     match_rate(R, S_j) = share of rollouts in R (those with non-empty text) holding at least one
@@ -101,6 +101,6 @@ def from_step_importance_json(records: list[dict], n: int | None = None) -> np.n
 
 
 def _minilm(texts: Sequence[str]) -> np.ndarray:
-    from thoughtlens.anchors.similarity import embed_sentences
+    from thoughtlens.anchors.importance.similarity import embed_sentences
 
     return embed_sentences(texts)

@@ -1,6 +1,6 @@
 """Approximate attention suppression: a first-order estimate of the [S, S] suppression matrix.
 
-The exact matrix (anchors.suppression.suppression_matrix, the reference) runs one suppressed forward
+The exact matrix (anchors.attention.suppression.suppression_matrix, the reference) runs one suppressed forward
 per source sentence j. Here, in the style of attribution patching (Nanda 2023; Kramar et al. 2024,
 AtP), every source sentence j gets an additive bias b_j on the attention logits of its keys, in every
 layer and head (b_j = 0: the unchanged model; b_j -> -inf: j suppressed, as in the exact method; a
@@ -10,7 +10,7 @@ estimate the effect of each source on each target.
 Methods:
 - "direct_grad" (default): ONE forward and ONE backward pass for the whole matrix. The bias is made
   per query position, B[t, j] (every layer and head), and the keys and values are detached from the
-  graph (a forward hook on k_proj / v_proj), so position t's residual stream, and so its next-token
+  graph (`stop_gradient` at hook_k / hook_v), so position t's residual stream, and so its next-token
   log-probability l_t, depends on B[t, :] only: the backward of sum_t l_t gives every
   G[t, j] = d l_t / d B[t, j] at B = 0 at once. What this drops: the indirect path (suppressing j
   changes the residual stream of a sentence m between j and k, which k then reads through m's keys and
@@ -28,7 +28,7 @@ Methods:
     most 100 tokens), and the per-token value is 0.5 (G[t, j] / gap_t)^2, the bias change relative to the
     change that would move a token across the nucleus edge. Why: the paper reduction is dominated by such
     crossings (a base-nucleus token missing from the suppressed nucleus gets a -1e9 logit, ~p * 1.7e9 nats,
-    see anchors.suppression), so how close each position is to a crossing matters more than its plain KL.
+    see anchors.attention.suppression), so how close each position is to a crossing matters more than its plain KL.
     On the benchmark trace (1,024 tokens, 40 sentences) it lifts the top-1 agreement with the exact matrix
     from 34 % to 68 % of rows (docs/benchmarks.md).
   Either value is reduced as the exact matrix reduces its KLs: "paper" = mean over k's tokens of
@@ -53,17 +53,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from thoughtlens.anchors.sentence_attention import (
+from thoughtlens.anchors.attention.sentence_attention import (
     ProgressFn,
     TokenRanges,
-    _as_sequence,
+    as_sequence,
     attention_controls,
     check_context,
     check_token_ranges,
 )
-from thoughtlens.anchors.suppression import KL_REDUCTIONS, PAPER_LOG_EPS, PAPER_MAX_K
+from thoughtlens.anchors.attention.suppression import KL_REDUCTIONS, PAPER_LOG_EPS, PAPER_MAX_K
 from thoughtlens.errors import ConfigError
-from thoughtlens.model.adapters import get_module, has_module
+from thoughtlens.model.interventions import edit_pattern, stop_gradient
 
 APPROX_METHODS = ("direct_grad", "grad_loglik")
 PROXIES = ("nucleus_gap", "token")
@@ -106,8 +106,8 @@ def suppression_matrix_approx(
         raise ConfigError(f"unknown proxy {proxy!r}; use one of {', '.join(PROXIES)}")
     if not 0 < p_nucleus <= 1:
         raise ConfigError(f"p_nucleus must be in (0, 1], got {p_nucleus}: the paper uses 0.9999")
-    controls = attention_controls(model)  # a one-line error if the model cannot be intercepted
-    tokens = _as_sequence(tokens).to(model.device)
+    attention_controls(model)  # a one-line error if the model cannot be intercepted
+    tokens = as_sequence(tokens).to(model.device)
     ranges = check_token_ranges(ranges, tokens.shape[1])
     n = len(ranges)
     result = np.full((n, n), np.nan)
@@ -122,7 +122,7 @@ def suppression_matrix_approx(
         a, b = ranges[j]
         key_sentence[a:b] = s
     if method == "direct_grad":
-        return _direct_grad(model, controls, tokens, ranges, sources, targets, key_sentence, temperature,
+        return _direct_grad(model, tokens, ranges, sources, targets, key_sentence, temperature,
                             kl_reduction, chunk_positions, result, on_progress, proxy, p_nucleus)
 
     for start in range(0, len(targets), batch_size):
@@ -137,13 +137,8 @@ def suppression_matrix_approx(
             w = weights * scale[:, None, None, : weights.shape[-1]].to(weights.dtype)
             return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
-        for ctl in controls:
-            ctl.pattern_fns.append(reweight)
-        try:
-            logits = model.hf_model(input_ids=tokens[:, :end].expand(len(batch), -1)).logits.float()  # [B, T, vocab]
-        finally:
-            for ctl in controls:
-                ctl.pattern_fns.remove(reweight)
+        with edit_pattern(model, reweight):
+            logits = model(tokens[:, :end].expand(len(batch), -1)).float()  # [B, T, vocab]
         logp = torch.log_softmax(logits / temperature, dim=-1)
         loss = logits.new_zeros(())
         for b, k in enumerate(batch):
@@ -164,20 +159,20 @@ def suppression_matrix_approx(
     return result
 
 
-def _kv_projections(model) -> list[torch.nn.Module]:
-    """The k_proj and v_proj modules of every layer, or a one-line error (fused QKV models)."""
+def _check_separate_kv(model) -> None:
+    """A one-line error unless every layer has its own k_proj and v_proj modules (not fused QKV)."""
     ad = model.adapter
-    layers = get_module(model.hf_model, ad.layers)
-    if ad.k_proj is None or ad.v_proj is None or not all(has_module(layer, ad.k_proj) for layer in layers):
+    if ad.k_proj is None or ad.v_proj is None or not all(
+            model.has_submodule(ad.k_proj, layer=L) and model.has_submodule(ad.v_proj, layer=L)
+            for L in range(model.cfg.n_layers)):
         raise ConfigError(f"method 'direct_grad' needs separate k_proj / v_proj modules, which {ad.name} does not "
                           "have (fused QKV): pass method='grad_loglik'")
-    return [get_module(layer, name) for layer in layers for name in (ad.k_proj, ad.v_proj)]
 
 
 def _nucleus_gap(logp: torch.Tensor, p: float, max_k: int = PAPER_MAX_K) -> torch.Tensor:
     """[rows] gap_t = log p(last token of the nucleus) - log p(first token outside it), differentiable in logp
     [rows, vocab]; the nucleus as the exact paper reduction cuts it (logits_funcs.py:compress_logits_top_p:
-    k = min(searchsorted(cumsum, p) + 1, max_k); `anchors.suppression._nucleus_sparse`), at most vocab - 1 tokens
+    k = min(searchsorted(cumsum, p) + 1, max_k); `anchors.attention.suppression._nucleus_sparse`), at most vocab - 1 tokens
     so that a first token outside exists."""
     top, idx = logp.detach().topk(min(max_k + 1, logp.shape[-1]), dim=-1)  # [rows, K + 1], sorted
     k = ((top.exp().cumsum(-1) < p).sum(-1) + 1).clamp(1, top.shape[-1] - 1)  # nucleus size [rows]
@@ -185,7 +180,7 @@ def _nucleus_gap(logp: torch.Tensor, p: float, max_k: int = PAPER_MAX_K) -> torc
     return logp[rows, idx[rows, k - 1]] - logp[rows, idx[rows, k]]
 
 
-def _direct_grad(model, controls, tokens, ranges, sources, targets, key_sentence, temperature, kl_reduction,
+def _direct_grad(model, tokens, ranges, sources, targets, key_sentence, temperature, kl_reduction,
                  chunk, result, on_progress, proxy, p_nucleus) -> np.ndarray:
     """Method "direct_grad" (module docstring): one forward, one backward, G[t, s] for every query position t
     and source s, reduced per (source, target) cell into `result` ([S, S], filled in place and returned)."""
@@ -213,22 +208,18 @@ def _direct_grad(model, controls, tokens, ranges, sources, targets, key_sentence
 
         weights.register_hook(on_grad)
 
-    detach = [m.register_forward_hook(lambda _m, _i, o: o.detach()) for m in _kv_projections(model)]
-    for ctl in controls:
-        ctl.pattern_fns.append(record)
-    try:
-        embed = model.hf_model.get_input_embeddings()(tokens[:, :end]).detach().requires_grad_(True)
-        hidden = model.hf_model.base_model(inputs_embeds=embed).last_hidden_state  # [1, T, d_model]
+    _check_separate_kv(model)
+    with stop_gradient(model, "blocks.*.attn.hook_k"), stop_gradient(model, "blocks.*.attn.hook_v"), \
+            edit_pattern(model, record):
+        embed = model.embed(tokens[:, :end]).detach().requires_grad_(True)
+        hidden = model.run_body(embeds=embed).last_hidden_state  # [1, T, d_model]
         # l_t for every position t that predicts a token of a target sentence (k's tokens [c, d) from [c - 1, d - 1))
         positions = torch.cat([torch.arange(ranges[k][0] - 1, ranges[k][1] - 1) for k in targets]).to(model.device)
         loss = hidden.new_zeros(())
         gaps = []  # nucleus_gap: gap_t of every position, in `positions` order
         for p0 in range(0, positions.shape[0], chunk):
             pos = positions[p0 : p0 + chunk]
-            logits = model.hf_model.get_output_embeddings()(hidden[0, pos]).float()
-            softcap = getattr(model.hf_model.config, "final_logit_softcapping", None)
-            if softcap:
-                logits = torch.tanh(logits / softcap) * softcap
+            logits = model.unembed(hidden[0, pos], dtype=torch.float32)
             logp = torch.log_softmax(logits / temperature, dim=-1)
             if proxy == "token":
                 loss = loss + logp.gather(-1, tokens[0, pos + 1, None]).sum()
@@ -237,11 +228,6 @@ def _direct_grad(model, controls, tokens, ranges, sources, targets, key_sentence
                 gaps.append(gap.detach())
                 loss = loss + gap.sum()
         torch.autograd.grad(loss, embed)  # fills grad_ts through the pattern hooks
-    finally:
-        for ctl in controls:
-            ctl.pattern_fns.remove(record)
-        for h in detach:
-            h.remove()
 
     g = grad_ts.cpu().numpy()
     if proxy == "token":

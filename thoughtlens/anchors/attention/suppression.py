@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from thoughtlens.anchors.sentence_attention import (
+from thoughtlens.anchors.attention.sentence_attention import (
     ProgressFn,
     TokenRanges,
-    _as_sequence,
+    as_sequence,
     attention_controls,
     check_context,
     check_token_ranges,
@@ -97,7 +97,7 @@ def suppression_matrix(
         raise ConfigError(f"temperature must be > 0, got {temperature}: pass e.g. --temperature 0.6 (the paper's)")
     if batch_size < 1 or chunk_positions < 1:
         raise ConfigError(f"batch_size and chunk_positions must be >= 1, got {batch_size} and {chunk_positions}: pass e.g. --batch-size 4")
-    tokens = _as_sequence(tokens).to(model.device)
+    tokens = as_sequence(tokens).to(model.device)
     ranges = check_token_ranges(ranges, tokens.shape[1])
     last = max(b for _, b in ranges)
     check_context(model, last)
@@ -113,7 +113,7 @@ def suppression_matrix(
         return result
 
     with torch.no_grad():
-        base = model.hf_model.base_model(input_ids=tokens, use_cache=True)
+        base = model.run_body(tokens, use_cache=True)
         hidden_base = base.last_hidden_state  # [1, T, d_model]
         reuse = not any(getattr(layer, "is_sliding", False) for layer in base.past_key_values.layers)
         kv = [(layer.keys, layer.values) for layer in base.past_key_values.layers] if reuse else None
@@ -168,22 +168,17 @@ def _suppressed_hidden(model, tokens, kv, start: int, hidden_ranges: list[tuple[
         cache = DynamicCache(ddp_cache_data=[(k[..., :start, :].expand(n_rows, -1, -1, -1),
                                               v[..., :start, :].expand(n_rows, -1, -1, -1)) for k, v in kv])
     with block_keys(model, hide, heads=heads):
-        out = model.hf_model.base_model(input_ids=tokens[:, start:].expand(n_rows, -1), past_key_values=cache,
-                                        use_cache=cache is not None)
+        out = model.run_body(tokens[:, start:].expand(n_rows, -1), past_key_values=cache, use_cache=cache is not None)
     return out.last_hidden_state
 
 
 def _logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """Logits in fp32: [..., pos, d_model] -> [..., pos, vocab].
 
-    The causal-LM head applied by hand (unembedding plus optional final soft-cap, as HF's own
-    forward does) so that logits exist only for the positions of one chunk.
+    The causal-LM head applied to the given positions only (`model.unembed`: the unembedding plus any final
+    soft-cap, computed in fp32), so that logits exist only for the positions of one chunk.
     """
-    logits = model.hf_model.get_output_embeddings()(hidden).float()
-    softcap = getattr(model.hf_model.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits
+    return model.unembed(hidden, dtype=torch.float32)
 
 
 def _log_probs(model, hidden: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -276,7 +276,7 @@ def thoughtlens_sentence_row(
     alpha: float,
 ) -> dict[str, float | None]:
     """The pre-1.0 thoughtlens metrics for sentence i: kept = R_{i+1} (R_n for the last sentence)."""
-    from thoughtlens.anchors.similarity import dissimilar_mask, overdeterminedness
+    from thoughtlens.anchors.importance.similarity import dissimilar_mask, overdeterminedness
 
     r_i, kept = resampled[i], resampled[i + 1]
     firsts = [o.first_sentence for o in r_i]

@@ -9,7 +9,7 @@ changes when the prompt does.
 
 Replies: "<answer>yes</answer>" / "<answer>no</answer>" (the format the prompt asks for), or a reply whose
 first word is yes / no. Anything else is garbage: asked again (up to `attempts` in all), then the rollout
-is recorded as unknown with the last reply in its error (anchors.outcomes.grade_texts).
+is recorded as unknown with the last reply in its error (anchors.outcomes.spec.grade_texts).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import hashlib
 import re
 from typing import Protocol
 
-from thoughtlens.anchors.outcomes import OutcomeSpec
+from thoughtlens.anchors.outcomes.spec import OutcomeSpec
 from thoughtlens.errors import ConfigError, ThoughtlensError
 
 DEFAULT_TEMPLATE = (
