@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
   -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF \
   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: venv demo test test-fast test-bf16 bench llama-server vllm-env browser diff-models clean
+.PHONY: venv demo lint test test-fast test-bf16 bench llama-server vllm-env browser diff-models clean
 
 venv: $(VENV)/.installed
 
@@ -65,6 +65,12 @@ browser:
 demo: venv
 	$(VENV)/bin/thoughtlens demo
 
+# ruff: lint (pyflakes, pycodestyle, isort, no print in the library) and formatting, line length 120.
+LINTED := thoughtlens tests scripts benchmarks
+lint: venv
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
 # The two model-diffing pairs (planted facts, think blocks) fine-tuned from the bundled model: seeded, fp32,
 # built once into the thoughtlens cache (a few minutes on 2 cores) and found there afterwards.
 diff-models: venv
@@ -79,7 +85,7 @@ BF16_TESTS := tests/model tests/represent tests/sae tests/diff tests/circuits \
 # The whole suite with the loader's float32 CPU default, then the model-level tests with its bf16 default: both
 # dtype paths run on every CPU, whichever one this CPU's probe would pick (THOUGHTLENS_CPU_BF16).
 # pytest exits 5 when it collected nothing; that is not a broken build.
-test: venv llama-server vllm-env browser diff-models
+test: venv lint llama-server vllm-env browser diff-models
 	THOUGHTLENS_CPU_BF16=0 $(PY) -m pytest -q tests; rc=$$?; [ $$rc -eq 5 ] && rc=0; [ $$rc -eq 0 ] || exit $$rc; \
 	$(MAKE) --no-print-directory test-bf16
 

@@ -47,8 +47,9 @@ def magnitude(*tensors) -> float:
 def assert_close(got, want, *, dtype: torch.dtype, depth: float = 1.0, scale: float | None = None,
                  safety: float = SAFETY, msg: str = "") -> None:
     """assert |got - want| <= tol(dtype, scale or the larger magnitude of the two, depth) everywhere."""
-    got_t = torch.as_tensor(got).detach().double()
-    want_t = torch.as_tensor(want).detach().double()
+    # python floats and numpy float64 stay float64 (torch.as_tensor(float) would round them to float32 first)
+    got_t = torch.as_tensor(got, dtype=torch.float64) if not torch.is_tensor(got) else got.detach().double()
+    want_t = torch.as_tensor(want, dtype=torch.float64) if not torch.is_tensor(want) else want.detach().double()
     bound = tol(dtype, magnitude(got_t, want_t) if scale is None else scale, depth=depth, safety=safety)
     diff = float((got_t - want_t).abs().max()) if got_t.numel() else 0.0
     assert got_t.shape == want_t.shape, f"{msg} shapes differ: {tuple(got_t.shape)} vs {tuple(want_t.shape)}"
@@ -73,8 +74,9 @@ def assert_rows_close(got, want, *, dtype: torch.dtype, depth: float = 1.0, scal
     differ in scale by orders of magnitude (a residual stream's first position, late layers) get each row's
     bound, not the largest row's. Rows that are NaN in one tensor must be NaN in the other (an empty sentence,
     say) and are not compared further."""
-    got_t = torch.as_tensor(got).detach().double()
-    want_t = torch.as_tensor(want).detach().double()
+    # python floats and numpy float64 stay float64 (torch.as_tensor(float) would round them to float32 first)
+    got_t = torch.as_tensor(got, dtype=torch.float64) if not torch.is_tensor(got) else got.detach().double()
+    want_t = torch.as_tensor(want, dtype=torch.float64) if not torch.is_tensor(want) else want.detach().double()
     assert got_t.shape == want_t.shape, f"{msg} shapes differ: {tuple(got_t.shape)} vs {tuple(want_t.shape)}"
     nan = got_t.isnan()
     assert torch.equal(nan, want_t.isnan()), f"{msg} NaN at different entries"

@@ -269,7 +269,7 @@ def test_bad_arguments_are_one_line_errors():
         OpenAIClient("localhost:8000")
     with pytest.raises(BackendError, match="concurrency >= 1"):
         OpenAIClient("http://h", concurrency=0)
-    with pytest.raises(ConfigError, match="--max-new-tokens"):  # refused when the params are built
+    with pytest.raises(ConfigError, match="max_new_tokens must be >= 1"):  # refused when the params are built
         OpenAISampler(OpenAIClient("http://h")).sample(requests_for(["x"], 1), SamplingParams(max_new_tokens=0))
 
 

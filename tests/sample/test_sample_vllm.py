@@ -79,5 +79,5 @@ def test_requests_map_to_engine_calls_in_chunks(fake_vllm):
 def test_bad_arguments(fake_vllm):
     with pytest.raises(BackendError, match="chunk_size must be >= 1"):
         VLLMSampler("m", chunk_size=0)
-    with pytest.raises(ConfigError, match="--max-new-tokens"):  # refused when the params are built
+    with pytest.raises(ConfigError, match="max_new_tokens must be >= 1"):  # refused when the params are built
         VLLMSampler("m").sample([SampleRequest("A", (0,))], SamplingParams(max_new_tokens=0))
