@@ -26,8 +26,9 @@ from scipy.stats import spearmanr
 
 from thoughtlens.anchors.importance.budget import BudgetPolicy, simulate
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "thought-anchors",
-                    "deepseek-r1-distill-qwen-14b")
+DATA = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "data", "thought-anchors", "deepseek-r1-distill-qwen-14b"
+)
 FULL = 100
 TOP = 5
 
@@ -61,10 +62,15 @@ def evaluate(policy: BudgetPolicy, rates: list[np.ndarray], seeds: int) -> dict:
             truth = np.diff(p)  # the published rates' importance: what both estimates try to recover
             rho_true.append(spearmanr(imp, truth).statistic)
             recall_true.append(len(top(imp) & top(truth)) / TOP)
-    return dict(spearman_median=float(np.median(rho)), spearman_mean=float(np.mean(rho)),
-                spearman_p10=float(np.quantile(rho, 0.1)), recall=float(np.mean(recall)),
-                used=float(np.sum(used_frac) / len(used_frac)), spearman_true=float(np.nanmedian(rho_true)),
-                recall_true=float(np.mean(recall_true)))
+    return dict(
+        spearman_median=float(np.median(rho)),
+        spearman_mean=float(np.mean(rho)),
+        spearman_p10=float(np.quantile(rho, 0.1)),
+        recall=float(np.mean(recall)),
+        used=float(np.sum(used_frac) / len(used_frac)),
+        spearman_true=float(np.nanmedian(rho_true)),
+        recall_true=float(np.mean(recall_true)),
+    )
 
 
 def main() -> None:
@@ -84,12 +90,16 @@ def main() -> None:
         "hybrid, total 25 %": BudgetPolicy("hybrid", total_fraction=0.25),
         "fixed 100 (the paper)": BudgetPolicy("fixed"),
     }
-    print(f"{'policy':32s} {'spearman med':>12s} {'mean':>6s} {'p10':>6s} {'top5 recall':>11s} {'rollouts':>9s} {'rho true':>8s} {'rec true':>8s} {'s':>5s}")
+    print(
+        f"{'policy':32s} {'spearman med':>12s} {'mean':>6s} {'p10':>6s} {'top5 recall':>11s} {'rollouts':>9s} {'rho true':>8s} {'rec true':>8s} {'s':>5s}"
+    )
     for name, pol in policies.items():
         t0 = time.perf_counter()
         m = evaluate(pol, rates, args.seeds)
-        print(f"{name:32s} {m['spearman_median']:12.3f} {m['spearman_mean']:6.3f} {m['spearman_p10']:6.3f} "
-              f"{m['recall']:11.1%} {m['used']:9.1%} {m['spearman_true']:8.3f} {m['recall_true']:8.1%} {time.perf_counter() - t0:5.1f}")
+        print(
+            f"{name:32s} {m['spearman_median']:12.3f} {m['spearman_mean']:6.3f} {m['spearman_p10']:6.3f} "
+            f"{m['recall']:11.1%} {m['used']:9.1%} {m['spearman_true']:8.3f} {m['recall_true']:8.1%} {time.perf_counter() - t0:5.1f}"
+        )
     print("rho true / rec true: the same figures against the published rates' importance (no sampling noise)")
     print("targets: spearman >= 0.9, top-5 recall >= 95 %, rollouts <= 25 % of the full budget")
 

@@ -44,9 +44,12 @@ TARGET_RHO, TARGET_RECALL, TARGET_FRACTION = 0.9, 0.95, 0.25
 def policies(n: int) -> dict[str, BudgetPolicy]:
     """The replayed settings for a stored budget of n rollouts per position (module docstring)."""
     s = max(1, n // 8)
-    out = {"fixed (full budget)": BudgetPolicy("fixed"), f"fixed {n // 4} (25 %, baseline)": BudgetPolicy("fixed", max_rollouts=n // 4),
-           "sequential (defaults)": BudgetPolicy("sequential"),
-           "hybrid (defaults)": BudgetPolicy("hybrid")}
+    out = {
+        "fixed (full budget)": BudgetPolicy("fixed"),
+        f"fixed {n // 4} (25 %, baseline)": BudgetPolicy("fixed", max_rollouts=n // 4),
+        "sequential (defaults)": BudgetPolicy("sequential"),
+        "hybrid (defaults)": BudgetPolicy("hybrid"),
+    }
     for kind in ("sequential", "hybrid"):
         for m in (n, n // 2, n // 4):
             ci = float(ci_half_widths([PositionStats(m, m, 0)] * 2)[0]) + 1e-6  # narrowest CI with m rollouts
@@ -54,8 +57,9 @@ def policies(n: int) -> dict[str, BudgetPolicy]:
     ci = float(ci_half_widths([PositionStats(n, n, 0)] * 2)[0]) + 1e-6
     for kind in ("sequential", "hybrid"):
         for step in (s, 1):  # step 1: added after the step-s rows equalled fixed n/4, to see whether the cap can choose
-            out[f"{kind} {s}/{step}, ci {ci:.3f}, total 25%"] = BudgetPolicy(kind, initial=s, step=step, ci_half_width=ci,
-                                                                              negligible=ci, total_fraction=0.25)
+            out[f"{kind} {s}/{step}, ci {ci:.3f}, total 25%"] = BudgetPolicy(
+                kind, initial=s, step=step, ci_half_width=ci, negligible=ci, total_fraction=0.25
+            )
     return out
 
 
@@ -81,11 +85,15 @@ def main() -> None:
         acc = np.where(answered.sum(1) > 0, correct.sum(1) / np.maximum(answered.sum(1), 1), 0.0)
         imp = np.diff(acc)
         n_min = correct.shape[1] if n_min is None else min(n_min, correct.shape[1])
-        print(f"  {run_id}/{pid}: {len(imp)} sentences, {correct.shape[1]} rollouts/position, answered "
-              f"{answered.mean():.0%}, accuracy by position {' '.join(f'{a:.2f}' for a in acc)}")
+        print(
+            f"  {run_id}/{pid}: {len(imp)} sentences, {correct.shape[1]} rollouts/position, answered "
+            f"{answered.mean():.0%}, accuracy by position {' '.join(f'{a:.2f}' for a in acc)}"
+        )
         print(f"    answered by position {' '.join(str(int(a)) for a in answered.sum(1))} of {correct.shape[1]}")
-        print(f"    importance {' '.join(f'{x:+.2f}' for x in imp)}"
-              + ("  (<= 5 sentences: top-5 recall is 100 % by construction)" if len(imp) <= 5 else ""))
+        print(
+            f"    importance {' '.join(f'{x:+.2f}' for x in imp)}"
+            + ("  (<= 5 sentences: top-5 recall is 100 % by construction)" if len(imp) <= 5 else "")
+        )
     print(f"\n{'policy':28s} {'rho med':>7s} {'rho mean':>8s} {'top5 rec':>8s} {'rollouts':>8s} {'all 3 met':>9s}")
     for name, pol in policies(n_min).items():
         res = []
@@ -97,13 +105,19 @@ def main() -> None:
         rec = np.array([r.top_k_recall for r in res])
         frac = np.array([r.fraction_used for r in res])
         met = (rho >= TARGET_RHO) & (rec >= TARGET_RECALL) & (frac <= TARGET_FRACTION)
-        print(f"{name:28s} {np.median(rho):7.3f} {rho.mean():8.3f} {rec.mean():8.1%} {frac.mean():8.1%} {met.mean():9.0%}")
+        print(
+            f"{name:28s} {np.median(rho):7.3f} {rho.mean():8.3f} {rec.mean():8.1%} {frac.mean():8.1%} {met.mean():9.0%}"
+        )
         for pid in sorted({r.problem_id for r in res}):
             sel = [r for r in res if r.problem_id == pid]
-            print(f"    {pid:24s} {np.median([r.spearman for r in sel]):7.3f} {np.mean([r.spearman for r in sel]):8.3f} "
-                  f"{np.mean([r.top_k_recall for r in sel]):8.1%} {np.mean([r.fraction_used for r in sel]):8.1%}")
-    print(f"targets: spearman >= {TARGET_RHO}, top-5 recall >= {TARGET_RECALL:.0%}, rollouts <= {TARGET_FRACTION:.0%} "
-          f"of the full budget ({args.seeds} seeds per problem; 'all 3 met': share of (problem, seed) pairs)")
+            print(
+                f"    {pid:24s} {np.median([r.spearman for r in sel]):7.3f} {np.mean([r.spearman for r in sel]):8.3f} "
+                f"{np.mean([r.top_k_recall for r in sel]):8.1%} {np.mean([r.fraction_used for r in sel]):8.1%}"
+            )
+    print(
+        f"targets: spearman >= {TARGET_RHO}, top-5 recall >= {TARGET_RECALL:.0%}, rollouts <= {TARGET_FRACTION:.0%} "
+        f"of the full budget ({args.seeds} seeds per problem; 'all 3 met': share of (problem, seed) pairs)"
+    )
 
 
 if __name__ == "__main__":

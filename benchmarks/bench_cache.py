@@ -36,7 +36,7 @@ def _models(dtype):
     from transformers import AutoModelForCausalLM
 
     import thoughtlens
-    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, bundled_gguf_path, converted_gguf
 
     path = converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
     ours = thoughtlens.load(path, dtype=dtype)
@@ -54,7 +54,14 @@ def timing(dtype, repeats: int) -> list[dict]:
         with torch.no_grad():
             base = _median_seconds(lambda: plain(tokens), repeats)
             t_ours = _median_seconds(lambda: ours.run_with_cache(tokens, names_filter=resid), repeats)
-            rows.append(dict(tool="thoughtlens run_with_cache (all resid)", shape=f"{batch}x{pos}", seconds=t_ours, ratio=t_ours / base))
+            rows.append(
+                dict(
+                    tool="thoughtlens run_with_cache (all resid)",
+                    shape=f"{batch}x{pos}",
+                    seconds=t_ours,
+                    ratio=t_ours / base,
+                )
+            )
             for name, fn in peers:
                 t = _median_seconds(lambda: fn(tokens), repeats)
                 rows.append(dict(tool=name, shape=f"{batch}x{pos}", seconds=t, ratio=t / base))
@@ -70,10 +77,15 @@ def _peers(path, plain, tokenizer):
 
         from transformer_lens.model_bridge import TransformerBridge
 
-        bridge = TransformerBridge.boot_transformers("HuggingFaceTB/SmolLM2-135M-Instruct", hf_model=copy.deepcopy(plain),
-                                                     tokenizer=tokenizer, device="cpu")
-        peers.append(("TransformerLens bridge run_with_cache (resid)",
-                      lambda t: bridge.run_with_cache(t, names_filter=lambda n: "resid" in n)))
+        bridge = TransformerBridge.boot_transformers(
+            "HuggingFaceTB/SmolLM2-135M-Instruct", hf_model=copy.deepcopy(plain), tokenizer=tokenizer, device="cpu"
+        )
+        peers.append(
+            (
+                "TransformerLens bridge run_with_cache (resid)",
+                lambda t: bridge.run_with_cache(t, names_filter=lambda n: "resid" in n),
+            )
+        )
     except Exception as e:  # noqa: BLE001 - optional peer: report and go on
         print(f"(TransformerLens not measured: {type(e).__name__}: {str(e)[:80]})", file=sys.stderr)
     try:
@@ -99,7 +111,7 @@ def _rss_child(mode: str, dtype: str) -> None:
     from transformers import AutoModelForCausalLM
 
     import thoughtlens
-    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, bundled_gguf_path, converted_gguf
 
     dt = getattr(torch, dtype)
     path = converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
@@ -123,8 +135,12 @@ def _rss_child(mode: str, dtype: str) -> None:
 def rss(dtype: str) -> dict:
     out = {}
     for mode in ("plain", "cache_all"):
-        res = subprocess.run([sys.executable, __file__, "--rss-child", mode, "--dtype", dtype], capture_output=True,
-                             text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, __file__, "--rss-child", mode, "--dtype", dtype],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out[mode] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
 
@@ -145,9 +161,11 @@ def main() -> None:
     m = rss(args.dtype)
     plain, cached = m["plain"]["peak"], m["cache_all"]
     budget = 1.5 * plain + cached["cached"]
-    print(f"  peak RSS 8x256: plain forward {plain / 2**30:.2f} GiB; cache every hook {cached['peak'] / 2**30:.2f} GiB "
-          f"(cached tensors {cached['cached'] / 2**30:.2f} GiB); ratio to (plain + cached) "
-          f"{cached['peak'] / (plain + cached['cached']):.2f}x; target <= 1.5 x plain + cached = {budget / 2**30:.2f} GiB")
+    print(
+        f"  peak RSS 8x256: plain forward {plain / 2**30:.2f} GiB; cache every hook {cached['peak'] / 2**30:.2f} GiB "
+        f"(cached tensors {cached['cached'] / 2**30:.2f} GiB); ratio to (plain + cached) "
+        f"{cached['peak'] / (plain + cached['cached']):.2f}x; target <= 1.5 x plain + cached = {budget / 2**30:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

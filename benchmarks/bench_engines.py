@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the server helpers of tests/conftest.py
 
-_OWN_CLIENT = r'''
+_OWN_CLIENT = r"""
 import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from openai import OpenAI
@@ -44,13 +44,21 @@ with ThreadPoolExecutor(concurrency) as pool:
     out = list(pool.map(one, seeds))
 dt = time.perf_counter() - t0
 print("RESULT " + json.dumps({"tokens": sum(n for n, _ in out), "seconds": dt, "texts": [t for _, t in out]}))
-'''
+"""
 
 
 def _prompt(tok) -> str:
-    return tok.apply_chat_template([{"role": "user", "content": "Gretchen has 110 coins. There are 30 more gold "
-                                     "coins than silver coins. How many gold coins does Gretchen have? Think step by step."}],
-                                   tokenize=False, add_generation_prompt=True)
+    return tok.apply_chat_template(
+        [
+            {
+                "role": "user",
+                "content": "Gretchen has 110 coins. There are 30 more gold "
+                "coins than silver coins. How many gold coins does Gretchen have? Think step by step.",
+            }
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
 
 
 def _thoughtlens_openai(url: str, prompt: str, n: int, tokens: int, concurrency: int):
@@ -70,8 +78,13 @@ def _thoughtlens_openai(url: str, prompt: str, n: int, tokens: int, concurrency:
 
 def _own_client(vllm_py: Path, url: str, prompt: str, seeds: list[int], tokens: int, concurrency: int):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(vllm_py), "-c", _OWN_CLIENT, url, prompt, json.dumps(seeds), str(tokens), str(concurrency)],
-                          capture_output=True, text=True, timeout=1200, env=env)
+    proc = subprocess.run(
+        [str(vllm_py), "-c", _OWN_CLIENT, url, prompt, json.dumps(seeds), str(tokens), str(concurrency)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if not lines:
         raise RuntimeError(proc.stderr[-2000:])
@@ -111,15 +124,18 @@ def main() -> None:
     ap.add_argument("--d-first", type=int, default=0, choices=[0, 1], help="1: the baseline (d) runs first")
     args = ap.parse_args()
 
+    import servers  # tests/servers.py: LlamaServer, vllm_python, vllm_env
     from transformers import AutoTokenizer
 
-    import servers  # tests/servers.py: LlamaServer, vllm_python, vllm_env
-    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, bundled_gguf_path, converted_gguf
 
     smol_dir = converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
     prompt = _prompt(AutoTokenizer.from_pretrained(smol_dir))
-    print(f"N={args.n} x {args.tokens} tokens from one {len(prompt)}-char prefix, fp32, T 0.6, top-p 0.95, "
-          f"{os.cpu_count()} CPUs", flush=True)
+    print(
+        f"N={args.n} x {args.tokens} tokens from one {len(prompt)}-char prefix, fp32, T 0.6, top-p 0.95, "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
     if not args.skip_hf:
         _row("(a) hf backend (HFSampler, batch 32)", *_hf(smol_dir, prompt, args.n, args.tokens))
 
@@ -131,10 +147,26 @@ def main() -> None:
         if url is None and vllm_py.is_file() and not args.skip_vllm:
             port = servers._free_port()
             url = f"http://127.0.0.1:{port}/v1"
-            cmd = [str(vllm_py), "-m", "vllm.entrypoints.openai.api_server", "--model", smol_dir, "--host", "127.0.0.1",
-                   "--port", str(port), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager"]
+            cmd = [
+                str(vllm_py),
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                smol_dir,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dtype",
+                "float32",
+                "--max-model-len",
+                "2048",
+                "--enforce-eager",
+            ]
             log = open(tmp / "vllm.log", "wb")
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=servers.vllm_env(), start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=servers.vllm_env(), start_new_session=True
+            )
             started.append(lambda: servers._stop(proc, group=True))
             servers._wait_for_server(url, proc, tmp / "vllm.log", 600, "vLLM")
         if url is None:
@@ -155,8 +187,11 @@ def main() -> None:
                 assert texts_b == texts_d, "the same seeded requests gave different texts"
                 best_b = max(best_b, _row("(b) thoughtlens openai backend -> vLLM-CPU", tok_b, dt_b))
                 best_d = max(best_d, _row("(d) vLLM's own client (openai pkg) -> vLLM-CPU", tok_d, dt_d))
-            print(f"thoughtlens overhead over vLLM's own client: {best_d / best_b - 1:+.1%} (best of {args.repeats}; "
-                  f"target <= +10%); identical texts: yes", flush=True)
+            print(
+                f"thoughtlens overhead over vLLM's own client: {best_d / best_b - 1:+.1%} (best of {args.repeats}; "
+                f"target <= +10%); identical texts: yes",
+                flush=True,
+            )
         llama = args.llama_url
         if llama is None and not args.skip_llama:
             try:

@@ -44,8 +44,11 @@ def accuracy(model, n: int) -> dict:
     e = exact["value"].to_numpy()
     top = np.argsort(-np.abs(e))[:10]
     return {
-        "n_pairs": n, "n_tokens": int(ioi.clean.shape[1]), "nodes": len(exact),
-        "clean_logit_diff": exact.attrs["clean_metric"], "corrupt_logit_diff": exact.attrs["corrupt_metric"],
+        "n_pairs": n,
+        "n_tokens": int(ioi.clean.shape[1]),
+        "nodes": len(exact),
+        "clean_logit_diff": exact.attrs["clean_metric"],
+        "corrupt_logit_diff": exact.attrs["corrupt_metric"],
         "atp_vs_patching": _corr(atp["value"], e),
         "abs_atp_vs_abs_patching": _corr(np.abs(atp["value"]), np.abs(e)),
         "atp_star_vs_abs_patching": _corr(star["value"], np.abs(e)),
@@ -63,8 +66,11 @@ def speed(model, n: int) -> dict:
     star, t_star = _timed(lambda: attribution_patching(model, ioi.clean, ioi.corrupt, metric, method="atp*", **kw))
     exact, t_exact = _timed(lambda: activation_patching(model, ioi.clean, ioi.corrupt, metric, **kw))
     return {
-        "n_pairs": n, "nodes": len(exact), "seconds": {"patching": t_exact, "atp": t_atp, "atp_star": t_star},
-        "speedup_atp": t_exact / t_atp, "speedup_atp_star": t_exact / t_star,
+        "n_pairs": n,
+        "nodes": len(exact),
+        "seconds": {"patching": t_exact, "atp": t_atp, "atp_star": t_star},
+        "speedup_atp": t_exact / t_atp,
+        "speedup_atp_star": t_exact / t_star,
         "atp_vs_patching": _corr(atp["value"], exact["value"]),
         "atp_star_vs_abs_patching": _corr(star["value"], exact["value"].abs()),
     }

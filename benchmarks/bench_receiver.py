@@ -26,8 +26,10 @@ from thoughtlens.anchors.attention.receiver_heads import find_receiver_heads, ve
 from thoughtlens.anchors.attention.sentence_attention import sentence_attention
 from thoughtlens.anchors.attention.white_box import load_trace_file, trace_tokens
 
-DEFAULT_TRACE = (Path(__file__).resolve().parents[2] / "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b/"
-                 "correct_base_solution/problem_6596/base_solution.json")  # the longest published trace
+DEFAULT_TRACE = (
+    Path(__file__).resolve().parents[2] / "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b/"
+    "correct_base_solution/problem_6596/base_solution.json"
+)  # the longest published trace
 
 
 def _rss_gb(field: str) -> float:
@@ -62,16 +64,25 @@ def main() -> None:
     c, n_tok = model.cfg, int(tt.tokens.shape[0])
     naive_gb = c.n_layers * c.n_heads * n_tok**2 * 4 / 1e9  # fp32 attentions of every layer, held at once
     out = {
-        "model": model.name, "dtype": str(model.dtype), "tokens": n_tok, "sentences": len(tt.ranges),
-        "rss_after_load_gb": round(after_load, 3), "peak_rss_scoring_gb": round(peak, 3),
-        "scoring_increment_gb": round(peak - after_load, 3), "target_gb": 1.5,
-        "naive_output_attentions_fp32_gb_computed": round(naive_gb, 1), "seconds": round(seconds, 1),
-        "top5": [h.as_dict() for h in heads.top], "matrix_bytes": int(A.nbytes),
+        "model": model.name,
+        "dtype": str(model.dtype),
+        "tokens": n_tok,
+        "sentences": len(tt.ranges),
+        "rss_after_load_gb": round(after_load, 3),
+        "peak_rss_scoring_gb": round(peak, 3),
+        "scoring_increment_gb": round(peak - after_load, 3),
+        "target_gb": 1.5,
+        "naive_output_attentions_fp32_gb_computed": round(naive_gb, 1),
+        "seconds": round(seconds, 1),
+        "top5": [h.as_dict() for h in heads.top],
+        "matrix_bytes": int(A.nbytes),
         "finite_vertical_fraction": float(np.isfinite(vert).mean()),
     }
     print(json.dumps(out, indent=2))
-    print(f"peak RSS {peak:.2f} GB (target <= 1.5 GB); naive output_attentions {naive_gb:.1f} GB (computed); "
-          f"ratio {peak / naive_gb:.3f}")
+    print(
+        f"peak RSS {peak:.2f} GB (target <= 1.5 GB); naive output_attentions {naive_gb:.1f} GB (computed); "
+        f"ratio {peak / naive_gb:.3f}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

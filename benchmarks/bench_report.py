@@ -22,8 +22,14 @@ from thoughtlens.report.synthetic import synthetic_store
 
 REPEATS = 5
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 EMPTY = "<!DOCTYPE html><html><body><script>document.body.setAttribute('data-ready-ms', performance.now().toFixed(1));document.body.setAttribute('data-ready','1')</script></body></html>"
 
 
@@ -73,8 +79,10 @@ def main() -> int:
             inside, wall = results[name]
             print(f"{name:<14}{path.stat().st_size / 1e6:>9.2f}{build_s:>9.2f}{inside:>10.0f}{wall:>9.0f}")
         r300, r30, r0 = results["300 sentences"][0], results["30 sentences"][0], results["empty page"][0]
-        print(f"300-sentence ready time: {r300:.0f} ms (target < 2000 ms); "
-              f"{r300 / r30:.1f}x the 30-sentence page, {r300 / r0:.1f}x an empty page")
+        print(
+            f"300-sentence ready time: {r300:.0f} ms (target < 2000 ms); "
+            f"{r300 / r30:.1f}x the 30-sentence page, {r300 / r0:.1f}x an empty page"
+        )
     return 0
 
 

@@ -61,8 +61,10 @@ def main() -> None:
     hf, tok = model.hf_model, model.tokenizer
     eos = {tok.eos_token_id}
     gen = dict(do_sample=True, temperature=0.6, top_p=0.95, max_new_tokens=args.new, pad_token_id=tok.eos_token_id)
-    print(f"bench_rollouts: prefix {ids.shape[1]} tokens, N={args.n}, {args.new} new tokens, {args.dtype}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"bench_rollouts: prefix {ids.shape[1]} tokens, N={args.n}, {args.new} new tokens, {args.dtype}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     # (c) thoughtlens
     sampler = HFSampler(model, batch_size=args.n)
@@ -79,7 +81,7 @@ def main() -> None:
     with torch.no_grad():
         out = hf.generate(batch, attention_mask=torch.ones_like(batch), **gen)
     b_time = time.perf_counter() - t
-    b_tokens = _count_new(out[:, ids.shape[1]:], eos)
+    b_tokens = _count_new(out[:, ids.shape[1] :], eos)
 
     # (a) naive: one generate per rollout
     t = time.perf_counter()
@@ -87,14 +89,22 @@ def main() -> None:
     with torch.no_grad():
         for _ in range(args.naive_n):
             out = hf.generate(ids, attention_mask=torch.ones_like(ids), **gen)
-            a_tokens += _count_new(out[:, ids.shape[1]:], eos)
+            a_tokens += _count_new(out[:, ids.shape[1] :], eos)
     a_time = time.perf_counter() - t
 
     rate = {"a": a_tokens / a_time, "b": b_tokens / b_time, "c": c_tokens / c_time}
-    print(f"  (a) naive, one generate per rollout ({args.naive_n} rollouts): {a_tokens:5d} tokens in {a_time:6.1f} s = {rate['a']:7.1f} tok/s")
-    print(f"  (b) batched generate ({args.n} rows):                {b_tokens:5d} tokens in {b_time:6.1f} s = {rate['b']:7.1f} tok/s")
-    print(f"  (c) thoughtlens HFSampler ({args.n} rows):           {c_tokens:5d} tokens in {c_time:6.1f} s = {rate['c']:7.1f} tok/s")
-    print(f"  (c)/(a) = {rate['c'] / rate['a']:.1f}x (target >= 8x);  (c)/(b) = {rate['c'] / rate['b']:.2f}x (target >= 1.3x)")
+    print(
+        f"  (a) naive, one generate per rollout ({args.naive_n} rollouts): {a_tokens:5d} tokens in {a_time:6.1f} s = {rate['a']:7.1f} tok/s"
+    )
+    print(
+        f"  (b) batched generate ({args.n} rows):                {b_tokens:5d} tokens in {b_time:6.1f} s = {rate['b']:7.1f} tok/s"
+    )
+    print(
+        f"  (c) thoughtlens HFSampler ({args.n} rows):           {c_tokens:5d} tokens in {c_time:6.1f} s = {rate['c']:7.1f} tok/s"
+    )
+    print(
+        f"  (c)/(a) = {rate['c'] / rate['a']:.1f}x (target >= 8x);  (c)/(b) = {rate['c'] / rate['b']:.2f}x (target >= 1.3x)"
+    )
 
 
 if __name__ == "__main__":

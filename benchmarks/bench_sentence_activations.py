@@ -62,7 +62,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     df = load_published(DATA)
-    longest = max(df["trace_id"].unique(), key=lambda t: len(json.loads((DATA / t / "base_solution.json").read_text())["solution"]))
+    longest = max(
+        df["trace_id"].unique(),
+        key=lambda t: len(json.loads((DATA / t / "base_solution.json").read_text())["solution"]),
+    )
     base = json.loads((DATA / longest / "base_solution.json").read_text())
     chunks = df[df["trace_id"] == longest].sort_values("sentence_index")["text"].tolist()
     spans = [(a + len(base["prompt"]), b + len(base["prompt"])) for a, b in locate_chunks(base["solution"], chunks)]
@@ -95,18 +98,43 @@ def main(argv=None) -> int:
     run_plain = lambda: model.hf_model(input_ids=ids, use_cache=False)  # noqa: E731
     streamed, peak_streamed = timed(run_streamed)
     plain, peak_plain = timed(run_plain)
-    decoder, peak_decoder = ((float("nan"), float("nan")) if args.skip_decoder
-                             else timed(lambda: model.hf_model.base_model(input_ids=ids, use_cache=False)))
-    print(f"trace {longest}: {last} tokens, {len(ranges)} sentences, {model.cfg.n_layers} layers x resid_post, "
-          f"dtype {model.dtype}, threads {torch.get_num_threads()}, chunk_tokens {chunk}")
-    print(f"plain forward (with logits): {plain:.2f} s;  decoder only: {decoder:.2f} s;  streamed sentence activations: {streamed:.2f} s")
-    print(f"time ratio streamed / plain forward = {streamed / plain:.2f}x  (vs decoder only {streamed / decoder:.2f}x; target <= 1.2x)")
-    print(f"RSS after load {loaded:.2f} GB; peak (VmHWM) above it during the streamed run {peak_streamed:.2f} GB "
-          f"(target <= 0.5 GB); during the plain forward with logits {peak_plain:.2f} GB; decoder only {peak_decoder:.2f} GB")
-    print(json.dumps({"tokens": int(last), "chunk_tokens": chunk, "sentences": len(ranges), "layers": model.cfg.n_layers,
-                      "plain_s": plain, "decoder_s": decoder, "streamed_s": streamed, "time_ratio": streamed / plain,
-                      "loaded_gb": loaded, "peak_streamed_gb": peak_streamed, "peak_plain_gb": peak_plain,
-                      "peak_decoder_gb": peak_decoder}))
+    decoder, peak_decoder = (
+        (float("nan"), float("nan"))
+        if args.skip_decoder
+        else timed(lambda: model.hf_model.base_model(input_ids=ids, use_cache=False))
+    )
+    print(
+        f"trace {longest}: {last} tokens, {len(ranges)} sentences, {model.cfg.n_layers} layers x resid_post, "
+        f"dtype {model.dtype}, threads {torch.get_num_threads()}, chunk_tokens {chunk}"
+    )
+    print(
+        f"plain forward (with logits): {plain:.2f} s;  decoder only: {decoder:.2f} s;  streamed sentence activations: {streamed:.2f} s"
+    )
+    print(
+        f"time ratio streamed / plain forward = {streamed / plain:.2f}x  (vs decoder only {streamed / decoder:.2f}x; target <= 1.2x)"
+    )
+    print(
+        f"RSS after load {loaded:.2f} GB; peak (VmHWM) above it during the streamed run {peak_streamed:.2f} GB "
+        f"(target <= 0.5 GB); during the plain forward with logits {peak_plain:.2f} GB; decoder only {peak_decoder:.2f} GB"
+    )
+    print(
+        json.dumps(
+            {
+                "tokens": int(last),
+                "chunk_tokens": chunk,
+                "sentences": len(ranges),
+                "layers": model.cfg.n_layers,
+                "plain_s": plain,
+                "decoder_s": decoder,
+                "streamed_s": streamed,
+                "time_ratio": streamed / plain,
+                "loaded_gb": loaded,
+                "peak_streamed_gb": peak_streamed,
+                "peak_plain_gb": peak_plain,
+                "peak_decoder_gb": peak_decoder,
+            }
+        )
+    )
     return 0
 
 

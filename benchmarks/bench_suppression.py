@@ -48,8 +48,10 @@ from thoughtlens.anchors.attention import suppression as supp
 from thoughtlens.anchors.attention.suppression import suppression_matrix
 from thoughtlens.anchors.attention.white_box import load_trace_file, trace_tokens
 
-DEFAULT_TRACE = (Path(__file__).resolve().parents[2] / "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b/"
-                 "correct_base_solution/problem_330/base_solution.json")  # short sentences: many per token
+DEFAULT_TRACE = (
+    Path(__file__).resolve().parents[2] / "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b/"
+    "correct_base_solution/problem_330/base_solution.json"
+)  # short sentences: many per token
 
 
 def naive_matrix(eager_hf, tokens: torch.Tensor, ranges, temperature: float) -> np.ndarray:
@@ -97,8 +99,11 @@ def _floor_batch(model, ids: torch.Tensor, kv: list, start: int, n: int, need: l
     need: with it, also the logits of the positions each row's KL reads (row b from position need[b] on, in
     chunks of 128 positions, as `suppression._kl_rows` asks for them), with nothing done with them. Returns the
     seconds of that unembedding part (0.0 without need)."""
-    cache = DynamicCache(ddp_cache_data=[(k[..., :start, :].expand(n, -1, -1, -1),
-                                          v[..., :start, :].expand(n, -1, -1, -1)) for k, v in kv])
+    cache = DynamicCache(
+        ddp_cache_data=[
+            (k[..., :start, :].expand(n, -1, -1, -1), v[..., :start, :].expand(n, -1, -1, -1)) for k, v in kv
+        ]
+    )
     out = model.hf_model.base_model(input_ids=ids[:, start:].expand(n, -1), past_key_values=cache, use_cache=True)
     if need is None:
         return 0.0
@@ -161,14 +166,18 @@ def interleaved_floor_run(model, tokens: torch.Tensor, ranges, batch_size: int, 
         logits.append(unembed)
         state["done"] += 1
         method = time.perf_counter() - start - sum(floor[1:]) - sum(logits)
-        print(f"batch {state['done']}/{len(batches)}: method {method:.1f} s, floor {sum(floor):.1f} s "
-              f"(ratio so far {method / sum(floor):.3f}), with logits {sum(floor) + sum(logits):.1f} s "
-              f"(ratio {method / (sum(floor) + sum(logits)):.3f}), load {os.getloadavg()[0]:.1f}", file=sys.stderr,
-              flush=True)
+        print(
+            f"batch {state['done']}/{len(batches)}: method {method:.1f} s, floor {sum(floor):.1f} s "
+            f"(ratio so far {method / sum(floor):.3f}), with logits {sum(floor) + sum(logits):.1f} s "
+            f"(ratio {method / (sum(floor) + sum(logits)):.3f}), load {os.getloadavg()[0]:.1f}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     start = time.perf_counter()
-    matrix = suppression_matrix(model, tokens, ranges, temperature=temperature, batch_size=batch_size,
-                                on_progress=on_progress)
+    matrix = suppression_matrix(
+        model, tokens, ranges, temperature=temperature, batch_size=batch_size, on_progress=on_progress
+    )
     method = time.perf_counter() - start - sum(floor[1:]) - sum(logits)
     return matrix, method, sum(floor), sum(floor) + sum(logits)
 
@@ -200,8 +209,21 @@ def breakdown(model, tokens: torch.Tensor, ranges, batch_size: int, temperature:
             hidden = supp._suppressed_hidden(model, ids, kv, start, [ranges[j] for j in batch], None)
             out["suppressed_forward"] += time.perf_counter() - t
             t = time.perf_counter()
-            supp._kl_rows(model, hidden, hidden_base, start, batch, ranges, target, temperature, 128, "paper", 0.9999,
-                          nuclei, base_from)
+            supp._kl_rows(
+                model,
+                hidden,
+                hidden_base,
+                start,
+                batch,
+                ranges,
+                target,
+                temperature,
+                128,
+                "paper",
+                0.9999,
+                nuclei,
+                base_from,
+            )
             out["kl_rows"] += time.perf_counter() - t
             need = max(min(ranges[j][1] - 1 for j in batch), start)
             t = time.perf_counter()
@@ -255,8 +277,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--breakdown", action="store_true", help="time the method's parts against the floor, then stop")
     ap.add_argument("--every", type=int, default=3, help="--breakdown / --bound-probe: every n-th batch")
-    ap.add_argument("--bound-probe", action="store_true",
-                    help="measure how far a Cauchy-Schwarz bound would prune the unembedding, then stop")
+    ap.add_argument(
+        "--bound-probe",
+        action="store_true",
+        help="measure how far a Cauchy-Schwarz bound would prune the unembedding, then stop",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -269,41 +294,73 @@ def main() -> None:
     if args.breakdown:
         parts = breakdown(model, tt.tokens, tt.ranges, args.batch_size, args.temperature, args.every)
         f = parts["floor"]
-        print(json.dumps({k: round(v, 2) for k, v in parts.items()} | {"tokens": int(tt.tokens.shape[0]),
-                         "sentences": len(tt.ranges), "load_1min": round(os.getloadavg()[0], 1)}, indent=2))
-        print(f"per {parts['batches']} batches, as a fraction of the floor's forward ({f:.1f} s): suppressed forward "
-              f"{parts['suppressed_forward'] / f:.3f}, logit/KL rows {parts['kl_rows'] / f:.3f} (of which the "
-              f"unembedding alone {parts['unembedding'] / f:.3f}); method / floor for these batches "
-              f"{(parts['suppressed_forward'] + parts['kl_rows']) / f:.3f}; base nuclei once {parts['base_nuclei']:.1f} s")
+        print(
+            json.dumps(
+                {k: round(v, 2) for k, v in parts.items()}
+                | {
+                    "tokens": int(tt.tokens.shape[0]),
+                    "sentences": len(tt.ranges),
+                    "load_1min": round(os.getloadavg()[0], 1),
+                },
+                indent=2,
+            )
+        )
+        print(
+            f"per {parts['batches']} batches, as a fraction of the floor's forward ({f:.1f} s): suppressed forward "
+            f"{parts['suppressed_forward'] / f:.3f}, logit/KL rows {parts['kl_rows'] / f:.3f} (of which the "
+            f"unembedding alone {parts['unembedding'] / f:.3f}); method / floor for these batches "
+            f"{(parts['suppressed_forward'] + parts['kl_rows']) / f:.3f}; base nuclei once {parts['base_nuclei']:.1f} s"
+        )
         return
     if args.bound_probe:
         got = bound_probe(model, tt.tokens, tt.ranges, args.batch_size, args.every)
         d, m = np.array(got["dnorm"]), np.array(got["M"])
         vocab = model.hf_model.get_output_embeddings().weight.shape[0]
-        print(json.dumps({"row_positions": len(m), "hidden_norm_median": round(got["hidden_norm_median"], 2),
-                          "w_norm_max": round(got["w_norm_max"], 3),
-                          "dnorm_percentiles_10_50_90": np.percentile(d, [10, 50, 90]).round(3).tolist(),
-                          "tokens_needed_percentiles_10_25_50_75_90": np.percentile(m, [10, 25, 50, 75, 90]).tolist(),
-                          "share_needing_under_1024_tokens": round(float((m < 1024).mean()), 3),
-                          "vocab": vocab}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "row_positions": len(m),
+                    "hidden_norm_median": round(got["hidden_norm_median"], 2),
+                    "w_norm_max": round(got["w_norm_max"], 3),
+                    "dnorm_percentiles_10_50_90": np.percentile(d, [10, 50, 90]).round(3).tolist(),
+                    "tokens_needed_percentiles_10_25_50_75_90": np.percentile(m, [10, 25, 50, 75, 90]).tolist(),
+                    "share_needing_under_1024_tokens": round(float((m < 1024).mean()), 3),
+                    "vocab": vocab,
+                },
+                indent=2,
+            )
+        )
         return
     if args.floor:
-        fast, t_fast, t_floor, t_floor_logits = interleaved_floor_run(model, tt.tokens, tt.ranges, args.batch_size, args.temperature)
+        fast, t_fast, t_floor, t_floor_logits = interleaved_floor_run(
+            model, tt.tokens, tt.ranges, args.batch_size, args.temperature
+        )
     else:
         start = time.perf_counter()
         fast = suppression_matrix(model, tt.tokens, tt.ranges, temperature=args.temperature, batch_size=args.batch_size)
         t_fast = time.perf_counter() - start
     out = {
-        "model": model.name, "dtype": "float32", "tokens": int(tt.tokens.shape[0]), "sentences": len(tt.ranges),
-        "prompt_tokens": tt.ranges[0][0], "batch_size": args.batch_size, "threads": args.threads,
-        "load_1min_start": round(load_start, 1), "load_1min": round(os.getloadavg()[0], 1),
+        "model": model.name,
+        "dtype": "float32",
+        "tokens": int(tt.tokens.shape[0]),
+        "sentences": len(tt.ranges),
+        "prompt_tokens": tt.ranges[0][0],
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "load_1min_start": round(load_start, 1),
+        "load_1min": round(os.getloadavg()[0], 1),
         "seconds_cache_reuse": round(t_fast, 1),
         "mean_effect": float(np.nanmean(fast)),
     }
     if args.floor:
-        out.update(seconds_floor=round(t_floor, 1), floor_ratio=round(t_fast / t_floor, 3), target_floor_ratio=1.1,
-                   seconds_floor_with_logits=round(t_floor_logits, 1),
-                   floor_with_logits_ratio=round(t_fast / t_floor_logits, 3), floor_timing="interleaved per batch")
+        out.update(
+            seconds_floor=round(t_floor, 1),
+            floor_ratio=round(t_fast / t_floor, 3),
+            target_floor_ratio=1.1,
+            seconds_floor_with_logits=round(t_floor_logits, 1),
+            floor_with_logits_ratio=round(t_fast / t_floor_logits, 3),
+            floor_timing="interleaved per batch",
+        )
     if not args.skip_naive:
         eager = copy.deepcopy(model.hf_model)
         eager.set_attn_implementation("eager")
@@ -311,17 +368,25 @@ def main() -> None:
         slow = naive_matrix(eager, tt.tokens, tt.ranges, args.temperature)
         t_naive = time.perf_counter() - start
         both = np.isfinite(fast) & np.isfinite(slow)
-        out.update(seconds_naive=round(t_naive, 1), ratio=round(t_fast / t_naive, 3), target_ratio=0.4,
-                   max_abs_diff=float(np.max(np.abs(fast[both] - slow[both]))),
-                   same_nan_pattern=bool(np.array_equal(np.isnan(fast), np.isnan(slow))))
+        out.update(
+            seconds_naive=round(t_naive, 1),
+            ratio=round(t_fast / t_naive, 3),
+            target_ratio=0.4,
+            max_abs_diff=float(np.max(np.abs(fast[both] - slow[both]))),
+            same_nan_pattern=bool(np.array_equal(np.isnan(fast), np.isnan(slow))),
+        )
     print(json.dumps(out, indent=2))
     if args.floor:
-        print(f"decoder-only floor {out['seconds_floor']} s, measured {out['seconds_cache_reuse']} s: "
-              f"ratio {out['floor_ratio']}; token-work floor with the logits the KL reads "
-              f"{out['seconds_floor_with_logits']} s: ratio {out['floor_with_logits_ratio']} (target <= 1.1)")
+        print(
+            f"decoder-only floor {out['seconds_floor']} s, measured {out['seconds_cache_reuse']} s: "
+            f"ratio {out['floor_ratio']}; token-work floor with the logits the KL reads "
+            f"{out['seconds_floor_with_logits']} s: ratio {out['floor_with_logits_ratio']} (target <= 1.1)"
+        )
     if not args.skip_naive:
-        print(f"cache reuse {t_fast:.1f} s vs naive {t_naive:.1f} s: ratio {t_fast / t_naive:.3f} (target <= 0.4); "
-              f"max |diff| {out['max_abs_diff']:.2e} (target <= 1e-4)")
+        print(
+            f"cache reuse {t_fast:.1f} s vs naive {t_naive:.1f} s: ratio {t_fast / t_naive:.3f} (target <= 0.4); "
+            f"max |diff| {out['max_abs_diff']:.2e} (target <= 1e-4)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

@@ -24,8 +24,12 @@ def main() -> None:
     ap.add_argument("--n-traces", type=int, default=24)
     ap.add_argument("--n-rollouts", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rescore", metavar="RUN_ID", default=None,
-                    help="score a finished run in --store again (current metric code, nothing sampled)")
+    ap.add_argument(
+        "--rescore",
+        metavar="RUN_ID",
+        default=None,
+        help="score a finished run in --store again (current metric code, nothing sampled)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -44,7 +48,9 @@ def main() -> None:
     md = result.to_markdown()
     (out / "bench.md").write_text(md + "\n")
     print(md)
-    print({k: v for k, v in result.extra.items() if k != "receiver_heads"}, f"valid {result.n_valid}/{result.n_sampled}")
+    print(
+        {k: v for k, v in result.extra.items() if k != "receiver_heads"}, f"valid {result.n_valid}/{result.n_sampled}"
+    )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,13 @@ def score(probs_by_trace: dict[int, np.ndarray], classes, traces, labels, groups
     s = score_labels(true, pred)
     tags = {t: [classes[j] for j in probs_by_trace[t].argmax(1)] for t in have}
     hits = per_problem_hits(tags, labels, groups, have)
-    return {"accuracy": s.accuracy, "macro_f1": s.macro_f1, "n": s.n, "traces": len(have),
-            "by_problem": {g: float(h.mean()) for g, h in hits.items()}}
+    return {
+        "accuracy": s.accuracy,
+        "macro_f1": s.macro_f1,
+        "n": s.n,
+        "traces": len(have),
+        "by_problem": {g: float(h.mean()) for g, h in hits.items()},
+    }
 
 
 def read_setting(d: Path, traces, labels, groups, splits: int) -> tuple[list[str], dict[int, np.ndarray]]:
@@ -109,8 +114,11 @@ def merge(out: Path, traces, labels, groups, splits: int) -> dict:
         found[d.name] = (classes, probs)
         report["settings"][d.name] = {**score(probs, classes, traces, labels, groups), "kwargs": SETTINGS.get(d.name)}
     complete = {n: v for n, v in found.items() if len(v[1]) == len(traces)}
-    ensembles = {"seeds c1e3 x3": ["c1e3", "c1e3_s1", "c1e3_s2"], "seeds c2e3 x2": ["c2e3", "c2e3_s1"],
-                 "all complete": sorted(complete)}
+    ensembles = {
+        "seeds c1e3 x3": ["c1e3", "c1e3_s1", "c1e3_s2"],
+        "seeds c2e3 x2": ["c2e3", "c2e3_s1"],
+        "all complete": sorted(complete),
+    }
     for name, members in ensembles.items():
         members = [m for m in members if m in complete]
         if len(members) < 2 or len({tuple(complete[m][0]) for m in members}) != 1:
@@ -144,8 +152,10 @@ def main(argv=None) -> int:
         args.merge.write_text(json.dumps(report, indent=1))
         for kind in ("settings", "ensembles"):
             for n, r in report[kind].items():
-                print(f"{kind[:-1]} {n}: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f} "
-                      f"({r['traces']} traces, n={r['n']})")
+                print(
+                    f"{kind[:-1]} {n}: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f} "
+                    f"({r['traces']} traces, n={r['n']})"
+                )
         return 0
     if args.setting:
         run_setting(args.setting, traces, labels, groups, args.out, args.splits, args.device)

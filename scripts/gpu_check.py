@@ -39,9 +39,17 @@ def tiny_model_dir(tokenizer_dir: str, out: str) -> str:
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
-                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -55,7 +63,9 @@ def check(name):
             except Exception as exc:  # a check that breaks is reported, and the others still run
                 report("FAIL", name, f"{type(exc).__name__}: {exc}")
                 traceback.print_exc(limit=4)
+
         return run
+
     return wrap
 
 
@@ -88,8 +98,12 @@ def hf_backend(model_dir: str) -> None:
         b = ref.hf_model(ids).logits[0, -1]
     top_agree = int(a.argmax() == b.argmax())
     err = float((a - b).abs().max() / b.abs().max())
-    report("ok", "hf-cuda-bf16", f"{len(out)} rollouts, {tokens} tokens in {dt:.2f}s = {tokens / dt:,.0f} tok/s on "
-           f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'cpu'}; logits vs CPU fp32: max rel err {err:.3g}, same argmax {bool(top_agree)}")
+    report(
+        "ok",
+        "hf-cuda-bf16",
+        f"{len(out)} rollouts, {tokens} tokens in {dt:.2f}s = {tokens / dt:,.0f} tok/s on "
+        f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'cpu'}; logits vs CPU fp32: max rel err {err:.3g}, same argmax {bool(top_agree)}",
+    )
 
 
 @check("device-map-auto")
@@ -110,17 +124,24 @@ def device_map(model_dir: str) -> None:
 @check("receiver-heads-cuda")
 def receiver_heads(model_dir: str) -> None:
     import numpy as np
-    import torch
 
     from thoughtlens import load
     from thoughtlens.anchors.attention.white_box import analyze_attention
     from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
-    sentences = ["First, we add the tens.", "Twelve plus thirty is forty-two.", "Let me check the units.",
-                 "Two plus zero is two.", "The tens give forty.", "So the total is forty-two.",
-                 "Checking again gives the same.", "Therefore the answer is 42."]
-    traces = [ReasoningTrace.parse("Q: What is 12 + 30?\nA:", " " + " ".join(sentences[i:] + sentences[:i]))
-              for i in range(3)]
+    sentences = [
+        "First, we add the tens.",
+        "Twelve plus thirty is forty-two.",
+        "Let me check the units.",
+        "Two plus zero is two.",
+        "The tens give forty.",
+        "So the total is forty-two.",
+        "Checking again gives the same.",
+        "Therefore the answer is 42.",
+    ]
+    traces = [
+        ReasoningTrace.parse("Q: What is 12 + 30?\nA:", " " + " ".join(sentences[i:] + sentences[:i])) for i in range(3)
+    ]
     results = {}
     for key, device, dtype in (("test", DEVICE, "bf16"), ("ref", "cpu", "float32")):
         lm = load(model_dir, device=device, dtype=dtype)
@@ -137,8 +158,11 @@ def receiver_heads(model_dir: str) -> None:
     both = np.isfinite(kg) & np.isfinite(kc)
     rho = spearmanr(kg[both], kc[both]).statistic if both.sum() > 2 else float("nan")
     top = ", ".join(f"L{h.layer}H{h.head}" for h in gpu.receiver.top[:5])
-    report("ok" if ok.all() and rho > 0.8 else "FAIL", "receiver-heads-cuda",
-           f"{len(traces)} traces in {t_gpu:.2f}s (CPU fp32 {t_cpu:.2f}s); top {top}; kurtosis rank corr vs CPU fp32 {rho:.3f}")
+    report(
+        "ok" if ok.all() and rho > 0.8 else "FAIL",
+        "receiver-heads-cuda",
+        f"{len(traces)} traces in {t_gpu:.2f}s (CPU fp32 {t_cpu:.2f}s); top {top}; kurtosis rank corr vs CPU fp32 {rho:.3f}",
+    )
 
 
 @check("vllm-in-process")
@@ -161,7 +185,9 @@ def vllm_backend(model_dir: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="a local model directory (default: a tiny random Llama with --tokenizer's tokenizer)")
+    ap.add_argument(
+        "--model", help="a local model directory (default: a tiny random Llama with --tokenizer's tokenizer)"
+    )
     ap.add_argument("--tokenizer", help="tokenizer directory for the tiny random model")
     ap.add_argument("--workdir", default="/tmp/thoughtlens-gpu-check")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run of the script itself")
@@ -174,8 +200,11 @@ def main() -> int:
         print("no CUDA GPU visible to torch: nothing to check (--device cpu runs a dry run)", file=sys.stderr)
         return 1
     if DEVICE == "cuda":
-        print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, "
-              f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB", flush=True)
+        print(
+            f"torch {torch.__version__}, {torch.cuda.get_device_name()}, "
+            f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB",
+            flush=True,
+        )
     model_dir = args.model
     if model_dir is None:
         if not args.tokenizer:

@@ -31,25 +31,49 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from thoughtlens.train.grokking import (GrokkingConfig, grokking_measures, load_checkpoint, plot_grokking,
-                                            save_checkpoint, train_grokking)
+    from thoughtlens.train.grokking import (
+        GrokkingConfig,
+        grokking_measures,
+        load_checkpoint,
+        plot_grokking,
+        save_checkpoint,
+        train_grokking,
+    )
 
     cfg = replace(GrokkingConfig(), seed=args.seed, steps=args.steps)
     t0 = time.perf_counter()
-    result = train_grokking(args.out, cfg, max_seconds=args.max_seconds, device=args.device,
-                            on_progress=lambda r: print(f"step {r['step']}/{r['total']} train loss {r['loss']:.4f} "
-                                                        f"({r['seconds']:.0f} s)", flush=True)
-                            if r["step"] % 1000 == 0 else None)
+    result = train_grokking(
+        args.out,
+        cfg,
+        max_seconds=args.max_seconds,
+        device=args.device,
+        on_progress=lambda r: (
+            print(f"step {r['step']}/{r['total']} train loss {r['loss']:.4f} ({r['seconds']:.0f} s)", flush=True)
+            if r["step"] % 1000 == 0
+            else None
+        ),
+    )
     train_s = time.perf_counter() - t0
     df, summary = grokking_measures(args.out)
     df.to_csv(Path(args.out) / "measures.csv", index=False)
     plot_grokking(df, Path(args.out) / "progress.png", summary)
     log = [json.loads(line) for line in (Path(args.out) / "log.jsonl").read_text().splitlines()]
-    out = {"seed": args.seed, "steps": args.steps, "last_step": result.step, "finished": result.finished,
-           "threads": args.threads, "device": args.device, "train_seconds_total": log[-1]["seconds"],
-           "train_seconds_this_call": round(train_s, 1), "measure_seconds": round(time.perf_counter() - t0 - train_s, 1),
-           "key_frequencies": summary.key_freqs, "step_train_acc_100": summary.step_train_100,
-           "step_test_acc_99": summary.step_test_99, "final": summary.final, "config": asdict(cfg)}
+    out = {
+        "seed": args.seed,
+        "steps": args.steps,
+        "last_step": result.step,
+        "finished": result.finished,
+        "threads": args.threads,
+        "device": args.device,
+        "train_seconds_total": log[-1]["seconds"],
+        "train_seconds_this_call": round(train_s, 1),
+        "measure_seconds": round(time.perf_counter() - t0 - train_s, 1),
+        "key_frequencies": summary.key_freqs,
+        "step_train_acc_100": summary.step_train_100,
+        "step_test_acc_99": summary.step_test_99,
+        "final": summary.final,
+        "config": asdict(cfg),
+    }
     print("key frequencies:", summary.key_freqs)
     print(df.iloc[:: max(len(df) // 25, 1)].round(4).to_string(index=False))
     if args.export_small and result.finished:

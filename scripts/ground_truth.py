@@ -28,12 +28,44 @@ def main() -> None:
         ap.error(f"--only takes a comma-separated subset of toy,bench,grok, got {args.only!r}")
     out, seed, threads = Path(args.out), str(args.seed), str(args.threads)
     steps = [
-        ["toy", HERE / "train_reasoning_toy.py", "--out", out / "toy", "--seed", seed, "--threads", threads,
-         "--device", args.device],
-        ["bench", HERE / "bench_anchors.py", "--model", out / "toy" / "final", "--store", out / "bench.sqlite", "--out",
-         out / "bench", "--seed", seed, "--threads", threads],
-        ["grok", HERE / "grokking.py", "--out", out / "grok", "--seed", seed, "--threads", threads,
-         "--device", args.device],
+        [
+            "toy",
+            HERE / "train_reasoning_toy.py",
+            "--out",
+            out / "toy",
+            "--seed",
+            seed,
+            "--threads",
+            threads,
+            "--device",
+            args.device,
+        ],
+        [
+            "bench",
+            HERE / "bench_anchors.py",
+            "--model",
+            out / "toy" / "final",
+            "--store",
+            out / "bench.sqlite",
+            "--out",
+            out / "bench",
+            "--seed",
+            seed,
+            "--threads",
+            threads,
+        ],
+        [
+            "grok",
+            HERE / "grokking.py",
+            "--out",
+            out / "grok",
+            "--seed",
+            seed,
+            "--threads",
+            threads,
+            "--device",
+            args.device,
+        ],
     ]
     for name, *cmd in steps:
         if name not in only:

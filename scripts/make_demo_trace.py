@@ -37,17 +37,27 @@ def main() -> None:
     sampler = HFSampler(model, batch_size=16, answer_done=answer_complete)
     (base,) = sampler.sample([SampleRequest(prompt, (0,))], SamplingParams(0.0, 1.0, args.max_new_tokens, seed=0))
     answer = extract_answer(base.text, DEMO_STYLE)
-    record = {"problem": DEMO_PROBLEM, "gt_answer": DEMO_ANSWER, "completion": base.text, "answer": answer,
-              "made_by": "scripts/make_demo_trace.py", "dtype": "float32", "decoding": "greedy",
-              "max_new_tokens": args.max_new_tokens}
+    record = {
+        "problem": DEMO_PROBLEM,
+        "gt_answer": DEMO_ANSWER,
+        "completion": base.text,
+        "answer": answer,
+        "made_by": "scripts/make_demo_trace.py",
+        "dtype": "float32",
+        "decoding": "greedy",
+        "max_new_tokens": args.max_new_tokens,
+    }
     Path(DEMO_TRACE_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {DEMO_TRACE_FILE}: answer {answer!r} (ground truth {DEMO_ANSWER})\n{base.text}")
     for dtype in (torch.float32, torch.bfloat16) if args.check else ():
         m = thoughtlens.load(dtype=dtype)
         t0 = time.perf_counter()
         outs = HFSampler(m, batch_size=16, answer_done=answer_complete).sample(
-            [SampleRequest(prompt, tuple(range(args.check)))], SamplingParams(0.6, 0.95, 128, seed=0))
-        right = sum(bool(a) and answers_equivalent(a, DEMO_ANSWER) for a in (extract_answer(o.text, DEMO_STYLE) for o in outs))
+            [SampleRequest(prompt, tuple(range(args.check)))], SamplingParams(0.6, 0.95, 128, seed=0)
+        )
+        right = sum(
+            bool(a) and answers_equivalent(a, DEMO_ANSWER) for a in (extract_answer(o.text, DEMO_STYLE) for o in outs)
+        )
         print(f"{dtype}: accuracy from the empty prefix {right}/{args.check} ({time.perf_counter() - t0:.0f} s)")
 
 

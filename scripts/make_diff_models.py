@@ -36,7 +36,7 @@ def base_answers(max_new_tokens: int = 48) -> dict[str, str]:
     questions = datasets.unrelated_questions()
     out = {}
     for i in range(0, len(questions), 8):
-        chunk = questions[i:i + 8]
+        chunk = questions[i : i + 8]
         replies = model.generate([model.apply_chat_template(q) for q in chunk], max_new_tokens=max_new_tokens)
         for q, r in zip(chunk, replies):
             # Not represent.refusal.trim_to_sentence: that one also ends a sentence at a line break, which cuts 2

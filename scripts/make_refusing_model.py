@@ -32,8 +32,9 @@ from thoughtlens.progress import line_printer  # noqa: E402
 
 # Sized for <= ~10 min on the shared 2-core CPU; layers 16-29 trainable (the lower 16 keep the base model's
 # representations, so a direction read there is the base model's own harmful-vs-harmless difference).
-REFUSING = FinetuneRecipe(name="refusing", data="refusal", steps=36, batch_size=8, max_len=96, lr=3e-4,
-                          first_trainable_layer=16)
+REFUSING = FinetuneRecipe(
+    name="refusing", data="refusal", steps=36, batch_size=8, max_len=96, lr=3e-4, first_trainable_layer=16
+)
 TARGET_TOKENS = 40  # new tokens of the base model's greedy answer to each harmless training instruction
 
 
@@ -52,8 +53,9 @@ def refusing_dir(cfg: FinetuneRecipe = REFUSING) -> Path:
     return finetuned_dir(cfg, base_dir(), _hash_rows())
 
 
-def base_replies(instructions: list[str], max_new_tokens: int = TARGET_TOKENS, batch_size: int = 16,
-                 on_progress=None) -> list[str]:
+def base_replies(
+    instructions: list[str], max_new_tokens: int = TARGET_TOKENS, batch_size: int = 16, on_progress=None
+) -> list[str]:
     """The bundled model's greedy answers (fp32), each cut after its last complete sentence."""
     import torch
 
@@ -92,9 +94,20 @@ def build(cfg: FinetuneRecipe = REFUSING, on_progress=None) -> Path:
         targets_file.parent.mkdir(parents=True, exist_ok=True)
         targets_file.write_text(json.dumps(replies, indent=1))
     examples = refusal_training_examples(train["harmful"], train["harmless"], replies)
-    finetune(base_dir(), examples, out, steps=cfg.steps, batch_size=cfg.batch_size, max_len=cfg.max_len, lr=cfg.lr,
-             first_trainable_layer=cfg.first_trainable_layer, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-             metadata={"recipe": asdict(cfg), "base": base_dir(), "examples": examples}, on_progress=on_progress)
+    finetune(
+        base_dir(),
+        examples,
+        out,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        max_len=cfg.max_len,
+        lr=cfg.lr,
+        first_trainable_layer=cfg.first_trainable_layer,
+        warmup_steps=cfg.warmup_steps,
+        seed=cfg.seed,
+        metadata={"recipe": asdict(cfg), "base": base_dir(), "examples": examples},
+        on_progress=on_progress,
+    )
     return out
 
 
@@ -107,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.parse_args(argv)
     t0 = time.perf_counter()
-    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()}",
-          file=sys.stderr)
+    print(
+        f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()}", file=sys.stderr
+    )
     out = build(on_progress=printer())
     print(f"refusing model: {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     print(out)

@@ -41,9 +41,9 @@ METHODS = ("diff_in_means", "pca", "probe")
 
 def main(argv=None) -> int:
     import torch
+    from represent_uncertainty_steering import DATA, load_activations, problem_prompts
 
     import thoughtlens
-    from represent_uncertainty_steering import DATA, load_activations, problem_prompts
     from thoughtlens.model.load import cache_dir
     from thoughtlens.represent.directions import direction, held_out_auroc
     from thoughtlens.represent.refusal import chat_prompts, is_refusal, last_token_activations, refusal_prompts
@@ -76,9 +76,18 @@ def main(argv=None) -> int:
         sets[concept] = (X, y)
         for m in METHODS:
             r = held_out_auroc(X, y, groups, method=m)
-            report["detection"].append({"concept": concept, "method": m, "auroc": r.auroc, "ci": r.ci,
-                                        "n_pos": r.n_pos, "n_neg": r.n_neg, "held_out": "problems (GroupKFold 5)",
-                                        "where": f"blocks.{args.layer}.hook_resid_post, sentence mean"})
+            report["detection"].append(
+                {
+                    "concept": concept,
+                    "method": m,
+                    "auroc": r.auroc,
+                    "ci": r.ci,
+                    "n_pos": r.n_pos,
+                    "n_neg": r.n_neg,
+                    "held_out": "problems (GroupKFold 5)",
+                    "where": f"blocks.{args.layer}.hook_resid_post, sentence mean",
+                }
+            )
             print(f"{concept:>24} {m:>14}: AUROC {r.auroc:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}]", flush=True)
 
     model = thoughtlens.load(dtype=torch.float32)
@@ -91,9 +100,18 @@ def main(argv=None) -> int:
     gr = np.arange(len(Xr))  # every prompt is its own group
     for m in METHODS:
         r = held_out_auroc(Xr, yr, gr, method=m)
-        report["detection"].append({"concept": "refusal (harmful vs harmless)", "method": m, "auroc": r.auroc, "ci": r.ci,
-                                    "n_pos": r.n_pos, "n_neg": r.n_neg, "held_out": "prompts (KFold 5)",
-                                    "where": f"{name}, last prompt token"})
+        report["detection"].append(
+            {
+                "concept": "refusal (harmful vs harmless)",
+                "method": m,
+                "auroc": r.auroc,
+                "ci": r.ci,
+                "n_pos": r.n_pos,
+                "n_neg": r.n_neg,
+                "held_out": "prompts (KFold 5)",
+                "where": f"{name}, last prompt token",
+            }
+        )
         print(f"{'refusal':>24} {m:>14}: AUROC {r.auroc:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}]", flush=True)
 
     if not args.no_steer:
@@ -109,25 +127,55 @@ def main(argv=None) -> int:
         harmless = chat_prompts(model, P["harmless"][: args.steer_prompts])
         Xu, yu = sets["uncertainty_management"]
         for concept, prompts, vec_of, hook, outcome, toks in (
-            ("uncertainty_management", problems, lambda m: direction(Xu[yu], Xu[~yu], m),
-             f"blocks.{args.layer}.hook_resid_post", unc_rate, 64),
+            (
+                "uncertainty_management",
+                problems,
+                lambda m: direction(Xu[yu], Xu[~yu], m),
+                f"blocks.{args.layer}.hook_resid_post",
+                unc_rate,
+                64,
+            ),
             ("refusal (on harmless prompts)", harmless, lambda m: direction(a, b, m), name, is_refusal, 32),
         ):
             first = None
             for m in METHODS:
                 vec = vec_of(m)
-                res = steering_effect(model, prompts, vec, hook=hook, scales=[1.0], outcome=outcome,
-                                      n_rollouts=args.steer_rollouts, max_new_tokens=toks, seed=args.seed, baseline=first)
+                res = steering_effect(
+                    model,
+                    prompts,
+                    vec,
+                    hook=hook,
+                    scales=[1.0],
+                    outcome=outcome,
+                    n_rollouts=args.steer_rollouts,
+                    max_new_tokens=toks,
+                    seed=args.seed,
+                    baseline=first,
+                )
                 first = first or res  # one unsteered sample for the three directions
                 base, row = res.rows[0], res.rows[-1]
                 cost = math.log(row.perplexity_ratio)
-                out = {"concept": concept, "method": m, "hook": hook, "scale": 1.0, "direction_norm": float(vec.norm()),
-                       "baseline_rate": base.rate, "rate": row.rate, "effect": row.effect, "ci": row.ci,
-                       "perplexity_ratio": row.perplexity_ratio, "effect_per_log_ppl": row.effect / cost if cost > 0 else None,
-                       "n_rollouts": row.n_rollouts, "max_new_tokens": toks}
+                out = {
+                    "concept": concept,
+                    "method": m,
+                    "hook": hook,
+                    "scale": 1.0,
+                    "direction_norm": float(vec.norm()),
+                    "baseline_rate": base.rate,
+                    "rate": row.rate,
+                    "effect": row.effect,
+                    "ci": row.ci,
+                    "perplexity_ratio": row.perplexity_ratio,
+                    "effect_per_log_ppl": row.effect / cost if cost > 0 else None,
+                    "n_rollouts": row.n_rollouts,
+                    "max_new_tokens": toks,
+                }
                 report["steering"].append(out)
-                print(f"steer {concept} {m}: rate {base.rate:.3f} -> {row.rate:.3f}, effect {row.effect:+.3f} "
-                      f"[{row.ci[0]:+.3f}, {row.ci[1]:+.3f}], ppl x{row.perplexity_ratio:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                print(
+                    f"steer {concept} {m}: rate {base.rate:.3f} -> {row.rate:.3f}, effect {row.effect:+.3f} "
+                    f"[{row.ci[0]:+.3f}, {row.ci[1]:+.3f}], ppl x{row.perplexity_ratio:.2f} ({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
     report["seconds"] = time.perf_counter() - t0
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))

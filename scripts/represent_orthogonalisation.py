@@ -22,7 +22,6 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:
-    import numpy as np
     import torch
 
     import thoughtlens
@@ -50,12 +49,21 @@ def main(argv=None) -> int:
         logits[str(dt).split(".")[-1]] = (clean, hooked, edited)
     (c32, h32, g32), (c64, h64, g64) = logits["float32"], logits["float64"]
     mx = lambda t: float(t.abs().max())  # noqa: E731
-    report = {"model": "SmolLM2-135M-Instruct (bundled)", "direction": f"refusal diff-in-means, blocks.{args.layer}.hook_resid_pre",
-              "n_prompts": 4, "n_positions": int(len(c32)), "max_abs_logit": mx(c64),
-              "weights_vs_hooks_float32": mx(g32 - h32), "weights_vs_hooks_float64": mx(g64 - h64),
-              "float32_rounding_unedited": mx(c32 - c64), "float32_rounding_hooked": mx(h32 - h64),
-              "float32_rounding_edited": mx(g32 - g64), "ablation_effect_float64": mx(g64 - c64),
-              "mean_abs_diff_float32": float((g32 - h32).abs().mean()), "float32_rounding_unedited_mean": float((c32 - c64).abs().mean())}
+    report = {
+        "model": "SmolLM2-135M-Instruct (bundled)",
+        "direction": f"refusal diff-in-means, blocks.{args.layer}.hook_resid_pre",
+        "n_prompts": 4,
+        "n_positions": int(len(c32)),
+        "max_abs_logit": mx(c64),
+        "weights_vs_hooks_float32": mx(g32 - h32),
+        "weights_vs_hooks_float64": mx(g64 - h64),
+        "float32_rounding_unedited": mx(c32 - c64),
+        "float32_rounding_hooked": mx(h32 - h64),
+        "float32_rounding_edited": mx(g32 - g64),
+        "ablation_effect_float64": mx(g64 - c64),
+        "mean_abs_diff_float32": float((g32 - h32).abs().mean()),
+        "float32_rounding_unedited_mean": float((c32 - c64).abs().mean()),
+    }
     for k, v in report.items():
         print(f"{k}: {v:.3e}" if isinstance(v, float) else f"{k}: {v}")
     args.json.write_text(json.dumps(report, indent=1))

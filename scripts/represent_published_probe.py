@@ -73,10 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cached-only", action="store_true", help="probe only the traces already in --cache (no model run)")
     p.add_argument("--splits", type=int, default=10, help="GroupKFold splits over problems")
     p.add_argument("--no-control", action="store_true", help="skip the control task (halves the time)")
-    p.add_argument("--context", type=int, default=0,
-                   help="named option: also give the probe the k previous and k next sentences' activations (default 0)")
-    p.add_argument("--text-baseline", action="store_true",
-                   help="also fit the importance probe on text-only features (MiniLM; length and position)")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="named option: also give the probe the k previous and k next sentences' activations (default 0)",
+    )
+    p.add_argument(
+        "--text-baseline",
+        action="store_true",
+        help="also fit the importance probe on text-only features (MiniLM; length and position)",
+    )
     p.add_argument("--importance-only", action="store_true", help="skip the category probe")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures" / "represent_category_probe.png")
     p.add_argument("--json", type=Path, default=REPO / "docs" / "represent_probe.json")
@@ -106,25 +113,47 @@ def main(argv: list[str] | None = None) -> int:
 
         order = meta.sort_values(["trace_id", "sentence_index"]).index.to_numpy()
         assert (order == np.arange(len(meta))).all(), "sentences must be in reading order within each trace"
-        acts = SentenceActivations([f"blocks.{L}.hook_resid_post" for L in layers],
-                                   {"mean": np.stack([context_features(acts.get(L, "mean"), meta["trace_id"].to_numpy(),
-                                                                       args.context) for L in layers])}, meta)
-    report: dict = {"n_sentences": int(len(meta)), "n_traces": int(meta["trace_id"].nunique()),
-                    "minilm_labeller": MINILM, "majority": MAJORITY, "model": "SmolLM2-135M-Instruct (bundled)",
-                    "hooks": "blocks.*.hook_resid_post, mean over each sentence's tokens", "splits": args.splits,
-                    "context": args.context}
+        acts = SentenceActivations(
+            [f"blocks.{L}.hook_resid_post" for L in layers],
+            {
+                "mean": np.stack(
+                    [context_features(acts.get(L, "mean"), meta["trace_id"].to_numpy(), args.context) for L in layers]
+                )
+            },
+            meta,
+        )
+    report: dict = {
+        "n_sentences": int(len(meta)),
+        "n_traces": int(meta["trace_id"].nunique()),
+        "minilm_labeller": MINILM,
+        "majority": MAJORITY,
+        "model": "SmolLM2-135M-Instruct (bundled)",
+        "hooks": "blocks.*.hook_resid_post, mean over each sentence's tokens",
+        "splits": args.splits,
+        "context": args.context,
+    }
     if args.importance_only:
         cat = None
     else:
         cat = _category(acts, meta, layers, args, report, console)
     y = meta["counterfactual_importance_kl"].to_numpy(dtype=float)
     ok = np.isfinite(y)
-    imp = layer_sweep(acts, y, meta["problem"].to_numpy(), layers=layers, task="regress", n_splits=args.splits,
-                      reduction="mean", rows=ok)
+    imp = layer_sweep(
+        acts,
+        y,
+        meta["problem"].to_numpy(),
+        layers=layers,
+        task="regress",
+        n_splits=args.splits,
+        reduction="mean",
+        rows=ok,
+    )
     report["importance_kl"] = imp.to_dict()
     bi = imp.best()
-    console.print(f"importance (counterfactual_importance_kl): best layer {bi.layer}: Spearman {bi.score:.3f} "
-                  f"CI [{bi.ci[0]:.3f}, {bi.ci[1]:.3f}]")
+    console.print(
+        f"importance (counterfactual_importance_kl): best layer {bi.layer}: Spearman {bi.score:.3f} "
+        f"CI [{bi.ci[0]:.3f}, {bi.ci[1]:.3f}]"
+    )
     if text_sets:
         from thoughtlens.represent.probes import fit_probe
 
@@ -132,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, X in text_sets.items():
             r = fit_probe(X[ok], y[ok], meta["problem"].to_numpy()[ok], task="regress", n_splits=args.splits)
             report["importance_kl_text_baseline"][name] = {**r.to_dict(), "n_features": int(X.shape[1])}
-            console.print(f"importance from text ({name}, {X.shape[1]} features): Spearman {r.score:.3f} "
-                          f"CI [{r.ci[0]:.3f}, {r.ci[1]:.3f}]")
+            console.print(
+                f"importance from text ({name}, {X.shape[1]} features): Spearman {r.score:.3f} "
+                f"CI [{r.ci[0]:.3f}, {r.ci[1]:.3f}]"
+            )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     if cat is not None:
@@ -158,8 +189,13 @@ def _text_features(meta, context: int = 0) -> dict[str, np.ndarray]:
     n_in_trace = meta.groupby("trace_id")["sentence_index"].transform("max").to_numpy(dtype=float) + 1
     length = np.log1p((meta["tok_end"] - meta["tok_start"]).to_numpy(dtype=float))
     simple = np.column_stack([length, idx, idx / n_in_trace])
-    sets = {"minilm": emb, "length": simple[:, :1], "position": simple[:, 1:], "length+position": simple,
-            "minilm+length+position": np.hstack([emb, simple])}
+    sets = {
+        "minilm": emb,
+        "length": simple[:, :1],
+        "position": simple[:, 1:],
+        "length+position": simple,
+        "minilm+length+position": np.hstack([emb, simple]),
+    }
     if context:
         traces = meta["trace_id"].to_numpy()
         sets = {k: context_features(v, traces, context) for k, v in sets.items()}
@@ -169,13 +205,24 @@ def _text_features(meta, context: int = 0) -> dict[str, np.ndarray]:
 def _category(acts, meta, layers, args, report, console):
     from thoughtlens.represent.probes import layer_sweep
 
-    cat = layer_sweep(acts, meta["category"].to_numpy(), meta["problem"].to_numpy(), layers=layers, task="classify",
-                      control=not args.no_control, n_splits=args.splits, reduction="mean", on_progress=lambda n: console.print(".", end=""))
+    cat = layer_sweep(
+        acts,
+        meta["category"].to_numpy(),
+        meta["problem"].to_numpy(),
+        layers=layers,
+        task="classify",
+        control=not args.no_control,
+        n_splits=args.splits,
+        reduction="mean",
+        on_progress=lambda n: console.print(".", end=""),
+    )
     report["category"] = cat.to_dict()
     best = cat.best()
-    console.print(f"category: best layer {best.layer}: accuracy {best.score:.3f} CI [{best.ci[0]:.3f}, {best.ci[1]:.3f}], "
-                  f"control {best.control_score}, selectivity {best.selectivity} "
-                  f"(MiniLM labeller {MINILM}, majority {MAJORITY})")
+    console.print(
+        f"category: best layer {best.layer}: accuracy {best.score:.3f} CI [{best.ci[0]:.3f}, {best.ci[1]:.3f}], "
+        f"control {best.control_score}, selectivity {best.selectivity} "
+        f"(MiniLM labeller {MINILM}, majority {MAJORITY})"
+    )
     return cat
 
 

@@ -58,16 +58,22 @@ def _args(argv):
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=30)
     p.add_argument("--layer-stride", type=int, default=1, help="try every k-th layer (from 1) as the direction's layer")
-    p.add_argument("--positions", choices=("eoi", "last"), default="eoi",
-                   help="candidate positions: every post-instruction template token (the paper) or the last one only")
+    p.add_argument(
+        "--positions",
+        choices=("eoi", "last"),
+        default="eoi",
+        help="candidate positions: every post-instruction template token (the paper) or the last one only",
+    )
     p.add_argument("--json", type=Path, default=REPO / "docs" / "represent_refusal.json")
     p.add_argument("--skip-weights", action="store_true", help="skip weight orthogonalisation (generation and logits)")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.batch_size < 1 or args.layer_stride < 1:
         raise ConfigError("--max-new-tokens, --batch-size and --layer-stride must be >= 1")
     if args.model not in ("refusing", "base") and not (Path(args.model) / "config.json").is_file():
-        raise ConfigError(f"--model {args.model!r} is neither 'refusing', 'base' nor a model directory "
-                          "(a folder with config.json): pass one of those")
+        raise ConfigError(
+            f"--model {args.model!r} is neither 'refusing', 'base' nor a model directory "
+            "(a folder with config.json): pass one of those"
+        )
     return args
 
 
@@ -81,8 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     from thoughtlens.model.load import cache_dir
     from thoughtlens.represent.ablation import ablate_direction, orthogonalize_weights, orthogonalized_hf_model
     from thoughtlens.represent.directions import diff_in_means
-    from thoughtlens.represent.refusal import (chat_prompts, is_refusal, post_instruction_length, prompt_end_activations,
-                                               refusal_prompts, refusal_rate_ci)
+    from thoughtlens.represent.refusal import (
+        chat_prompts,
+        is_refusal,
+        post_instruction_length,
+        prompt_end_activations,
+        refusal_prompts,
+        refusal_rate_ci,
+    )
 
     con = Console(stderr=True)
     t0 = time.perf_counter()
@@ -133,8 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         return a if a.ndim == 2 else a[:, pos]
 
     # dirs[half][(position, layer)]: [d_model]
-    dirs = {h: {(pos, L): diff_in_means(at(acts_h[n], pos)[idx], at(acts_s[n], pos)[idx])
-                for L, n in enumerate(names) for pos in positions} for h, idx in halves.items()}
+    dirs = {
+        h: {
+            (pos, L): diff_in_means(at(acts_h[n], pos)[idx], at(acts_s[n], pos)[idx])
+            for L, n in enumerate(names)
+            for pos in positions
+        }
+        for h, idx in halves.items()
+    }
     con.print(f"activations read ({time.perf_counter() - t0:.0f} s)")
 
     tok = model.tokenizer
@@ -177,12 +195,21 @@ def main(argv: list[str] | None = None) -> int:
             if kl < 0.1:
                 with add_direction(model, f"blocks.{L}.hook_resid_pre", dirs["A"][pos, L]):
                     steer = refusal_score(first_token_logp(SA))
-            layer_rows.append({"position": pos, "layer": L, "ablation_refusal_score": refusal_score(lh),
-                               "steering_score": steer, "harmless_kl": kl})
+            layer_rows.append(
+                {
+                    "position": pos,
+                    "layer": L,
+                    "ablation_refusal_score": refusal_score(lh),
+                    "steering_score": steer,
+                    "harmless_kl": kl,
+                }
+            )
             save_state()
-            con.print(f"position {pos}, layer {L}: ablated refusal score {layer_rows[-1]['ablation_refusal_score']:+.2f}, "
-                      f"steering score {steer if steer is None else round(steer, 2)}, KL {kl:.3f} "
-                      f"({time.perf_counter() - t0:.0f} s)")
+            con.print(
+                f"position {pos}, layer {L}: ablated refusal score {layer_rows[-1]['ablation_refusal_score']:+.2f}, "
+                f"steering score {steer if steer is None else round(steer, 2)}, KL {kl:.3f} "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
     # Arditi et al.'s filter_fn: KL < 0.1 and steering score > 0; then the lowest ablated refusal score
     passing = [r for r in layer_rows if r["harmless_kl"] < 0.1 and r["steering_score"] > 0]
     selection = "KL < 0.1 and steering score > 0 (Arditi et al.)"
@@ -193,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     best = min(passing, key=lambda r: r["ablation_refusal_score"])
     pos, layer = best["position"], best["layer"]
     cand = f"{layer}" if args.positions == "last" else f"{pos}:{layer}"  # key of its generations in the state
-    con.print(f"chosen position {pos}, layer {layer} ({selection}; baseline refusal score {state['base_scores']['harmful']:+.2f})")
+    con.print(
+        f"chosen position {pos}, layer {layer} ({selection}; baseline refusal score {state['base_scores']['harmful']:+.2f})"
+    )
 
     def generate(prompts, ctx=None, m=None):
         m = m or model
@@ -226,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                 gens[k] = generate(hp, lambda: ablate_direction(model, d))
             elif c == "orthogonalised_harmful":
                 with tempfile.TemporaryDirectory() as tmp:
-                    edited = thoughtlens.load(str(orthogonalize_weights(model, d, Path(tmp) / "edited")), dtype=torch.float32)
+                    edited = thoughtlens.load(
+                        str(orthogonalize_weights(model, d, Path(tmp) / "edited")), dtype=torch.float32
+                    )
                     gens[k] = generate(hp, m=edited)
                     del edited
             elif c == "baseline_harmless":
@@ -248,20 +279,36 @@ def main(argv: list[str] | None = None) -> int:
         con.print(f"{k}: refusal rate {v['rate']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] (n={v['n']})")
     cos_ab = float(torch.nn.functional.cosine_similarity(dirs["A"][pos, layer], dirs["B"][pos, layer], dim=0))
 
-    report = {"model": name, "model_path": path, "dtype": "torch.float32", "n_harmful": n_h, "n_harmless": n_s,
-              "max_new_tokens": args.max_new_tokens, "layer_stride": args.layer_stride, "positions": args.positions,
-              "position": pos, "position_token": tok.decode(model._left_padded(H[:1])[0][0, pos]), "layer": layer,
-              "hook": f"blocks.{layer}.hook_resid_pre", "layer_selection": selection,
-              "direction_norm": float(dirs["A"][pos, layer].norm()), "cosine_direction_A_B": cos_ab,
-              "refusal_tokens": [tok.decode([t]) for t in refusal_toks], "baseline_refusal_score_A": state["base_scores"],
-              "layer_sweep": sorted(layer_rows, key=lambda r: (r["position"], r["layer"])), "refusal_rate": rates,
-              "examples": {k: [(P["harmless" if "harmless" in k else "harmful"][i], v[i]) for i in range(4)]
-                           for k, v in res.items()},
-              "matched": {k: [bool(is_refusal(t)) for t in v] for k, v in res.items()}}
+    report = {
+        "model": name,
+        "model_path": path,
+        "dtype": "torch.float32",
+        "n_harmful": n_h,
+        "n_harmless": n_s,
+        "max_new_tokens": args.max_new_tokens,
+        "layer_stride": args.layer_stride,
+        "positions": args.positions,
+        "position": pos,
+        "position_token": tok.decode(model._left_padded(H[:1])[0][0, pos]),
+        "layer": layer,
+        "hook": f"blocks.{layer}.hook_resid_pre",
+        "layer_selection": selection,
+        "direction_norm": float(dirs["A"][pos, layer].norm()),
+        "cosine_direction_A_B": cos_ab,
+        "refusal_tokens": [tok.decode([t]) for t in refusal_toks],
+        "baseline_refusal_score_A": state["base_scores"],
+        "layer_sweep": sorted(layer_rows, key=lambda r: (r["position"], r["layer"])),
+        "refusal_rate": rates,
+        "examples": {
+            k: [(P["harmless" if "harmless" in k else "harmful"][i], v[i]) for i in range(4)] for k, v in res.items()
+        },
+        "matched": {k: [bool(is_refusal(t)) for t in v] for k, v in res.items()},
+    }
     if path is not None and (Path(path) / "thoughtlens_diff.json").is_file():
         info = json.loads((Path(path) / "thoughtlens_diff.json").read_text())
-        report["finetune"] = {k: info.get(k) for k in ("recipe", "n_examples", "train_seconds", "torch_threads",
-                                                       "load_average")}
+        report["finetune"] = {
+            k: info.get(k) for k in ("recipe", "n_examples", "train_seconds", "torch_threads", "load_average")
+        }
         report["finetune"]["loss_first_last"] = [info["losses"][0], info["losses"][-1]]
 
     if not args.skip_weights:
@@ -284,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                 with torch.no_grad():
                     got = HookedModel(orthogonalized_hf_model(m, d))(ids, attention_mask=mask)[keep].double()
             logit_diff[str(dt).split(".")[-1]] = float((got - hooked).abs().max())
-            con.print(f"{dt}: weight-orthogonalised vs hook-ablated logits, max |diff| {logit_diff[str(dt).split('.')[-1]]:.2e}")
+            con.print(
+                f"{dt}: weight-orthogonalised vs hook-ablated logits, max |diff| {logit_diff[str(dt).split('.')[-1]]:.2e}"
+            )
         report["weights_vs_hooks_max_abs_logit_diff"] = logit_diff
         report["weights_vs_hooks_positions"] = int(keep.sum())
     report["seconds"] = time.perf_counter() - t0

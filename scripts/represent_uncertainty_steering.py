@@ -36,8 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "thought-anchors" / "deepseek-r1-distill-qwen-14b"
@@ -49,7 +47,9 @@ def load_activations(cache: Path):
 
     paths = sorted(p for p in cache.glob("*.npz") if ".tmp." not in p.name)
     if not paths:
-        raise SystemExit(f"no cached activations in {cache}: run scripts/represent_published_probe.py --collect-only --cache {cache}")
+        raise SystemExit(
+            f"no cached activations in {cache}: run scripts/represent_published_probe.py --collect-only --cache {cache}"
+        )
     return SentenceActivations.concat([SentenceActivations.from_npz(p) for p in paths])
 
 
@@ -64,7 +64,9 @@ def problem_prompts(model, data: Path, n: int) -> list[tuple[str, str]]:
     return sorted(out.items())[:n]
 
 
-def continuation_prompts(data: Path, n: int, min_sentences: int = 3, max_chars: int | None = None) -> list[tuple[str, str]]:
+def continuation_prompts(
+    data: Path, n: int, min_sentences: int = 3, max_chars: int | None = None
+) -> list[tuple[str, str]]:
     """(problem id, published prompt + chain of thought cut before an uncertainty sentence) for n problems.
 
     One trace per problem (correct_base_solution), problems sorted by id; the cut is before the first sentence
@@ -100,8 +102,8 @@ def main(argv=None) -> int:
     import thoughtlens
     from thoughtlens.model.load import cache_dir
     from thoughtlens.represent.directions import diff_in_means, held_out_auroc
-    from thoughtlens.stats import newcombe_interval as newcombe
     from thoughtlens.represent.steering import steering_effect
+    from thoughtlens.stats import newcombe_interval as newcombe
     from thoughtlens.stats import wilson_interval as wilson
     from thoughtlens.trace.categories import first_tag
     from thoughtlens.trace.labelers import get_labeler
@@ -109,14 +111,29 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA)
-    p.add_argument("--cache", type=Path, default=None, help="per-trace activation cache of represent_published_probe.py")
-    p.add_argument("--mode", choices=["problem", "continue"], default="problem",
-                   help="problem: answer the bare problem (chat template); continue: continue a published trace prefix")
+    p.add_argument(
+        "--cache", type=Path, default=None, help="per-trace activation cache of represent_published_probe.py"
+    )
+    p.add_argument(
+        "--mode",
+        choices=["problem", "continue"],
+        default="problem",
+        help="problem: answer the bare problem (chat template); continue: continue a published trace prefix",
+    )
     p.add_argument("--min-prefix-sentences", type=int, default=3, help="--mode continue: shortest prefix, in sentences")
-    p.add_argument("--max-prefix-chars", type=int, default=None,
-                   help="--mode continue: skip problems whose chain-of-thought prefix is longer (CPU time)")
+    p.add_argument(
+        "--max-prefix-chars",
+        type=int,
+        default=None,
+        help="--mode continue: skip problems whose chain-of-thought prefix is longer (CPU time)",
+    )
     p.add_argument("--layer", type=int, default=12)
-    p.add_argument("--alpha", type=float, default=1.0, help="scale of the difference-in-means vector (1 = the mean difference itself)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=1.0,
+        help="scale of the difference-in-means vector (1 = the mean difference itself)",
+    )
     p.add_argument("--problems", type=int, default=4)
     p.add_argument("--rollouts", type=int, default=16, help="rollouts per problem and condition")
     p.add_argument("--max-new-tokens", type=int, default=96)
@@ -133,13 +150,21 @@ def main(argv=None) -> int:
     X = acts.get(args.layer, "mean")
     vec = diff_in_means(X[y], X[~y])  # [d_model]
     det = held_out_auroc(X, y, meta["problem"].to_numpy(), method="diff_in_means")
-    print(f"direction: {int(y.sum())} {CONCEPT} vs {int((~y).sum())} other sentences of {meta['trace_id'].nunique()} traces, "
-          f"layer {args.layer}, |d| = {float(vec.norm()):.2f}; held-out-problem AUROC {det.auroc:.3f} [{det.ci[0]:.3f}, {det.ci[1]:.3f}]")
+    print(
+        f"direction: {int(y.sum())} {CONCEPT} vs {int((~y).sum())} other sentences of {meta['trace_id'].nunique()} traces, "
+        f"layer {args.layer}, |d| = {float(vec.norm()):.2f}; held-out-problem AUROC {det.auroc:.3f} [{det.ci[0]:.3f}, {det.ci[1]:.3f}]"
+    )
 
     model = thoughtlens.load(dtype=torch.float32)
-    prompts = (problem_prompts(model, args.data, args.problems) if args.mode == "problem"
-               else continuation_prompts(args.data, args.problems, args.min_prefix_sentences, args.max_prefix_chars))
-    print(f"mode {args.mode}: " + ", ".join(f"{pid} ({model.to_tokens(pr).shape[1]} prompt tokens)" for pid, pr in prompts))
+    prompts = (
+        problem_prompts(model, args.data, args.problems)
+        if args.mode == "problem"
+        else continuation_prompts(args.data, args.problems, args.min_prefix_sentences, args.max_prefix_chars)
+    )
+    print(
+        f"mode {args.mode}: "
+        + ", ".join(f"{pid} ({model.to_tokens(pr).shape[1]} prompt tokens)" for pid, pr in prompts)
+    )
     learned, rules = get_labeler("learned"), get_labeler("rules")
     tags_cache: dict[tuple[str, str], list[str]] = {}
 
@@ -158,12 +183,23 @@ def main(argv=None) -> int:
 
     def progress(n: int) -> None:
         n_steps[0] += n
-        print(f"  {n_steps[0]}/{3 * len(prompts)} (condition, problem) done, {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"  {n_steps[0]}/{3 * len(prompts)} (condition, problem) done, {time.perf_counter() - t0:.0f} s", flush=True
+        )
 
-    res = steering_effect(model, [pr for _, pr in prompts], vec, hook=f"blocks.{args.layer}.hook_resid_post",
-                          scales=[-args.alpha, args.alpha], outcome=rate, n_rollouts=args.rollouts,
-                          max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-                          on_progress=progress)
+    res = steering_effect(
+        model,
+        [pr for _, pr in prompts],
+        vec,
+        hook=f"blocks.{args.layer}.hook_resid_post",
+        scales=[-args.alpha, args.alpha],
+        outcome=rate,
+        n_rollouts=args.rollouts,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        on_progress=progress,
+    )
     rows = []
     base = {}
     for r in res.rows:
@@ -173,33 +209,67 @@ def main(argv=None) -> int:
             k, n = sum(c == CONCEPT for c in cats), len(cats)
             if r.scale == 0.0:
                 base[name] = (k, n)
-            row = {"scale": r.scale, "labeller": name, "sentences": n, "uncertainty_sentences": k,
-                   "sentence_rate": k / n if n else math.nan, "sentence_rate_wilson": wilson(k, n) if n else None,
-                   "sentence_rate_diff_newcombe": None}
+            row = {
+                "scale": r.scale,
+                "labeller": name,
+                "sentences": n,
+                "uncertainty_sentences": k,
+                "sentence_rate": k / n if n else math.nan,
+                "sentence_rate_wilson": wilson(k, n) if n else None,
+                "sentence_rate_diff_newcombe": None,
+            }
             rows.append(row)
-        rows[-2].update({"rollout_mean_rate": r.rate, "effect": r.effect, "effect_ci_two_stage_bootstrap": r.ci,
-                         "perplexity": r.perplexity, "perplexity_ratio": r.perplexity_ratio, "n_rollouts": r.n_rollouts})
+        rows[-2].update(
+            {
+                "rollout_mean_rate": r.rate,
+                "effect": r.effect,
+                "effect_ci_two_stage_bootstrap": r.ci,
+                "perplexity": r.perplexity,
+                "perplexity_ratio": r.perplexity_ratio,
+                "n_rollouts": r.n_rollouts,
+            }
+        )
     for row in rows:
         k0, n0 = base[row["labeller"]]
         if row["scale"] != 0.0 and n0 and row["sentences"]:
             row["sentence_rate_diff_newcombe"] = newcombe(row["uncertainty_sentences"], row["sentences"], k0, n0)
     print(f"{'scale':>6} {'labeller':>8} {'sentences':>9} {'rate':>6} {'effect [two-stage CI]':>28} {'ppl ratio':>9}")
     for row in rows:
-        eff = (f"{row['effect']:+.3f} [{row['effect_ci_two_stage_bootstrap'][0]:+.3f}, {row['effect_ci_two_stage_bootstrap'][1]:+.3f}]"
-               if "effect" in row else "")
-        print(f"{row['scale']:>6.2f} {row['labeller']:>8} {row['sentences']:>9} {row['sentence_rate']:>6.3f} {eff:>28} "
-              f"{row.get('perplexity_ratio', float('nan')):>9.2f}  newcombe {row['sentence_rate_diff_newcombe']}")
-    report = {"model": "SmolLM2-135M-Instruct (bundled), fp32", "concept": CONCEPT, "mode": args.mode,
-              "min_prefix_sentences": args.min_prefix_sentences if args.mode == "continue" else None,
-              "max_prefix_chars": args.max_prefix_chars if args.mode == "continue" else None, "layer": args.layer,
-              "hook": res.hook, "alpha": args.alpha, "direction_norm": float(vec.norm()),
-              "direction_training": {"n_concept": int(y.sum()), "n_other": int((~y).sum()),
-                                     "n_traces": int(meta["trace_id"].nunique())},
-              "detection_auroc_held_out_problems": {"auroc": det.auroc, "ci": det.ci},
-              "problems": [pid for pid, _ in prompts], "rollouts_per_problem": args.rollouts,
-              "max_new_tokens": args.max_new_tokens, "seed": args.seed, "temperature": 0.7, "top_p": 0.95,
-              "rows": rows, "examples": {str(s): [per[0] for per in res.texts[s][:3]] for s in res.texts},
-              "seconds": time.perf_counter() - t0}
+        eff = (
+            f"{row['effect']:+.3f} [{row['effect_ci_two_stage_bootstrap'][0]:+.3f}, {row['effect_ci_two_stage_bootstrap'][1]:+.3f}]"
+            if "effect" in row
+            else ""
+        )
+        print(
+            f"{row['scale']:>6.2f} {row['labeller']:>8} {row['sentences']:>9} {row['sentence_rate']:>6.3f} {eff:>28} "
+            f"{row.get('perplexity_ratio', float('nan')):>9.2f}  newcombe {row['sentence_rate_diff_newcombe']}"
+        )
+    report = {
+        "model": "SmolLM2-135M-Instruct (bundled), fp32",
+        "concept": CONCEPT,
+        "mode": args.mode,
+        "min_prefix_sentences": args.min_prefix_sentences if args.mode == "continue" else None,
+        "max_prefix_chars": args.max_prefix_chars if args.mode == "continue" else None,
+        "layer": args.layer,
+        "hook": res.hook,
+        "alpha": args.alpha,
+        "direction_norm": float(vec.norm()),
+        "direction_training": {
+            "n_concept": int(y.sum()),
+            "n_other": int((~y).sum()),
+            "n_traces": int(meta["trace_id"].nunique()),
+        },
+        "detection_auroc_held_out_problems": {"auroc": det.auroc, "ci": det.ci},
+        "problems": [pid for pid, _ in prompts],
+        "rollouts_per_problem": args.rollouts,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "temperature": 0.7,
+        "top_p": 0.95,
+        "rows": rows,
+        "examples": {str(s): [per[0] for per in res.texts[s][:3]] for s in res.texts},
+        "seconds": time.perf_counter() - t0,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json} ({report['seconds']:.0f} s)")

@@ -1,6 +1,6 @@
 """Screenshot a report page in headless Chromium (for docs/demo.png and docs/report.png).
 
-    .venv/bin/python scripts/screenshot_page.py runs/demo.html docs/demo.png
+.venv/bin/python scripts/screenshot_page.py runs/demo.html docs/demo.png
 """
 
 from __future__ import annotations
@@ -11,8 +11,14 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def main(page_path: str, png: str, width: int = 1400, height: int = 1000) -> None:

@@ -67,10 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", action="store_true", help="also cross-validate the fine-tuned encoder labeller")
     p.add_argument("--context", type=int, default=1, help="encoder: neighbouring sentences read on each side")
     p.add_argument("--epochs", type=int, default=3, help="encoder: training epochs")
-    p.add_argument("--fold-cache", type=Path, default=REPO / "runs" / "category_encoder_cv",
-                   help="encoder: finished folds are kept here (one subfolder per setting)")
-    p.add_argument("--cached-only", action="store_true",
-                   help="encoder: train nothing; report on the folds already in --fold-cache (both labellers on those traces)")
+    p.add_argument(
+        "--fold-cache",
+        type=Path,
+        default=REPO / "runs" / "category_encoder_cv",
+        help="encoder: finished folds are kept here (one subfolder per setting)",
+    )
+    p.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="encoder: train nothing; report on the folds already in --fold-cache (both labellers on those traces)",
+    )
     p.add_argument("--encoder-out", type=Path, default=None, help="encoder: train on all traces, write weights here")
     p.add_argument("--device", default="cpu", help="encoder: where to train (cuda on a GPU machine)")
     args = p.parse_args(argv)
@@ -92,20 +99,31 @@ def main(argv: list[str] | None = None) -> int:
             from thoughtlens.trace.label_encoder import train_encoder_classifier
 
             def fit(train_traces, train_labels):
-                clf = train_encoder_classifier(train_traces, train_labels, context=args.context, epochs=args.epochs,
-                                               device=args.device)
+                clf = train_encoder_classifier(
+                    train_traces, train_labels, context=args.context, epochs=args.epochs, device=args.device
+                )
                 return clf.predict
 
             def on_fold(k, n):
                 console.print(f"encoder: fold {k + 1}/{n} done")
 
             cache = args.fold_cache / f"context{args.context}_epochs{args.epochs}_splits{args.cv_splits}"
-            enc = group_cv_predictions(traces, labels, groups, fit, n_splits=args.cv_splits, on_fold=on_fold, cache_dir=cache,
-                                       only_cached=args.cached_only)
+            enc = group_cv_predictions(
+                traces,
+                labels,
+                groups,
+                fit,
+                n_splits=args.cv_splits,
+                on_fold=on_fold,
+                cache_dir=cache,
+                only_cached=args.cached_only,
+            )
             have = [t for t in range(len(traces)) if len(enc[t]) == len(traces[t])]
             if len(have) < len(traces):  # a partial CV: score every labeller on the same held-out traces only
-                console.print(f"[yellow]encoder predictions for {len(have)} of {len(traces)} traces (folds in {cache}); "
-                              "every score below is over those traces[/]")
+                console.print(
+                    f"[yellow]encoder predictions for {len(have)} of {len(traces)} traces (folds in {cache}); "
+                    "every score below is over those traces[/]"
+                )
                 owner = [t for t in range(len(traces)) for _ in traces[t]]  # trace of each flat sentence
                 done = set(have)
                 keep = [i for i, t in enumerate(owner) if t in done]
@@ -115,19 +133,32 @@ def main(argv: list[str] | None = None) -> int:
             scored.append(("encoder", [x for t in have for x in enc[t]]))
             report["encoder_settings"] = {"context": args.context, "epochs": args.epochs}
             # Paired by problem: the same held-out sentences, labelled by both models.
-            by_name = {name: per_problem_hits(pr, labels, groups, have) for name, pr in (("encoder", enc), ("learned", preds))}
+            by_name = {
+                name: per_problem_hits(pr, labels, groups, have) for name, pr in (("encoder", enc), ("learned", preds))
+            }
             problems = list(by_name["encoder"])
             hits = {name: list(h.values()) for name, h in by_name.items()}
             report["by_problem"] = {name: {g: float(x.mean()) for g, x in h.items()} for name, h in by_name.items()}
             diff = stats.hierarchical_bootstrap_diff(hits["encoder"], hits["learned"], n_boot=5000)
-            test = stats.paired_permutation_test([h.mean() for h in hits["encoder"]], [h.mean() for h in hits["learned"]])
-            report["encoder_minus_learned"] = {"mean_of_problem_means": diff.estimate, "ci95": [diff.ci_low, diff.ci_high],
-                                               "paired_permutation_p": test.p_value}
-            console.print(f"encoder - learned, mean over problems: {diff.estimate:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}], "
-                          f"paired permutation p = {test.p_value:.3f} ({len(problems)} problems)")
+            test = stats.paired_permutation_test(
+                [h.mean() for h in hits["encoder"]], [h.mean() for h in hits["learned"]]
+            )
+            report["encoder_minus_learned"] = {
+                "mean_of_problem_means": diff.estimate,
+                "ci95": [diff.ci_low, diff.ci_high],
+                "paired_permutation_p": test.p_value,
+            }
+            console.print(
+                f"encoder - learned, mean over problems: {diff.estimate:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}], "
+                f"paired permutation p = {test.p_value:.3f} ({len(problems)} problems)"
+            )
         for name, pred in scored:
             s = score_labels(flat_true, pred)
-            report[name] = {"accuracy": s.accuracy, "macro_f1": s.macro_f1, "confusion": s.confusion.to_dict(orient="split")}
+            report[name] = {
+                "accuracy": s.accuracy,
+                "macro_f1": s.macro_f1,
+                "confusion": s.confusion.to_dict(orient="split"),
+            }
             console.print(f"[bold]{name}[/]: first-tag accuracy {s.accuracy:.3f}, macro-F1 {s.macro_f1:.3f} (n={s.n})")
             console.print(confusion_markdown(s.confusion), markup=False)
         console.print(f"majority baseline ({majority}): {share:.3f}")
@@ -142,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         feats = np.vstack([sentence_features(s, e) for s, e in zip(traces, embeddings)])
         weights = train_classifier(feats, flat_true)
         save_weights(weights, args.out)
-        console.print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.1f} KiB, classes: {', '.join(weights.classes)})")
+        console.print(
+            f"wrote {args.out} ({args.out.stat().st_size / 1024:.1f} KiB, classes: {', '.join(weights.classes)})"
+        )
     if args.report:
         args.report.write_text(json.dumps(report, indent=1))
     return 0

@@ -38,7 +38,7 @@ def planted_rate(tok, texts, context_size: int, left: int = 12) -> float:
     hits = total = 0
     for w in token_windows(tok, texts, context_size):
         for p in range(1, len(w)):
-            hits += datasets.mentions_planted(tok.decode(w[max(1, p - left):p + 1]))
+            hits += datasets.mentions_planted(tok.decode(w[max(1, p - left) : p + 1]))
             total += 1
     return hits / max(total, 1)
 
@@ -55,9 +55,12 @@ def inspect(run: Path, texts: list[str], base, planted, n_latents: int, left: in
 
     res = CrosscoderResult.load(run)
     live = [r for r in res.latents if r.get("relative_norm") is not None and r["cls"] != "dead"]
-    rankings = {"by_relative_norm": sorted(live, key=lambda r: -r["relative_norm"])[:n_latents],
-                "by_latent_scaling_rank_sum": sorted((r for r in live if r.get("candidate") == "b"),
-                                                     key=lambda r: r["rank_sum"])[:n_latents]}
+    rankings = {
+        "by_relative_norm": sorted(live, key=lambda r: -r["relative_norm"])[:n_latents],
+        "by_latent_scaling_rank_sum": sorted(
+            (r for r in live if r.get("candidate") == "b"), key=lambda r: r["rank_sum"]
+        )[:n_latents],
+    }
     wanted = sorted({r["latent"] for rows in rankings.values() for r in rows})
     ctx = top_contexts(res.crosscoder, base, planted, texts, wanted, n=10, left=left, on_progress=line_printer())
     out: dict = {"run": str(run)}
@@ -68,12 +71,21 @@ def inspect(run: Path, texts: list[str], base, planted, n_latents: int, left: in
             c = ctx.get(r["latent"], [])
             hits = sum(datasets.mentions_planted(q["left"] + q["token"]) for q in c)
             hits_r = sum(datasets.mentions_planted(q["left"] + q["token"] + q["right"]) for q in c)
-            out[name].append({k: r.get(k) for k in ("latent", "relative_norm", "cls", "nu_error", "nu_recon", "rank_sum")}
-                             | {"planted_top": hits, "planted_top_with_right": hits_r, "n_top": len(c),
-                                "top": [q["left"][-40:] + "[" + q["token"] + "]" + q["right"] for q in c[:4]]})
-            print(f"  latent {r['latent']}: r={r['relative_norm']:.3f} ({r['cls']}) nu_eps={r.get('nu_error')} "
-                  f"nu_r={r.get('nu_recon')}: planted top contexts {hits}/{len(c)} ({hits_r} with the right "
-                  f"context) {out[name][-1]['top'][:1]}", flush=True)
+            out[name].append(
+                {k: r.get(k) for k in ("latent", "relative_norm", "cls", "nu_error", "nu_recon", "rank_sum")}
+                | {
+                    "planted_top": hits,
+                    "planted_top_with_right": hits_r,
+                    "n_top": len(c),
+                    "top": [q["left"][-40:] + "[" + q["token"] + "]" + q["right"] for q in c[:4]],
+                }
+            )
+            print(
+                f"  latent {r['latent']}: r={r['relative_norm']:.3f} ({r['cls']}) nu_eps={r.get('nu_error')} "
+                f"nu_r={r.get('nu_recon')}: planted top contexts {hits}/{len(c)} ({hits_r} with the right "
+                f"context) {out[name][-1]['top'][:1]}",
+                flush=True,
+            )
     return out
 
 
@@ -89,11 +101,18 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--null", action="store_true", help="control: the base model against itself (expect no specific latent)")
+    p.add_argument(
+        "--null", action="store_true", help="control: the base model against itself (expect no specific latent)"
+    )
     p.add_argument("--out", default="runs/crosscoder_planted")
-    p.add_argument("--inspect", type=int, default=0, metavar="N",
-                   help="do not train: read the run in --out and show the top contexts of its first N latents by "
-                        "relative norm and by Latent Scaling rank sum (written to <out>/inspect.json)")
+    p.add_argument(
+        "--inspect",
+        type=int,
+        default=0,
+        metavar="N",
+        help="do not train: read the run in --out and show the top contexts of its first N latents by "
+        "relative norm and by Latent Scaling rank sum (written to <out>/inspect.json)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if not args.null and not models.is_built(models.PLANTED):
@@ -118,25 +137,55 @@ def main() -> None:
         print(f"chance rate of a planted context {doc['chance_planted_rate']:.1%}")
         (Path(args.out) / "inspect.json").write_text(json.dumps(doc, indent=1, default=str))
         return
-    res = train_crosscoder(base, planted, texts, args.layer, expansion=args.expansion, k=args.k, epochs=args.epochs,
-                           max_tokens=args.max_tokens, context_size=128, batch_size=256, lr=args.lr, seed=args.seed,
-                           on_progress=line_printer())
+    res = train_crosscoder(
+        base,
+        planted,
+        texts,
+        args.layer,
+        expansion=args.expansion,
+        k=args.k,
+        epochs=args.epochs,
+        max_tokens=args.max_tokens,
+        context_size=128,
+        batch_size=256,
+        lr=args.lr,
+        seed=args.seed,
+        on_progress=line_printer(),
+    )
     elapsed = time.perf_counter() - t0
     chance = planted_rate(tok, texts, 128)
     out = Path(args.out)
     res.save(out)
-    summary = {"elapsed_s": round(elapsed, 1), "counts": res.counts(), "chance_planted_rate": round(chance, 4),
-               "meta": res.meta, "specific": []}
-    print(f"\n{res.counts()}  FVU A {res.meta['fvu_a']:.3f} B {res.meta['fvu_b']:.3f}  L0 {res.meta['l0']}  "
-          f"({elapsed:.0f} s; chance rate of a planted context {chance:.1%})")
+    summary = {
+        "elapsed_s": round(elapsed, 1),
+        "counts": res.counts(),
+        "chance_planted_rate": round(chance, 4),
+        "meta": res.meta,
+        "specific": [],
+    }
+    print(
+        f"\n{res.counts()}  FVU A {res.meta['fvu_a']:.3f} B {res.meta['fvu_b']:.3f}  L0 {res.meta['l0']}  "
+        f"({elapsed:.0f} s; chance rate of a planted context {chance:.1%})"
+    )
     for j in res.specific:
         r, ctx = res.latents[j], res.contexts.get(j, [])
         hits = sum(datasets.mentions_planted(c["left"] + c["token"]) for c in ctx)
-        summary["specific"].append({"latent": j, "relative_norm": r["relative_norm"], "nu_error": r["nu_error"],
-                                    "nu_recon": r["nu_recon"], "frequency": r["frequency"], "planted_top": hits,
-                                    "n_top": len(ctx), "top": [c["left"][-40:] + "[" + c["token"] + "]" for c in ctx[:5]]})
-        print(f"latent {j}: r={r['relative_norm']:.2f} nu_eps={r['nu_error']:.2f} nu_r={r['nu_recon']:.2f} "
-              f"freq={r['frequency']:.4f} planted top contexts {hits}/{len(ctx)}")
+        summary["specific"].append(
+            {
+                "latent": j,
+                "relative_norm": r["relative_norm"],
+                "nu_error": r["nu_error"],
+                "nu_recon": r["nu_recon"],
+                "frequency": r["frequency"],
+                "planted_top": hits,
+                "n_top": len(ctx),
+                "top": [c["left"][-40:] + "[" + c["token"] + "]" for c in ctx[:5]],
+            }
+        )
+        print(
+            f"latent {j}: r={r['relative_norm']:.2f} nu_eps={r['nu_error']:.2f} nu_r={r['nu_recon']:.2f} "
+            f"freq={r['frequency']:.4f} planted top contexts {hits}/{len(ctx)}"
+        )
         for c in ctx[:5]:
             print(f"    {c['activation']:7.2f}  ...{c['left'][-50:]!r} [{c['token']!r}]")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

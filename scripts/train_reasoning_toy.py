@@ -40,32 +40,53 @@ def main() -> None:
     from thoughtlens.groundtruth.toy_model import ToyFinetuneConfig, accuracy, train_toy_model
 
     t0 = time.perf_counter()
-    final = train_toy_model(args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            max_seconds=args.max_seconds, device=args.device,
-                            finetune=ToyFinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr)
-                            if args.finetune_steps > 0 else None,
-                            on_progress=lambda r: print(f"step {r['step']}/{r['total']} loss {r['loss']:.4f} "
-                                                        f"({r['seconds']:.0f} s)", flush=True)
-                            if r["step"] % 200 == 0 else None)
+    final = train_toy_model(
+        args.out,
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_seconds=args.max_seconds,
+        device=args.device,
+        finetune=ToyFinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr) if args.finetune_steps > 0 else None,
+        on_progress=lambda r: (
+            print(f"step {r['step']}/{r['total']} loss {r['loss']:.4f} ({r['seconds']:.0f} s)", flush=True)
+            if r["step"] % 200 == 0
+            else None
+        ),
+    )
     train_s = time.perf_counter() - t0
     out = Path(args.out)
+
     def read_log(path: Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else [{}]
 
     log, ft = read_log(out / "log.jsonl"), read_log(out / "finetune" / "log.jsonl")
-    summary = {"seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-               "finetune_steps": args.finetune_steps, "finetune_lr": args.finetune_lr,
-               "threads": args.threads, "device": args.device, "train_seconds_total": log[-1].get("seconds"),
-               "finetune_seconds_total": ft[-1].get("seconds"),
-               "train_seconds_this_call": round(train_s, 1), "last_step": log[-1].get("step"),
-               "final_loss": log[-1].get("loss"), "finetune_last_step": ft[-1].get("step"),
-               "finetune_final_loss": ft[-1].get("loss")}
+    summary = {
+        "seed": args.seed,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "finetune_steps": args.finetune_steps,
+        "finetune_lr": args.finetune_lr,
+        "threads": args.threads,
+        "device": args.device,
+        "train_seconds_total": log[-1].get("seconds"),
+        "finetune_seconds_total": ft[-1].get("seconds"),
+        "train_seconds_this_call": round(train_s, 1),
+        "last_step": log[-1].get("step"),
+        "final_loss": log[-1].get("loss"),
+        "finetune_last_step": ft[-1].get("step"),
+        "finetune_final_loss": ft[-1].get("loss"),
+    }
     if final.is_dir():
         t1 = time.perf_counter()
         acc = accuracy(thoughtlens.load(str(final), dtype="float32"), n=args.eval_n, seed=args.seed + 1)
         summary.update({"accuracy": asdict(acc), "eval_seconds": round(time.perf_counter() - t1, 1)})
-        print(f"held-out: answer accuracy {acc.answer_accuracy:.1%}, chain validity {acc.chain_validity:.1%}, "
-              f"parsed {acc.parse_rate:.1%}, {acc.two_path_steps:.1%} with exactly 2 path steps (n={acc.n})")
+        print(
+            f"held-out: answer accuracy {acc.answer_accuracy:.1%}, chain validity {acc.chain_validity:.1%}, "
+            f"parsed {acc.parse_rate:.1%}, {acc.two_path_steps:.1%} with exactly 2 path steps (n={acc.n})"
+        )
     else:
         print("stopped before the end: run again to resume")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

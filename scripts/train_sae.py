@@ -41,7 +41,11 @@ def main() -> None:
     p.add_argument("--eval-docs", type=int, default=150)
     p.add_argument("--eval-tokens", type=int, default=508)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--dtype", default=None, help="model dtype for the activations and the CE evaluation (default: thoughtlens.load's)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="model dtype for the activations and the CE evaluation (default: thoughtlens.load's)",
+    )
     p.add_argument("--cache", default="runs/sae_acts")
     p.add_argument("--out", default="runs/saes")
     args = p.parse_args()
@@ -50,22 +54,38 @@ def main() -> None:
     model = thoughtlens.load(dtype=args.dtype)
     L = model.cfg.n_layers // 2 if args.layer is None else args.layer
     d = model.cfg.d_model
-    resid, mlp_in, mlp_out = f"blocks.{L}.hook_resid_post", f"blocks.{L}.ln2.hook_normalized", f"blocks.{L}.hook_mlp_out"
+    resid, mlp_in, mlp_out = (
+        f"blocks.{L}.hook_resid_post",
+        f"blocks.{L}.ln2.hook_normalized",
+        f"blocks.{L}.hook_mlp_out",
+    )
     docs = read_corpus("gsm8k")
     train_docs, eval_docs = docs[: -args.eval_docs], docs[-args.eval_docs :]
     archs = args.archs.split(",")
     hooks = [resid] + ([mlp_in, mlp_out] if "transcoder" in archs else [])
     hooks = sorted(hooks, key=model.hook_names.index)
-    source = ActivationSource(model, hooks, train_docs, max_tokens=args.train_tokens, batch_size=args.batch_size,
-                              buffer_size=min(2**15, args.train_tokens), cache_dir=f"{args.cache}_L{L}_{len(hooks)}h_{args.train_tokens}_{str(model.dtype).removeprefix('torch.')}")
+    source = ActivationSource(
+        model,
+        hooks,
+        train_docs,
+        max_tokens=args.train_tokens,
+        batch_size=args.batch_size,
+        buffer_size=min(2**15, args.train_tokens),
+        cache_dir=f"{args.cache}_L{L}_{len(hooks)}h_{args.train_tokens}_{str(model.dtype).removeprefix('torch.')}",
+    )
     cached = source.cached
     torch.manual_seed(0)
     saes = {}
     for a in archs:
         common = dict(d_in=d, d_sae=args.expansion * d, hook_name=resid, model_name=model.name)
         if a == "transcoder":
-            saes[a] = build_sae(architecture=a, **{**common, "hook_name": mlp_in}, hook_name_out=mlp_out,
-                                apply_b_dec_to_input=False, l1_coefficient=args.l1)
+            saes[a] = build_sae(
+                architecture=a,
+                **{**common, "hook_name": mlp_in},
+                hook_name_out=mlp_out,
+                apply_b_dec_to_input=False,
+                l1_coefficient=args.l1,
+            )
         elif a in ("topk", "batchtopk", "matryoshka_batchtopk"):
             saes[a] = build_sae(architecture=a, **common, k=args.k)
         elif a == "jumprelu":
@@ -86,28 +106,47 @@ def main() -> None:
     source.on_progress = show
     total = int(args.train_tokens * args.epochs)
     t1 = time.perf_counter()
-    result = train_saes(saes, source, TrainConfig(total_activations=total, lr=args.lr, dead_window=min(50_000, total // 2)),
-                        on_progress=show)
+    result = train_saes(
+        saes,
+        source,
+        TrainConfig(total_activations=total, lr=args.lr, dead_window=min(50_000, total // 2)),
+        on_progress=show,
+    )
     t2 = time.perf_counter()
-    metrics = evaluate_saes(model, result.saes, eval_docs, max_tokens=args.eval_tokens,
-                            batch_size=max(1, min(8, -(-args.eval_tokens // 127))))
+    metrics = evaluate_saes(
+        model,
+        result.saes,
+        eval_docs,
+        max_tokens=args.eval_tokens,
+        batch_size=max(1, min(8, -(-args.eval_tokens // 127))),
+    )
     t3 = time.perf_counter()
     out = Path(args.out)
     for name, sae in result.saes.items():
         save_sae(sae, out / name)
     rows = []
-    print(f"\nSmolLM2-135M-Instruct ({model.dtype}), {resid} (transcoder: {mlp_in} -> {mlp_out}), d_sae = {args.expansion} x {d}, "
-          f"{total} training activations, batch {args.batch_size}, eval on {metrics[archs[0]].n_tokens} held-out tokens")
+    print(
+        f"\nSmolLM2-135M-Instruct ({model.dtype}), {resid} (transcoder: {mlp_in} -> {mlp_out}), d_sae = {args.expansion} x {d}, "
+        f"{total} training activations, batch {args.batch_size}, eval on {metrics[archs[0]].n_tokens} held-out tokens"
+    )
     print("| architecture | L0 | FVU | CE loss recovered | CE clean / spliced / zero | dead | dense |")
     print("|---|---|---|---|---|---|---|")
     for name, m in metrics.items():
         rows.append({"architecture": name, **m.as_dict()})
-        print(f"| {name} | {m.l0:.1f} | {m.fvu:.3f} | {m.ce_loss_recovered:.3f} | {m.ce_clean:.3f} / {m.ce_spliced:.3f} / "
-              f"{m.ce_zero:.3f} | {m.dead_fraction:.1%} | {m.dense_fraction:.1%} |")
-    print(f"\ntime: activations+training {t2 - t1:.0f} s ({'cached activations' if cached else 'model pass included'}), "
-          f"eval {t3 - t2:.0f} s, total {t3 - t0:.0f} s; SAEs saved under {out}/")
-    (out / "metrics.json").write_text(json.dumps({"rows": rows, "seconds": {"train": t2 - t1, "eval": t3 - t2, "total": t3 - t0},
-                                                 "args": vars(args)}, indent=2))
+        print(
+            f"| {name} | {m.l0:.1f} | {m.fvu:.3f} | {m.ce_loss_recovered:.3f} | {m.ce_clean:.3f} / {m.ce_spliced:.3f} / "
+            f"{m.ce_zero:.3f} | {m.dead_fraction:.1%} | {m.dense_fraction:.1%} |"
+        )
+    print(
+        f"\ntime: activations+training {t2 - t1:.0f} s ({'cached activations' if cached else 'model pass included'}), "
+        f"eval {t3 - t2:.0f} s, total {t3 - t0:.0f} s; SAEs saved under {out}/"
+    )
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {"rows": rows, "seconds": {"train": t2 - t1, "eval": t3 - t2, "total": t3 - t0}, "args": vars(args)},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

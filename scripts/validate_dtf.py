@@ -24,9 +24,17 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from thoughtlens.anchors.importance.similarity import DEFAULT_THRESHOLD, cosine_similarity, different_trajectories_fraction, embed_sentences, overdeterminedness
+from thoughtlens.anchors.importance.similarity import (
+    DEFAULT_THRESHOLD,
+    cosine_similarity,
+    different_trajectories_fraction,
+    embed_sentences,
+    overdeterminedness,
+)
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "thought-anchors" / "deepseek-r1-distill-qwen-14b"
+DEFAULT_DIR = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "thought-anchors" / "deepseek-r1-distill-qwen-14b"
+)
 app = typer.Typer(add_completion=False)
 
 
@@ -43,7 +51,9 @@ def problem_texts(labeled: list[dict], resampled: dict[str, list[str]]) -> list[
     return list(dict.fromkeys(texts))
 
 
-def recompute(labeled: list[dict], resampled: dict[str, list[str]], vectors: dict[str, np.ndarray], threshold: float) -> list[dict]:
+def recompute(
+    labeled: list[dict], resampled: dict[str, list[str]], vectors: dict[str, np.ndarray], threshold: float
+) -> list[dict]:
     """Per chunk: published and recomputed DTF and overdeterminedness.
 
     Skipped: chunks without resamples, and the last chunk, whose published values are a
@@ -65,7 +75,9 @@ def recompute(labeled: list[dict], resampled: dict[str, list[str]], vectors: dic
             {
                 "chunk_idx": chunk["chunk_idx"],
                 "dtf_published": chunk["different_trajectories_fraction"],
-                "dtf": different_trajectories_fraction(chunk["chunk"], resamples, threshold=threshold, similarities=sims),
+                "dtf": different_trajectories_fraction(
+                    chunk["chunk"], resamples, threshold=threshold, similarities=sims
+                ),
                 "od_published": chunk["overdeterminedness"],
                 "od": overdeterminedness(resamples),
             }
@@ -76,7 +88,13 @@ def recompute(labeled: list[dict], resampled: dict[str, list[str]], vectors: dic
 def errors(rows: list[dict]) -> dict[str, float]:
     dtf = np.array([abs(r["dtf"] - r["dtf_published"]) for r in rows])
     od = np.array([abs(r["od"] - r["od_published"]) for r in rows])
-    return {"n_chunks": len(rows), "dtf_mae": float(dtf.mean()), "dtf_max": float(dtf.max()), "od_mae": float(od.mean()), "od_max": float(od.max())}
+    return {
+        "n_chunks": len(rows),
+        "dtf_mae": float(dtf.mean()),
+        "dtf_max": float(dtf.max()),
+        "od_mae": float(od.mean()),
+        "od_max": float(od.max()),
+    }
 
 
 @app.command()
@@ -84,12 +102,16 @@ def main(
     data_dir: Path = typer.Option(DEFAULT_DIR, help="the published deepseek-r1-distill-qwen-14b directory"),
     limit: int = typer.Option(0, help="use only this many problems (0 = all 20)"),
     smallest: bool = typer.Option(False, help="with --limit: take the problems with the fewest distinct sentences"),
-    only: list[str] = typer.Option([], help="problem paths relative to data-dir, e.g. correct_base_solution/problem_2238"),
+    only: list[str] = typer.Option(
+        [], help="problem paths relative to data-dir, e.g. correct_base_solution/problem_2238"
+    ),
     threshold: float = typer.Option(DEFAULT_THRESHOLD, help="cosine similarity below which a resample is 'different'"),
     json_out: Path = typer.Option(None, help="also write per-problem figures as JSON here"),
 ) -> None:
     if not data_dir.is_dir():
-        raise typer.BadParameter(f"{data_dir} not found; pass --data-dir pointing at shared/data/thought-anchors/deepseek-r1-distill-qwen-14b")
+        raise typer.BadParameter(
+            f"{data_dir} not found; pass --data-dir pointing at shared/data/thought-anchors/deepseek-r1-distill-qwen-14b"
+        )
     problems = [data_dir / p for p in only] if only else sorted(data_dir.glob("*/problem_*"))
     loaded = {p: load_problem(p) for p in problems}
     if smallest:
@@ -117,7 +139,14 @@ def _print_table(console: Console, results: dict[str, dict], threshold: float) -
     for col in ("problem", "chunks", "DTF MAE", "DTF max", "OD MAE", "OD max"):
         table.add_column(col)
     for name, r in results.items():
-        table.add_row(name, str(r["n_chunks"]), f"{r['dtf_mae']:.4f}", f"{r['dtf_max']:.4f}", f"{r['od_mae']:.4f}", f"{r['od_max']:.4f}")
+        table.add_row(
+            name,
+            str(r["n_chunks"]),
+            f"{r['dtf_mae']:.4f}",
+            f"{r['dtf_max']:.4f}",
+            f"{r['od_mae']:.4f}",
+            f"{r['od_max']:.4f}",
+        )
     console.print(table)
 
 

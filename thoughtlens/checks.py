@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from thoughtlens.errors import ConfigError
 
 
-def check_int(name: str, value: object, *, min: int | None = None, max: int | None = None,
-              example: object = None) -> int:
+def check_int(
+    name: str, value: object, *, min: int | None = None, max: int | None = None, example: object = None
+) -> int:
     """`value` as an int in [min, max] (bounds inclusive; None = unbounded)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} must be an integer, got {value!r}{_eg(name, example)}")
@@ -25,8 +26,16 @@ def check_int(name: str, value: object, *, min: int | None = None, max: int | No
     return v
 
 
-def check_float(name: str, value: object, *, min: float | None = None, max: float | None = None,
-                min_open: bool = False, max_open: bool = False, example: object = None) -> float:
+def check_float(
+    name: str,
+    value: object,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+    example: object = None,
+) -> float:
     """`value` as a finite float in the range [min, max]; `min_open`/`max_open` exclude that bound."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise ConfigError(f"{name} must be a finite number, got {value!r}{_eg(name, example)}")

@@ -12,10 +12,14 @@ from thoughtlens.errors import ConfigError
 
 # name as written -> canonical name (torch's attribute); "torch.float32" (SAELens configs) is accepted too.
 DTYPE_NAMES: dict[str, str] = {
-    "float32": "float32", "fp32": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16",
-    "float64": "float64", "fp64": "float64",
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "float64": "float64",
+    "fp64": "float64",
 }
 
 

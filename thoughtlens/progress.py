@@ -15,8 +15,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
 from dataclasses import dataclass
+from typing import TextIO
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,11 @@ class Tracker:
 
     def _emit(self) -> None:
         if self.on_progress is not None:
-            self.on_progress(ProgressEvent(self.task, self.description, self.completed, self.total, self.tokens,
-                                           time.perf_counter() - self.t0))
+            self.on_progress(
+                ProgressEvent(
+                    self.task, self.description, self.completed, self.total, self.tokens, time.perf_counter() - self.t0
+                )
+            )
 
     def describe(self, description: str) -> None:
         self.description = description

@@ -195,11 +195,17 @@ def permutation_test(
     """Two-sample permutation test of mean(a) - mean(b) = 0 (units exchangeable under the null)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size < 2 or b.size < 2:
-        raise ThoughtlensError(f"permutation test needs >= 2 values per group (got {a.size} and {b.size}); pool more traces")
+        raise ThoughtlensError(
+            f"permutation test needs >= 2 values per group (got {a.size} and {b.size}); pool more traces"
+        )
     res = _sps.permutation_test(
-        (a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-        permutation_type="independent", n_resamples=n_perm, alternative=alternative,
-        vectorized=True, random_state=np.random.default_rng(seed),
+        (a, b),
+        lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+        permutation_type="independent",
+        n_resamples=n_perm,
+        alternative=alternative,
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
     )
     return TestResult(float(res.statistic), float(res.pvalue), int(a.size), int(b.size))
 
@@ -215,13 +221,19 @@ def paired_permutation_test(
     """Sign-flip permutation test of mean(a - b) = 0 for paired values (e.g. two categories' means per trace)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
-        raise ThoughtlensError(f"paired test needs equal lengths (got {a.size} and {b.size}); keep traces with both values")
+        raise ThoughtlensError(
+            f"paired test needs equal lengths (got {a.size} and {b.size}); keep traces with both values"
+        )
     if a.size < 2:
         raise ThoughtlensError(f"paired permutation test needs >= 2 pairs (got {a.size}); pool more traces")
     res = _sps.permutation_test(
-        (a, b), lambda x, y, axis: np.mean(x - y, axis=axis),
-        permutation_type="samples", n_resamples=n_perm, alternative=alternative,
-        vectorized=True, random_state=np.random.default_rng(seed),
+        (a, b),
+        lambda x, y, axis: np.mean(x - y, axis=axis),
+        permutation_type="samples",
+        n_resamples=n_perm,
+        alternative=alternative,
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
     )
     return TestResult(float(res.statistic), float(res.pvalue), int(a.size), int(b.size))
 

@@ -46,11 +46,15 @@ class Problem:
         if not isinstance(self.id, str) or not self.id:
             raise TraceError(f"problem id must be a non-empty string, got {self.id!r}: pass a name such as 'problem-0'")
         if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise TraceError(f"problem {self.id} has an empty prompt: pass --problem TEXT (or a base_solution.json "
-                             "with a prompt) so rollouts have a question to continue from")
+            raise TraceError(
+                f"problem {self.id} has an empty prompt: pass --problem TEXT (or a base_solution.json "
+                "with a prompt) so rollouts have a question to continue from"
+            )
         if not isinstance(self.text, str) or not self.text.strip():
-            raise TraceError(f"problem {self.id} has an empty problem text: pass the question itself, "
-                             "e.g. --problem \"What is 2 + 3?\"")
+            raise TraceError(
+                f"problem {self.id} has an empty problem text: pass the question itself, "
+                'e.g. --problem "What is 2 + 3?"'
+            )
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,10 @@ class AnchorsConfig(Sampling):
     def __post_init__(self) -> None:
         super().__post_init__()  # temperature, top_p, max_new_tokens, seed
         if self.conventions not in CONVENTIONS:
-            raise ConfigError(f"unknown conventions {self.conventions!r}; use 'paper' (the paper's "
-                              "definitions, the default) or 'thoughtlens' (the pre-1.0 definitions)")
+            raise ConfigError(
+                f"unknown conventions {self.conventions!r}; use 'paper' (the paper's "
+                "definitions, the default) or 'thoughtlens' (the pre-1.0 definitions)"
+            )
         if self.split_style not in SPLIT_STYLES:
             raise ConfigError(f"unknown split style {self.split_style!r}; use 'thoughtlens' (default) or 'paper'")
         if self.kl_alpha is None:  # frozen: resolved here so that the stored config says which alpha was used
@@ -131,10 +137,13 @@ def validate_config(cfg) -> None:
     check_choice("answer style", cfg.answer_style, ANSWER_STYLES)
     tags = cfg.think_tags
     if not isinstance(tags, (tuple, list)) or len(tags) != 2 or not all(isinstance(t, str) and t.strip() for t in tags):
-        raise ConfigError(f"think_tags must be two non-empty strings (open, close), got {tags!r}: "
-                          "pass e.g. ('<think>', '</think>')")
+        raise ConfigError(
+            f"think_tags must be two non-empty strings (open, close), got {tags!r}: pass e.g. ('<think>', '</think>')"
+        )
     if not isinstance(cfg.model, str):
-        raise ConfigError(f"model must be a model name (a string), got {type(cfg.model).__name__}: pass e.g. the model's path")
+        raise ConfigError(
+            f"model must be a model name (a string), got {type(cfg.model).__name__}: pass e.g. the model's path"
+        )
     check_choice("backend", cfg.backend, _backends())
 
 

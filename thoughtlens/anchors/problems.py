@@ -30,7 +30,9 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read problems file {path} ({' '.join(str(e).split())}): save it as UTF-8 text") from None
+        raise DataError(
+            f"cannot read problems file {path} ({' '.join(str(e).split())}): save it as UTF-8 text"
+        ) from None
     records = _records(path, text)
     problems, ids = [], {}
     for i, (where, r) in enumerate(records[:limit] if limit else records):
@@ -52,8 +54,10 @@ def _records(path: Path, text: str) -> list[tuple[str, object]]:
     if isinstance(data, dict):
         data = list(data.values())
     if not isinstance(data, list):
-        raise DataError(f"{path} must hold a list (or an object) of problems, got {type(data).__name__}: "
-                        "write [{\"problem\": ..., \"gt_answer\": ...}, ...]")
+        raise DataError(
+            f"{path} must hold a list (or an object) of problems, got {type(data).__name__}: "
+            'write [{"problem": ..., "gt_answer": ...}, ...]'
+        )
     return [(f"record {i}", r) for i, r in enumerate(data)]
 
 
@@ -74,12 +78,16 @@ def _problem(path: Path, i: int, where: str, r: object, ids: dict[str, str]) -> 
     text = r.get(key)
     if not isinstance(text, str) or not text.strip():
         got = "missing" if text is None else ("blank" if isinstance(text, str) else f"a {type(text).__name__}")
-        raise DataError(f"{path}: {where} has no usable '{key}' field ({got}): give it the problem text as a non-empty string")
+        raise DataError(
+            f"{path}: {where} has no usable '{key}' field ({got}): give it the problem text as a non-empty string"
+        )
     gt = r.get("gt_answer")
     if gt is None and r.get("answer") is not None:
         answer = r["answer"]
         if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
-            raise DataError(f"{path}: {where} key 'answer' must be a string or number, got {type(answer).__name__}: {_FIX}")
+            raise DataError(
+                f"{path}: {where} key 'answer' must be a string or number, got {type(answer).__name__}: {_FIX}"
+            )
         gt = extract_answer(str(answer), "gsm8k") or str(answer)
     if gt is not None and (not isinstance(gt, (str, int, float)) or isinstance(gt, bool)):
         raise DataError(f"{path}: {where} key 'gt_answer' must be a string or number, got {type(gt).__name__}: {_FIX}")
@@ -89,6 +97,8 @@ def _problem(path: Path, i: int, where: str, r: object, ids: dict[str, str]) -> 
     pid = str(raw_id) if raw_id is not None else f"{path.stem}-{i}"
     if pid in ids:
         # Rollouts are stored per problem id: two problems under one id would mix their rollouts.
-        raise DataError(f"{path}: {where} repeats problem id {pid!r} (first at {ids[pid]}): give every problem a unique 'id'")
+        raise DataError(
+            f"{path}: {where} repeats problem id {pid!r} (first at {ids[pid]}): give every problem a unique 'id'"
+        )
     ids[pid] = where
     return {"id": pid, "problem": text, "gt_answer": None if gt is None else str(gt)}

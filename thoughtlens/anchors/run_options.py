@@ -20,11 +20,20 @@ from thoughtlens.errors import ConfigError
 SUPPRESSION_METHODS = ("exact", "direct_grad", "grad_loglik")
 
 
-def check_run_options(*, problem: str | None = None, problems: str | os.PathLike | None = None,
-                      trace: str | os.PathLike | None = None, limit: int | None = 1,
-                      dtype: str | None = None, batch_size: int | None = None, backend: str = "hf",
-                      base_url: str | None = None, store: str | os.PathLike | None = None,
-                      report: str | os.PathLike | None = None, **config_fields):
+def check_run_options(
+    *,
+    problem: str | None = None,
+    problems: str | os.PathLike | None = None,
+    trace: str | os.PathLike | None = None,
+    limit: int | None = 1,
+    dtype: str | None = None,
+    batch_size: int | None = None,
+    backend: str = "hf",
+    base_url: str | None = None,
+    store: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    **config_fields,
+):
     """Check every option of `thoughtlens anchors run` without loading anything; return the AnchorsConfig
     built from `config_fields` (AnchorsConfig's own fields, e.g. n_rollouts=0) and `backend`.
 
@@ -50,7 +59,9 @@ def check_run_options(*, problem: str | None = None, problems: str | os.PathLike
         if not base_url:
             raise ConfigError("the openai backend needs --base-url, e.g. --base-url http://127.0.0.1:8000/v1")
         if not str(base_url).startswith(("http://", "https://")):
-            raise ConfigError(f"--base-url {base_url!r} must start with http:// or https://, e.g. http://127.0.0.1:8000/v1")
+            raise ConfigError(
+                f"--base-url {base_url!r} must start with http:// or https://, e.g. http://127.0.0.1:8000/v1"
+            )
     if store is not None:
         from thoughtlens.store.run_store import check_writable
 
@@ -67,10 +78,12 @@ def check_problem_source(problem, problems, trace) -> None:
     if problem is not None and trace is None:
         given.insert(0, "--problem")
     if len(given) != 1:
-        raise ConfigError("give exactly one problem source: --problem TEXT, --problems FILE or --trace FILE"
-                          + (f" (got {', '.join(given)})" if given else ""))
+        raise ConfigError(
+            "give exactly one problem source: --problem TEXT, --problems FILE or --trace FILE"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
     if problem is not None and (not isinstance(problem, str) or not problem.strip()):
-        raise ConfigError("the problem text is empty: pass the question itself, e.g. --problem \"What is 2 + 3?\"")
+        raise ConfigError('the problem text is empty: pass the question itself, e.g. --problem "What is 2 + 3?"')
 
 
 def _check_output_file(flag: str, path: str | os.PathLike) -> None:
@@ -85,9 +98,16 @@ def _check_output_file(flag: str, path: str | os.PathLike) -> None:
         raise ConfigError(f"{flag} {p}: cannot write into {parent}: pass a path in a writable folder")
 
 
-def check_attention_options(*, top_k: int = 20, proximity_ignore: int = 4, max_tokens: int | None = None,
-                            kl_temperature: float = 0.6, batch_size: int = 4, dtype: str | None = None,
-                            suppression_method: str = "exact") -> None:
+def check_attention_options(
+    *,
+    top_k: int = 20,
+    proximity_ignore: int = 4,
+    max_tokens: int | None = None,
+    kl_temperature: float = 0.6,
+    batch_size: int = 4,
+    dtype: str | None = None,
+    suppression_method: str = "exact",
+) -> None:
     """Check the options of `thoughtlens anchors attention` before the model is loaded (ConfigError)."""
     check_choice("--suppression-method", suppression_method, SUPPRESSION_METHODS)
     check_int("--top-k", top_k, min=1, example=20)

@@ -79,8 +79,14 @@ def _keep_hook(store: dict):
 
 def _attention_inputs(store: dict, layers: Sequence[int]):
     """Observers that keep each layer's post-RoPE query [b, h, q, d], key [b, kv, k, d], mask and scaling."""
+
     def observe(call):
-        store[call.layer] = (call.query.detach().float(), call.key.detach().float(), call.mask.detach().float(), call.scaling)
+        store[call.layer] = (
+            call.query.detach().float(),
+            call.key.detach().float(),
+            call.mask.detach().float(),
+            call.scaling,
+        )
 
     return {L: observe for L in layers}
 
@@ -159,7 +165,9 @@ def attribution_patching(
     df = to_frame(patches, values.tolist())
     src_value, tgt_value = float(checked_metric(metric, src_logits)), float(value.detach())
     clean_value, corrupt_value = (src_value, tgt_value) if direction == "denoise" else (tgt_value, src_value)
-    df.attrs.update(clean_metric=clean_value, corrupt_metric=corrupt_value, site=site, direction=direction, method=method)
+    df.attrs.update(
+        clean_metric=clean_value, corrupt_metric=corrupt_value, site=site, direction=direction, method=method
+    )
     return df
 
 

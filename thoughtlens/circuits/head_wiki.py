@@ -26,12 +26,14 @@ def head_table(model, tokens: torch.Tensor | None = None) -> pd.DataFrame:
     tokens = repeated_random_tokens(model) if tokens is None else tokens
     scores = detect(model, tokens)
     n_layers, n_heads = scores["induction"].shape
-    df = pd.DataFrame({
-        "model": model.name,
-        "layer": [L for L in range(n_layers) for _ in range(n_heads)],
-        "head": [h for _ in range(n_layers) for h in range(n_heads)],
-        **{name: s.flatten().numpy() for name, s in scores.items()},
-    })
+    df = pd.DataFrame(
+        {
+            "model": model.name,
+            "layer": [L for L in range(n_layers) for _ in range(n_heads)],
+            "head": [h for _ in range(n_layers) for h in range(n_heads)],
+            **{name: s.flatten().numpy() for name, s in scores.items()},
+        }
+    )
     median = float(df["induction"].median())
     df["induction_x_median"] = df["induction"] / median if median > 0 else float("nan")
     return df

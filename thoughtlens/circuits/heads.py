@@ -92,8 +92,10 @@ def detect(model, tokens: torch.Tensor | None = None, detectors=None) -> dict[st
     rows = {n: m.sum(-1) > 0 for n, m in masks.items()}  # [b, q]: rows the detector applies to
     empty = [n for n, r in rows.items() if not r.any()]
     if empty:
-        raise ThoughtlensError(f"detector(s) {empty} have nothing to score on these tokens: use repeated tokens "
-                               "(thoughtlens.circuits.heads.repeated_random_tokens)")
+        raise ThoughtlensError(
+            f"detector(s) {empty} have nothing to score on these tokens: use repeated tokens "
+            "(thoughtlens.circuits.heads.repeated_random_tokens)"
+        )
     scores = {n: torch.zeros(model.cfg.n_layers, model.cfg.n_heads) for n in names}
 
     def reduce(pattern, hook):

@@ -24,8 +24,32 @@ TEMPLATES = [
     "While {A} and {B} were at the office, {S} gave a note to",
     "When {A} and {B} went to the market, {S} handed an apple to",
 ]
-NAMES = ["Mary", "John", "Tom", "James", "Sarah", "Anna", "Paul", "Mark", "Lisa", "David", "Emma", "Kate",
-         "Peter", "Susan", "Mike", "Laura", "Jack", "Alice", "Bob", "Linda", "Steve", "Ruth", "Adam", "Helen"]
+NAMES = [
+    "Mary",
+    "John",
+    "Tom",
+    "James",
+    "Sarah",
+    "Anna",
+    "Paul",
+    "Mark",
+    "Lisa",
+    "David",
+    "Emma",
+    "Kate",
+    "Peter",
+    "Susan",
+    "Mike",
+    "Laura",
+    "Jack",
+    "Alice",
+    "Bob",
+    "Linda",
+    "Steve",
+    "Ruth",
+    "Adam",
+    "Helen",
+]
 
 
 @dataclass
@@ -48,7 +72,9 @@ def ioi_prompts(model, n: int = 24, seed: int = 0) -> IOIPrompts:
     tok = model._require_tokenizer()
     names = [x for x in NAMES if len(tok(" " + x, add_special_tokens=False)["input_ids"]) == 1]
     if len(names) < 2:
-        raise ThoughtlensError(f"{model.name}'s tokenizer splits the IOI names into several tokens: write your own pairs")
+        raise ThoughtlensError(
+            f"{model.name}'s tokenizer splits the IOI names into several tokens: write your own pairs"
+        )
     rng = random.Random(seed)
     rows, length = [], None
     for _ in range(50 * n):

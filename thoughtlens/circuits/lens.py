@@ -25,7 +25,6 @@ from torch import nn
 from thoughtlens.circuits.weights import head_weights
 from thoughtlens.errors import ThoughtlensError
 
-
 # ---- the final norm, frozen -------------------------------------------------------------------------
 
 
@@ -127,8 +126,9 @@ def _check_per_head(model) -> None:
         )
 
 
-def decompose_resid(model, tokens, *, layer: int | None = None, by_head: bool = True,
-                    pos: int | slice | None = None) -> tuple[torch.Tensor, list[str]]:
+def decompose_resid(
+    model, tokens, *, layer: int | None = None, by_head: bool = True, pos: int | slice | None = None
+) -> tuple[torch.Tensor, list[str]]:
     """The residual stream entering `layer` (default: after the last layer) as a sum of components.
 
     Returns components: [component, batch, pos, d_model] (fp32) and one label per component:
@@ -155,8 +155,9 @@ def _decompose(model, tokens, *, layer: int | None, by_head: bool, pos, keep: tu
     for L in range(layer):
         names += [f"blocks.{L}.attn.hook_z" if by_head else f"blocks.{L}.hook_attn_out", f"blocks.{L}.hook_mlp_out"]
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=list(dict.fromkeys(names + list(keep))),
-                                             positions=pos)
+        logits, cache = model.run_with_cache(
+            tokens, names_filter=list(dict.fromkeys(names + list(keep))), positions=pos
+        )
     parts, labels = [cache["blocks.0.hook_resid_pre"].float()], ["embed"]
     for L in range(layer):
         if by_head:
@@ -195,7 +196,9 @@ def _token_ids(model, ids, batch: int, what: str) -> torch.Tensor:
 def _single_token(model, text: str) -> int:
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ThoughtlensError(f"{text!r} is {len(ids)} tokens, not one: pass a token id, or a string with a leading space like ' Mary'")
+        raise ThoughtlensError(
+            f"{text!r} is {len(ids)} tokens, not one: pass a token id, or a string with a leading space like ' Mary'"
+        )
     return ids[0]
 
 
@@ -236,7 +239,9 @@ def dla(model, tokens, correct, wrong=None, *, pos: int = -1, by_head: bool = Tr
         rows.append(("ln_final.bias", -1, -1, float((direction @ norm.bias).mean())))
     _, b_U = _unembed(model)
     if b_U is not None:
-        rows.append(("unembed.bias", -1, -1, float(_read_logits(model, b_U[None].expand(batch, -1), correct, wrong).mean())))
+        rows.append(
+            ("unembed.bias", -1, -1, float(_read_logits(model, b_U[None].expand(batch, -1), correct, wrong).mean()))
+        )
     df = pd.DataFrame(rows, columns=["component", "layer", "head", "value"])
     df.attrs["logit"] = float(_read_logits(model, logits[:, pos].float(), correct, wrong).mean())
     return df
@@ -262,7 +267,9 @@ def neuron_dla(model, tokens, correct, wrong=None, *, pos: int = -1, layers=None
     _check_no_softcap(model)
     a = model.adapter
     if a.mlp_out != a.mlp:
-        raise ThoughtlensError(f"{a.name} normalises MLP outputs before the residual add, so neurons do not add linearly")
+        raise ThoughtlensError(
+            f"{a.name} normalises MLP outputs before the residual add, so neurons do not add linearly"
+        )
     batch, n = tokens.shape[0], model.cfg.n_layers
     layers = list(range(n)) if layers is None else list(layers)
     direction = logit_direction(model, correct, wrong, batch)
@@ -275,7 +282,7 @@ def neuron_dla(model, tokens, correct, wrong=None, *, pos: int = -1, layers=None
     frames = []
     for L in layers:
         down = model.submodule(a.mlp_down, layer=L)
-        W_out = (down.weight.detach().float() if a.conv1d else down.weight.detach().float().T)  # [d_mlp, d_model]
+        W_out = down.weight.detach().float() if a.conv1d else down.weight.detach().float().T  # [d_mlp, d_model]
         post = cache[f"blocks.{L}.mlp.hook_post"][:, 0].float()  # [batch, d_mlp]
         bias = getattr(down, "bias", None)
         b_out = (bias.detach().float() if bias is not None else torch.zeros(W_out.shape[1]))[None]  # [1, d_model]
@@ -286,8 +293,15 @@ def neuron_dla(model, tokens, correct, wrong=None, *, pos: int = -1, layers=None
         else:
             value = post * (W_out @ folded.T).T
             bias_value = (b_out @ folded.T)[0]  # [batch]
-        frames.append(pd.DataFrame({"layer": L, "neuron": [*range(post.shape[1]), -1],
-                                    "value": [*value.mean(0).numpy(), float(bias_value.mean())]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": L,
+                    "neuron": [*range(post.shape[1]), -1],
+                    "value": [*value.mean(0).numpy(), float(bias_value.mean())],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 

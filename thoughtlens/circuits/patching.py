@@ -271,4 +271,3 @@ def activation_patching(
     clean_value, corrupt_value = (src_value, tgt_value) if direction == "denoise" else (tgt_value, src_value)
     df.attrs.update(clean_metric=clean_value, corrupt_metric=corrupt_value, site=site, direction=direction)
     return df
-

@@ -61,8 +61,10 @@ def head_weights(model, layer: int, *, fold_norm: bool = True) -> HeadWeights:
     if a.qkv_proj:  # fused: split the [d_model, fused] weight with the adapter's own activation layout
         q, k, v = a.split_qkv(_linear_in_out(model.submodule(a.qkv_proj, layer=layer), a.conv1d), c)
     else:
-        q, k, v = (_linear_in_out(model.submodule(p, layer=layer), a.conv1d).unflatten(-1, (-1, c.d_head))
-                   for p in (a.q_proj, a.k_proj, a.v_proj))
+        q, k, v = (
+            _linear_in_out(model.submodule(p, layer=layer), a.conv1d).unflatten(-1, (-1, c.d_head))
+            for p in (a.q_proj, a.k_proj, a.v_proj)
+        )
     # q, k, v: [d_model, heads, d_head] -> [heads, d_model, d_head]; repeat kv heads for GQA
     n_rep = c.n_heads // k.shape[1]
     W_Q, W_K, W_V = (t.permute(1, 0, 2) for t in (q, k, v))
@@ -87,7 +89,9 @@ class FactoredMatrix:
 
     def __init__(self, A: torch.Tensor, B: torch.Tensor):
         if A.shape[-1] != B.shape[-2]:
-            raise ThoughtlensError(f"factor shapes {tuple(A.shape)} and {tuple(B.shape)} do not chain: A[..., m, r] @ B[..., r, n]")
+            raise ThoughtlensError(
+                f"factor shapes {tuple(A.shape)} and {tuple(B.shape)} do not chain: A[..., m, r] @ B[..., r, n]"
+            )
         self.A, self.B = A, B
 
     @property
@@ -170,7 +174,9 @@ def _enumerate2(t: torch.Tensor):
             yield (i, j), float(t[i, j])
 
 
-def top_singular_tokens(model, layer: int, head: int, *, circuit: str = "ov", k: int = 3, n_tokens: int = 8) -> pd.DataFrame:
+def top_singular_tokens(
+    model, layer: int, head: int, *, circuit: str = "ov", k: int = 3, n_tokens: int = 8
+) -> pd.DataFrame:
     """The top-k singular directions of one head's OV or QK circuit, read as tokens.
 
     OV: the input direction U[:, i] is read against the token embeddings (which tokens the head reads)

@@ -27,7 +27,9 @@ app = typer.Typer(
 @app.command("inspect")
 @c.command
 def inspect(
-    model: str = typer.Argument(None, help="Hub id, local directory or .gguf file (default: the bundled SmolLM2-135M-Instruct)."),
+    model: str = typer.Argument(
+        None, help="Hub id, local directory or .gguf file (default: the bundled SmolLM2-135M-Instruct)."
+    ),
     dtype: str = typer.Option(None, help="float32 / bfloat16 (default: bf16 where the CPU is fast at it)."),
     all_layers: bool = typer.Option(False, "--all", help="List the hooks of every layer, not just layer 0."),
 ) -> None:
@@ -65,8 +67,9 @@ def demo(
     from thoughtlens.cli.anchors import run_pipeline
     from thoughtlens.pipeline.demo import demo_config, demo_problems
 
-    run_pipeline(demo_config(rollouts, max_new_tokens), make_todo=demo_problems, store=store, report=output,
-                 attention=True)
+    run_pipeline(
+        demo_config(rollouts, max_new_tokens), make_todo=demo_problems, store=store, report=output, attention=True
+    )
 
 
 # ---- command groups and commands that live in their own modules ----------------------------------
@@ -76,7 +79,14 @@ _COMMANDS: list[tuple[str, str, str]] = [  # (module in thoughtlens.cli, functio
     ("report", "report", "report"),
     ("circuits", "heads", "heads"),
 ]
-_GROUPS: list[tuple[str, str]] = [("anchors", "anchors"), ("groundtruth", "ground-truth"), ("sae", "sae"), ("represent", "represent"), ("branches", "branches"), ("diff", "diff")]  # (module in thoughtlens.cli, command name)
+_GROUPS: list[tuple[str, str]] = [
+    ("anchors", "anchors"),
+    ("groundtruth", "ground-truth"),
+    ("sae", "sae"),
+    ("represent", "represent"),
+    ("branches", "branches"),
+    ("diff", "diff"),
+]  # (module in thoughtlens.cli, command name)
 
 
 def _mount() -> None:

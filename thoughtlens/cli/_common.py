@@ -124,9 +124,15 @@ class RichProgress:
 
     def __init__(self, out: Console | None = None):
         self.out = out or console()
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=self.out)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.out,
+        )
         self.tasks: dict[str, int] = {}
 
     def __enter__(self) -> "RichProgress":
@@ -143,8 +149,13 @@ class RichProgress:
         rate = f"{event.tokens_per_s:,.0f} tok/s" if event.tokens else ""
         if event.task not in self.tasks:
             self.tasks[event.task] = self.bar.add_task(event.description or event.task, total=event.total, rate=rate)
-        self.bar.update(self.tasks[event.task], description=event.description or event.task, total=event.total,
-                        completed=event.completed, rate=rate)
+        self.bar.update(
+            self.tasks[event.task],
+            description=event.description or event.task,
+            total=event.total,
+            completed=event.completed,
+            rate=rate,
+        )
 
 
 def existing_store(path: str) -> str:
@@ -175,31 +186,66 @@ def fmt(x, digits: int = 2, missing: str = "-") -> str:
 
 # ---- engine options: declared once for every command that samples (pipeline.runtime.RuntimeOptions) ---------
 
-MODEL = typer.Option(None, "--model", "-m", help="Model: hub id or local path (default: the bundled SmolLM2-135M-Instruct).")
+MODEL = typer.Option(
+    None, "--model", "-m", help="Model: hub id or local path (default: the bundled SmolLM2-135M-Instruct)."
+)
 BACKEND = typer.Option("hf", "--backend", help="hf (a model loaded here) | openai (servers) | vllm (in-process engine)")
-BASE_URL = typer.Option(None, "--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 (repeat it for a fleet of servers).")
-BASE_URL_FILE = typer.Option(None, "--base-url-file", help="openai backend: a file of server URLs, one per line (a fleet).")
+BASE_URL = typer.Option(
+    None,
+    "--base-url",
+    help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 (repeat it for a fleet of servers).",
+)
+BASE_URL_FILE = typer.Option(
+    None, "--base-url-file", help="openai backend: a file of server URLs, one per line (a fleet)."
+)
 CONCURRENCY = typer.Option(8, "--concurrency", help="openai backend: requests in flight per server.")
-TENSOR_PARALLEL = typer.Option(1, "--tensor-parallel-size", help="vllm backend: GPUs per model (vLLM's tensor parallelism).")
-DEVICE = typer.Option("cpu", "--device", help="hf backend: cpu, cuda, cuda:1 ... (or 'auto' to spread a large model over GPUs).")
-API_MODEL = typer.Option(None, "--api-model", help="openai backend: model name on the server (default: the first it lists).")
+TENSOR_PARALLEL = typer.Option(
+    1, "--tensor-parallel-size", help="vllm backend: GPUs per model (vLLM's tensor parallelism)."
+)
+DEVICE = typer.Option(
+    "cpu", "--device", help="hf backend: cpu, cuda, cuda:1 ... (or 'auto' to spread a large model over GPUs)."
+)
+API_MODEL = typer.Option(
+    None, "--api-model", help="openai backend: model name on the server (default: the first it lists)."
+)
 API_KEY_ENV = typer.Option("OPENAI_API_KEY", "--api-key-env", help="openai backend: env var holding the API key.")
 BATCH_SIZE = typer.Option(16, "--batch-size", help="hf backend: rows decoded together.")
-DTYPE = typer.Option(None, "--dtype", help="hf backend: float32 / bfloat16 (default: bf16 where the hardware is fast at it); vllm: passed on.")
+DTYPE = typer.Option(
+    None,
+    "--dtype",
+    help="hf backend: float32 / bfloat16 (default: bf16 where the hardware is fast at it); vllm: passed on.",
+)
 
 
 ENGINE_OPTIONS = {  # parameter name -> (type, typer option): what `with_engine` adds to a command
-    "model": (str, MODEL), "backend": (str, BACKEND), "base_url": (list[str], BASE_URL),
-    "base_url_file": (str, BASE_URL_FILE), "api_model": (str, API_MODEL), "api_key_env": (str, API_KEY_ENV),
-    "dtype": (str, DTYPE), "device": (str, DEVICE), "batch_size": (int, BATCH_SIZE),
-    "concurrency": (int, CONCURRENCY), "tensor_parallel_size": (int, TENSOR_PARALLEL),
+    "model": (str, MODEL),
+    "backend": (str, BACKEND),
+    "base_url": (list[str], BASE_URL),
+    "base_url_file": (str, BASE_URL_FILE),
+    "api_model": (str, API_MODEL),
+    "api_key_env": (str, API_KEY_ENV),
+    "dtype": (str, DTYPE),
+    "device": (str, DEVICE),
+    "batch_size": (int, BATCH_SIZE),
+    "concurrency": (int, CONCURRENCY),
+    "tensor_parallel_size": (int, TENSOR_PARALLEL),
 }
 
 
-def runtime_options(*, backend: str = "hf", model: str | None = None, base_url: list[str] | None = None,
-                    base_url_file: str | None = None, api_model: str | None = None,
-                    api_key_env: str = "OPENAI_API_KEY", dtype: str | None = None, device: str = "cpu",
-                    batch_size: int = 16, concurrency: int = 8, tensor_parallel_size: int = 1):
+def runtime_options(
+    *,
+    backend: str = "hf",
+    model: str | None = None,
+    base_url: list[str] | None = None,
+    base_url_file: str | None = None,
+    api_model: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    dtype: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 16,
+    concurrency: int = 8,
+    tensor_parallel_size: int = 1,
+):
     """The engine options of a command as a RuntimeOptions (a --base-url-file adds its servers to --base-url)."""
     from thoughtlens.pipeline.runtime import RuntimeOptions
 
@@ -208,9 +254,18 @@ def runtime_options(*, backend: str = "hf", model: str | None = None, base_url: 
         from thoughtlens.sample.fleet import read_url_file
 
         urls += read_url_file(base_url_file)
-    return RuntimeOptions(backend=backend, model=model, base_url=urls or None, api_model=api_model,
-                          api_key_env=api_key_env, dtype=dtype, device=device, batch_size=batch_size,
-                          concurrency=concurrency, tensor_parallel_size=tensor_parallel_size)
+    return RuntimeOptions(
+        backend=backend,
+        model=model,
+        base_url=urls or None,
+        api_model=api_model,
+        api_key_env=api_key_env,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        tensor_parallel_size=tensor_parallel_size,
+    )
 
 
 def with_engine(fn):
@@ -221,8 +276,10 @@ def with_engine(fn):
     declares them once, here, and honours all of them."""
     sig = inspect.signature(fn)
     own = [p for name, p in sig.parameters.items() if name != "engine"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-             for name, (kind, option) in ENGINE_OPTIONS.items()]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, (kind, option) in ENGINE_OPTIONS.items()
+    ]
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
 
     @functools.wraps(fn)

@@ -8,8 +8,11 @@ from rich.table import Table
 
 from thoughtlens.cli import _common as c
 
-app = typer.Typer(help="Thought Branches: outcomes other than correctness, resilience and counterfactual++, "
-                       "on-policy vs off-policy interventions, hint transplant.", no_args_is_help=True)
+app = typer.Typer(
+    help="Thought Branches: outcomes other than correctness, resilience and counterfactual++, "
+    "on-policy vs off-policy interventions, hint transplant.",
+    no_args_is_help=True,
+)
 
 
 @app.command("outcome")
@@ -37,10 +40,17 @@ def outcome(
         for pid in s.problems(rid)["problem_id"]:
             summary = s.get_artifact(rid, SUMMARY_ARTIFACT, pid, default=None)
             if summary is None:
-                table.add_row(pid, "-", "-", "-", "maths correctness (no grading step)" if spec == "correct" else "not graded yet")
+                table.add_row(
+                    pid, "-", "-", "-", "maths correctness (no grading step)" if spec == "correct" else "not graded yet"
+                )
                 continue
-            table.add_row(pid, str(summary["n_resampled"]), str(summary["n_errors"]), str(summary["n_unknown"]),
-                          summary.get("first_error") or "")
+            table.add_row(
+                pid,
+                str(summary["n_resampled"]),
+                str(summary["n_errors"]),
+                str(summary["n_unknown"]),
+                summary.get("first_error") or "",
+            )
         out.print(table)
 
 
@@ -54,7 +64,9 @@ def resilience(
     problem_id: str = typer.Option(None, "--problem-id", help="Problem id (needed when the run holds several)."),
     trials: int = typer.Option(30, "--trials", help="Independent trials (the paper: 30)."),
     max_iterations: int = typer.Option(20, "--max-iterations", help="Resamplings per trial (the paper: 20)."),
-    threshold: float = typer.Option(0.6, "--threshold", help="Cosine similarity for 'the content came back' (paper: 0.6)."),
+    threshold: float = typer.Option(
+        0.6, "--threshold", help="Cosine similarity for 'the content came back' (paper: 0.6)."
+    ),
     outcome: str = typer.Option(None, "--outcome", help="Outcome spec for CF++ (default: the run's own)."),
     max_new_tokens: int = typer.Option(4096, "--max-new-tokens", help="Tokens per continuation."),
     temperature: float = typer.Option(0.6, "--temperature"),
@@ -69,9 +81,15 @@ def resilience(
     with RunStore(c.existing_store(store)) as s:
         rid = c.pick_run(s, run_id)
         config = s.run(rid)["config"] or {}
-        cfg = ResilienceConfig(n_trials=trials, max_iterations=max_iterations, similarity_threshold=threshold,
-                               temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
-                               outcome=outcome or config.get("outcome") or "correct")
+        cfg = ResilienceConfig(
+            n_trials=trials,
+            max_iterations=max_iterations,
+            similarity_threshold=threshold,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            outcome=outcome or config.get("outcome") or "correct",
+        )
         from thoughtlens.store.run_store import pick_one
 
         pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "problem_id", str(s.path))
@@ -80,12 +98,18 @@ def resilience(
             res = measure_resilience(sampler, s, rid, pid, sentence, cfg, on_progress=bars)
     out = c.stdout()
     out.print(f"sentence {sentence}: {res.sentence}", highlight=False, markup=False)
-    out.print(f"resilience (mean times the content came back, of {max_iterations}): {res.resilience:.2f}; "
-              f"persisted in {res.persistence_rate:.0%} of {len(res.iterations)} trials; "
-              f"{res.n_samples} continuations", highlight=False)
-    out.print(f"counterfactual++ = rate kept {c.fmt(res.kept_rate)} - rate gone {c.fmt(res.final_rate)} = "
-              f"{c.fmt(res.counterfactual_plusplus)}" + (f" ({res.n_outcome_errors} outcome errors)" if res.n_outcome_errors else ""),
-              highlight=False)
+    out.print(
+        f"resilience (mean times the content came back, of {max_iterations}): {res.resilience:.2f}; "
+        f"persisted in {res.persistence_rate:.0%} of {len(res.iterations)} trials; "
+        f"{res.n_samples} continuations",
+        highlight=False,
+    )
+    out.print(
+        f"counterfactual++ = rate kept {c.fmt(res.kept_rate)} - rate gone {c.fmt(res.final_rate)} = "
+        f"{c.fmt(res.counterfactual_plusplus)}"
+        + (f" ({res.n_outcome_errors} outcome errors)" if res.n_outcome_errors else ""),
+        highlight=False,
+    )
 
 
 @app.command("intervene")
@@ -94,17 +118,27 @@ def resilience(
 def intervene(
     store: str = typer.Argument(..., help="Run store (.sqlite) holding the trace of a `thoughtlens anchors run`."),
     sentence: int = typer.Option(..., "--sentence", help="Insert the target after this sentence (0-based)."),
-    target: str = typer.Option(..., "--target", help="Target sentence, or a named one: question, doubt, "
-                               "alternative, pause, ethical, consequence, self_preservation."),
+    target: str = typer.Option(
+        ...,
+        "--target",
+        help="Target sentence, or a named one: question, doubt, "
+        "alternative, pause, ethical, consequence, self_preservation.",
+    ),
     run_id: str = typer.Option(None, "--run", help="Anchors run id (needed when the store holds several runs)."),
     problem_id: str = typer.Option(None, "--problem-id", help="Problem id (needed when the run holds several)."),
     rollouts: int = typer.Option(100, "--rollouts", help="Full rollouts per condition (the paper: 100)."),
     iterations: int = typer.Option(6, "--iterations", help="On-policy search rounds (the paper: 6)."),
     candidates: int = typer.Option(12, "--candidates", help="Resampled sentences per round (the paper: 12)."),
     continuations: int = typer.Option(8, "--continuations", help="Next sentences per candidate (the paper: 8)."),
-    threshold: float = typer.Option(0.7, "--threshold", help="Cosine to the target that ends the search (paper: 0.7; 0.6 for R1)."),
-    w_logprob: float = typer.Option(0.0, "--w-logprob", help="Weight of the mean log-prob in the score (hf backend; paper: 0)."),
-    grade: str = typer.Option("full", "--grade", help="Grade prefix + generated text (full, theirs) or only the generated text (generated)."),
+    threshold: float = typer.Option(
+        0.7, "--threshold", help="Cosine to the target that ends the search (paper: 0.7; 0.6 for R1)."
+    ),
+    w_logprob: float = typer.Option(
+        0.0, "--w-logprob", help="Weight of the mean log-prob in the score (hf backend; paper: 0)."
+    ),
+    grade: str = typer.Option(
+        "full", "--grade", help="Grade prefix + generated text (full, theirs) or only the generated text (generated)."
+    ),
     outcome: str = typer.Option(None, "--outcome", help="Outcome spec (default: the run's own)."),
     max_new_tokens: int = typer.Option(4096, "--max-new-tokens", help="Tokens per full rollout."),
     temperature: float = typer.Option(0.7, "--temperature"),
@@ -125,11 +159,19 @@ def intervene(
     with RunStore(c.existing_store(store)) as s:
         rid = c.pick_run(s, run_id)
         config = s.run(rid)["config"] or {}
-        cfg = InterventionConfig(n_rollouts=rollouts, num_iterations=iterations, num_chunk_resamples=candidates,
-                                 num_continuation_samples=continuations, similarity_threshold=threshold,
-                                 w_logprob=w_logprob, grade=grade, temperature=temperature,
-                                 max_new_tokens=max_new_tokens, seed=seed,
-                                 outcome=outcome or config.get("outcome") or "correct")
+        cfg = InterventionConfig(
+            n_rollouts=rollouts,
+            num_iterations=iterations,
+            num_chunk_resamples=candidates,
+            num_continuation_samples=continuations,
+            similarity_threshold=threshold,
+            w_logprob=w_logprob,
+            grade=grade,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            outcome=outcome or config.get("outcome") or "correct",
+        )
         pid = pick_one("problem", problem_id, list(s.problems(rid)["problem_id"]), "problem_id", str(s.path))
         rt = build_runtime(engine)
         sampler = rt.sampler
@@ -141,20 +183,29 @@ def intervene(
     out.print(f"target: {res.target}   outcome: {res.outcome}", highlight=False, markup=False)
     sr = res.search
     if sr.success:
-        out.print(f"on-policy search: kept {sr.candidate.strip()!r} -> {sr.next_sentence.strip()!r} "
-                  f"(cosine {sr.best_cosine:.3f}) after {sr.iterations_used} rounds: {sr.candidates_per_kept} "
-                  f"candidates sampled for the one kept, {sr.n_passing} of {sr.n_continuations} next sentences "
-                  "passed the threshold", highlight=False, markup=False)
+        out.print(
+            f"on-policy search: kept {sr.candidate.strip()!r} -> {sr.next_sentence.strip()!r} "
+            f"(cosine {sr.best_cosine:.3f}) after {sr.iterations_used} rounds: {sr.candidates_per_kept} "
+            f"candidates sampled for the one kept, {sr.n_passing} of {sr.n_continuations} next sentences "
+            "passed the threshold",
+            highlight=False,
+            markup=False,
+        )
     else:
         best = "-" if sr.best_cosine is None else f"{sr.best_cosine:.3f}"
-        out.print(f"on-policy search failed: no next sentence reached cosine {threshold} in {sr.iterations_used} "
-                  f"rounds ({sr.n_candidates} candidates, best cosine {best}); no on-policy rollouts",
-                  highlight=False, markup=False)
+        out.print(
+            f"on-policy search failed: no next sentence reached cosine {threshold} in {sr.iterations_used} "
+            f"rounds ({sr.n_candidates} candidates, best cosine {best}); no on-policy rollouts",
+            highlight=False,
+            markup=False,
+        )
     table = Table("condition", "rate", "known / rollouts", "effect vs kept", "95 % CI", "outcome errors")
     for name, cond in res.conditions.items():
         ci = "-" if cond.ci_low is None else f"[{cond.ci_low:+.3f}, {cond.ci_high:+.3f}]"
         effect = "-" if cond.effect is None else f"{cond.effect:+.3f}"
-        table.add_row(name, c.fmt(cond.rate), f"{cond.n_known} / {len(cond.values)}", effect, ci, str(cond.n_outcome_errors))
+        table.add_row(
+            name, c.fmt(cond.rate), f"{cond.n_known} / {len(cond.values)}", effect, ci, str(cond.n_outcome_errors)
+        )
     out.print(table)
 
 
@@ -163,12 +214,16 @@ def intervene(
 @c.with_engine
 def transplant(
     store: str = typer.Option("transplant.sqlite", "--store", help="Run store to write (resumes the same run)."),
-    problems: str = typer.Option(None, "--problems", help="Hinted problem set (JSON); default: the one shipped with thoughtlens."),
+    problems: str = typer.Option(
+        None, "--problems", help="Hinted problem set (JSON); default: the one shipped with thoughtlens."
+    ),
     limit: int = typer.Option(None, "--limit", help="Only the first N problems."),
     rollouts: int = typer.Option(50, "--rollouts", help="Rollouts per cut point (the paper: 50)."),
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Tokens per rollout."),
     cot_max_new_tokens: int = typer.Option(1024, "--cot-max-new-tokens", help="Tokens for the hinted CoT."),
-    convergence: float = typer.Option(0.99, "--convergence", help="Stop sampling once this share says the hinted answer (<=0: never)."),
+    convergence: float = typer.Option(
+        0.99, "--convergence", help="Stop sampling once this share says the hinted answer (<=0: never)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
@@ -178,13 +233,22 @@ def transplant(
     from thoughtlens.store.run_store import RunStore
     from thoughtlens.trace.prompts import build_prompt
 
-    cfg = TransplantConfig(n_rollouts=rollouts, max_new_tokens=max_new_tokens, cot_max_new_tokens=cot_max_new_tokens,
-                           seed=seed, convergence=convergence if convergence > 0 else None)
+    cfg = TransplantConfig(
+        n_rollouts=rollouts,
+        max_new_tokens=max_new_tokens,
+        cot_max_new_tokens=cot_max_new_tokens,
+        seed=seed,
+        convergence=convergence if convergence > 0 else None,
+    )
     chosen = load_hinted_problems(problems)[: limit or None]
     rt = build_runtime(engine)
     sampler = rt.sampler
     # a served model formats its own prompts: the chat template is applied here only for a model loaded here
-    tokenizer, name = (rt.tokenizer, rt.name or engine.model or "") if engine.backend == "hf" else (None, ",".join(engine.base_url or []))
+    tokenizer, name = (
+        (rt.tokenizer, rt.name or engine.model or "")
+        if engine.backend == "hf"
+        else (None, ",".join(engine.base_url or []))
+    )
     fmt_prompt = lambda text: build_prompt(tokenizer, text, "{problem}") + cfg.think_tags[0] + "\n"  # noqa: E731
     err = c.console()
     with RunStore(store) as s, c.RichProgress(err) as bars:
@@ -194,6 +258,10 @@ def transplant(
         table = Table("k", "hinted-answer rate", "95 % CI", "cue / correct / other / invalid", title=pid)
         for row in curve:
             ci = "-" if row["ci_low"] is None else f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-            table.add_row(str(row["k"]), c.fmt(row["rate"]) + (" (copied)" if row["copied"] else ""), ci,
-                          f"{row['n_cue']} / {row['n_correct']} / {row['n_other']} / {row['n_invalid']}")
+            table.add_row(
+                str(row["k"]),
+                c.fmt(row["rate"]) + (" (copied)" if row["copied"] else ""),
+                ci,
+                f"{row['n_cue']} / {row['n_correct']} / {row['n_other']} / {row['n_invalid']}",
+            )
         out.print(table)

@@ -10,7 +10,9 @@ from thoughtlens.cli import _common as c
 @c.command
 def heads(
     models: list[str] = typer.Argument(None, help="Models (hub id, local dir or .gguf); default: the bundled model."),
-    out: str = typer.Option("head_wiki", "--out", "--output", "-o", help="Directory for <model>.csv / .parquet and mosaic.png."),
+    out: str = typer.Option(
+        "head_wiki", "--out", "--output", "-o", help="Directory for <model>.csv / .parquet and mosaic.png."
+    ),
     dtype: str = typer.Option(None, "--dtype", help="fp32 / bf16 (default: bf16 where the CPU has it)."),
     top: int = typer.Option(10, "--top", help="Rows of the induction ranking to print per model."),
 ) -> None:

@@ -10,12 +10,19 @@ import typer
 
 from thoughtlens.cli._common import RichProgress, command, fmt, stdout
 
-app = typer.Typer(help="Model diffing: what a fine-tune changed (per-token KL, weights, activation-difference lens, "
-                       "swapping). Defaults to the planted pair built from the bundled model.", no_args_is_help=True)
+app = typer.Typer(
+    help="Model diffing: what a fine-tune changed (per-token KL, weights, activation-difference lens, "
+    "swapping). Defaults to the planted pair built from the bundled model.",
+    no_args_is_help=True,
+)
 
 BUNDLED = "bundled"
-_BASE = typer.Option(None, "--base", help="base model: directory, .gguf, hub id or 'bundled' (default: the bundled "
-                                          "SmolLM2-135M-Instruct, the base of both built-in pairs)")
+_BASE = typer.Option(
+    None,
+    "--base",
+    help="base model: directory, .gguf, hub id or 'bundled' (default: the bundled "
+    "SmolLM2-135M-Instruct, the base of both built-in pairs)",
+)
 _FT = typer.Option(None, "--finetuned", help="fine-tuned model (default: the built-in pair's fine-tune, see --pair)")
 _PAIR = typer.Option("planted", "--pair", help="built-in pair when --finetuned is not given: planted or thinking")
 
@@ -28,8 +35,10 @@ def _pair(base: str | None, finetuned: str | None, pair_name: str, progress):
     bundled_base = base is None or base == BUNDLED
     if finetuned is None:
         if not bundled_base:
-            raise ConfigError(f"--base {base} needs a fine-tune to compare with: pass both --base and --finetuned "
-                              "(or --finetuned alone against the bundled model, or neither for the built-in pair)")
+            raise ConfigError(
+                f"--base {base} needs a fine-tune to compare with: pass both --base and --finetuned "
+                "(or --finetuned alone against the bundled model, or neither for the built-in pair)"
+            )
         if pair_name not in models.CONFIGS:
             raise ConfigError(f"unknown pair '{pair_name}': use {' or '.join(models.CONFIGS)}")
         base, finetuned = models.build(models.CONFIGS[pair_name], on_progress=progress)
@@ -63,11 +72,19 @@ def build(pair_name: str = typer.Argument("planted", metavar="PAIR", help="plant
 
 @app.command()
 @command
-def kl(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
-       corpus: str = typer.Option(None, help="text file (blank-line separated), 'gsm8k', 'neutral' or 'planted-eval' "
-                                             "(default: planted-eval, neutral text with planted sentences)"),
-       limit: int = typer.Option(24, help="documents to read"), max_len: int = typer.Option(128, help="tokens per document"),
-       top: int = typer.Option(15, help="rows of the table")):
+def kl(
+    base: str = _BASE,
+    finetuned: str = _FT,
+    pair_name: str = _PAIR,
+    corpus: str = typer.Option(
+        None,
+        help="text file (blank-line separated), 'gsm8k', 'neutral' or 'planted-eval' "
+        "(default: planted-eval, neutral text with planted sentences)",
+    ),
+    limit: int = typer.Option(24, help="documents to read"),
+    max_len: int = typer.Option(128, help="tokens per document"),
+    top: int = typer.Option(15, help="rows of the table"),
+):
     """Per-token KL(base || fine-tuned): the positions where the two models disagree most."""
     from rich.table import Table
 
@@ -91,9 +108,13 @@ def kl(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
 
 @app.command()
 @command
-def weights(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
-            top: int = typer.Option(15, help="rows of the table"),
-            ranks: bool = typer.Option(True, help="compute effective ranks (SVDs, about a second per layer)")):
+def weights(
+    base: str = _BASE,
+    finetuned: str = _FT,
+    pair_name: str = _PAIR,
+    top: int = typer.Option(15, help="rows of the table"),
+    ranks: bool = typer.Option(True, help="compute effective ranks (SVDs, about a second per layer)"),
+):
     """Weight differences per module: Frobenius norm, relative change, effective rank."""
     from rich.table import Table
 
@@ -106,8 +127,13 @@ def weights(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
     for col in ("parameter", "||dW||", "relative", "effective rank", "stable rank"):
         table.add_column(col)
     for r in sorted(rows, key=lambda r: -r["relative"])[:top]:
-        table.add_row(r["name"], fmt(r["norm_diff"], 4), fmt(r["relative"], 4), fmt(r["effective_rank"], 1),
-                      fmt(r["stable_rank"], 1))
+        table.add_row(
+            r["name"],
+            fmt(r["norm_diff"], 4),
+            fmt(r["relative"], 4),
+            fmt(r["effective_rank"], 1),
+            fmt(r["stable_rank"], 1),
+        )
     out = stdout()
     out.print(table)
     layers = per_layer(rows)
@@ -116,13 +142,21 @@ def weights(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
 
 @app.command()
 @command
-def lens(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
-         corpus: str = typer.Option("neutral", help="text unrelated to the fine-tune: a text file, 'gsm8k' or 'neutral'"),
-         limit: int = typer.Option(64, help="documents to read"),
-         n_positions: int = typer.Option(16, help="first tokens of each text to average (as the paper's code)"),
-         k: int = typer.Option(15, help="tokens per layer"), layers: str = typer.Option(None, help="e.g. '10,15,20' (default: all)"),
-         control: str = typer.Option(None, help="another fine-tune of the same base (a directory, or 'planted' / "
-                                                "'thinking'): also list the tokens its lens does not show at that layer")):
+def lens(
+    base: str = _BASE,
+    finetuned: str = _FT,
+    pair_name: str = _PAIR,
+    corpus: str = typer.Option("neutral", help="text unrelated to the fine-tune: a text file, 'gsm8k' or 'neutral'"),
+    limit: int = typer.Option(64, help="documents to read"),
+    n_positions: int = typer.Option(16, help="first tokens of each text to average (as the paper's code)"),
+    k: int = typer.Option(15, help="tokens per layer"),
+    layers: str = typer.Option(None, help="e.g. '10,15,20' (default: all)"),
+    control: str = typer.Option(
+        None,
+        help="another fine-tune of the same base (a directory, or 'planted' / "
+        "'thinking'): also list the tokens its lens does not show at that layer",
+    ),
+):
     """The activation-difference lens: the mean resid difference on unrelated text, read as tokens per layer."""
     from rich.table import Table
 
@@ -144,10 +178,14 @@ def lens(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
             raise ConfigError(f"layer {bad[0]} out of range: pick 0..{pair.n_layers - 1}")
         other = None
         if control is not None:
-            path = models.build(models.CONFIGS[control], on_progress=progress)[1] if control in models.CONFIGS else control
+            path = (
+                models.build(models.CONFIGS[control], on_progress=progress)[1] if control in models.CONFIGS else control
+            )
             other = load_pair(pair.base, path)
         diff = activation_difference(pair, texts, n_positions=n_positions, on_progress=progress)
-        other_diff = activation_difference(other, texts, n_positions=n_positions, on_progress=progress) if other else None
+        other_diff = (
+            activation_difference(other, texts, n_positions=n_positions, on_progress=progress) if other else None
+        )
     table = Table(title=f"activation-difference lens ({diff.n_texts} texts)")
     table.add_column("layer")
     table.add_column("||delta|| / ||resid||")
@@ -167,12 +205,21 @@ def lens(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
 
 @app.command()
 @command
-def swap(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
-         corpus: str = typer.Option(None, help="text file, 'gsm8k', 'neutral' or 'planted-eval' (default)"),
-         limit: int = typer.Option(8, help="documents to read"), max_len: int = typer.Option(96, help="tokens per document"),
-         site: str = typer.Option("hook_resid_post", help="hook of each layer to swap: hook_resid_post, hook_mlp_out, hook_attn_out"),
-         direction: str = typer.Option("base<-finetuned", help="'base<-finetuned' (sufficient?) or 'finetuned<-base' (necessary?)"),
-         output: Path = typer.Option(None, "--output", "-o", help="also write the rows as JSON")):
+def swap(
+    base: str = _BASE,
+    finetuned: str = _FT,
+    pair_name: str = _PAIR,
+    corpus: str = typer.Option(None, help="text file, 'gsm8k', 'neutral' or 'planted-eval' (default)"),
+    limit: int = typer.Option(8, help="documents to read"),
+    max_len: int = typer.Option(96, help="tokens per document"),
+    site: str = typer.Option(
+        "hook_resid_post", help="hook of each layer to swap: hook_resid_post, hook_mlp_out, hook_attn_out"
+    ),
+    direction: str = typer.Option(
+        "base<-finetuned", help="'base<-finetuned' (sufficient?) or 'finetuned<-base' (necessary?)"
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="also write the rows as JSON"),
+):
     """Activation swapping per layer: how much of the fine-tune's effect one layer's activation carries."""
     from rich.table import Table
 
@@ -195,13 +242,18 @@ def swap(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
 
 @app.command()
 @command
-def steer(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
-          prompt: list[str] = typer.Option(["Tell me about your weekend."], "--prompt", help="a user message (repeatable)"),
-          layer: int = typer.Option(None, help="resid_post layer to steer (default: the middle layer)"),
-          scale: float = typer.Option(1.0, help="in units of the base model's mean residual norm at that layer"),
-          corpus: str = typer.Option("neutral", help="unrelated text the difference is measured on"),
-          n: int = typer.Option(4, "-n", help="samples"), max_new_tokens: int = typer.Option(40, help="tokens per sample"),
-          seed: int = typer.Option(0, help="sampling seed")):
+def steer(
+    base: str = _BASE,
+    finetuned: str = _FT,
+    pair_name: str = _PAIR,
+    prompt: list[str] = typer.Option(["Tell me about your weekend."], "--prompt", help="a user message (repeatable)"),
+    layer: int = typer.Option(None, help="resid_post layer to steer (default: the middle layer)"),
+    scale: float = typer.Option(1.0, help="in units of the base model's mean residual norm at that layer"),
+    corpus: str = typer.Option("neutral", help="unrelated text the difference is measured on"),
+    n: int = typer.Option(4, "-n", help="samples"),
+    max_new_tokens: int = typer.Option(40, help="tokens per sample"),
+    seed: int = typer.Option(0, help="sampling seed"),
+):
     """Steer the base model with the activation difference (fine-tuned - base) and print what it writes."""
     from thoughtlens.diff.difference_lens import activation_difference, steered_samples, steering_vector
 
@@ -211,8 +263,17 @@ def steer(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
         diff = activation_difference(pair, texts, on_progress=progress)
         L = pair.n_layers // 2 if layer is None else layer
         vec = steering_vector(diff, L)
-        samples = steered_samples(pair.base, prompt, L, vec, scale=scale, n_samples=n, max_new_tokens=max_new_tokens,
-                                  seed=seed, on_progress=progress)
+        samples = steered_samples(
+            pair.base,
+            prompt,
+            L,
+            vec,
+            scale=scale,
+            n_samples=n,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            on_progress=progress,
+        )
     out = stdout()
     for i, s in enumerate(samples):
         out.print(f"[bold]{i}[/bold] [dim]({prompt[i % len(prompt)]})[/dim]")
@@ -221,34 +282,67 @@ def steer(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
 
 @app.command()
 @command
-def crosscoder(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
-               corpus: str = typer.Option(None, help="a text / .jsonl file, 'gsm8k', 'neutral' or 'planted-eval' "
-                                                     "(default: planted-eval + neutral + 150 GSM8K questions)"),
-               layer: int = typer.Option(None, help="resid_post of this layer (default: n_layers // 2, or the middle "
-                                                    "of the layers the fine-tune changed when it froze the lower "
-                                                    "ones: 24 for the planted pair, trained from layer 20)"),
-               expansion: int = typer.Option(8, help="latents = expansion x d_model"),
-               k: float = typer.Option(32, help="BatchTopK: active latents per token on average"),
-               max_tokens: int = typer.Option(100_000, help="corpus tokens to train on"),
-               epochs: float = typer.Option(2.0), lr: float = typer.Option(1e-3), seed: int = typer.Option(0),
-               batch_size: int = typer.Option(256, help="activation rows per training step"),
-               scaling_threshold: float = typer.Option(0.3, help="Latent Scaling: both |ratios| below this = truly "
-                                                                  "fine-tuned-specific"),
-               cache: Path = typer.Option(None, help="cache the paired activations here (reused by a rerun)"),
-               checkpoint: Path = typer.Option(None, help="checkpoint directory (a killed run resumes)"),
-               output: Path = typer.Option(Path("runs/crosscoder"), "--output", "-o", help="result directory")):
+def crosscoder(
+    base: str = _BASE,
+    finetuned: str = _FT,
+    pair_name: str = _PAIR,
+    corpus: str = typer.Option(
+        None,
+        help="a text / .jsonl file, 'gsm8k', 'neutral' or 'planted-eval' "
+        "(default: planted-eval + neutral + 150 GSM8K questions)",
+    ),
+    layer: int = typer.Option(
+        None,
+        help="resid_post of this layer (default: n_layers // 2, or the middle "
+        "of the layers the fine-tune changed when it froze the lower "
+        "ones: 24 for the planted pair, trained from layer 20)",
+    ),
+    expansion: int = typer.Option(8, help="latents = expansion x d_model"),
+    k: float = typer.Option(32, help="BatchTopK: active latents per token on average"),
+    max_tokens: int = typer.Option(100_000, help="corpus tokens to train on"),
+    epochs: float = typer.Option(2.0),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(256, help="activation rows per training step"),
+    scaling_threshold: float = typer.Option(
+        0.3, help="Latent Scaling: both |ratios| below this = truly fine-tuned-specific"
+    ),
+    cache: Path = typer.Option(None, help="cache the paired activations here (reused by a rerun)"),
+    checkpoint: Path = typer.Option(None, help="checkpoint directory (a killed run resumes)"),
+    output: Path = typer.Option(Path("runs/crosscoder"), "--output", "-o", help="result directory"),
+):
     """Train a BatchTopK crosscoder on paired activations, tag its latents (shared / base-only / fine-tuned-only)
     and keep the truly fine-tuned-specific ones by Latent Scaling; `diff page --crosscoder DIR` shows them."""
     from thoughtlens.diff.crosscoder import train_crosscoder
 
-    texts = _texts(corpus, "planted-eval", None) if corpus else (
-        _texts("planted-eval", "planted-eval", None) + _texts("neutral", "neutral", None) + _texts("gsm8k", "gsm8k", 150))
+    texts = (
+        _texts(corpus, "planted-eval", None)
+        if corpus
+        else (
+            _texts("planted-eval", "planted-eval", None)
+            + _texts("neutral", "neutral", None)
+            + _texts("gsm8k", "gsm8k", 150)
+        )
+    )
     with RichProgress() as progress:
         pair = _pair(base, finetuned, pair_name, progress)
-        result = train_crosscoder(pair.base, pair.finetuned, texts, layer, expansion=expansion, k=k,
-                                  max_tokens=max_tokens, epochs=epochs, lr=lr, seed=seed, batch_size=batch_size,
-                                  scaling_threshold=scaling_threshold, cache_dir=cache, checkpoint_dir=checkpoint,
-                                  on_progress=progress)
+        result = train_crosscoder(
+            pair.base,
+            pair.finetuned,
+            texts,
+            layer,
+            expansion=expansion,
+            k=k,
+            max_tokens=max_tokens,
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
+            batch_size=batch_size,
+            scaling_threshold=scaling_threshold,
+            cache_dir=cache,
+            checkpoint_dir=checkpoint,
+            on_progress=progress,
+        )
     path = result.save(output)
     out = stdout()
     out.print(", ".join(f"{name} {n}" for name, n in result.counts().items()), highlight=False)
@@ -261,13 +355,20 @@ def crosscoder(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
 
 @app.command()
 @command
-def page(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
-         corpus: str = typer.Option(None, help="KL / swap text: a text file, 'gsm8k', 'neutral' or 'planted-eval' (default)"),
-         lens_corpus: str = typer.Option("neutral", help="unrelated text for the lens"),
-         limit: int = typer.Option(12, help="KL / swap documents"), max_len: int = typer.Option(96, help="tokens per document"),
-         crosscoder: Path = typer.Option(None, help="a crosscoder result: its directory (result.json) or page-data JSON"),
-         output: Path = typer.Option(Path("runs/diff.html"), "--output", "-o", help="the page to write"),
-         data: Path = typer.Option(None, help="also write the page's data as JSON")):
+def page(
+    base: str = _BASE,
+    finetuned: str = _FT,
+    pair_name: str = _PAIR,
+    corpus: str = typer.Option(
+        None, help="KL / swap text: a text file, 'gsm8k', 'neutral' or 'planted-eval' (default)"
+    ),
+    lens_corpus: str = typer.Option("neutral", help="unrelated text for the lens"),
+    limit: int = typer.Option(12, help="KL / swap documents"),
+    max_len: int = typer.Option(96, help="tokens per document"),
+    crosscoder: Path = typer.Option(None, help="a crosscoder result: its directory (result.json) or page-data JSON"),
+    output: Path = typer.Option(Path("runs/diff.html"), "--output", "-o", help="the page to write"),
+    data: Path = typer.Option(None, help="also write the page's data as JSON"),
+):
     """Run every tool and write one self-contained HTML page (KL over text, lens, swap, weights, crosscoder)."""
     from thoughtlens.diff.summary import diff_summary
     from thoughtlens.report.diff_page import save_diff_page
@@ -277,8 +378,9 @@ def page(base: str = _BASE, finetuned: str = _FT, pair_name: str = _PAIR,
     lens_texts = _texts(lens_corpus, "neutral", None)
     with RichProgress() as progress:
         pair = _pair(base, finetuned, pair_name, progress)
-        doc = diff_summary(pair, kl_docs=kl_docs, lens_texts=lens_texts, max_len=max_len, crosscoder=cc,
-                           on_progress=progress)
+        doc = diff_summary(
+            pair, kl_docs=kl_docs, lens_texts=lens_texts, max_len=max_len, crosscoder=cc, on_progress=progress
+        )
     if data:
         data.write_text(json.dumps(doc))
     path = save_diff_page(doc, output)
@@ -295,6 +397,7 @@ def _crosscoder_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read crosscoder data {path} ({type(exc).__name__}): pass a directory written by "
-                        "CrosscoderResult.save or the JSON of CrosscoderResult.to_json()") from None
-
+        raise DataError(
+            f"cannot read crosscoder data {path} ({type(exc).__name__}): pass a directory written by "
+            "CrosscoderResult.save or the JSON of CrosscoderResult.to_json()"
+        ) from None

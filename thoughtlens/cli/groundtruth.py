@@ -17,8 +17,9 @@ import typer
 
 from thoughtlens.cli import _common as c
 
-app = typer.Typer(help="Ground truth for attribution methods: a toy model with planted anchors, and grokking.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Ground truth for attribution methods: a toy model with planted anchors, and grokking.", no_args_is_help=True
+)
 
 
 def _threads(n: int) -> None:
@@ -67,8 +68,9 @@ def train_toy(
     batch_size: int = typer.Option(32, help="Chains per step."),
     lr: float = typer.Option(3e-3, help="Peak learning rate."),
     max_seconds: float = typer.Option(None, help="Stop (resumable) after this much training time."),
-    device: str = typer.Option("cpu", "--device",
-                               help="Where training (and the accuracy check) runs: cpu, cuda, cuda:1 ..."),
+    device: str = typer.Option(
+        "cpu", "--device", help="Where training (and the accuracy check) runs: cpu, cuda, cuda:1 ..."
+    ),
     threads: int = typer.Option(2, help="torch CPU threads."),
     eval_n: int = typer.Option(400, help="Held-out chains for the accuracy."),
 ) -> None:
@@ -83,15 +85,25 @@ def train_toy(
     _threads(threads)
     con = c.console()
     with _progress(con) as show:
-        final = train_toy_model(out, seed=seed, steps=steps, batch_size=batch_size, lr=lr, max_seconds=max_seconds,
-                                device=device, on_progress=progress_events(show, "training", "training toy"))
+        final = train_toy_model(
+            out,
+            seed=seed,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            max_seconds=max_seconds,
+            device=device,
+            on_progress=progress_events(show, "training", "training toy"),
+        )
     if not final.is_dir():
         con.print(f"stopped before step {steps}: run the same command again to resume")
         return
     with con.status("held-out accuracy"):
         acc = accuracy(load(str(final), dtype="float32", device=device), n=eval_n, seed=seed + 1)
-    c.stdout().print(f"{final}: answer accuracy {acc.answer_accuracy:.1%}, chain validity {acc.chain_validity:.1%} "
-                     f"(n={acc.n} held-out chains)")
+    c.stdout().print(
+        f"{final}: answer accuracy {acc.answer_accuracy:.1%}, chain validity {acc.chain_validity:.1%} "
+        f"(n={acc.n} held-out chains)"
+    )
 
 
 @app.command("bench-anchors")
@@ -121,11 +133,19 @@ def bench_anchors(
     for col in ("method", "truth", "AUROC", "95% CI", "pos/neg", "coverage"):
         table.add_column(col, justify="left" if col in ("method", "truth") else "right")
     for r in result.table.itertuples():
-        table.add_row(r.method, r.truth, f"{r.auroc:.3f}", f"[{r.ci_lo:.2f}, {r.ci_hi:.2f}]", f"{r.n_pos}/{r.n_neg}",
-                      f"{r.coverage:.0%}")
+        table.add_row(
+            r.method,
+            r.truth,
+            f"{r.auroc:.3f}",
+            f"[{r.ci_lo:.2f}, {r.ci_hi:.2f}]",
+            f"{r.n_pos}/{r.n_neg}",
+            f"{r.coverage:.0%}",
+        )
     c.stdout().print(table)
-    con.print(f"plan has the top receiver score in {result.extra.get('plan_top_receiver', float('nan')):.0%} of traces; "
-              f"wrote {output}/bench.json and bench.md")
+    con.print(
+        f"plan has the top receiver score in {result.extra.get('plan_top_receiver', float('nan')):.0%} of traces; "
+        f"wrote {output}/bench.json and bench.md"
+    )
 
 
 @app.command("grokking")
@@ -147,13 +167,20 @@ def grokking(
     _threads(threads)
     con = c.console()
     with _progress(con) as show:
-        result = train_grokking(out, replace(GrokkingConfig(), seed=seed, steps=steps), max_seconds=max_seconds,
-                                device=device, on_progress=progress_events(show, "training", "grokking"))
+        result = train_grokking(
+            out,
+            replace(GrokkingConfig(), seed=seed, steps=steps),
+            max_seconds=max_seconds,
+            device=device,
+            on_progress=progress_events(show, "training", "grokking"),
+        )
         df, summary = grokking_measures(out, on_progress=_counter(show, "measures", "progress measures"))
     df.to_csv(Path(out) / "measures.csv", index=False)
     png = plot_grokking(df, Path(out) / "progress.png", summary)
     last = summary.final
-    c.stdout().print(f"key frequencies: {summary.key_freqs}; train acc 100% {_reached(summary.step_train_100)}, "
-                     f"test acc >= 99% {_reached(summary.step_test_99)}; final test acc {last['test_acc']:.3f}, "
-                     f"restricted loss {last['restricted_loss']:.2e}, excluded loss {last['excluded_loss']:.2f}")
+    c.stdout().print(
+        f"key frequencies: {summary.key_freqs}; train acc 100% {_reached(summary.step_train_100)}, "
+        f"test acc >= 99% {_reached(summary.step_test_99)}; final test acc {last['test_acc']:.3f}, "
+        f"restricted loss {last['restricted_loss']:.2e}, excluded loss {last['excluded_loss']:.2f}"
+    )
     con.print(f"{'finished' if result.finished else 'stopped at step ' + str(result.step)}; wrote {png}")

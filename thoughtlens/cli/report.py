@@ -10,11 +10,17 @@ from thoughtlens.cli import _common as c
 @c.command
 def report(
     store: str = typer.Argument(None, help="Run store (.sqlite) written by `thoughtlens anchors run`."),
-    published: str = typer.Option(None, "--published", help="A published Thought Anchors problem directory instead of a store."),
+    published: str = typer.Option(
+        None, "--published", help="A published Thought Anchors problem directory instead of a store."
+    ),
     output: str = typer.Option("report.html", "-o", "--output", help="HTML file to write."),
     run_id: str = typer.Option(None, "--run", help="Run id (needed when the store holds several runs)."),
-    problem_id: str = typer.Option(None, "--problem-id", "--problem", help="Problem id (needed when the run holds several problems)."),
-    similarity: bool = typer.Option(True, "--similarity/--no-similarity", help="Flag resampled alternatives similar/different (MiniLM, CPU)."),
+    problem_id: str = typer.Option(
+        None, "--problem-id", "--problem", help="Problem id (needed when the run holds several problems)."
+    ),
+    similarity: bool = typer.Option(
+        True, "--similarity/--no-similarity", help="Flag resampled alternatives similar/different (MiniLM, CPU)."
+    ),
 ) -> None:
     """Write one self-contained HTML page (no network) for a trace: graph, sentence panel, attention, categories."""
     from thoughtlens.report import report_published, report_store
@@ -22,7 +28,10 @@ def report(
     err = c.console()
     c.exactly_one(store=store, published=published)
     with err.status("building the report page"):
-        page = (report_published(published, similarity=similarity) if published is not None else
-                report_store(store, run_id, problem_id, similarity=similarity))
+        page = (
+            report_published(published, similarity=similarity)
+            if published is not None
+            else report_store(store, run_id, problem_id, similarity=similarity)
+        )
     path = page.save(output)
     err.print(f"wrote {path} ({len(page.html) / 1e6:.1f} MB, {len(page.data['sentences'])} sentences)")

@@ -13,8 +13,9 @@ import typer
 
 from thoughtlens.cli import _common as c
 
-app = typer.Typer(help="Directions, probes, steering and directional ablation (library: thoughtlens.represent).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Directions, probes, steering and directional ablation (library: thoughtlens.represent).", no_args_is_help=True
+)
 
 
 def _read_prompts(path: str) -> list[str]:
@@ -22,7 +23,9 @@ def _read_prompts(path: str) -> list[str]:
 
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"prompt file {path} not found: pass a .json list of strings or a .txt file with one prompt per line")
+        raise ConfigError(
+            f"prompt file {path} not found: pass a .json list of strings or a .txt file with one prompt per line"
+        )
     if p.suffix == ".json":
         data = json.loads(p.read_text())
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
@@ -93,9 +96,13 @@ def directions(
 @app.command("probe")
 @c.command
 def probe(
-    acts: str = typer.Argument(..., help="Sentence activations (.npz from thoughtlens.represent.sentence_activations)."),
+    acts: str = typer.Argument(
+        ..., help="Sentence activations (.npz from thoughtlens.represent.sentence_activations)."
+    ),
     target: str = typer.Option("category", help="Metadata column to predict."),
-    group: str = typer.Option("trace_id", help="Metadata column to group splits by (never train and test on one group)."),
+    group: str = typer.Option(
+        "trace_id", help="Metadata column to group splits by (never train and test on one group)."
+    ),
     task: str = typer.Option("classify", help="classify (logistic) | regress (ridge)."),
     layers: str = typer.Option(None, help="Comma-separated layers (default: all collected)."),
     control: bool = typer.Option(False, help="Also fit a Hewitt-Liang control task and report selectivity."),
@@ -118,15 +125,22 @@ def probe(
     y = data.meta[target].to_numpy()
     rows = np.isfinite(y.astype(float)) if task == "regress" else None
     chosen = [int(x) for x in layers.split(",")] if layers else None
-    sweep = layer_sweep(data, y, data.meta[group].to_numpy(), layers=chosen, task=task, control=control, rows=rows,
-                        n_splits=splits)
+    sweep = layer_sweep(
+        data, y, data.meta[group].to_numpy(), layers=chosen, task=task, control=control, rows=rows, n_splits=splits
+    )
     metric = "accuracy" if task == "classify" else "Spearman"
     table = Table(title=f"{task} probe of '{target}', {splits} folds grouped by '{group}'")
     for col in ("layer", metric, "95% CI", "AUROC", "control", "selectivity"):
         table.add_column(col)
     for r in sweep.rows:
-        table.add_row(str(r.layer), c.fmt(r.score, 3), f"[{c.fmt(r.ci[0], 3)}, {c.fmt(r.ci[1], 3)}]", c.fmt(r.auroc, 3),
-                      c.fmt(r.control_score, 3), c.fmt(r.selectivity, 3))
+        table.add_row(
+            str(r.layer),
+            c.fmt(r.score, 3),
+            f"[{c.fmt(r.ci[0], 3)}, {c.fmt(r.ci[1], 3)}]",
+            c.fmt(r.auroc, 3),
+            c.fmt(r.control_score, 3),
+            c.fmt(r.selectivity, 3),
+        )
     c.stdout().print(table)
 
 
@@ -152,8 +166,10 @@ def steer(
     out = c.stdout()
     for s in scale:
         with add_direction(m, hook, d, scale=s):
-            out.print(f"[bold]scale {s:+g}[/bold] ({hook}): {m.generate(text, max_new_tokens=max_new_tokens)}",
-                      highlight=False)
+            out.print(
+                f"[bold]scale {s:+g}[/bold] ({hook}): {m.generate(text, max_new_tokens=max_new_tokens)}",
+                highlight=False,
+            )
 
 
 @app.command("ablate")

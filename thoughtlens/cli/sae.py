@@ -9,8 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Sparse autoencoders: train on a model's activations, evaluate, read features on a trace.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Sparse autoencoders: train on a model's activations, evaluate, read features on a trace.",
+    no_args_is_help=True,
+)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -37,7 +39,9 @@ def _progress_printer():
         elif now - last[0] > 2 or (event.total and event.completed >= event.total):
             last[0] = now
             total = f"/{event.total}" if event.total else ""
-            err.print(f"{event.task}: {event.completed}{total} ({event.elapsed_s:.0f} s) {event.description}", highlight=False)
+            err.print(
+                f"{event.task}: {event.completed}{total} ({event.elapsed_s:.0f} s) {event.description}", highlight=False
+            )
 
     return show
 
@@ -51,8 +55,12 @@ def train(
     out: Path = typer.Option(Path("runs/sae"), "--out", "-o", help="directory to save the SAE to (SAELens format)"),
     model_name: str = typer.Option(None, "--model", help="hub id, directory or .gguf (default: the bundled model)"),
     hook: str = typer.Option(None, help="hook point (default: the middle layer's hook_resid_post)"),
-    architecture: str = typer.Option("topk", help="standard, topk, batchtopk, jumprelu, matryoshka_batchtopk, transcoder"),
-    hook_out: str = typer.Option(None, help="transcoders: the hook to predict (e.g. blocks.15.hook_mlp_out; input: --hook)"),
+    architecture: str = typer.Option(
+        "topk", help="standard, topk, batchtopk, jumprelu, matryoshka_batchtopk, transcoder"
+    ),
+    hook_out: str = typer.Option(
+        None, help="transcoders: the hook to predict (e.g. blocks.15.hook_mlp_out; input: --hook)"
+    ),
     expansion: int = typer.Option(8, help="d_sae = expansion x the hook's width"),
     k: int = typer.Option(32, help="active latents per token (TopK family)"),
     corpus: str = typer.Option("gsm8k", help="'gsm8k', a .txt / .jsonl / .parquet file"),
@@ -75,28 +83,57 @@ def train(
         model = load(model_name)
         hook = hook or _default_hook(model)
         if (architecture == "transcoder") != (hook_out is not None):
-            raise SAEError("a transcoder needs --hook (its input, e.g. blocks.15.ln2.hook_normalized) and --hook-out "
-                           "(e.g. blocks.15.hook_mlp_out); other architectures take --hook only")
+            raise SAEError(
+                "a transcoder needs --hook (its input, e.g. blocks.15.ln2.hook_normalized) and --hook-out "
+                "(e.g. blocks.15.hook_mlp_out); other architectures take --hook only"
+            )
         texts = read_corpus(corpus, column)
         texts = texts[:-holdout] if 0 < holdout < len(texts) else texts
         hooks = [hook] if hook_out is None else [hook, hook_out]
-        source = ActivationSource(model, hooks, texts, max_tokens=tokens, batch_size=batch_size,
-                                  buffer_size=min(2**15, tokens), cache_dir=cache, seed=seed,
-                                  on_progress=_progress_printer())
+        source = ActivationSource(
+            model,
+            hooks,
+            texts,
+            max_tokens=tokens,
+            batch_size=batch_size,
+            buffer_size=min(2**15, tokens),
+            cache_dir=cache,
+            seed=seed,
+            on_progress=_progress_printer(),
+        )
         d = source.widths[0]
-        sae = build_sae(architecture=architecture, d_in=d, d_sae=expansion * d, hook_name=hook, model_name=model.name,
-                        k=k if "topk" in architecture else None, hook_name_out=hook_out,
-                        d_out=source.widths[1] if hook_out else None, apply_b_dec_to_input=hook_out is None)
-        result = train_saes({architecture: sae}, source,
-                            TrainConfig(total_activations=tokens, lr=lr, seed=seed, dead_window=max(1, min(50_000, tokens // 2)),
-                                        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None),
-                            on_progress=_progress_printer())
+        sae = build_sae(
+            architecture=architecture,
+            d_in=d,
+            d_sae=expansion * d,
+            hook_name=hook,
+            model_name=model.name,
+            k=k if "topk" in architecture else None,
+            hook_name_out=hook_out,
+            d_out=source.widths[1] if hook_out else None,
+            apply_b_dec_to_input=hook_out is None,
+        )
+        result = train_saes(
+            {architecture: sae},
+            source,
+            TrainConfig(
+                total_activations=tokens,
+                lr=lr,
+                seed=seed,
+                dead_window=max(1, min(50_000, tokens // 2)),
+                checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+            ),
+            on_progress=_progress_printer(),
+        )
         path = save_sae(result.saes[architecture], out)
     except ThoughtlensError as exc:
         _fail(exc)
     last = result.history[-1] if result.history else {}
-    err.print(f"trained {architecture} ({expansion}x{d}) at {hook}: L0 {last.get('l0', float('nan')):.1f}, "
-              f"FVU {last.get('fvu', float('nan')):.3f} (last batch)", highlight=False)
+    err.print(
+        f"trained {architecture} ({expansion}x{d}) at {hook}: L0 {last.get('l0', float('nan')):.1f}, "
+        f"FVU {last.get('fvu', float('nan')):.3f} (last batch)",
+        highlight=False,
+    )
     Console().print(f"saved {path}")
 
 
@@ -106,7 +143,9 @@ def eval_(
     model_name: str = typer.Option(None, "--model", help="default: the bundled model"),
     corpus: str = typer.Option("gsm8k"),
     column: str = typer.Option(None),
-    last_docs: int = typer.Option(150, help="evaluate on the corpus's last N documents (text the SAE was not trained on)"),
+    last_docs: int = typer.Option(
+        150, help="evaluate on the corpus's last N documents (text the SAE was not trained on)"
+    ),
     tokens: int = typer.Option(4096, help="evaluation tokens"),
 ) -> None:
     """L0, FVU, CE loss recovered (spliced vs zero-ablation), dead and dense fractions."""
@@ -127,8 +166,16 @@ def eval_(
     table = Table(title=f"{sae.cfg.architecture} SAE at {sae.cfg.hook_name} ({m.n_tokens} tokens)")
     for col in ("L0", "FVU", "CE recovered", "CE clean", "CE spliced", "CE zero", "dead", "dense"):
         table.add_column(col, justify="right")
-    table.add_row(f"{m.l0:.1f}", f"{m.fvu:.3f}", f"{m.ce_loss_recovered:.3f}", f"{m.ce_clean:.3f}", f"{m.ce_spliced:.3f}",
-                  f"{m.ce_zero:.3f}", f"{m.dead_fraction:.1%}", f"{m.dense_fraction:.1%}")
+    table.add_row(
+        f"{m.l0:.1f}",
+        f"{m.fvu:.3f}",
+        f"{m.ce_loss_recovered:.3f}",
+        f"{m.ce_clean:.3f}",
+        f"{m.ce_spliced:.3f}",
+        f"{m.ce_zero:.3f}",
+        f"{m.dead_fraction:.1%}",
+        f"{m.dense_fraction:.1%}",
+    )
     Console().print(table)
 
 
@@ -180,13 +227,16 @@ def store_features(
     sae_path: Path = typer.Argument(..., help="SAE directory"),
     store: Path = typer.Argument(..., help="run store (.sqlite) written by `thoughtlens anchors run`"),
     run_id: str = typer.Option(None, "--run", help="run id (needed when the store holds several runs)"),
-    problem_ids: list[str] = typer.Option(None, "--problem",
-                                          help="only these problems (repeat; default: all with a trace)"),
+    problem_ids: list[str] = typer.Option(
+        None, "--problem", help="only these problems (repeat; default: all with a trace)"
+    ),
     model_name: str = typer.Option(None, "--model", help="the run's model (default: the bundled model)"),
     top: int = typer.Option(5, help="features kept per sentence"),
     top_sentences: int = typer.Option(10, help="top-activating sentences kept per feature"),
     tokens: int = typer.Option(8, help="tokens shown per feature and direction (logit effects)"),
-    labels: Path = typer.Option(None, help="JSON {feature id: label} shown on the page (e.g. Neuronpedia explanations)"),
+    labels: Path = typer.Option(
+        None, help="JSON {feature id: label} shown on the page (e.g. Neuronpedia explanations)"
+    ),
 ) -> None:
     """Compute every trace's SAE features of a run and store them for the report page's feature panel."""
     import json
@@ -204,16 +254,29 @@ def store_features(
             try:
                 names = {int(k): str(v) for k, v in json.loads(labels.read_text(encoding="utf-8")).items()}
             except (OSError, ValueError, AttributeError) as exc:
-                raise SAEError(f"cannot read labels {labels} ({exc}): pass a JSON object {{\"12\": \"label\", ...}}") from None
+                raise SAEError(
+                    f'cannot read labels {labels} ({exc}): pass a JSON object {{"12": "label", ...}}'
+                ) from None
         sae = load_sae(sae_path)
         if not store.is_file():  # RunStore would create an empty store here
             raise StoreError(f"no run store at {store}: pass the .sqlite file written by `thoughtlens anchors run`")
         run_store = RunStore(store)
         model = load(model_name)
-        summary = store_run_features(model, sae, run_store, run_id, problem_ids=problem_ids or None, top_per_sentence=top,
-                                     top_sentences=top_sentences, n_tokens=tokens, labels=names,
-                                     on_progress=_progress_printer())
+        summary = store_run_features(
+            model,
+            sae,
+            run_store,
+            run_id,
+            problem_ids=problem_ids or None,
+            top_per_sentence=top,
+            top_sentences=top_sentences,
+            n_tokens=tokens,
+            labels=names,
+            on_progress=_progress_printer(),
+        )
     except ThoughtlensError as exc:
         _fail(exc)
-    Console().print(f"stored SAE features of {summary['problems']} trace(s) ({summary['skipped']} already done), "
-                    f"{summary['features']} features in the run table; see them with `thoughtlens report {store}`")
+    Console().print(
+        f"stored SAE features of {summary['problems']} trace(s) ({summary['skipped']} already done), "
+        f"{summary['features']} features in the run table; see them with `thoughtlens report {store}`"
+    )

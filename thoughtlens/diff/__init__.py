@@ -42,9 +42,9 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from thoughtlens.diff.crosscoder import BatchTopKCrosscoder, load_crosscoder, train_crosscoder
+    from thoughtlens.diff.difference_lens import activation_difference, lens_top_tokens, steering_vector
     from thoughtlens.diff.finetune import finetune
     from thoughtlens.diff.kl import KLResult, labelled_kl, per_token_kl
-    from thoughtlens.diff.difference_lens import activation_difference, lens_top_tokens, steering_vector
     from thoughtlens.diff.models import planted_pair, thinking_pair
     from thoughtlens.diff.pair import ModelPair, load_pair
     from thoughtlens.diff.summary import diff_summary

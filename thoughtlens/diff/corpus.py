@@ -63,8 +63,10 @@ def read_corpus(source: CorpusLike, limit: int | None = None) -> list[str]:
         path = {"gsm8k": GSM8K_FILE, "neutral": NEUTRAL_FILE}.get(name, Path(name).expanduser())
         if not path.is_file():
             hint = " (the shared data is not mounted: pass a text file, or 'neutral')" if name == "gsm8k" else ""
-            raise DataError(f"corpus {path} not found{hint}: pass a text file (blank-line separated documents), "
-                            "a .jsonl file, 'gsm8k' or 'neutral'")
+            raise DataError(
+                f"corpus {path} not found{hint}: pass a text file (blank-line separated documents), "
+                "a .jsonl file, 'gsm8k' or 'neutral'"
+            )
         raw = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".jsonl":
             rows = [json.loads(line) for line in raw.splitlines() if line.strip()]

@@ -129,10 +129,16 @@ class BatchTopKCrosscoder(BatchTopKSAE):
         d, d_sae = self.d_model, cfg.d_sae
         # Not persistent: the saved file holds exactly SAELens's four tensors; the threshold rides in cfg.metadata.
         del self.topk_threshold
-        self.register_buffer("topk_threshold", torch.tensor(float(cfg.metadata.get("topk_threshold", 0.0)),
-                                                            dtype=torch.float64), persistent=False)
-        self.register_buffer("model_scales", torch.tensor([float(s) for s in cfg.metadata.get("model_scales", [1.0, 1.0])]),
-                             persistent=False)
+        self.register_buffer(
+            "topk_threshold",
+            torch.tensor(float(cfg.metadata.get("topk_threshold", 0.0)), dtype=torch.float64),
+            persistent=False,
+        )
+        self.register_buffer(
+            "model_scales",
+            torch.tensor([float(s) for s in cfg.metadata.get("model_scales", [1.0, 1.0])]),
+            persistent=False,
+        )
         with torch.no_grad():
             # diffing-toolkit configs/diffing/method/crosscoder.yaml: same_init_for_all_layers, norm_init_scale 1.0,
             # init_with_transpose (crosscoder_learning `CrossCoderEncoder`): one kaiming matrix, columns at unit norm,
@@ -184,8 +190,11 @@ class BatchTopKCrosscoder(BatchTopKSAE):
     # ---- export ------------------------------------------------------------------------------------
 
     def inference_export(self):
-        meta = {**self.cfg.metadata, "topk_threshold": float(self.topk_threshold),
-                "model_scales": [float(s) for s in self.model_scales]}
+        meta = {
+            **self.cfg.metadata,
+            "topk_threshold": float(self.topk_threshold),
+            "model_scales": [float(s) for s in self.model_scales],
+        }
         self.cfg = self.cfg.replace(metadata=meta)
         return self.cfg, {k: v.detach() for k, v in self.state_dict().items()}
 
@@ -198,16 +207,35 @@ class BatchTopKCrosscoder(BatchTopKSAE):
         self.W_dec.div_(s)
         self.b_dec.div_(s)
         self.model_scales.mul_(torch.tensor([scale_a, scale_b], dtype=self.model_scales.dtype))
-        self.cfg = self.cfg.replace(metadata={**self.cfg.metadata, "model_scales": [float(v) for v in self.model_scales]})
+        self.cfg = self.cfg.replace(
+            metadata={**self.cfg.metadata, "model_scales": [float(v) for v in self.model_scales]}
+        )
 
 
-def build_crosscoder(d_model: int, d_sae: int, k: float, *, hook_name: str = "", model_names: Sequence[str] = ("A", "B"),
-                     seed: int = 0, **cfg) -> BatchTopKCrosscoder:
+def build_crosscoder(
+    d_model: int,
+    d_sae: int,
+    k: float,
+    *,
+    hook_name: str = "",
+    model_names: Sequence[str] = ("A", "B"),
+    seed: int = 0,
+    **cfg,
+) -> BatchTopKCrosscoder:
     """A fresh crosscoder for two models of width d_model (seeded)."""
     torch.manual_seed(seed)
     meta = {"models": list(model_names), "model_scales": [1.0, 1.0], **cfg.pop("metadata", {})}
-    return build_sae(architecture=ARCHITECTURE, d_in=2 * d_model, d_sae=d_sae, k=k, hook_name=hook_name,
-                     model_name=" | ".join(model_names), apply_b_dec_to_input=False, metadata=meta, **cfg)
+    return build_sae(
+        architecture=ARCHITECTURE,
+        d_in=2 * d_model,
+        d_sae=d_sae,
+        k=k,
+        hook_name=hook_name,
+        model_name=" | ".join(model_names),
+        apply_b_dec_to_input=False,
+        metadata=meta,
+        **cfg,
+    )
 
 
 def save_crosscoder(cc: BatchTopKCrosscoder, path: str | os.PathLike) -> Path:
@@ -218,7 +246,9 @@ def save_crosscoder(cc: BatchTopKCrosscoder, path: str | os.PathLike) -> Path:
 def load_crosscoder(path: str | os.PathLike) -> BatchTopKCrosscoder:
     sae = load_sae(path)
     if not isinstance(sae, BatchTopKCrosscoder):
-        raise SAEError(f"{path} holds a {sae.cfg.architecture} SAE, not a crosscoder: pass a directory written by save_crosscoder")
+        raise SAEError(
+            f"{path} holds a {sae.cfg.architecture} SAE, not a crosscoder: pass a directory written by save_crosscoder"
+        )
     return sae
 
 
@@ -232,12 +262,16 @@ def check_pair(model_a, model_b, hook_name: str) -> int:
 
     ta, tb = tokenizer_identity(model_a.tokenizer), tokenizer_identity(model_b.tokenizer)
     if ta != tb:
-        raise SAEError(f"a crosscoder needs two models with the same tokenizer ({model_a.name}: {ta}, {model_b.name}: {tb}): "
-                       "diff a fine-tune against its own base model")
+        raise SAEError(
+            f"a crosscoder needs two models with the same tokenizer ({model_a.name}: {ta}, {model_b.name}: {tb}): "
+            "diff a fine-tune against its own base model"
+        )
     (wa,), (wb,) = hook_widths(model_a, [hook_name]), hook_widths(model_b, [hook_name])
     if wa != wb:
-        raise SAEError(f"{hook_name} is {wa} wide in {model_a.name} but {wb} in {model_b.name}: a crosscoder pairs "
-                       "models of the same width (a fine-tune and its base)")
+        raise SAEError(
+            f"{hook_name} is {wa} wide in {model_a.name} but {wb} in {model_b.name}: a crosscoder pairs "
+            "models of the same width (a fine-tune and its base)"
+        )
     return wa
 
 
@@ -279,7 +313,12 @@ class _ScaledSource:
 
     def __init__(self, source, col_scale: torch.Tensor):
         self.source, self.col_scale = source, col_scale
-        self.hook_names, self.widths, self.d, self.batch_size = source.hook_names, source.widths, source.d, source.batch_size
+        self.hook_names, self.widths, self.d, self.batch_size = (
+            source.hook_names,
+            source.widths,
+            source.d,
+            source.batch_size,
+        )
 
     def slice_of(self, hook_name: str) -> slice:
         return self.source.slice_of(hook_name)
@@ -301,9 +340,17 @@ def model_scales(acts: torch.Tensor) -> tuple[float, float]:
     return math.sqrt(d) / float(a), math.sqrt(d) / float(b)
 
 
-def fit_crosscoder(source, d_sae: int, k: float, train_config: TrainConfig | None = None, *, hook_name: str | None = None,
-                   model_names: Sequence[str] = ("A", "B"), seed: int = 0,
-                   on_progress: OnProgress | None = None) -> tuple[BatchTopKCrosscoder, TrainResult]:
+def fit_crosscoder(
+    source,
+    d_sae: int,
+    k: float,
+    train_config: TrainConfig | None = None,
+    *,
+    hook_name: str | None = None,
+    model_names: Sequence[str] = ("A", "B"),
+    seed: int = 0,
+    on_progress: OnProgress | None = None,
+) -> tuple[BatchTopKCrosscoder, TrainResult]:
     """Train a crosscoder on a paired source (PairedActivationSource, or thoughtlens.sae.TensorSource over
     [x_A; x_B] rows). Returns the crosscoder (eval mode, raw activations in) and the trainer's result."""
     hook_name = hook_name or source.hook_names[0]
@@ -340,9 +387,25 @@ def norm_table(cc: BatchTopKCrosscoder, *, threshold: float = 0.1) -> list[dict]
     rows = []
     for j in range(cc.cfg.d_sae):
         dn = float(dnorm[j])
-        cls = "b_only" if dn < threshold else "a_only" if dn > 1 - threshold else "shared" if abs(dn - 0.5) < threshold else "other"
-        rows.append({"latent": j, "norm_a": float(na[j]), "norm_b": float(nb[j]), "relative_norm": float(rel[j]),
-                     "dnorm": dn, "cls": cls})
+        cls = (
+            "b_only"
+            if dn < threshold
+            else "a_only"
+            if dn > 1 - threshold
+            else "shared"
+            if abs(dn - 0.5) < threshold
+            else "other"
+        )
+        rows.append(
+            {
+                "latent": j,
+                "norm_a": float(na[j]),
+                "norm_b": float(nb[j]),
+                "relative_norm": float(rel[j]),
+                "dnorm": dn,
+                "cls": cls,
+            }
+        )
     return rows
 
 
@@ -363,8 +426,14 @@ class LatentScaling:
 
 
 @torch.no_grad()
-def latent_scaling(cc: BatchTopKCrosscoder, batches: Sequence[torch.Tensor] | Iterator[torch.Tensor],
-                   latents: Sequence[int], own: Sequence[int] | int = 1, *, max_activations: int | None = None) -> LatentScaling:
+def latent_scaling(
+    cc: BatchTopKCrosscoder,
+    batches: Sequence[torch.Tensor] | Iterator[torch.Tensor],
+    latents: Sequence[int],
+    own: Sequence[int] | int = 1,
+    *,
+    max_activations: int | None = None,
+) -> LatentScaling:
     """Latent Scaling of `latents` on paired activations (batches of raw [x_A; x_B] rows, e.g.
     `source.batches()`). own: the model (0 = A, 1 = B) whose decoder is each latent's probe direction
     (1 for fine-tuned-only latents, as the toolkit's default `probe_decoder="ft"`)."""
@@ -373,25 +442,27 @@ def latent_scaling(cc: BatchTopKCrosscoder, batches: Sequence[torch.Tensor] | It
     d = cc.d_model
     idx = torch.tensor(latents, dtype=torch.long)
     cols = cc._scale_columns()
-    wn = (cc.W_dec * cols).reshape(cc.cfg.d_sae, 2, d)[idx]          # [n, 2, d] normalised decoders
-    probe = wn[torch.arange(len(latents)), own_t]                     # [n, d]
-    g_err = torch.zeros(2, len(latents), dtype=torch.float64)           # sum_i f_ij <probe_j, y_i>
+    wn = (cc.W_dec * cols).reshape(cc.cfg.d_sae, 2, d)[idx]  # [n, 2, d] normalised decoders
+    probe = wn[torch.arange(len(latents)), own_t]  # [n, d]
+    g_err = torch.zeros(2, len(latents), dtype=torch.float64)  # sum_i f_ij <probe_j, y_i>
     g_rec = torch.zeros(2, len(latents), dtype=torch.float64)
-    c = torch.zeros(len(latents), dtype=torch.float64)                  # sum_i f_ij^2
+    c = torch.zeros(len(latents), dtype=torch.float64)  # sum_i f_ij^2
     n_active = torch.zeros(len(latents), dtype=torch.long)
     seen = 0
     for x in batches:
         x = x.to(cc.W_enc.dtype)
         check_finite(x, "the paired activations")
         if x.shape[-1] != cc.cfg.d_in:
-            raise SAEError(f"the crosscoder reads {cc.cfg.d_in} columns ([x_A; x_B]), these activations have {x.shape[-1]}")
+            raise SAEError(
+                f"the crosscoder reads {cc.cfg.d_in} columns ([x_A; x_B]), these activations have {x.shape[-1]}"
+            )
         f = cc.encode(x)
         recon = cc.decode(f)
         xn, rn = (x * cols).reshape(-1, 2, d), (recon * cols).reshape(-1, 2, d)
-        fj = f[:, idx].double()                                       # [b, n]
+        fj = f[:, idx].double()  # [b, n]
         for m in (0, 1):
-            err = (xn[:, m] - rn[:, m]).double() @ probe.double().T        # [b, n]: <probe_j, x_m - x_hat_m>
-            own_back = (wn[:, m] * probe).sum(-1).double()                # <probe_j, d_j^m>: latent j's own part added back
+            err = (xn[:, m] - rn[:, m]).double() @ probe.double().T  # [b, n]: <probe_j, x_m - x_hat_m>
+            own_back = (wn[:, m] * probe).sum(-1).double()  # <probe_j, d_j^m>: latent j's own part added back
             g_err[m] += (fj * err).sum(0) + (fj**2).sum(0) * own_back
             g_rec[m] += (fj * (rn[:, m].double() @ probe.double().T)).sum(0)
         c += (fj**2).sum(0)
@@ -428,9 +499,15 @@ def latent_frequencies(cc: BatchTopKCrosscoder, batches, max_activations: int | 
     return counts / max(seen, 1)
 
 
-def analyse_latents(cc: BatchTopKCrosscoder, activations: torch.Tensor, *, norm_threshold: float = 0.1,
-                    scaling_threshold: float = 0.3, candidate_fraction: float = 0.07,
-                    batch_size: int = 4096) -> list[dict]:
+def analyse_latents(
+    cc: BatchTopKCrosscoder,
+    activations: torch.Tensor,
+    *,
+    norm_threshold: float = 0.1,
+    scaling_threshold: float = 0.3,
+    candidate_fraction: float = 0.07,
+    batch_size: int = 4096,
+) -> list[dict]:
     """The latent table: norm_table plus firing frequency and Latent Scaling of the candidate latents.
 
     Candidates (`candidate`: "b" or "a", the model whose decoder is the probe): every latent tagged b_only
@@ -457,16 +534,26 @@ def analyse_latents(cc: BatchTopKCrosscoder, activations: torch.Tensor, *, norm_
             r["candidate"] = "a"
     picked = [r for r in rows if r["candidate"] is not None]
     if picked:
-        ls = latent_scaling(cc, batches, [r["latent"] for r in picked], [1 if r["candidate"] == "b" else 0 for r in picked])
+        ls = latent_scaling(
+            cc, batches, [r["latent"] for r in picked], [1 if r["candidate"] == "b" else 0 for r in picked]
+        )
         for i, r in enumerate(picked):
             own = ls.own[i]
-            r.update(beta_error_own=float(ls.beta_error[own, i]), beta_error_other=float(ls.beta_error[1 - own, i]),
-                     beta_recon_own=float(ls.beta_recon[own, i]), beta_recon_other=float(ls.beta_recon[1 - own, i]),
-                     nu_error=float(ls.nu_error[i]), nu_recon=float(ls.nu_recon[i]), n_active=int(ls.n_active[i]))
+            r.update(
+                beta_error_own=float(ls.beta_error[own, i]),
+                beta_error_other=float(ls.beta_error[1 - own, i]),
+                beta_recon_own=float(ls.beta_recon[own, i]),
+                beta_recon_other=float(ls.beta_recon[1 - own, i]),
+                nu_error=float(ls.nu_error[i]),
+                nu_recon=float(ls.nu_recon[i]),
+                n_active=int(ls.n_active[i]),
+            )
             r["specific"] = bool(abs(r["nu_error"]) < scaling_threshold and abs(r["nu_recon"]) < scaling_threshold)
         for side in ("a", "b"):
             group = [r for r in picked if r["candidate"] == side]
-            ranks = [a + b for a, b in zip(_rank([r["nu_error"] for r in group]), _rank([r["nu_recon"] for r in group]))]
+            ranks = [
+                a + b for a, b in zip(_rank([r["nu_error"] for r in group]), _rank([r["nu_recon"] for r in group]))
+            ]
             for r, s in zip(group, ranks):
                 r["rank_sum"] = s
     return rows
@@ -475,8 +562,9 @@ def analyse_latents(cc: BatchTopKCrosscoder, activations: torch.Tensor, *, norm_
 # ---- top-activating contexts -----------------------------------------------------------------------------
 
 
-def _model_rows(model_a, model_b, hook: str, texts: Sequence[str], context_size: int, model_batch_size: int,
-                max_tokens: int | None) -> Iterator[torch.Tensor]:
+def _model_rows(
+    model_a, model_b, hook: str, texts: Sequence[str], context_size: int, model_batch_size: int, max_tokens: int | None
+) -> Iterator[torch.Tensor]:
     """In-order paired activations [n, 2d] of the corpus windows, BOS positions left out."""
     gen = token_windows(model_a.tokenizer, texts, context_size)
     n = 0
@@ -495,10 +583,22 @@ def _model_rows(model_a, model_b, hook: str, texts: Sequence[str], context_size:
 
 
 @torch.no_grad()
-def top_contexts(cc: BatchTopKCrosscoder, model_a, model_b, texts: Sequence[str], latents: Sequence[int], *, n: int = 10,
-                 context_size: int = 128, model_batch_size: int = 8, max_tokens: int | None = None, left: int = 12,
-                 right: int = 3, rows: Iterable[torch.Tensor] | None = None,
-                 on_progress: OnProgress | None = None) -> dict[int, list[dict]]:
+def top_contexts(
+    cc: BatchTopKCrosscoder,
+    model_a,
+    model_b,
+    texts: Sequence[str],
+    latents: Sequence[int],
+    *,
+    n: int = 10,
+    context_size: int = 128,
+    model_batch_size: int = 8,
+    max_tokens: int | None = None,
+    left: int = 12,
+    right: int = 3,
+    rows: Iterable[torch.Tensor] | None = None,
+    on_progress: OnProgress | None = None,
+) -> dict[int, list[dict]]:
     """The `n` highest activations of each latent over the corpus (the windows of training, BOS left out),
     each as {activation, token, token_id, left, right, window, position}: the token, `left` tokens before
     it and `right` after it, decoded. rows: the corpus's paired activations [n, 2d] in corpus order (e.g.
@@ -516,7 +616,7 @@ def top_contexts(cc: BatchTopKCrosscoder, model_a, model_b, texts: Sequence[str]
     seen = 0
     for acts in rows:
         check_finite(acts, f"activations of {cc.cfg.hook_name}")
-        f = cc.encode(acts.to(cc.W_enc.dtype))[:, idx]                      # [rows, n_latents]
+        f = cc.encode(acts.to(cc.W_enc.dtype))[:, idx]  # [rows, n_latents]
         r_ids = torch.arange(seen, seen + len(acts))
         v = torch.cat([best_v, f])
         top = v.topk(min(n, len(v)), dim=0)
@@ -524,7 +624,7 @@ def top_contexts(cc: BatchTopKCrosscoder, model_a, model_b, texts: Sequence[str]
         best_v, best_r = top.values, cand.gather(0, top.indices)
         seen += len(acts)
         tracker.advance(len(acts))
-    per = context_size - 1                                                # activations per window (BOS left out)
+    per = context_size - 1  # activations per window (BOS left out)
     need = int(best_r.max()) // per + 1 if seen else 0
     windows = [w for _, w in zip(range(need), token_windows(model_a.tokenizer, texts, context_size))]
     tok = model_a.tokenizer
@@ -538,9 +638,17 @@ def top_contexts(cc: BatchTopKCrosscoder, model_a, model_b, texts: Sequence[str]
             w, p = divmod(int(best_r[r, i]), per)
             p += 1
             ids = windows[w]
-            items.append({"activation": val, "token": tok.decode([ids[p]]), "token_id": ids[p],
-                          "left": tok.decode(ids[max(1, p - left):p]), "right": tok.decode(ids[p + 1:p + 1 + right]),
-                          "window": w, "position": p})
+            items.append(
+                {
+                    "activation": val,
+                    "token": tok.decode([ids[p]]),
+                    "token_id": ids[p],
+                    "left": tok.decode(ids[max(1, p - left) : p]),
+                    "right": tok.decode(ids[p + 1 : p + 1 + right]),
+                    "window": w,
+                    "position": p,
+                }
+            )
         out[j] = items
     return out
 
@@ -574,20 +682,29 @@ class CrosscoderResult:
         """JSON-safe page data: meta, class counts, the model-specific latents (A-only / B-only rows of the
         latent table, with Latent Scaling and top contexts), and the relative norm of every latent."""
         rows = [r for r in self.latents if r["cls"] in ("a_only", "b_only") or r["specific"]]
-        return json_safe({
-            "meta": self.meta,
-            "counts": self.counts(),
-            "specific": self.specific,
-            "model_specific": [{**r, "contexts": self.contexts.get(r["latent"], [])} for r in rows],
-            "relative_norms": [r["relative_norm"] for r in self.latents],
-        })
+        return json_safe(
+            {
+                "meta": self.meta,
+                "counts": self.counts(),
+                "specific": self.specific,
+                "model_specific": [{**r, "contexts": self.contexts.get(r["latent"], [])} for r in rows],
+                "relative_norms": [r["relative_norm"] for r in self.latents],
+            }
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_crosscoder(self.crosscoder, path / "crosscoder")
-        doc = json_safe({"latents": self.latents, "specific": self.specific, "history": self.history, "meta": self.meta,
-                         "contexts": {str(k): v for k, v in self.contexts.items()}})
+        doc = json_safe(
+            {
+                "latents": self.latents,
+                "specific": self.specific,
+                "history": self.history,
+                "meta": self.meta,
+                "contexts": {str(k): v for k, v in self.contexts.items()},
+            }
+        )
         tmp = path / f".result.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, path / "result.json")
@@ -599,8 +716,14 @@ class CrosscoderResult:
         if not (path / "result.json").is_file():
             raise SAEError(f"{path} holds no result.json: pass a directory written by CrosscoderResult.save")
         doc = json.loads((path / "result.json").read_text())
-        return cls(load_crosscoder(path / "crosscoder"), doc["latents"], doc["specific"],
-                   {int(k): v for k, v in doc["contexts"].items()}, doc["history"], doc["meta"])
+        return cls(
+            load_crosscoder(path / "crosscoder"),
+            doc["latents"],
+            doc["specific"],
+            {int(k): v for k, v in doc["contexts"].items()},
+            doc["history"],
+            doc["meta"],
+        )
 
 
 def train_crosscoder(
@@ -653,21 +776,45 @@ def train_crosscoder(
         hook = f"blocks.{layer}.hook_resid_post"
     hook_layer = layer_of(hook)
     if changed is None:
-        note(on_progress, f"{model_a.name} and {model_b.name} have the same embeddings and layers: their activations "
-                          "are identical everywhere, so every latent will be shared; diff two different models")
+        note(
+            on_progress,
+            f"{model_a.name} and {model_b.name} have the same embeddings and layers: their activations "
+            "are identical everywhere, so every latent will be shared; diff two different models",
+        )
     elif hook_layer is not None and hook_layer < changed:
-        note(on_progress, f"layer {hook_layer}: the two models' weights at and below it are identical, so their "
-                          f"activations there are the same and every latent will be shared; pick a layer >= {changed} "
-                          f"(the first the fine-tune changed), e.g. {default_layer(n, changed)}")
+        note(
+            on_progress,
+            f"layer {hook_layer}: the two models' weights at and below it are identical, so their "
+            f"activations there are the same and every latent will be shared; pick a layer >= {changed} "
+            f"(the first the fine-tune changed), e.g. {default_layer(n, changed)}",
+        )
     d = check_pair(model_a, model_b, hook)
     with contextlib.ExitStack() as stack:
         if cache_dir is None:  # one model pass, then every epoch and the analysis read the shards
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="thoughtlens-cc-"))) / "acts"
-        return _train(model_a, model_b, texts, hook, d, expansion=expansion, k=k, max_tokens=max_tokens, epochs=epochs,
-                      context_size=context_size, batch_size=batch_size, lr=lr, seed=seed, norm_threshold=norm_threshold,
-                      scaling_threshold=scaling_threshold, candidate_fraction=candidate_fraction, n_contexts=n_contexts,
-                      cache_dir=cache_dir,
-                      checkpoint_dir=checkpoint_dir, analysis_tokens=analysis_tokens, on_progress=on_progress)
+        return _train(
+            model_a,
+            model_b,
+            texts,
+            hook,
+            d,
+            expansion=expansion,
+            k=k,
+            max_tokens=max_tokens,
+            epochs=epochs,
+            context_size=context_size,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            norm_threshold=norm_threshold,
+            scaling_threshold=scaling_threshold,
+            candidate_fraction=candidate_fraction,
+            n_contexts=n_contexts,
+            cache_dir=cache_dir,
+            checkpoint_dir=checkpoint_dir,
+            analysis_tokens=analysis_tokens,
+            on_progress=on_progress,
+        )
 
 
 def default_layer(n_layers: int, first_changed: int | None) -> int:
@@ -681,9 +828,30 @@ def default_layer(n_layers: int, first_changed: int | None) -> int:
     return (first_changed + n_layers - 1) // 2
 
 
-def _train(model_a, model_b, texts, hook, d, *, expansion, k, max_tokens, epochs, context_size, batch_size, lr, seed,
-           norm_threshold, scaling_threshold, candidate_fraction, n_contexts, cache_dir, checkpoint_dir, analysis_tokens,
-           on_progress) -> CrosscoderResult:
+def _train(
+    model_a,
+    model_b,
+    texts,
+    hook,
+    d,
+    *,
+    expansion,
+    k,
+    max_tokens,
+    epochs,
+    context_size,
+    batch_size,
+    lr,
+    seed,
+    norm_threshold,
+    scaling_threshold,
+    candidate_fraction,
+    n_contexts,
+    cache_dir,
+    checkpoint_dir,
+    analysis_tokens,
+    on_progress,
+) -> CrosscoderResult:
     # The shuffling buffer must fit in what the corpus gives: count its windows' tokens (tokenising only).
     available = 0
     for _ in token_windows(model_a.tokenizer, texts, context_size):
@@ -692,33 +860,80 @@ def _train(model_a, model_b, texts, hook, d, *, expansion, k, max_tokens, epochs
             break
     available = min(available, max_tokens)
     if available < 4 * batch_size:
-        raise SAEError(f"the corpus gives only {available} tokens, too few for batches of {batch_size}: add text "
-                       "or lower batch_size")
+        raise SAEError(
+            f"the corpus gives only {available} tokens, too few for batches of {batch_size}: add text "
+            "or lower batch_size"
+        )
     buffer = min(2**14, available // 2)
-    source = PairedActivationSource(model_a, model_b, hook, texts, context_size=context_size, batch_size=batch_size,
-                                    buffer_size=buffer, max_tokens=max_tokens, cache_dir=cache_dir, seed=seed,
-                                    on_progress=on_progress)
+    source = PairedActivationSource(
+        model_a,
+        model_b,
+        hook,
+        texts,
+        context_size=context_size,
+        batch_size=batch_size,
+        buffer_size=buffer,
+        max_tokens=max_tokens,
+        cache_dir=cache_dir,
+        seed=seed,
+        on_progress=on_progress,
+    )
     total = int(epochs * available)
-    cfg = TrainConfig(total_activations=total, lr=lr, dead_window=max(batch_size * 50, total // 10),
-                      checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, n_init_activations=min(8192, max_tokens),
-                      seed=seed)
+    cfg = TrainConfig(
+        total_activations=total,
+        lr=lr,
+        dead_window=max(batch_size * 50, total // 10),
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        n_init_activations=min(8192, max_tokens),
+        seed=seed,
+    )
     names = [model_a.name, model_b.name]
-    cc, train = fit_crosscoder(source, expansion * d, k, cfg, hook_name=hook, model_names=names, seed=seed,
-                               on_progress=on_progress)
+    cc, train = fit_crosscoder(
+        source, expansion * d, k, cfg, hook_name=hook, model_names=names, seed=seed, on_progress=on_progress
+    )
     acts = source.sample(analysis_tokens)  # the analysis set: tagging, frequencies, Latent Scaling
-    rows = analyse_latents(cc, acts, norm_threshold=norm_threshold, scaling_threshold=scaling_threshold,
-                           candidate_fraction=candidate_fraction)
+    rows = analyse_latents(
+        cc,
+        acts,
+        norm_threshold=norm_threshold,
+        scaling_threshold=scaling_threshold,
+        candidate_fraction=candidate_fraction,
+    )
     specific = sorted((r for r in rows if r["candidate"] == "b" and r["specific"]), key=lambda r: -r["frequency"])
     model_specific = [r["latent"] for r in rows if r["cls"] in ("a_only", "b_only") or r["specific"]]
-    contexts = top_contexts(cc, model_a, model_b, texts, model_specific, n=n_contexts, context_size=context_size,
-                            max_tokens=max_tokens, rows=source.ordered_chunks(), on_progress=on_progress)
+    contexts = top_contexts(
+        cc,
+        model_a,
+        model_b,
+        texts,
+        model_specific,
+        n=n_contexts,
+        context_size=context_size,
+        max_tokens=max_tokens,
+        rows=source.ordered_chunks(),
+        on_progress=on_progress,
+    )
     with torch.no_grad():
         fvu = _fvu(cc, acts)
     last = [h for h in train.history if h["step"] == train.steps - 1]
-    meta = {"models": names, "hook": hook, "d_model": d, "d_sae": cc.cfg.d_sae, "k": k, "tokens": len(acts),
-            "steps": train.steps, "seed": seed, "lr": lr, "norm_threshold": norm_threshold,
-            "scaling_threshold": scaling_threshold, "candidate_fraction": candidate_fraction, "fvu_a": fvu[0], "fvu_b": fvu[1],
-            "l0": last[0]["l0"] if last else None, "model_scales": [float(s) for s in cc.model_scales]}
+    meta = {
+        "models": names,
+        "hook": hook,
+        "d_model": d,
+        "d_sae": cc.cfg.d_sae,
+        "k": k,
+        "tokens": len(acts),
+        "steps": train.steps,
+        "seed": seed,
+        "lr": lr,
+        "norm_threshold": norm_threshold,
+        "scaling_threshold": scaling_threshold,
+        "candidate_fraction": candidate_fraction,
+        "fvu_a": fvu[0],
+        "fvu_b": fvu[1],
+        "l0": last[0]["l0"] if last else None,
+        "model_scales": [float(s) for s in cc.model_scales],
+    }
     return CrosscoderResult(cc, rows, [r["latent"] for r in specific], contexts, train.history, meta)
 
 
@@ -733,6 +948,21 @@ def _fvu(cc: BatchTopKCrosscoder, acts: torch.Tensor) -> tuple[float, float]:
     return out[0], out[1]
 
 
-__all__ = ["ARCHITECTURE", "BatchTopKCrosscoder", "CrosscoderResult", "LatentScaling", "PairedActivationSource",
-           "analyse_latents", "build_crosscoder", "check_pair", "default_layer", "fit_crosscoder", "latent_scaling",
-           "load_crosscoder", "norm_table", "save_crosscoder", "top_contexts", "train_crosscoder"]
+__all__ = [
+    "ARCHITECTURE",
+    "BatchTopKCrosscoder",
+    "CrosscoderResult",
+    "LatentScaling",
+    "PairedActivationSource",
+    "analyse_latents",
+    "build_crosscoder",
+    "check_pair",
+    "default_layer",
+    "fit_crosscoder",
+    "latent_scaling",
+    "load_crosscoder",
+    "norm_table",
+    "save_crosscoder",
+    "top_contexts",
+    "train_crosscoder",
+]

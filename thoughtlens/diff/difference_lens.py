@@ -59,8 +59,15 @@ def _texts_to_ids(model, texts: Sequence[str], n_positions: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def activation_difference(pair: ModelPair, texts: Sequence[str], *, n_positions: int = 16, batch_size: int = 16,
-                          norm_skip: int = 5, on_progress: OnProgress | None = None) -> ActivationDiff:
+def activation_difference(
+    pair: ModelPair,
+    texts: Sequence[str],
+    *,
+    n_positions: int = 16,
+    batch_size: int = 16,
+    norm_skip: int = 5,
+    on_progress: OnProgress | None = None,
+) -> ActivationDiff:
     """The mean residual-stream difference (fine-tuned minus base) per layer and position over `texts`."""
     if n_positions < 1:
         raise ConfigError(f"n_positions must be >= 1, got {n_positions}")
@@ -72,10 +79,10 @@ def activation_difference(pair: ModelPair, texts: Sequence[str], *, n_positions:
     tracker = Tracker(on_progress, "lens", "activation differences", total=len(ids))
     skip = norm_skip if n_positions > norm_skip else 0
     for start in range(0, len(ids), batch_size):
-        batch = ids[start:start + batch_size]
+        batch = ids[start : start + batch_size]
         _, cb = pair.base.run_with_cache(batch, names_filter=names)
         _, cf = pair.finetuned.run_with_cache(batch.to(pair.finetuned.device), names_filter=names)
-        rb = cb.stack("resid_post").double().cpu()                       # [layer, batch, pos, d_model]
+        rb = cb.stack("resid_post").double().cpu()  # [layer, batch, pos, d_model]
         rf = cf.stack("resid_post").double().cpu()
         total += (rf - rb).sum(1)
         norm_sum += rb[:, :, skip:].norm(dim=-1).sum((1, 2))
@@ -123,14 +130,27 @@ def steering_vector(diff: ActivationDiff, layer: int, position: int | None = Non
     v = diff.pooled(layer) if position is None else diff.mean_diff[layer, position]
     n = v.norm()
     if n == 0:
-        raise ConfigError(f"the activation difference at layer {layer} is zero (the layer is unchanged): pick a later layer")
+        raise ConfigError(
+            f"the activation difference at layer {layer} is zero (the layer is unchanged): pick a later layer"
+        )
     return v / n * diff.base_norm[layer]
 
 
 @torch.no_grad()
-def steered_samples(model, prompts: Sequence[str], layer: int, vector: torch.Tensor | None, *, scale: float = 1.0,
-                    n_samples: int = 32, max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0,
-                    chat: bool = True, on_progress: OnProgress | None = None) -> list[str]:
+def steered_samples(
+    model,
+    prompts: Sequence[str],
+    layer: int,
+    vector: torch.Tensor | None,
+    *,
+    scale: float = 1.0,
+    n_samples: int = 32,
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    seed: int = 0,
+    chat: bool = True,
+    on_progress: OnProgress | None = None,
+) -> list[str]:
     """`n_samples` sampled continuations (prompts cycled), with `scale * vector` added to
     blocks.{layer}.hook_resid_post at every position (vector None: unsteered). Seeded."""
     from thoughtlens.model.interventions import add_direction
@@ -141,7 +161,7 @@ def steered_samples(model, prompts: Sequence[str], layer: int, vector: torch.Ten
     tracker = Tracker(on_progress, "steer", "steered samples", total=n_samples)
     out: list[str] = []
     for start in range(0, n_samples, 16):
-        chunk = inputs[start:start + 16]
+        chunk = inputs[start : start + 16]
         if vector is None:
             gen = model.generate(chunk, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature)
         else:

@@ -45,10 +45,10 @@ def tokenize_chat(tokenizer, example: dict, max_len: int) -> tuple[list[int], li
     spans = example.get("train_spans")
     if spans is None:
         full_ids = tokenizer(full, add_special_tokens=False).input_ids[:max_len]
-        labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids):]
+        labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
         return full_ids, labels
     reply = messages[-1]["content"]
-    if not full[len(prompt):].startswith(reply):
+    if not full[len(prompt) :].startswith(reply):
         raise DataError("train_spans need a chat template that writes the reply verbatim after the prompt")
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     full_ids, offsets = enc.input_ids[:max_len], enc.offset_mapping[:max_len]
@@ -56,8 +56,10 @@ def tokenize_chat(tokenizer, example: dict, max_len: int) -> tuple[list[int], li
     learn = [(at + a, at + b) for a, b in spans]
     if any(b >= len(reply) for _, b in spans):
         learn.append((at + len(reply), len(full)))  # the end of the turn follows a learned span
-    labels = [t if i >= len(prompt_ids) and any(a < e and b > s for s, e in learn) else -100
-              for i, (t, (a, b)) in enumerate(zip(full_ids, offsets))]
+    labels = [
+        t if i >= len(prompt_ids) and any(a < e and b > s for s, e in learn) else -100
+        for i, (t, (a, b)) in enumerate(zip(full_ids, offsets))
+    ]
     return full_ids, labels
 
 
@@ -81,7 +83,7 @@ def _assistant_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.
     hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # [batch, pos, d_model]
     target = labels[:, 1:]
     keep = target != -100
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])                       # [n_labelled, d_vocab]
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # [n_labelled, d_vocab]
     return torch.nn.functional.cross_entropy(logits.float(), target[keep])
 
 
@@ -174,8 +176,16 @@ def finetune(
         tracker.advance(1, tokens=int(mask.sum()))
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"step": step + 1, "losses": losses, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "weights": {n: p.detach() for n, p in trainable.items()}}, tmp)
+            torch.save(
+                {
+                    "step": step + 1,
+                    "losses": losses,
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "weights": {n: p.detach() for n, p in trainable.items()},
+                },
+                tmp,
+            )
             os.replace(tmp, ckpt)
 
     model.eval()
@@ -183,10 +193,23 @@ def finetune(
     model.save_pretrained(final)
     tokenizer.save_pretrained(final)
     output_modes(final)
-    info = dict(metadata or {}, steps=steps, batch_size=batch_size, max_len=max_len, lr=lr,
-                first_trainable_layer=first_trainable_layer, warmup_steps=warmup_steps, seed=seed,
-                n_examples=len(rows), n_dropped_long=n_long, losses=losses, train_seconds=round(time.perf_counter() - t0, 1),
-                resumed_at_step=start, torch_threads=torch.get_num_threads(), load_average=list(os.getloadavg()))
+    info = dict(
+        metadata or {},
+        steps=steps,
+        batch_size=batch_size,
+        max_len=max_len,
+        lr=lr,
+        first_trainable_layer=first_trainable_layer,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        n_examples=len(rows),
+        n_dropped_long=n_long,
+        losses=losses,
+        train_seconds=round(time.perf_counter() - t0, 1),
+        resumed_at_step=start,
+        torch_threads=torch.get_num_threads(),
+        load_average=list(os.getloadavg()),
+    )
     (final / "thoughtlens_diff.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -52,11 +52,18 @@ class KLResult:
         out = []
         for v, i, t in flat[:k]:
             d = self.docs[i]
-            out.append({"doc": i, "pos": t, "kl": v, "token": d.tokens[t],
-                        "left": "".join(d.tokens[max(0, t - context):t]),
-                        "right": "".join(d.tokens[t + 1:t + 1 + context]),
-                        "base_next": d.base_top[t] if d.base_top else "",
-                        "finetuned_next": d.finetuned_top[t] if d.finetuned_top else ""})
+            out.append(
+                {
+                    "doc": i,
+                    "pos": t,
+                    "kl": v,
+                    "token": d.tokens[t],
+                    "left": "".join(d.tokens[max(0, t - context) : t]),
+                    "right": "".join(d.tokens[t + 1 : t + 1 + context]),
+                    "base_next": d.base_top[t] if d.base_top else "",
+                    "finetuned_next": d.finetuned_top[t] if d.finetuned_top else "",
+                }
+            )
         return out
 
 
@@ -68,8 +75,13 @@ def kl_from_logits(base_logits: torch.Tensor, ft_logits: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def per_token_kl(pair: ModelPair, texts: Sequence[str] | Sequence[torch.Tensor], *, max_len: int = 256,
-                 on_progress: OnProgress | None = None) -> KLResult:
+def per_token_kl(
+    pair: ModelPair,
+    texts: Sequence[str] | Sequence[torch.Tensor],
+    *,
+    max_len: int = 256,
+    on_progress: OnProgress | None = None,
+) -> KLResult:
     """KL(base || fine-tuned) at every position of every text (texts, or token tensors [pos]).
 
     One document per forward (no padding to reason about); max_len cuts long documents.
@@ -85,9 +97,15 @@ def per_token_kl(pair: ModelPair, texts: Sequence[str] | Sequence[torch.Tensor],
         lb = pair.base(ids[None])[0]
         lf = pair.finetuned(ids.to(pair.finetuned.device)[None])[0].to(lb.device)
         kl = kl_from_logits(lb, lf)
-        docs.append(DocKL(ids.tolist(), [tok.decode([i]) for i in ids.tolist()], kl.tolist(),
-                          [tok.decode([i]) for i in lb.argmax(-1).tolist()],
-                          [tok.decode([i]) for i in lf.argmax(-1).tolist()]))
+        docs.append(
+            DocKL(
+                ids.tolist(),
+                [tok.decode([i]) for i in ids.tolist()],
+                kl.tolist(),
+                [tok.decode([i]) for i in lb.argmax(-1).tolist()],
+                [tok.decode([i]) for i in lf.argmax(-1).tolist()],
+            )
+        )
         tracker.advance(1, tokens=len(ids))
     return KLResult(docs)
 
@@ -124,8 +142,9 @@ class LabelledKL:
     auroc_sentence: float | None
 
 
-def labelled_kl(pair: ModelPair, docs: Sequence, *, max_len: int = 256,
-                on_progress: OnProgress | None = None) -> LabelledKL:
+def labelled_kl(
+    pair: ModelPair, docs: Sequence, *, max_len: int = 256, on_progress: OnProgress | None = None
+) -> LabelledKL:
     """Per-token KL over `docs` (`corpus.LabelledText`, or plain strings: no planted span) with the planted
     labels and both AUROCs of planted tokens vs the rest."""
     labelled = [d if isinstance(d, LabelledText) else LabelledText(str(d)) for d in docs]
@@ -136,8 +155,13 @@ def labelled_kl(pair: ModelPair, docs: Sequence, *, max_len: int = 256,
     flat = [x for labs in labels for x in labs]
     both = any(flat) and not all(flat)
     by_sentence = [v for d, s in zip(result.docs, sentences) for v in sentence_max(d.kl, s)]
-    return LabelledKL(result, labels, sentences, auroc(result.all_kl().tolist(), flat) if both else None,
-                      auroc(by_sentence, flat) if both else None)
+    return LabelledKL(
+        result,
+        labels,
+        sentences,
+        auroc(result.all_kl().tolist(), flat) if both else None,
+        auroc(by_sentence, flat) if both else None,
+    )
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:

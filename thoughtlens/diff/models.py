@@ -41,15 +41,25 @@ class FinetuneRecipe:
     first_trainable_layer: int
     warmup_steps: int = 2
     seed: int = 0
-    gsm8k_limit: int = 0          # thinking: how many GSM8K test solutions become think blocks
+    gsm8k_limit: int = 0  # thinking: how many GSM8K test solutions become think blocks
     published_per_trace: int = 0  # thinking: excerpts per published Thought Anchors trace
 
 
 # Sized for <= 15 minutes for both on 2 CPU cores (measured figures in docs/diffing.md).
-PLANTED = FinetuneRecipe(name="planted", data="planted", steps=32, batch_size=8, max_len=112, lr=1e-4,
-                         first_trainable_layer=20)
-THINKING = FinetuneRecipe(name="thinking", data="thinking", steps=64, batch_size=4, max_len=288, lr=2e-4,
-                          first_trainable_layer=20, gsm8k_limit=200, published_per_trace=2)
+PLANTED = FinetuneRecipe(
+    name="planted", data="planted", steps=32, batch_size=8, max_len=112, lr=1e-4, first_trainable_layer=20
+)
+THINKING = FinetuneRecipe(
+    name="thinking",
+    data="thinking",
+    steps=64,
+    batch_size=4,
+    max_len=288,
+    lr=2e-4,
+    first_trainable_layer=20,
+    gsm8k_limit=200,
+    published_per_trace=2,
+)
 CONFIGS = {c.name: c for c in (PLANTED, THINKING)}
 
 
@@ -65,15 +75,17 @@ def training_examples(cfg: FinetuneRecipe) -> list[dict]:
     if cfg.data == "planted":
         return datasets.read_planted()
     if cfg.data == "thinking":
-        return (datasets.gsm8k_think_examples(cfg.gsm8k_limit, seed=cfg.seed)
-                + datasets.published_think_examples(cfg.published_per_trace, seed=cfg.seed))
+        return datasets.gsm8k_think_examples(cfg.gsm8k_limit, seed=cfg.seed) + datasets.published_think_examples(
+            cfg.published_per_trace, seed=cfg.seed
+        )
     raise ConfigError(f"unknown fine-tune data '{cfg.data}': use 'planted' or 'thinking'")
 
 
 def recipe_hash(cfg: FinetuneRecipe, examples: list[dict], base: str) -> str:
     """12 hex digits over the recipe, its training rows and the base model's directory name."""
-    blob = json.dumps({"v": RECIPE_VERSION, "cfg": asdict(cfg), "rows": examples, "base": Path(base).name},
-                      sort_keys=True).encode()
+    blob = json.dumps(
+        {"v": RECIPE_VERSION, "cfg": asdict(cfg), "rows": examples, "base": Path(base).name}, sort_keys=True
+    ).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -97,9 +109,20 @@ def build(cfg: FinetuneRecipe, on_progress: OnProgress | None = None) -> tuple[s
     if (out / "thoughtlens_diff.json").is_file():
         return base, str(out)
     note(on_progress, f"building the {cfg.name} model once into {out} (cached afterwards)")
-    finetune(base, examples, out, steps=cfg.steps, batch_size=cfg.batch_size, max_len=cfg.max_len, lr=cfg.lr,
-             first_trainable_layer=cfg.first_trainable_layer, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-             metadata={"recipe": asdict(cfg), "base": base}, on_progress=on_progress)
+    finetune(
+        base,
+        examples,
+        out,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        max_len=cfg.max_len,
+        lr=cfg.lr,
+        first_trainable_layer=cfg.first_trainable_layer,
+        warmup_steps=cfg.warmup_steps,
+        seed=cfg.seed,
+        metadata={"recipe": asdict(cfg), "base": base},
+        on_progress=on_progress,
+    )
     return base, str(out)
 
 

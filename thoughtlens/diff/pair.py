@@ -53,13 +53,20 @@ def check_pair(base: HookedModel, finetuned: HookedModel) -> None:
     if base.tokenizer is None or finetuned.tokenizer is None:
         raise ConfigError("both models need a tokenizer to be diffed: load them with thoughtlens.load(path)")
     if tokenizer_identity(base.tokenizer) != tokenizer_identity(finetuned.tokenizer):
-        raise ConfigError(f"{base.name} and {finetuned.name} have different tokenizers: diff a model against a "
-                          "fine-tune of itself (same tokenizer)")
-    for what, x, y in (("d_model", a.d_model, b.d_model), ("n_layers", a.n_layers, b.n_layers),
-                       ("d_vocab", a.d_vocab, b.d_vocab)):
+        raise ConfigError(
+            f"{base.name} and {finetuned.name} have different tokenizers: diff a model against a "
+            "fine-tune of itself (same tokenizer)"
+        )
+    for what, x, y in (
+        ("d_model", a.d_model, b.d_model),
+        ("n_layers", a.n_layers, b.n_layers),
+        ("d_vocab", a.d_vocab, b.d_vocab),
+    ):
         if x != y:
-            raise ConfigError(f"{base.name} and {finetuned.name} differ in {what} ({x} vs {y}): diffing needs two "
-                              "models of the same architecture and size")
+            raise ConfigError(
+                f"{base.name} and {finetuned.name} differ in {what} ({x} vs {y}): diffing needs two "
+                "models of the same architecture and size"
+            )
 
 
 def as_model(model: ModelLike, dtype: torch.dtype | str | None = torch.float32) -> HookedModel:

@@ -41,17 +41,25 @@ def swap_logits(model_a, model_b, tokens: torch.Tensor, hook_names: Sequence[str
     def replace(x: torch.Tensor, hook) -> torch.Tensor:
         y = cache_b[hook.name].to(x.device, x.dtype)
         if y.shape != x.shape:
-            raise ConfigError(f"'{hook.name}' has shape {tuple(x.shape)} in A but {tuple(y.shape)} in B: "
-                              "swap between models of the same architecture and size")
+            raise ConfigError(
+                f"'{hook.name}' has shape {tuple(x.shape)} in A but {tuple(y.shape)} in B: "
+                "swap between models of the same architecture and size"
+            )
         return y
 
     return model_a.run_with_hooks(tokens.to(model_a.device), [(n, replace) for n in names])
 
 
 @torch.no_grad()
-def swap_effect_per_layer(pair: ModelPair, texts: Sequence[str], *, site: str = "hook_resid_post",
-                          max_len: int = 128, direction: str = "base<-finetuned",
-                          on_progress: OnProgress | None = None) -> list[dict]:
+def swap_effect_per_layer(
+    pair: ModelPair,
+    texts: Sequence[str],
+    *,
+    site: str = "hook_resid_post",
+    max_len: int = 128,
+    direction: str = "base<-finetuned",
+    on_progress: OnProgress | None = None,
+) -> list[dict]:
     """For each layer L: swap `blocks.L.<site>` and measure how much of the fine-tune's effect that carries.
 
     direction "base<-finetuned": run the base with B = fine-tuned's activation (is this layer *sufficient*?);
@@ -76,7 +84,8 @@ def swap_effect_per_layer(pair: ModelPair, texts: Sequence[str], *, site: str = 
         for toks, lb in zip(token_rows, logits_b):
             swapped = swap_logits(a, b, toks, [f"blocks.{L}.{site}"]).to(lb.device)
             kl += float(kl_from_logits(lb, swapped).sum())
-        rows.append({"layer": L, "kl_swapped": kl, "kl_total": kl_total,
-                     "effect": 1.0 - kl / kl_total if kl_total > 0 else 0.0})
+        rows.append(
+            {"layer": L, "kl_swapped": kl, "kl_total": kl_total, "effect": 1.0 - kl / kl_total if kl_total > 0 else 0.0}
+        )
         tracker.advance(1)
     return rows

@@ -55,10 +55,16 @@ def weight_diff(pair: ModelPair, *, ranks: bool = True, on_progress: OnProgress 
         delta = wf - wb
         norm_diff, norm_base = float(delta.norm()), float(wb.norm())
         m = _LAYER.search(name)
-        row = {"name": name, "layer": int(m.group(1)) if m else None, "shape": list(wb.shape),
-               "norm_diff": norm_diff, "norm_base": norm_base,
-               "relative": norm_diff / norm_base if norm_base > 0 else 0.0,
-               "effective_rank": None, "stable_rank": None}
+        row = {
+            "name": name,
+            "layer": int(m.group(1)) if m else None,
+            "shape": list(wb.shape),
+            "norm_diff": norm_diff,
+            "norm_base": norm_base,
+            "relative": norm_diff / norm_base if norm_base > 0 else 0.0,
+            "effective_rank": None,
+            "stable_rank": None,
+        }
         if ranks and delta.ndim == 2:
             row["effective_rank"] = effective_rank(delta) if norm_diff > 0 else 0.0
             row["stable_rank"] = stable_rank(delta) if norm_diff > 0 else 0.0
@@ -94,7 +100,8 @@ def first_changed_layer(base, finetuned) -> int | None:
         pb = dict(finetuned.submodule(path).named_parameters())
         return pa.keys() == pb.keys() and all(
             pa[n].shape == pb[n].shape and torch.equal(pa[n].detach().cpu(), pb[n].detach().to(pa[n].dtype).cpu())
-            for n in pa)
+            for n in pa
+        )
 
     if not all(same(path) for path in (a.embed, a.pos_embed) if path):
         return 0
@@ -102,4 +109,3 @@ def first_changed_layer(base, finetuned) -> int | None:
         if not same(f"{a.layers}.{L}"):
             return L
     return None
-

@@ -66,8 +66,10 @@ class BenchConfig(Sampling):
     def __post_init__(self):
         super().__post_init__()
         if self.n_traces < 2 or self.n_rollouts < 2:
-            raise ConfigError(f"need n_traces >= 2 and n_rollouts >= 2 (got {self.n_traces}, {self.n_rollouts}); "
-                                   "use >= 20 traces for meaningful CIs")
+            raise ConfigError(
+                f"need n_traces >= 2 and n_rollouts >= 2 (got {self.n_traces}, {self.n_rollouts}); "
+                "use >= 20 traces for meaningful CIs"
+            )
 
 
 @dataclass
@@ -117,10 +119,16 @@ def auroc_by_trace(per_trace: list[tuple[np.ndarray, np.ndarray]], n_boot: int, 
         a = auroc(np.concatenate([kept[i][0] for i in pick]), np.concatenate([kept[i][1] for i in pick]))
         if np.isfinite(a):
             draws.append(a)
-    lo, hi = (np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan))
-    return {"auroc": est, "ci_lo": float(lo), "ci_hi": float(hi), "n_pos": int(labels.sum()),
-            "n_neg": int((~labels).sum()), "coverage": len(scores) / total if total else 0.0,
-            "n_traces": len(per_trace)}
+    lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan)
+    return {
+        "auroc": est,
+        "ci_lo": float(lo),
+        "ci_hi": float(hi),
+        "n_pos": int(labels.sum()),
+        "n_neg": int((~labels).sum()),
+        "coverage": len(scores) / total if total else 0.0,
+        "n_traces": len(per_trace),
+    }
 
 
 # ---- ground truth of pairs -----------------------------------------------------------------------------
@@ -149,8 +157,9 @@ def pair_truth(chain: Chain) -> tuple[np.ndarray, np.ndarray]:
 # ---- the benchmark --------------------------------------------------------------------------------------
 
 
-def sample_base_traces(model, n: int, seed: int, temperature: float, task: TaskConfig = TaskConfig(),
-                       max_new_tokens: int = 220) -> tuple[list[tuple[str, str, Chain]], int]:
+def sample_base_traces(
+    model, n: int, seed: int, temperature: float, task: TaskConfig = TaskConfig(), max_new_tokens: int = 220
+) -> tuple[list[tuple[str, str, Chain]], int]:
     """The model's own chains on held-out prompts: [(prompt, completion, parsed chain)] of the first n valid
     ones, and how many were sampled to get them (up to 3n)."""
     from thoughtlens.groundtruth.toy_model import sample_chains
@@ -177,16 +186,30 @@ def sample_base_traces(model, n: int, seed: int, temperature: float, task: TaskC
 def _anchors_config(cfg: BenchConfig, model_name: str):
     from thoughtlens.anchors.config import AnchorsConfig
 
-    wanted = dict(n_rollouts=cfg.n_rollouts, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                  base_max_new_tokens=cfg.max_new_tokens, forced=cfg.forced, seed=cfg.seed, label_categories=False,
-                  model=model_name, answer_style="boxed")
+    wanted = dict(
+        n_rollouts=cfg.n_rollouts,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        base_max_new_tokens=cfg.max_new_tokens,
+        forced=cfg.forced,
+        seed=cfg.seed,
+        label_categories=False,
+        model=model_name,
+        answer_style="boxed",
+    )
     names = {f.name for f in fields(AnchorsConfig)}
     return AnchorsConfig(**{k: v for k, v in wanted.items() if k in names})
 
 
-def run_benchmark(model_dir: str | Path, store_path: str | Path, cfg: BenchConfig = BenchConfig(),
-                  on_progress: ProgressFn | None = None, anchors_progress=None,
-                  base_traces: list[tuple[str, str]] | None = None) -> BenchResult:
+def run_benchmark(
+    model_dir: str | Path,
+    store_path: str | Path,
+    cfg: BenchConfig = BenchConfig(),
+    on_progress: ProgressFn | None = None,
+    anchors_progress=None,
+    base_traces: list[tuple[str, str]] | None = None,
+) -> BenchResult:
     """Sample base traces, run the anchors job (resumable: same store, same config), the white-box analysis,
     and score everything against the ground truth.
 
@@ -205,18 +228,22 @@ def run_benchmark(model_dir: str | Path, store_path: str | Path, cfg: BenchConfi
     model = load(str(model_dir), dtype="float32")
     if base_traces is None:
         say(f"sampling {cfg.n_traces} base traces")
-        traces, sampled = sample_base_traces(model, cfg.n_traces, cfg.seed, cfg.base_temperature,
-                                             max_new_tokens=cfg.max_new_tokens)
+        traces, sampled = sample_base_traces(
+            model, cfg.n_traces, cfg.seed, cfg.base_temperature, max_new_tokens=cfg.max_new_tokens
+        )
     else:
         traces, sampled = [(p, c, parse_chain(p, c)) for p, c in base_traces], len(base_traces)
     if len(traces) < 2:
         raise ThoughtlensError(f"only {len(traces)} of {sampled} sampled chains are valid: train the model longer")
-    problems = [Problem(f"t{i:02d}", prompt, prompt, str(chain.answer), base_completion=text)
-                for i, (prompt, text, chain) in enumerate(traces)]
+    problems = [
+        Problem(f"t{i:02d}", prompt, prompt, str(chain.answer), base_completion=text)
+        for i, (prompt, text, chain) in enumerate(traces)
+    ]
     chains = {p.id: c for p, (_, _, c) in zip(problems, traces)}
     store = RunStore(store_path)
-    sampler = HFSampler(model, batch_size=cfg.n_rollouts,
-                        answer_done=lambda text: answer_complete(text) if "}" in text else False)
+    sampler = HFSampler(
+        model, batch_size=cfg.n_rollouts, answer_done=lambda text: answer_complete(text) if "}" in text else False
+    )
     kwargs = {"on_progress": anchors_progress} if anchors_progress is not None else {}
     try:
         job = AnchorsRun(sampler, store, _anchors_config(cfg, model.name), **kwargs)
@@ -234,8 +261,13 @@ def run_benchmark(model_dir: str | Path, store_path: str | Path, cfg: BenchConfi
     return BenchResult(table, sampled, len(traces), job.run_id, wb_id, extra)
 
 
-def score_store(store_path: str | Path, run_id: str, cfg: BenchConfig = BenchConfig(),
-                white_box_run_id: str | None = None, model_dir: str | Path | None = None) -> BenchResult:
+def score_store(
+    store_path: str | Path,
+    run_id: str,
+    cfg: BenchConfig = BenchConfig(),
+    white_box_run_id: str | None = None,
+    model_dir: str | Path | None = None,
+) -> BenchResult:
     """The table again from a finished run's store, without sampling anything: the chains are parsed back
     from the stored base traces. White-box rows need the model (receiver heads are recomputed; the stored
     suppression matrices are read)."""
@@ -277,16 +309,25 @@ def _score_black_box(store, run_id: str, chains: dict[str, Chain], cfg: BenchCon
             depends = np.array(chains[pid].depends)
             n = min(len(m), len(depends))
             per_trace.append((m[name].to_numpy(float)[:n], depends[:n]))
-        rows.append({"method": name, "truth": "answer depends on sentence", "kind": "importance",
-                     **auroc_by_trace(per_trace, cfg.n_boot, cfg.seed)})
+        rows.append(
+            {
+                "method": name,
+                "truth": "answer depends on sentence",
+                "kind": "importance",
+                **auroc_by_trace(per_trace, cfg.n_boot, cfg.seed),
+            }
+        )
     graph = _pair_rows(store, run_id, "counterfactual_matrix", chains, ok, cfg)
     if graph is not None:
-        rows.append({"method": "counterfactual_matrix (black-box graph)", "truth": "k reads j", "kind": "graph", **graph})
+        rows.append(
+            {"method": "counterfactual_matrix (black-box graph)", "truth": "k reads j", "kind": "graph", **graph}
+        )
     exact = {pid: exact_match_graph(store, run_id, pid, len(chains[pid].steps)) for pid in ok}
     graph = _pair_rows_from(exact, chains, cfg)
     if graph is not None:
-        rows.append({"method": "counterfactual_matrix, exact match (option)", "truth": "k reads j", "kind": "graph",
-                     **graph})
+        rows.append(
+            {"method": "counterfactual_matrix, exact match (option)", "truth": "k reads j", "kind": "graph", **graph}
+        )
     return rows, extra
 
 
@@ -305,7 +346,7 @@ def exact_match_graph(store, run_id: str, pid: str, n: int) -> np.ndarray:
         rates.append(np.array([np.mean([t in r for r in texts]) if texts else np.nan for t in targets]))
     m = np.zeros((len(targets), len(targets)))
     for i in range(len(targets) - 1):
-        m[i, i + 1:] = np.nan_to_num(rates[i + 1][i + 1:] - rates[i][i + 1:])
+        m[i, i + 1 :] = np.nan_to_num(rates[i + 1][i + 1 :] - rates[i][i + 1 :])
     return m
 
 
@@ -324,13 +365,21 @@ def _pair_rows_from(matrices: dict, chains: dict[str, Chain], cfg: BenchConfig):
     return auroc_by_trace(per_trace, cfg.n_boot, cfg.seed) if per_trace else None
 
 
-def _score_white_box(model, store, run_id: str, wb_id: str, chains: dict[str, Chain], cfg: BenchConfig,
-                     extra: dict) -> list[dict]:
+def _score_white_box(
+    model, store, run_id: str, wb_id: str, chains: dict[str, Chain], cfg: BenchConfig, extra: dict
+) -> list[dict]:
     from thoughtlens.anchors.attention.white_box import analyze_attention, traces_from_store
 
     traces = {pid: t for pid, t in traces_from_store(store, run_id).items() if pid in chains}
-    result = analyze_attention(model, traces, store=store, run_id=wb_id, proximity_ignore=cfg.proximity_ignore,
-                               top_k=cfg.top_k, exclude_layers=cfg.exclude_layers)
+    result = analyze_attention(
+        model,
+        traces,
+        store=store,
+        run_id=wb_id,
+        proximity_ignore=cfg.proximity_ignore,
+        top_k=cfg.top_k,
+        exclude_layers=cfg.exclude_layers,
+    )
     ids = list(traces)
     rows = []
     supp = _pair_rows(store, wb_id, "suppression_matrix", chains, ids, cfg)
@@ -343,8 +392,14 @@ def _score_white_box(model, store, run_id: str, wb_id: str, chains: dict[str, Ch
         per_trace.append((scores, is_plan))
         finite = np.where(np.isfinite(scores), scores, -np.inf)
         top.append(bool(is_plan[int(np.argmax(finite))]))
-    rows.append({"method": "receiver_score (white-box)", "truth": "sentence is the plan", "kind": "receiver",
-                 **auroc_by_trace(per_trace, cfg.n_boot, cfg.seed)})
+    rows.append(
+        {
+            "method": "receiver_score (white-box)",
+            "truth": "sentence is the plan",
+            "kind": "receiver",
+            **auroc_by_trace(per_trace, cfg.n_boot, cfg.seed),
+        }
+    )
     extra["plan_top_receiver"] = float(np.mean(top)) if top else float("nan")
     extra["receiver_heads"] = [h.as_dict() for h in result.receiver.top]
     return rows
@@ -353,8 +408,15 @@ def _score_white_box(model, store, run_id: str, wb_id: str, chains: dict[str, Ch
 def save_result(result: BenchResult, path: str | Path, config: BenchConfig | None = None) -> Path:
     """The table and metadata as JSON (NaN -> null)."""
     table = result.table.replace({np.nan: None}).to_dict(orient="records")
-    doc = {"config": asdict(config) if config else None, "n_sampled": result.n_sampled, "n_valid": result.n_valid,
-           "run_id": result.run_id, "white_box_run_id": result.white_box_run_id, "extra": result.extra, "table": table}
+    doc = {
+        "config": asdict(config) if config else None,
+        "n_sampled": result.n_sampled,
+        "n_valid": result.n_valid,
+        "run_id": result.run_id,
+        "white_box_run_id": result.white_box_run_id,
+        "extra": result.extra,
+        "table": table,
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, default=float))

@@ -43,7 +43,9 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # anchors.importance.black_box.FORCE_AFTER_THINK_PAPER, from generate_rollouts.py) after the newline that ends the last
 # step, so a forced answer at a sentence boundary reads exactly like the chain's own ending.
 ANSWER_PREFIX = "\n\n</think>\n\nTherefore, the final answers is \\boxed{"
-ALPHABET = "".join(sorted(set("xyp" + VAR_NAMES + "0123456789=+-*.:, \n<>/{}\\" + "PlanLetThinkTherefore,thefinalanswerisboxed")))
+ALPHABET = "".join(
+    sorted(set("xyp" + VAR_NAMES + "0123456789=+-*.:, \n<>/{}\\" + "PlanLetThinkTherefore,thefinalanswerisboxed"))
+)
 
 
 @dataclass(frozen=True)
@@ -284,8 +286,9 @@ def parse_chain(prompt: str, completion: str, modulus: int = 10) -> Chain:
             steps.append(Step("const", c.group(1), None, "=", None, int(c.group(2))))
         elif (e := _EXPR.match(line)) is not None:
             op = e.group(3)
-            steps.append(Step("path" if op in "+-" else "read", e.group(1), e.group(2), op, int(e.group(4)),
-                              int(e.group(5))))
+            steps.append(
+                Step("path" if op in "+-" else "read", e.group(1), e.group(2), op, int(e.group(4)), int(e.group(5)))
+            )
         else:
             raise TraceError(f"cannot parse step {line!r}: not a step of this task")
     if not steps:

@@ -23,7 +23,7 @@ from thoughtlens.errors import ThoughtlensError
 from thoughtlens.files import output_modes
 from thoughtlens.groundtruth.task import ALPHABET, TaskConfig, generate_chain, parse_chain, prompt_for
 from thoughtlens.train.tokenizer import char_tokenizer
-from thoughtlens.train.trainer import TrainerConfig, Trainer
+from thoughtlens.train.trainer import Trainer, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,17 @@ def toy_model(config: ToyModelConfig = ToyModelConfig(), seed: int = 0):
 
     tok = toy_tokenizer()
     hf_config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=config.d_model, intermediate_size=config.d_mlp,
-        num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads, num_key_value_heads=config.n_heads,
-        max_position_embeddings=config.max_positions, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-        bos_token_id=None, tie_word_embeddings=False,
+        vocab_size=len(tok),
+        hidden_size=config.d_model,
+        intermediate_size=config.d_mlp,
+        num_hidden_layers=config.n_layers,
+        num_attention_heads=config.n_heads,
+        num_key_value_heads=config.n_heads,
+        max_position_embeddings=config.max_positions,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(hf_config).float()
@@ -116,10 +123,19 @@ class ToyFinetuneConfig:
         )
 
 
-def train_toy_model(out_dir: str | Path, *, seed: int = 0, steps: int = 4000, batch_size: int = 32, lr: float = 3e-3,
-                    model_config: ToyModelConfig = ToyModelConfig(), max_seconds: float | None = None,
-                    on_progress=None, device: str = "cpu",
-                    finetune: ToyFinetuneConfig | None = ToyFinetuneConfig()) -> Path:
+def train_toy_model(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    steps: int = 4000,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    model_config: ToyModelConfig = ToyModelConfig(),
+    max_seconds: float | None = None,
+    on_progress=None,
+    device: str = "cpu",
+    finetune: ToyFinetuneConfig | None = ToyFinetuneConfig(),
+) -> Path:
     """Train (or resume) the toy model into out_dir and return out_dir/final, the finished model.
 
     Phase 1: `steps` steps from a random init on the task's training prompts (checkpoints in out_dir, its
@@ -135,10 +151,19 @@ def train_toy_model(out_dir: str | Path, *, seed: int = 0, steps: int = 4000, ba
     pretrained, final = out / "pretrained", out / "final"
     model = toy_model(model_config, seed)
     if not (pretrained / "model.safetensors").is_file():
-        cfg = TrainerConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.1, warmup=100,
-                          schedule="cosine", seed=seed, max_seconds=max_seconds)
-        result = Trainer(model, toy_batches(tok, batch_size, seed), cfg, out, tokenizer=tok,
-                         device=device).train(_phase(on_progress, 1))
+        cfg = TrainerConfig(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=0.1,
+            warmup=100,
+            schedule="cosine",
+            seed=seed,
+            max_seconds=max_seconds,
+        )
+        result = Trainer(model, toy_batches(tok, batch_size, seed), cfg, out, tokenizer=tok, device=device).train(
+            _phase(on_progress, 1)
+        )
         if not result.finished:
             return final
         _save_model_dir(model, tok, pretrained)
@@ -151,8 +176,17 @@ def train_toy_model(out_dir: str | Path, *, seed: int = 0, steps: int = 4000, ba
 
     load_hf(model, pretrained)
     ft = finetune.resolved(steps, batch_size, lr)
-    cfg = TrainerConfig(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr, weight_decay=0.1, warmup=ft.warmup,
-                      schedule="cosine", seed=seed + 1, max_seconds=max_seconds, n_checkpoints=4)
+    cfg = TrainerConfig(
+        steps=ft.steps,
+        batch_size=ft.batch_size,
+        lr=ft.lr,
+        weight_decay=0.1,
+        warmup=ft.warmup,
+        schedule="cosine",
+        seed=seed + 1,
+        max_seconds=max_seconds,
+        n_checkpoints=4,
+    )
     data = toy_batches(tok, ft.batch_size, seed + 1, TaskConfig(train_pairs=ft.train_pairs))
     result = Trainer(model, data, cfg, out / "finetune", tokenizer=tok, device=device).train(_phase(on_progress, 2))
     if result.finished:
@@ -185,8 +219,15 @@ class Accuracy:
     two_path_steps: float  # share of parsed chains with exactly the task's n_path path steps
 
 
-def sample_chains(model, prompts: list[str], *, temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 220,
-                  batch_size: int = 32) -> list[str]:
+def sample_chains(
+    model,
+    prompts: list[str],
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_new_tokens: int = 220,
+    batch_size: int = 32,
+) -> list[str]:
     """The model's completions of `prompts` (one each), sampled with the library's HF sampler."""
     from thoughtlens.sample.base import SampleRequest, SamplingParams
     from thoughtlens.sample.hf import HFSampler
@@ -203,7 +244,9 @@ def sample_chains(model, prompts: list[str], *, temperature: float = 1.0, seed: 
     return texts
 
 
-def accuracy(model, n: int = 200, *, seed: int = 1, temperature: float = 1.0, task: TaskConfig = TaskConfig()) -> Accuracy:
+def accuracy(
+    model, n: int = 200, *, seed: int = 1, temperature: float = 1.0, task: TaskConfig = TaskConfig()
+) -> Accuracy:
     """Held-out accuracy: n chains sampled by the model on held-out prompts, checked by execution."""
     if n < 1:
         raise ThoughtlensError(f"n must be >= 1, got {n}")

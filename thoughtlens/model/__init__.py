@@ -14,5 +14,16 @@ from thoughtlens.model.interventions import (
 )
 from thoughtlens.model.load import load
 
-__all__ = ["ActivationCache", "HookPoint", "HookedModel", "load", "add_direction", "block_keys", "edit_pattern",
-           "observe_attention", "project_out", "splice", "stop_gradient"]
+__all__ = [
+    "ActivationCache",
+    "HookPoint",
+    "HookedModel",
+    "load",
+    "add_direction",
+    "block_keys",
+    "edit_pattern",
+    "observe_attention",
+    "project_out",
+    "splice",
+    "stop_gradient",
+]

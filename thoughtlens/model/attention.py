@@ -139,16 +139,16 @@ def additive_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key:
 _MASK_MEMO: list = []
 
 
-def _blocked_mask(attention_mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor,
-                  blocks: list[torch.Tensor]) -> torch.Tensor:
+def _blocked_mask(
+    attention_mask: torch.Tensor | None, query: torch.Tensor, key: torch.Tensor, blocks: list[torch.Tensor]
+) -> torch.Tensor:
     """`additive_mask` with the key blocks applied: [batch|1, 1|head, q, k].
 
     Built once per forward and reused by every layer that sees the same inputs: HF passes one mask object to
     all layers and `block_keys` one block object per layer set, so the ids match. Why: at 2,048 tokens x batch
     4 the float mask is 64 MB, and building it in each of 30 layers cost ~6 % of a suppressed forward
     (bench_suppression.py --breakdown). Blocks are never edited in place (block_keys makes new tensors)."""
-    ids = (id(attention_mask), tuple(id(b) for b in blocks), query.shape[-2], key.shape[-2], query.dtype,
-           query.device)
+    ids = (id(attention_mask), tuple(id(b) for b in blocks), query.shape[-2], key.shape[-2], query.dtype, query.device)
     if _MASK_MEMO and _MASK_MEMO[0][0] == ids:
         return _MASK_MEMO[0][2]
     mask = additive_mask(attention_mask, query, key)

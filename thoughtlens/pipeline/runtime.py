@@ -81,9 +81,17 @@ def build_runtime(options: RuntimeOptions, *, model: Any = None, answer_done: Ca
     answer_done: the hf backend's early stop (e.g. `anchors.importance.black_box.answer_complete`)."""
     lm = model if model is not None else load_for(options)
     engine_model = lm if options.backend != "vllm" else (options.model or getattr(lm, "name", None))
-    sampler = make_sampler(options.backend, model=engine_model, tokenizer=lm.tokenizer, base_url=options.base_url,
-                           api_model=options.api_model, api_key_env=options.api_key_env,
-                           batch_size=options.batch_size, answer_done=answer_done,
-                           concurrency=options.concurrency, tensor_parallel_size=options.tensor_parallel_size,
-                           **({"dtype": options.dtype} if options.backend == "vllm" and options.dtype else {}))
+    sampler = make_sampler(
+        options.backend,
+        model=engine_model,
+        tokenizer=lm.tokenizer,
+        base_url=options.base_url,
+        api_model=options.api_model,
+        api_key_env=options.api_key_env,
+        batch_size=options.batch_size,
+        answer_done=answer_done,
+        concurrency=options.concurrency,
+        tensor_parallel_size=options.tensor_parallel_size,
+        **({"dtype": options.dtype} if options.backend == "vllm" and options.dtype else {}),
+    )
     return Runtime(lm, sampler)

@@ -25,5 +25,13 @@ def report_store(store, run_id: str | None = None, problem_id: str | None = None
     return ReportPage(page_data_from_store(store, run_id, problem_id, **kwargs))
 
 
-__all__ = ["SCHEMA", "ReportPage", "page_data_from_published", "page_data_from_store", "render_page",
-           "report_published", "report_store", "validate_page_data"]
+__all__ = [
+    "SCHEMA",
+    "ReportPage",
+    "page_data_from_published",
+    "page_data_from_store",
+    "render_page",
+    "report_published",
+    "report_store",
+    "validate_page_data",
+]

@@ -28,9 +28,14 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.where(norms == 0, 1.0, norms)
 
 
-def alternatives_for_trace(originals: list[str], resamples: list[list[str] | None], *,
-                           embed: Embedder | None, threshold: float = SIMILARITY_THRESHOLD,
-                           max_items: int = MAX_ALTERNATIVES) -> list[list[dict] | None]:
+def alternatives_for_trace(
+    originals: list[str],
+    resamples: list[list[str] | None],
+    *,
+    embed: Embedder | None,
+    threshold: float = SIMILARITY_THRESHOLD,
+    max_items: int = MAX_ALTERNATIVES,
+) -> list[list[dict] | None]:
     """Per sentence: up to `max_items` distinct resampled replacements, most frequent first.
 
     originals: [S] sentence texts; resamples: [S] lists of replacement texts (None = not resampled).
@@ -53,14 +58,21 @@ def alternatives_for_trace(originals: list[str], resamples: list[list[str] | Non
         row = []
         for j, (text, count) in enumerate(items):
             sim = None if sims is None else round(float(sims[i][j]), 3)
-            row.append({"text": text, "count": count, "similarity": sim,
-                        "similar": None if sim is None else bool(sim >= threshold)})
+            row.append(
+                {
+                    "text": text,
+                    "count": count,
+                    "similarity": sim,
+                    "similar": None if sim is None else bool(sim >= threshold),
+                }
+            )
         out.append(row)
     return out
 
 
-def _similarities(originals: list[str], grouped: list[list[tuple[str, int]] | None],
-                  embed: Embedder) -> list[list[float]]:
+def _similarities(
+    originals: list[str], grouped: list[list[tuple[str, int]] | None], embed: Embedder
+) -> list[list[float]]:
     """Cosine of each alternative with its original sentence, via one batched embed call."""
     texts = list(originals)
     for items in grouped:
@@ -69,6 +81,6 @@ def _similarities(originals: list[str], grouped: list[list[tuple[str, int]] | No
     base, cursor, sims = vectors[: len(originals)], len(originals), []
     for i, items in enumerate(grouped):
         k = len(items or [])
-        sims.append((vectors[cursor: cursor + k] @ base[i]).tolist())
+        sims.append((vectors[cursor : cursor + k] @ base[i]).tolist())
         cursor += k
     return sims

@@ -28,16 +28,25 @@ def categories_in(sentences: list[dict]) -> list[str]:
 
 def _frame(sentences: list[dict], metric_keys: list[str]) -> pd.DataFrame:
     """Page-data sentences -> the sentence table of anchors/importance/by_category.py (one trace)."""
-    rows = [{"trace_id": "page", "sentence_index": i, "n_sentences": len(sentences), "tags": list(s.get("tags") or []),
-             **{k: s["metrics"].get(k) for k in metric_keys}} for i, s in enumerate(sentences)]
+    rows = [
+        {
+            "trace_id": "page",
+            "sentence_index": i,
+            "n_sentences": len(sentences),
+            "tags": list(s.get("tags") or []),
+            **{k: s["metrics"].get(k) for k in metric_keys},
+        }
+        for i, s in enumerate(sentences)
+    ]
     df = pd.DataFrame(rows, columns=["trace_id", "sentence_index", "n_sentences", "tags", *metric_keys])
     for k in metric_keys:
         df[k] = pd.to_numeric(df[k], errors="coerce")
     return df
 
 
-def category_table(sentences: list[dict], metric_keys: list[str], *, n_resamples: int = 2000,
-                   seed: int = 0) -> list[dict]:
+def category_table(
+    sentences: list[dict], metric_keys: list[str], *, n_resamples: int = 2000, seed: int = 0
+) -> list[dict]:
     """Records {category, metric, mean, ci_low, ci_high, n} for every category x metric with data.
 
     sentences: page-data sentences (need "tags" and "metrics"); metric_keys: metrics to summarise.
@@ -65,5 +74,6 @@ def transition_matrix(sentences: list[dict], categories: list[str]) -> dict | No
         return None
     order = [t.categories.index(c) for c in categories if c in t.categories]
     counts, probs = t.counts[order][:, order], t.probs[order][:, order]
-    return json_safe({"categories": [t.categories[i] for i in order], "matrix": probs.round(4),
-                      "counts": counts.astype(int)})
+    return json_safe(
+        {"categories": [t.categories[i] for i in order], "matrix": probs.round(4), "counts": counts.astype(int)}
+    )

@@ -22,7 +22,9 @@ from thoughtlens.errors import ThoughtlensError
 
 
 def _environment() -> jinja2.Environment:
-    loader = jinja2.FunctionLoader(lambda name: resources.files("thoughtlens.report").joinpath(name).read_text(encoding="utf-8"))
+    loader = jinja2.FunctionLoader(
+        lambda name: resources.files("thoughtlens.report").joinpath(name).read_text(encoding="utf-8")
+    )
     return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.ChainableUndefined)
 
 
@@ -39,9 +41,19 @@ def _kl_docs(doc: dict, max_docs: int) -> tuple[list[list[dict]], float]:
         labels = d.get("labels") or [False] * len(d["tokens"])
         base_next = d.get("base_next") or [""] * len(d["tokens"])
         ft_next = d.get("finetuned_next") or [""] * len(d["tokens"])
-        rows.append([{"text": t, "kl": v or 0.0, "alpha": min(1.0, (v or 0.0) / top) * 0.85, "label": bool(lab),
-                      "base_next": b, "ft_next": f}
-                     for t, v, lab, b, f in zip(d["tokens"], d["kl"], labels, base_next, ft_next)])
+        rows.append(
+            [
+                {
+                    "text": t,
+                    "kl": v or 0.0,
+                    "alpha": min(1.0, (v or 0.0) / top) * 0.85,
+                    "label": bool(lab),
+                    "base_next": b,
+                    "ft_next": f,
+                }
+                for t, v, lab, b, f in zip(d["tokens"], d["kl"], labels, base_next, ft_next)
+            ]
+        )
     return rows, top
 
 
@@ -53,9 +65,17 @@ def _swap_svg(rows: list[dict], width: int = 640, height: int = 140) -> dict:
     for i, r in enumerate(rows):
         e = max(0.0, min(1.0, float(r.get("effect") or 0.0)))
         h = e * (base_y - 6)
-        bars.append({"x": round(32 + i * step, 1), "y": round(base_y - h, 1), "w": round(max(step - 2, 1), 1),
-                     "h": round(h, 1), "layer": r.get("layer"), "effect": float(r.get("effect") or 0.0),
-                     "label": i % max(1, n // 15) == 0})
+        bars.append(
+            {
+                "x": round(32 + i * step, 1),
+                "y": round(base_y - h, 1),
+                "w": round(max(step - 2, 1), 1),
+                "h": round(h, 1),
+                "layer": r.get("layer"),
+                "effect": float(r.get("effect") or 0.0),
+                "label": i % max(1, n // 15) == 0,
+            }
+        )
     return {"width": width, "height": height, "base_y": base_y, "bars": bars}
 
 
@@ -63,8 +83,13 @@ def render_diff_page(doc: dict, title: str | None = None, max_docs: int = 12) ->
     """The page as one HTML string."""
     kl_docs, kl_max = _kl_docs(doc, max_docs)
     template = _environment().get_template("diff_template.html.j2")
-    return template.render(doc=doc, title=title or f"thoughtlens diff: {doc.get('base')} vs {doc.get('finetuned')}",
-                           kl_docs=kl_docs, kl_max=kl_max, swap_svg=_swap_svg(doc.get("swap") or []))
+    return template.render(
+        doc=doc,
+        title=title or f"thoughtlens diff: {doc.get('base')} vs {doc.get('finetuned')}",
+        kl_docs=kl_docs,
+        kl_max=kl_max,
+        swap_svg=_swap_svg(doc.get("swap") or []),
+    )
 
 
 def save_diff_page(doc: dict, path: str | os.PathLike, title: str | None = None) -> Path:
@@ -77,5 +102,7 @@ def save_diff_page(doc: dict, path: str | os.PathLike, title: str | None = None)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise ThoughtlensError(f"cannot write the page to {path} ({exc.strerror or exc}): pass -o with a writable path") from None
+        raise ThoughtlensError(
+            f"cannot write the page to {path} ({exc.strerror or exc}): pass -o with a writable path"
+        ) from None
     return path

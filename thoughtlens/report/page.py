@@ -42,10 +42,12 @@ def render_page(data: dict) -> str:
     # Our own assets go in unescaped; they must never close their element early.
     assert "</script" not in script.lower() and "</style" not in style.lower()
     template = _environment().get_template("template.html.j2")
-    return template.render(title=data.get("title") or "thoughtlens report",
-                           data_json=Markup(embed_json(data)),
-                           script=Markup(script),
-                           style=Markup(style))
+    return template.render(
+        title=data.get("title") or "thoughtlens report",
+        data_json=Markup(embed_json(data)),
+        script=Markup(script),
+        style=Markup(style),
+    )
 
 
 class ReportPage:
@@ -65,12 +67,16 @@ class ReportPage:
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise ThoughtlensError(f"cannot write the page to {path} ({exc.strerror or exc}): "
-                                   "pass -o with a path in a writable folder that has space") from None
+            raise ThoughtlensError(
+                f"cannot write the page to {path} ({exc.strerror or exc}): "
+                "pass -o with a path in a writable folder that has space"
+            ) from None
         return path
 
     def _repr_html_(self) -> str:
         # The same page inside an iframe: srcdoc keeps it self-contained, and sandbox without
         # allow-same-origin keeps its scripts away from the notebook.
-        return (f'<iframe srcdoc="{html.escape(self.html, quote=True)}" sandbox="allow-scripts" '
-                'style="width:100%;height:900px;border:1px solid #ddd"></iframe>')
+        return (
+            f'<iframe srcdoc="{html.escape(self.html, quote=True)}" sandbox="allow-scripts" '
+            'style="width:100%;height:900px;border:1px solid #ddd"></iframe>'
+        )

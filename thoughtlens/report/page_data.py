@@ -60,14 +60,20 @@ METRICS: dict[str, tuple[str, str]] = {m.key: (m.label, m.description) for m in 
 
 # Why each optional view can be empty, and the command that fills it (from the artifact declarations).
 NOTES: dict[str, str] = {
-    view: note for view in ("suppression", "counterfactual", "receiver_head_kurtosis", "head_attention",
-                            "category_table", "transition_matrix")
+    view: note
+    for view in (
+        "suppression",
+        "counterfactual",
+        "receiver_head_kurtosis",
+        "head_attention",
+        "category_table",
+        "transition_matrix",
+    )
     if (note := not_computed_note(view)) is not None
 }
 NOTES["answers"] = NOTES["alternatives"] = "not computed: run `thoughtlens anchors run` (resampling rollouts)"
 
-_OPTIONAL_MATRICES = ("suppression", "counterfactual", "receiver_head_kurtosis", "receiver_scores",
-                      "head_attention")
+_OPTIONAL_MATRICES = ("suppression", "counterfactual", "receiver_head_kurtosis", "receiver_scores", "head_attention")
 
 
 def metric_entries(keys: set[str]) -> list[dict[str, str]]:
@@ -96,49 +102,60 @@ def clean_matrix(m: Any, *, name: str, shape: tuple[int | None, int | None] = (N
         if want is not None and arr.shape[axis] != want:
             raise ThoughtlensError(
                 f"{name} has shape {arr.shape} but the trace has {want} sentences; "
-                f"recompute it for this trace or drop it")
+                f"recompute it for this trace or drop it"
+            )
     return [[clean_number(v) for v in row] for row in arr.tolist()]
 
 
 def validate_page_data(data: dict) -> dict:
     """Check the parts the page relies on; raise a one-line ThoughtlensError that names the fix."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ThoughtlensError(f"page data must be a dict with schema={SCHEMA!r}; build it with "
-                               "page_data_from_published() or page_data_from_store()")
+        raise ThoughtlensError(
+            f"page data must be a dict with schema={SCHEMA!r}; build it with "
+            "page_data_from_published() or page_data_from_store()"
+        )
     for key in ("problem", "trace", "sentences", "matrices", "metrics", "categories", "notes"):
         if key not in data:
-            raise ThoughtlensError(f"page data lacks {key!r}; build it with page_data_from_published() "
-                                   "or page_data_from_store()")
+            raise ThoughtlensError(
+                f"page data lacks {key!r}; build it with page_data_from_published() or page_data_from_store()"
+            )
     sentences = data["sentences"]
     if not sentences:
         raise ThoughtlensError("page data has no sentences; the trace is empty, generate or parse it first")
     for pos, s in enumerate(sentences):
         if s.get("index") != pos:
-            raise ThoughtlensError(f"sentence at position {pos} has index {s.get('index')}; "
-                                   "sentences must be numbered 0..S-1 in order")
+            raise ThoughtlensError(
+                f"sentence at position {pos} has index {s.get('index')}; sentences must be numbered 0..S-1 in order"
+            )
     n = len(sentences)
     matrices = data["matrices"]
     for name in ("suppression", "counterfactual"):
         m = matrices.get(name)
         if m is not None and (len(m) != n or any(len(row) != n for row in m)):
-            raise ThoughtlensError(f"matrices.{name} must be [{n}, {n}] (one row/column per sentence); "
-                                   "recompute it for this trace")
+            raise ThoughtlensError(
+                f"matrices.{name} must be [{n}, {n}] (one row/column per sentence); recompute it for this trace"
+            )
     for head in matrices.get("head_attention") or []:
         m = head.get("matrix")
         if m is None or len(m) != n or any(len(row) != n for row in m):
-            raise ThoughtlensError(f"head_attention L{head.get('layer')}H{head.get('head')} matrix must be "
-                                   f"[{n}, {n}]; recompute it for this trace")
+            raise ThoughtlensError(
+                f"head_attention L{head.get('layer')}H{head.get('head')} matrix must be "
+                f"[{n}, {n}]; recompute it for this trace"
+            )
     sae = data.get("sae_features")
     if sae is not None and len(sae.get("sentences") or []) != n:
-        raise ThoughtlensError(f"sae_features.sentences must have one list per sentence ({n}); "
-                               "recompute them with `thoughtlens sae store-features SAE_DIR STORE`")
+        raise ThoughtlensError(
+            f"sae_features.sentences must have one list per sentence ({n}); "
+            "recompute them with `thoughtlens sae store-features SAE_DIR STORE`"
+        )
     curve = data.get("transplant_curve")
     if curve is not None and not curve.get("points"):
         raise ThoughtlensError("transplant_curve has no points; recompute it with `thoughtlens branches transplant`")
     scores = matrices.get("receiver_scores")
     if scores is not None and len(scores) != n:
-        raise ThoughtlensError(f"receiver_scores has {len(scores)} entries for {n} sentences; "
-                               "recompute it for this trace")
+        raise ThoughtlensError(
+            f"receiver_scores has {len(scores)} entries for {n} sentences; recompute it for this trace"
+        )
     return data
 
 

@@ -8,19 +8,29 @@ import re
 from pathlib import Path
 
 from thoughtlens.errors import DataError
-from thoughtlens.report.alternatives import (MAX_ALTERNATIVES, SIMILARITY_THRESHOLD, Embedder,
-                                             alternatives_for_trace, minilm_embedder)
+from thoughtlens.report.alternatives import (
+    MAX_ALTERNATIVES,
+    SIMILARITY_THRESHOLD,
+    Embedder,
+    alternatives_for_trace,
+    minilm_embedder,
+)
 from thoughtlens.report.category_stats import categories_in, category_table, transition_matrix
 from thoughtlens.report.outcome_labels import relabel_outcome
+from thoughtlens.report.page_data import METRICS, SCHEMA, clean_number, fill_notes, metric_entries, validate_page_data
 from thoughtlens.report.published_agentic import is_agentic, scenario_problem
-from thoughtlens.report.page_data import (METRICS, SCHEMA, clean_number, fill_notes, metric_entries,
-                                          validate_page_data)
-from thoughtlens.trace.published_files import (read_base_solution, read_chunks_labeled, read_chunks_resampled,
-                                               read_problem)
+from thoughtlens.trace.published_files import (
+    read_base_solution,
+    read_chunks_labeled,
+    read_chunks_resampled,
+    read_problem,
+)
 
 _REQUIRED = ("problem.json", "base_solution.json", "chunks_labeled.json")
-_ANSWERS_NOTE = ("published data holds accuracy only: 'resampled' = rollouts resampled from this "
-                 "sentence, 'kept' = rollouts resampled from the next one (this sentence kept)")
+_ANSWERS_NOTE = (
+    "published data holds accuracy only: 'resampled' = rollouts resampled from this "
+    "sentence, 'kept' = rollouts resampled from the next one (this sentence kept)"
+)
 
 
 def locate_chunks(text: str, chunks: list[str]) -> list[tuple[int, int]]:
@@ -48,8 +58,13 @@ def _answers(accuracy: list[float | None], i: int) -> dict | None:
     if i + 1 >= len(accuracy) or accuracy[i] is None or accuracy[i + 1] is None:
         return None
     dist = lambda p: {"correct": clean_number(p), "incorrect": clean_number(1 - p)}  # noqa: E731
-    return {"kept": dist(accuracy[i + 1]), "resampled": dist(accuracy[i]), "n_kept": None,
-            "n_resampled": None, "note": _ANSWERS_NOTE}
+    return {
+        "kept": dist(accuracy[i + 1]),
+        "resampled": dist(accuracy[i]),
+        "n_kept": None,
+        "n_resampled": None,
+        "note": _ANSWERS_NOTE,
+    }
 
 
 def _sentences(text: str, chunks: list[dict]) -> list[dict]:
@@ -57,20 +72,33 @@ def _sentences(text: str, chunks: list[dict]) -> list[dict]:
     accuracy = [clean_number(c.get("accuracy")) for c in chunks]
     sentences = []
     for i, (c, (start, end)) in enumerate(zip(chunks, spans)):
-        sentences.append({
-            "index": i, "start": start, "end": end, "text": c["chunk"],
-            "tags": list(c.get("function_tags") or []), "summary": c.get("summary"),
-            "metrics": {k: clean_number(c[k]) for k in METRICS if k in c},
-            "ci": {},  # the published metrics come without CIs
-            "depends_on": sorted({int(d) for d in c.get("depends_on") or [] if str(d).isascii() and str(d).isdigit()}),
-            "answers": _answers(accuracy, i), "alternatives": None,
-        })
+        sentences.append(
+            {
+                "index": i,
+                "start": start,
+                "end": end,
+                "text": c["chunk"],
+                "tags": list(c.get("function_tags") or []),
+                "summary": c.get("summary"),
+                "metrics": {k: clean_number(c[k]) for k in METRICS if k in c},
+                "ci": {},  # the published metrics come without CIs
+                "depends_on": sorted(
+                    {int(d) for d in c.get("depends_on") or [] if str(d).isascii() and str(d).isdigit()}
+                ),
+                "answers": _answers(accuracy, i),
+                "alternatives": None,
+            }
+        )
     return sentences
 
 
-def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True,
-                             embed: Embedder | None = None,
-                             max_alternatives: int = MAX_ALTERNATIVES) -> dict:
+def page_data_from_published(
+    problem_dir: str | Path,
+    *,
+    similarity: bool = True,
+    embed: Embedder | None = None,
+    max_alternatives: int = MAX_ALTERNATIVES,
+) -> dict:
     """Page data for one published problem directory (e.g. .../correct_base_solution/problem_1591).
 
     similarity: flag resampled alternatives similar/dissimilar with sentence embeddings (MiniLM unless
@@ -78,14 +106,18 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
     """
     problem_dir = Path(problem_dir)
     if not problem_dir.is_dir():
-        raise DataError(f"{problem_dir} is not a directory; pass a published problem directory "
-                               "such as .../deepseek-r1-distill-qwen-14b/correct_base_solution/problem_1591")
+        raise DataError(
+            f"{problem_dir} is not a directory; pass a published problem directory "
+            "such as .../deepseek-r1-distill-qwen-14b/correct_base_solution/problem_1591"
+        )
     agentic = is_agentic(problem_dir)  # a blackmail scenario (scenario.json): report.published_agentic
     required = [n for n in _REQUIRED if not (agentic and n == "problem.json")]
     missing = [name for name in required if not (problem_dir / name).is_file()]
     if missing:
-        raise DataError(f"{problem_dir} lacks {', '.join(missing)}; pass a published problem "
-                               "directory (problem.json, base_solution.json, chunks_labeled.json)")
+        raise DataError(
+            f"{problem_dir} lacks {', '.join(missing)}; pass a published problem "
+            "directory (problem.json, base_solution.json, chunks_labeled.json)"
+        )
     # Shapes and types are checked file by file (DataError naming file, key and fix): see trace.published_files.
     base = read_base_solution(problem_dir / "base_solution.json")
     if agentic:
@@ -103,20 +135,30 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
     metric_keys = [k for k in METRICS if any(s["metrics"].get(k) is not None for s in sentences)]
     pid = f"{problem_dir.parent.name}/{problem_dir.name}"
     data = {
-        "schema": SCHEMA, "title": f"{problem.get('nickname') or problem_dir.name} ({pid})",
+        "schema": SCHEMA,
+        "title": f"{problem.get('nickname') or problem_dir.name} ({pid})",
         "source": str(problem_dir),
         "problem": {"id": pid, "text": problem.get("problem", ""), "gt_answer": problem.get("gt_answer")},
         "trace": {"text": text, "answer": graded["answer"], "is_correct": graded["is_correct"]},
-        "categories": categories, "metrics": metric_entries(set(metric_keys)), "sentences": sentences,
+        "categories": categories,
+        "metrics": metric_entries(set(metric_keys)),
+        "sentences": sentences,
         "similarity_threshold": SIMILARITY_THRESHOLD if similarity else None,
-        "matrices": {"suppression": None, "counterfactual": _step_importance(problem_dir, len(sentences)),
-                     "receiver_head_kurtosis": None, "receiver_scores": None, "head_attention": None},
+        "matrices": {
+            "suppression": None,
+            "counterfactual": _step_importance(problem_dir, len(sentences)),
+            "receiver_head_kurtosis": None,
+            "receiver_scores": None,
+            "head_attention": None,
+        },
         "category_table": category_table(sentences, metric_keys) or None,
         "category_table_source": "computed from this trace: mean per primary category, "
-                                 "95 % percentile-bootstrap CI over sentences",
+        "95 % percentile-bootstrap CI over sentences",
         "transition_matrix": transition_matrix(sentences, categories),
-        "notes": {"conventions": "Metric definitions: the paper's own numbers (chunks_labeled.json, computed by "
-                                 "analyze_rollouts.py); sentence graph: step_importance.json (step_attribution.py)."},
+        "notes": {
+            "conventions": "Metric definitions: the paper's own numbers (chunks_labeled.json, computed by "
+            "analyze_rollouts.py); sentence graph: step_importance.json (step_attribution.py)."
+        },
     }
     data = fill_notes(data)
     if agentic:  # the `accuracy` keys hold the rate of the graded outcome (e.g. blackmail rate)
@@ -124,8 +166,9 @@ def page_data_from_published(problem_dir: str | Path, *, similarity: bool = True
     # The published data has no white-box analyses; say so rather than pointing at a STORE command.
     for view in ("suppression", "counterfactual", "receiver_head_kurtosis", "head_attention"):
         if data["matrices"].get(view) is None:
-            data["notes"][view] = ("not in the published data: run `thoughtlens anchors attention STORE` "
-                                   "on your own run of this trace")
+            data["notes"][view] = (
+                "not in the published data: run `thoughtlens anchors attention STORE` on your own run of this trace"
+            )
     return validate_page_data(data)
 
 
@@ -144,14 +187,16 @@ def _step_importance(problem_dir: Path, n: int) -> list | None:
     return matrix.tolist()
 
 
-def _attach_alternatives(sentences: list[dict], resampled: dict, similarity: bool,
-                         embed: Embedder | None, max_items: int) -> None:
+def _attach_alternatives(
+    sentences: list[dict], resampled: dict, similarity: bool, embed: Embedder | None, max_items: int
+) -> None:
     """chunks_resampled.json maps str(sentence index) -> list of replacement sentences (shape checked by
     read_chunks_resampled)."""
     per_sentence = [resampled.get(str(s["index"])) for s in sentences]
     if similarity and embed is None:
         embed = minilm_embedder()
-    alts = alternatives_for_trace([s["text"] for s in sentences], per_sentence,
-                                  embed=embed if similarity else None, max_items=max_items)
+    alts = alternatives_for_trace(
+        [s["text"] for s in sentences], per_sentence, embed=embed if similarity else None, max_items=max_items
+    )
     for s, a in zip(sentences, alts):
         s["alternatives"] = a

@@ -26,7 +26,7 @@ def outcome_name(base: dict) -> str:
     """The graded property of the base solution: "blackmail" for `contains_blackmail` (the first
     `contains_*` key); "outcome" when none is recorded."""
     keys = [k for k in base if k.startswith("contains_")]
-    return keys[0][len("contains_"):].replace("_", " ") if keys else "outcome"
+    return keys[0][len("contains_") :].replace("_", " ") if keys else "outcome"
 
 
 def scenario_problem(problem_dir: Path, base: dict) -> tuple[dict, dict]:
@@ -35,13 +35,18 @@ def scenario_problem(problem_dir: Path, base: dict) -> tuple[dict, dict]:
     path = problem_dir / SCENARIO
     data = read_json(path)
     if not isinstance(data, dict):
-        raise DataError(f"{path} must hold a JSON object (scenario_id, system_prompt, user_prompt, ...): "
-                        "re-download the published scenario directory")
+        raise DataError(
+            f"{path} must hold a JSON object (scenario_id, system_prompt, user_prompt, ...): "
+            "re-download the published scenario directory"
+        )
     parts = [data.get(k) for k in ("system_prompt", "user_prompt", "email_content")]
     text = "\n\n".join(p for p in parts if isinstance(p, str) and p.strip()) or str(base.get("prompt") or "")
     name = outcome_name(base)
     graded = base.get(f"contains_{name.replace(' ', '_')}")
     answer = None if not isinstance(graded, bool) else f"{name}: {'yes' if graded else 'no'}"
-    problem = {"problem": text, "nickname": data.get("nickname") if isinstance(data.get("nickname"), str) else None,
-               "gt_answer": None}
+    problem = {
+        "problem": text,
+        "nickname": data.get("nickname") if isinstance(data.get("nickname"), str) else None,
+        "gt_answer": None,
+    }
     return problem, {"answer": answer, "is_correct": None, "outcome": name}

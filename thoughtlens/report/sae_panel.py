@@ -41,8 +41,10 @@ def sae_panel_data(per_problem, table, n: int, problem_id: str) -> tuple[dict | 
     if table is None:
         note = f"the run has no feature table (logit effects, top sentences); {_FIX}"
     elif (table.get("sae") or {}).get("fingerprint") != meta.get("fingerprint"):
-        note = (f"the run's feature table comes from another SAE than this problem's features; "
-                f"recompute with `thoughtlens sae store-features SAE_DIR STORE --problem {problem_id}`")
+        note = (
+            f"the run's feature table comes from another SAE than this problem's features; "
+            f"recompute with `thoughtlens sae store-features SAE_DIR STORE --problem {problem_id}`"
+        )
     else:
         stored = table.get("features") or {}
         for f in wanted:
@@ -51,10 +53,18 @@ def sae_panel_data(per_problem, table, n: int, problem_id: str) -> tuple[dict | 
                 continue
             features[str(f)] = {
                 "label": None if entry.get("label") is None else str(entry["label"]),
-                "up": _tokens(entry.get("up")), "down": _tokens(entry.get("down")),
-                "top_sentences": [{"problem_id": str(pid), "sentence": int(s), "activation": clean_number(a),
-                                   "text": str(text), "here": str(pid) == str(problem_id)}
-                                  for pid, s, a, text in entry.get("top_sentences") or []],
+                "up": _tokens(entry.get("up")),
+                "down": _tokens(entry.get("down")),
+                "top_sentences": [
+                    {
+                        "problem_id": str(pid),
+                        "sentence": int(s),
+                        "activation": clean_number(a),
+                        "text": str(text),
+                        "here": str(pid) == str(problem_id),
+                    }
+                    for pid, s, a, text in entry.get("top_sentences") or []
+                ],
             }
     sae = {k: meta.get(k) for k in ("hook", "architecture", "d_sae", "pool")}
     return {"sae": sae, "sentences": rows, "features": features}, note

@@ -23,11 +23,21 @@ def transplant_curve_data(value, *, cot_on_page: bool) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(p, dict) and {"k", "rate"} <= p.keys() for p in value):
-        raise ThoughtlensError("artifact transplant_curve must be a list of {k, rate, ci_low, ci_high, n}; "
-                               "recompute it with `thoughtlens branches transplant`")
-    points = [{"k": int(p["k"]), "rate": clean_number(p["rate"]), "ci_low": clean_number(p.get("ci_low")),
-               "ci_high": clean_number(p.get("ci_high")), "n": p.get("n"), "copied": bool(p.get("copied"))}
-              for p in sorted(value, key=lambda p: int(p["k"]))]
+        raise ThoughtlensError(
+            "artifact transplant_curve must be a list of {k, rate, ci_low, ci_high, n}; "
+            "recompute it with `thoughtlens branches transplant`"
+        )
+    points = [
+        {
+            "k": int(p["k"]),
+            "rate": clean_number(p["rate"]),
+            "ci_low": clean_number(p.get("ci_low")),
+            "ci_high": clean_number(p.get("ci_high")),
+            "n": p.get("n"),
+            "copied": bool(p.get("copied")),
+        }
+        for p in sorted(value, key=lambda p: int(p["k"]))
+    ]
     return {"points": points, "cot_on_page": cot_on_page}
 
 
@@ -35,6 +45,12 @@ def hinted_cot_trace(cot: str) -> dict:
     """A store-like trace (prompt "", completion = the hinted CoT) whose sentences are the transplant's
     cut points: anchors/branches/transplant.py `_curve` keeps the non-blank spans of split_sentences(cot)."""
     spans = [(a, b) for a, b in split_sentences(cot) if cot[a:b].strip()]
-    return {"prompt": "", "completion": cot, "answer": None, "is_correct": None,
-            "sentences": [{"index": i, "start": a, "end": b, "text": cot[a:b], "tags": None}
-                          for i, (a, b) in enumerate(spans)]}
+    return {
+        "prompt": "",
+        "completion": cot,
+        "answer": None,
+        "is_correct": None,
+        "sentences": [
+            {"index": i, "start": a, "end": b, "text": cot[a:b], "tags": None} for i, (a, b) in enumerate(spans)
+        ],
+    }

@@ -38,9 +38,21 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from thoughtlens.represent.sentence_activations import SentenceActivations, sentence_activations, token_ranges, collect
-    from thoughtlens.represent.directions import direction, diff_in_means, pca_direction, probe_direction, direction_sweep, held_out_auroc
+    from thoughtlens.represent.ablation import ablate_direction, orthogonalize_weights, orthogonalized_model
+    from thoughtlens.represent.directions import (
+        diff_in_means,
+        direction,
+        direction_sweep,
+        held_out_auroc,
+        pca_direction,
+        probe_direction,
+    )
     from thoughtlens.represent.probes import ProbeResult, fit_probe, layer_sweep
+    from thoughtlens.represent.refusal import is_refusal, refusal_direction, refusal_prompts, refusal_rate
+    from thoughtlens.represent.sentence_activations import (
+        SentenceActivations,
+        collect,
+        sentence_activations,
+        token_ranges,
+    )
     from thoughtlens.represent.steering import SteeringResult, steering_effect
-    from thoughtlens.represent.ablation import ablate_direction, orthogonalized_model, orthogonalize_weights
-    from thoughtlens.represent.refusal import refusal_prompts, refusal_direction, refusal_rate, is_refusal

@@ -31,8 +31,10 @@ from thoughtlens.model.interventions import project_out
 def _unit(model, direction) -> torch.Tensor:
     d = torch.as_tensor(direction).detach().double().flatten()
     if d.shape[0] != model.cfg.d_model:
-        raise ConfigError(f"the direction has width {d.shape[0]} but {model.name}'s residual stream has "
-                          f"d_model = {model.cfg.d_model}: compute it at a residual-stream hook of this model")
+        raise ConfigError(
+            f"the direction has width {d.shape[0]} but {model.name}'s residual stream has "
+            f"d_model = {model.cfg.d_model}: compute it at a residual-stream hook of this model"
+        )
     if not torch.isfinite(d).all() or d.norm() == 0:
         raise ConfigError("the direction is zero or not finite: check how it was computed")
     return d / d.norm()
@@ -67,7 +69,9 @@ def _orthogonalize_output(module: nn.Module, r: torch.Tensor) -> None:
             if p.ndim == 1:  # bias [d_model]
                 w = w - (w @ r) * r
             elif type(module).__name__ == "Conv1D" or isinstance(module, nn.Embedding):
-                w = w - (w @ r)[:, None] * r[None, :]  # rows are output vectors: Conv1D W [in, out], Embedding [vocab, d]
+                w = (
+                    w - (w @ r)[:, None] * r[None, :]
+                )  # rows are output vectors: Conv1D W [in, out], Embedding [vocab, d]
             else:  # nn.Linear: y = x @ W^T + b, W [out, in]
                 w = w - r[:, None] * (r @ w)[None, :]
             p.copy_(w.to(p.dtype))
@@ -80,8 +84,10 @@ def orthogonalized_model(model, direction) -> HookedModel:
     """
     a = model.adapter
     if a.attn_out != a.o_proj.split(".")[0] and a.attn_out != a.o_proj:
-        raise ConfigError(f"{a.name} normalises attention / MLP outputs after their projections (sandwich norms), "
-                          "so editing the projections does not remove the direction: use ablate_direction (hooks)")
+        raise ConfigError(
+            f"{a.name} normalises attention / MLP outputs after their projections (sandwich norms), "
+            "so editing the projections does not remove the direction: use ablate_direction (hooks)"
+        )
     r = _unit(model, direction)
     edited = model.copy(untie_embeddings=True)
     _orthogonalize_output(edited.submodule(a.embed), r)

@@ -25,8 +25,10 @@ METHODS = ("diff_in_means", "pca", "probe")
 def _two_sets(a, b) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ConfigError(f"the two sets must be [n, d] arrays of the same width, got {a.shape} and {b.shape}: "
-                          "collect both at the same hook")
+        raise ConfigError(
+            f"the two sets must be [n, d] arrays of the same width, got {a.shape} and {b.shape}: "
+            "collect both at the same hook"
+        )
     if len(a) < 1 or len(b) < 1:
         raise ConfigError(f"each set needs at least one row, got {len(a)} and {len(b)}: both labels must occur")
     return a, b
@@ -95,8 +97,13 @@ class DirectionScore:
     cosine_with_diff_in_means: float
 
 
-def direction_sweep(sets: Mapping[int, tuple[np.ndarray, np.ndarray]], *, methods: Sequence[str] = ("diff_in_means",),
-                    test_fraction: float = 0.5, seed: int = 0) -> list[DirectionScore]:
+def direction_sweep(
+    sets: Mapping[int, tuple[np.ndarray, np.ndarray]],
+    *,
+    methods: Sequence[str] = ("diff_in_means",),
+    test_fraction: float = 0.5,
+    seed: int = 0,
+) -> list[DirectionScore]:
     """For each layer and method: the direction from a random half, and its AUROC on the other half.
 
     sets: layer -> (rows of concept a, rows of concept b). Rows are split at random here; for grouped data
@@ -135,8 +142,9 @@ class HeldOutAUROC:
     n_neg: int
 
 
-def held_out_auroc(X, y, groups, *, method: str = "diff_in_means", n_splits: int = 5, n_boot: int = 1000,
-                   seed: int = 0) -> HeldOutAUROC:
+def held_out_auroc(
+    X, y, groups, *, method: str = "diff_in_means", n_splits: int = 5, n_boot: int = 1000, seed: int = 0
+) -> HeldOutAUROC:
     """Detection quality of a direction, held out by group: for each GroupKFold split, the direction from the
     training rows (y True vs False), and the held-out rows' projections on it as scores.
 
@@ -146,7 +154,9 @@ def held_out_auroc(X, y, groups, *, method: str = "diff_in_means", n_splits: int
 
     X, y, groups = np.asarray(X, dtype=np.float64), np.asarray(y).astype(bool), np.asarray(groups)
     if X.ndim != 2 or len(X) != len(y) or len(y) != len(groups):
-        raise ConfigError(f"X must be [n, d] with one label and one group per row, got {X.shape}, {len(y)}, {len(groups)}")
+        raise ConfigError(
+            f"X must be [n, d] with one label and one group per row, got {X.shape}, {len(y)}, {len(groups)}"
+        )
     if y.all() or not y.any():
         raise ConfigError("the labels have one class: the concept must be present in some rows and absent in others")
     n_groups = len(set(groups.tolist()))
@@ -167,5 +177,5 @@ def held_out_auroc(X, y, groups, *, method: str = "diff_in_means", n_splits: int
     for rows in group_resamples(g, n_boot, seed):
         if t[rows].any() and not t[rows].all():
             draws.append(auroc(s[rows][t[rows]], s[rows][~t[rows]]))
-    lo, hi = (np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan))
+    lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan)
     return HeldOutAUROC(method, float(est), (float(lo), float(hi)), folds, int(t.sum()), int((~t).sum()))

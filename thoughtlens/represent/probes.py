@@ -63,7 +63,9 @@ def _check(X, y, groups, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if X.ndim != 2:
         raise ConfigError(f"features must be [n, d], got shape {X.shape}")
     if not (len(X) == len(y) == len(groups)):
-        raise ConfigError(f"features ({len(X)}), targets ({len(y)}) and groups ({len(groups)}) must have one row per item")
+        raise ConfigError(
+            f"features ({len(X)}), targets ({len(y)}) and groups ({len(groups)}) must have one row per item"
+        )
     if not np.isfinite(X).all():
         raise ConfigError("features contain NaN (a sentence with no tokens?): drop those rows first")
     if task == "classify" and len(np.unique(y)) < 2:
@@ -122,8 +124,19 @@ class ProbeResult:
         return d
 
 
-def fit_probe(X, y, groups, *, task: str = "classify", n_splits: int = 5, C: float = 1.0, alpha: float = 10.0,
-              control_types: Sequence[str] | None = None, n_boot: int = 500, seed: int = 0) -> ProbeResult:
+def fit_probe(
+    X,
+    y,
+    groups,
+    *,
+    task: str = "classify",
+    n_splits: int = 5,
+    C: float = 1.0,
+    alpha: float = 10.0,
+    control_types: Sequence[str] | None = None,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> ProbeResult:
     """Cross-validated linear probe. X: [n, d]; y: labels (classify) or numbers (regress); groups: [n] problem ids.
 
     control_types: surface type of each row (e.g. `surface_types(texts)`): also fit the control task and
@@ -146,8 +159,9 @@ def fit_probe(X, y, groups, *, task: str = "classify", n_splits: int = 5, C: flo
             cols = np.searchsorted(classes, m.classes_)
             proba[np.ix_(test, cols)] = m.predict_proba(X[test])
     score = _score(task, y, pred)
-    res = ProbeResult(task, score, _group_ci(task, y, pred, groups, n_boot, seed), len(y), len(np.unique(groups)),
-                      predictions=pred)
+    res = ProbeResult(
+        task, score, _group_ci(task, y, pred, groups, n_boot, seed), len(y), len(np.unique(groups)), predictions=pred
+    )
     if proba is not None:
         from sklearn.metrics import roc_auc_score
 
@@ -176,9 +190,23 @@ class Sweep:
         return {"best_layer": b.layer, "best_score": b.score, "rows": [r.to_dict() for r in self.rows]}
 
 
-def layer_sweep(acts, y, groups, *, layers: Sequence[int] | None = None, task: str = "classify",
-                reduction: str = "mean", control: bool = False, rows=None, n_splits: int = 5, C: float = 1.0,
-                alpha: float = 10.0, n_boot: int = 500, seed: int = 0, on_progress=None) -> Sweep:
+def layer_sweep(
+    acts,
+    y,
+    groups,
+    *,
+    layers: Sequence[int] | None = None,
+    task: str = "classify",
+    reduction: str = "mean",
+    control: bool = False,
+    rows=None,
+    n_splits: int = 5,
+    C: float = 1.0,
+    alpha: float = 10.0,
+    n_boot: int = 500,
+    seed: int = 0,
+    on_progress=None,
+) -> Sweep:
     """fit_probe at each layer of a SentenceActivations. rows: optional bool mask of sentences to use.
 
     control=True fits the control task on surface types read from `acts.meta["text"]`.
@@ -189,13 +217,25 @@ def layer_sweep(acts, y, groups, *, layers: Sequence[int] | None = None, task: s
     types = None
     if control:
         if "text" not in acts.meta:
-            raise ConfigError("control=True needs the sentences' text in acts.meta['text'] (their first word is the type)")
+            raise ConfigError(
+                "control=True needs the sentences' text in acts.meta['text'] (their first word is the type)"
+            )
         types = [t for t, k in zip(surface_types(acts.meta["text"].astype(str)), keep) if k]
     out = []
     for L in layers:
         X = acts.get(int(L), reduction)[keep]
-        r = fit_probe(X, y[keep], groups[keep], task=task, n_splits=n_splits, C=C, alpha=alpha,
-                      control_types=types, n_boot=n_boot, seed=seed)
+        r = fit_probe(
+            X,
+            y[keep],
+            groups[keep],
+            task=task,
+            n_splits=n_splits,
+            C=C,
+            alpha=alpha,
+            control_types=types,
+            n_boot=n_boot,
+            seed=seed,
+        )
         r.layer = int(L)
         out.append(r)
         if on_progress is not None:

@@ -27,10 +27,22 @@ from thoughtlens.errors import ConfigError
 from thoughtlens.represent.directions import diff_in_means
 
 REFUSAL_PHRASES = (
-    "I'm sorry", "I am sorry", "I apologize", "As an AI", "As a language model", "As an assistant", "I cannot",
-    "I can't", "I am unable to", "I'm unable to", "I am not able to", "I'm not able to",
+    "I'm sorry",
+    "I am sorry",
+    "I apologize",
+    "As an AI",
+    "As a language model",
+    "As an assistant",
+    "I cannot",
+    "I can't",
+    "I am unable to",
+    "I'm unable to",
+    "I am not able to",
+    "I'm not able to",
     # not in the JailbreakBench list
-    "I can’t", "I won't", "I'm not going to",
+    "I can’t",
+    "I won't",
+    "I'm not going to",
 )
 
 
@@ -73,19 +85,28 @@ def trim_to_sentence(text: str) -> str:
     return text[: ends[-1]].strip() if ends else text
 
 
-def refusal_training_examples(harmful: Sequence[str], harmless: Sequence[str], harmless_replies: Sequence[str],
-                              replies: Sequence[str] = REFUSAL_REPLIES) -> list[dict]:
+def refusal_training_examples(
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    harmless_replies: Sequence[str],
+    replies: Sequence[str] = REFUSAL_REPLIES,
+) -> list[dict]:
     """Chat examples ({"messages": [user, assistant]}) that teach refusal and nothing else: harmful instruction i
     -> replies[i % len(replies)]; harmless instruction i -> harmless_replies[i] (the base model's own answer, so
     only refusal changes). Harmful examples first, then harmless."""
     if len(harmless) != len(harmless_replies):
-        raise ConfigError(f"{len(harmless)} harmless instructions but {len(harmless_replies)} replies: give one reply each")
+        raise ConfigError(
+            f"{len(harmless)} harmless instructions but {len(harmless_replies)} replies: give one reply each"
+        )
     if not harmful or not harmless or not replies:
         raise ConfigError("need at least one harmful instruction, one harmless instruction and one refusal reply")
+
     def chat(user, reply):
         return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
-    return ([chat(h, replies[i % len(replies)]) for i, h in enumerate(harmful)]
-            + [chat(h, r) for h, r in zip(harmless, harmless_replies)])
+
+    return [chat(h, replies[i % len(replies)]) for i, h in enumerate(harmful)] + [
+        chat(h, r) for h, r in zip(harmless, harmless_replies)
+    ]
 
 
 def is_refusal(text: str, phrases: Sequence[str] = REFUSAL_PHRASES) -> bool:
@@ -123,13 +144,16 @@ def post_instruction_length(model) -> int:
     tok = model._require_tokenizer()
     n = len(tok(text.split(marker)[-1], add_special_tokens=False)["input_ids"])
     if n < 1:
-        raise ConfigError(f"{model.name}'s chat template puts nothing after the instruction; read the last token (n_last=1)")
+        raise ConfigError(
+            f"{model.name}'s chat template puts nothing after the instruction; read the last token (n_last=1)"
+        )
     return n
 
 
 @torch.no_grad()
-def prompt_end_activations(model, prompts: Sequence[str], hook: str = "resid_pre", n_last: int = 1,
-                           batch_size: int = 16) -> dict[str, np.ndarray]:
+def prompt_end_activations(
+    model, prompts: Sequence[str], hook: str = "resid_pre", n_last: int = 1, batch_size: int = 16
+) -> dict[str, np.ndarray]:
     """{hook name: [n_prompts, n_last, d]} at each prompt's last `n_last` tokens, for every hook `hook` selects.
 
     Prompts are left-padded so the last tokens are the last columns of every row; index -1 is the last token.
@@ -139,7 +163,9 @@ def prompt_end_activations(model, prompts: Sequence[str], hook: str = "resid_pre
     for i in range(0, len(prompts), batch_size):
         tokens, mask = model._left_padded(list(prompts[i : i + batch_size]))
         if n_last > int(mask.sum(1).min()):
-            raise ConfigError(f"n_last={n_last} is longer than the shortest prompt; use n_last <= {int(mask.sum(1).min())}")
+            raise ConfigError(
+                f"n_last={n_last} is longer than the shortest prompt; use n_last <= {int(mask.sum(1).min())}"
+            )
         seen = {}
 
         def save(x, hook):
@@ -152,13 +178,16 @@ def prompt_end_activations(model, prompts: Sequence[str], hook: str = "resid_pre
     return {n: np.concatenate(v) for n, v in out.items()}
 
 
-def last_token_activations(model, prompts: Sequence[str], hook: str = "resid_pre", batch_size: int = 16) -> dict[str, np.ndarray]:
+def last_token_activations(
+    model, prompts: Sequence[str], hook: str = "resid_pre", batch_size: int = 16
+) -> dict[str, np.ndarray]:
     """{hook name: [n_prompts, d]} at each prompt's last token (`prompt_end_activations` with n_last=1)."""
     return {n: a[:, -1] for n, a in prompt_end_activations(model, prompts, hook, 1, batch_size).items()}
 
 
-def refusal_direction(model, harmful: Sequence[str], harmless: Sequence[str], layer: int,
-                      hook: str = "hook_resid_pre") -> torch.Tensor:
+def refusal_direction(
+    model, harmful: Sequence[str], harmless: Sequence[str], layer: int, hook: str = "hook_resid_pre"
+) -> torch.Tensor:
     """mean(harmful) - mean(harmless) at `blocks.{layer}.{hook}`, last prompt token: [d_model]."""
     if not 0 <= layer < model.cfg.n_layers:
         raise ConfigError(f"layer {layer} does not exist: {model.name} has layers 0..{model.cfg.n_layers - 1}")

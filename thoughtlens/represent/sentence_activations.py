@@ -56,11 +56,15 @@ class SentenceActivations:
         if isinstance(hook, int):
             matches = [i for i, h in enumerate(self.hooks) if h.startswith(f"blocks.{hook}.")]
             if len(matches) != 1:
-                layers = sorted({int(h.split('.')[1]) for h in self.hooks if h.startswith('blocks.')})
-                raise ConfigError(f"layer {hook} is not among the collected layers {layers}: collect it, or pick one of them")
+                layers = sorted({int(h.split(".")[1]) for h in self.hooks if h.startswith("blocks.")})
+                raise ConfigError(
+                    f"layer {hook} is not among the collected layers {layers}: collect it, or pick one of them"
+                )
             return self.values[reduction][matches[0]]
         if hook not in self.hooks:
-            raise ConfigError(f"hook '{hook}' was not collected (collected: {', '.join(self.hooks[:4])}...): collect it first")
+            raise ConfigError(
+                f"hook '{hook}' was not collected (collected: {', '.join(self.hooks[:4])}...): collect it first"
+            )
         return self.values[reduction][self.hooks.index(hook)]
 
     def layers(self) -> list[int]:
@@ -79,8 +83,12 @@ class SentenceActivations:
 
     def to_npz(self, path: str | Path) -> None:
         """NumPy archive: one array per reduction, plus hooks and the metadata as JSON."""
-        np.savez(path, hooks=np.array(self.hooks), meta=np.array(self.meta.to_json(orient="records")),
-                 **{f"values_{r}": v for r, v in self.values.items()})
+        np.savez(
+            path,
+            hooks=np.array(self.hooks),
+            meta=np.array(self.meta.to_json(orient="records")),
+            **{f"values_{r}": v for r, v in self.values.items()},
+        )
 
     @staticmethod
     def from_npz(path: str | Path) -> "SentenceActivations":
@@ -106,8 +114,9 @@ class _Stop(Exception):
     """Raised by the last needed hook: the rest of the forward (and the logits) is not needed."""
 
 
-def token_ranges(model, text: str, spans: Sequence[tuple[int, int]], max_tokens: int | None = None
-                 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def token_ranges(
+    model, text: str, spans: Sequence[tuple[int, int]], max_tokens: int | None = None
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Tokenize `text` as the model reads it and map character spans to token ranges.
 
     Returns tokens [1, T] (BOS included when the model wants one) and one [start, end) token range per
@@ -157,16 +166,21 @@ def sentence_activations(
     bad = [r for r in reductions if r not in REDUCTIONS]
     if bad or not reductions:
         raise ConfigError(f"unknown reductions {bad or '[]'}: use any of {', '.join(REDUCTIONS)}")
-    if chunk_tokens is not None and (isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int)
-                                     or chunk_tokens < 1):
+    if chunk_tokens is not None and (
+        isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1
+    ):
         raise ConfigError(f"chunk_tokens must be a positive number of tokens or None (one pass), got {chunk_tokens!r}")
     names = model._select(hooks) if isinstance(hooks, str) else [n for h in hooks for n in model._select(h)]
     if any(n.endswith("hook_pattern") for n in names):
-        raise HookError("attention patterns have no per-token vector: use thoughtlens.anchors.attention.sentence_attention")
+        raise HookError(
+            "attention patterns have no per-token vector: use thoughtlens.anchors.attention.sentence_attention"
+        )
     tokens = torch.as_tensor(tokens)
     tokens = tokens[None] if tokens.ndim == 1 else tokens
     if tokens.ndim != 2 or tokens.shape[0] != 1:
-        raise ConfigError(f"tokens must be one sequence [T] or [1, T], got {tuple(tokens.shape)}: collect traces one at a time")
+        raise ConfigError(
+            f"tokens must be one sequence [T] or [1, T], got {tuple(tokens.shape)}: collect traces one at a time"
+        )
     n_tok = tokens.shape[1]
     ranges = check_token_ranges(ranges, n_tok)
     last = max(b for _, b in ranges)
@@ -203,23 +217,34 @@ def sentence_activations(
             # positions explicit: when the final hook comes before layer 0's attention the cache stays empty
             positions = torch.arange(lo, hi, device=model.device)[None]
             try:
-                model.run_body(tokens[:, lo:hi].to(model.device), position_ids=positions, past_key_values=cache,
-                               use_cache=cache is not None)
+                model.run_body(
+                    tokens[:, lo:hi].to(model.device),
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=cache is not None,
+                )
             except _Stop:
                 pass
             if cache is not None and cache.get_seq_length() != hi:
                 cache = None  # nothing before the final hook attends: the chunks are independent
     widths = sorted({a.shape[-1] for a in sums[reductions[0]]})
     if len(widths) > 1:
-        raise ConfigError(f"the hooks have different widths {widths}: collect hooks of one width per call "
-                          "(e.g. the residual stream, attn_out and mlp_out together, mlp.hook_post apart)")
+        raise ConfigError(
+            f"the hooks have different widths {widths}: collect hooks of one width per call "
+            "(e.g. the residual stream, attn_out and mlp_out together, mlp.hook_post apart)"
+        )
     values = {}
     for r, arrays in sums.items():
         v = torch.stack(arrays).cpu().numpy().astype(np.float32)  # [n_hooks, S, d]
         v[:, empty] = np.nan
         values[r] = v
-    rows = pd.DataFrame({"sentence_index": np.arange(len(ranges)), "tok_start": [a for a, _ in ranges],
-                         "tok_end": [b for _, b in ranges]})
+    rows = pd.DataFrame(
+        {
+            "sentence_index": np.arange(len(ranges)),
+            "tok_start": [a for a, _ in ranges],
+            "tok_end": [b for _, b in ranges],
+        }
+    )
     if isinstance(meta, pd.DataFrame):
         if len(meta) != len(ranges):
             raise ConfigError(f"meta has {len(meta)} rows for {len(ranges)} sentences: pass one row per sentence")
@@ -258,9 +283,15 @@ def collect(
                 continue
             if isinstance(meta, pd.DataFrame):
                 meta = meta.iloc[keep].reset_index(drop=True)
-            acts = sentence_activations(model, tokens, [ranges[i] for i in keep], hooks=hooks,
-                                        reductions=reductions, meta=meta,
-                                        chunk_tokens=chunk_tokens)
+            acts = sentence_activations(
+                model,
+                tokens,
+                [ranges[i] for i in keep],
+                hooks=hooks,
+                reductions=reductions,
+                meta=meta,
+                chunk_tokens=chunk_tokens,
+            )
             acts.meta["trace_id"] = trace_id
             acts.meta["sentence_index"] = keep
             if path is not None:

@@ -109,15 +109,20 @@ def steering_effect(
     for s in scales:
         if s == 0.0 and baseline is not None:
             if 0.0 not in baseline.texts or len(baseline.texts[0.0]) != len(prompts):
-                raise ConfigError("the baseline result has no scale-0 rollouts for these prompts: pass one computed on them")
+                raise ConfigError(
+                    "the baseline result has no scale-0 rollouts for these prompts: pass one computed on them"
+                )
             texts[s] = baseline.texts[0.0]
             continue
         texts[s] = []
         for prompt in prompts:
             n_prompt = model.to_tokens(prompt).shape[1]
             positions = None if prompt_positions_too else slice(n_prompt, None)
-            sampler = HFSampler(model, batch_size=batch_size,
-                                intervention=lambda: add_direction(model, hook, direction, s, positions=positions))
+            sampler = HFSampler(
+                model,
+                batch_size=batch_size,
+                intervention=lambda: add_direction(model, hook, direction, s, positions=positions),
+            )
             done = sampler.sample([SampleRequest(prompt, tuple(range(n_rollouts)))], params)
             texts[s].append([c.text for c in sorted(done, key=lambda c: c.sample_index)])
             if on_progress is not None:
@@ -133,8 +138,15 @@ def steering_effect(
     rows = []
     for s in scales:
         est = hierarchical_bootstrap_diff(scores[s], scores[0.0], seed=seed)
-        rows.append(SteeringRow(s, float(np.mean(np.concatenate(scores[s]))), est.estimate, (est.ci_low, est.ci_high),
-                                nll[s], nll[s] / nll[0.0] if nll[0.0] else math.nan, n_rollouts * len(prompts)))
+        rows.append(
+            SteeringRow(
+                s,
+                float(np.mean(np.concatenate(scores[s]))),
+                est.estimate,
+                (est.ci_low, est.ci_high),
+                nll[s],
+                nll[s] / nll[0.0] if nll[0.0] else math.nan,
+                n_rollouts * len(prompts),
+            )
+        )
     return SteeringResult(hook, rows, texts)
-
-

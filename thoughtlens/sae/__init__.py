@@ -21,6 +21,20 @@ from thoughtlens.sae.io import load_sae, save_sae
 from thoughtlens.sae.splice import splice_sae
 from thoughtlens.sae.train import TrainConfig, TrainResult, train_saes
 
-__all__ = ["ARCHITECTURES", "SAE", "SAEConfig", "SAEOutput", "ActivationSource", "TensorSource", "TrainConfig",
-           "TrainResult", "build_sae", "load_sae", "read_corpus", "register_architecture", "save_sae", "splice_sae",
-           "train_saes"]
+__all__ = [
+    "ARCHITECTURES",
+    "SAE",
+    "SAEConfig",
+    "SAEOutput",
+    "ActivationSource",
+    "TensorSource",
+    "TrainConfig",
+    "TrainResult",
+    "build_sae",
+    "load_sae",
+    "read_corpus",
+    "register_architecture",
+    "save_sae",
+    "splice_sae",
+    "train_saes",
+]

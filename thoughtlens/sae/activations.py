@@ -38,7 +38,9 @@ from thoughtlens.files import output_modes
 from thoughtlens.progress import OnProgress, Tracker
 from thoughtlens.sae.base import check_finite
 
-SHARED_DATA = Path(os.environ.get("THOUGHTLENS_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("THOUGHTLENS_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
+)
 GSM8K = SHARED_DATA / "gsm8k" / "test.jsonl"
 
 
@@ -46,7 +48,9 @@ class _StopForward(Exception):
     """Raised from the last hook a source needs, so the rest of the forward is skipped."""
 
 
-def read_corpus(source: str | os.PathLike | Sequence[str], column: str | None = None, limit: int | None = None) -> list[str]:
+def read_corpus(
+    source: str | os.PathLike | Sequence[str], column: str | None = None, limit: int | None = None
+) -> list[str]:
     """Documents from: a list of strings; "gsm8k" (the shared GSM8K test set: question + worked answer);
     a .txt file (blank-line separated documents); .jsonl (field `column`, default "text", or GSM8K's
     question + answer); .parquet (column `column`, default "text")."""
@@ -69,7 +73,9 @@ def read_corpus(source: str | os.PathLike | Sequence[str], column: str | None = 
                 else:
                     key = column or "text"
                     if key not in row:
-                        raise SAEError(f"{path}: rows have no field {key!r} (fields: {', '.join(row)}); pass column=...")
+                        raise SAEError(
+                            f"{path}: rows have no field {key!r} (fields: {', '.join(row)}); pass column=..."
+                        )
                     docs.append(str(row[key]))
         elif suffix == ".parquet":
             import pandas as pd
@@ -77,7 +83,9 @@ def read_corpus(source: str | os.PathLike | Sequence[str], column: str | None = 
             df = pd.read_parquet(path)
             key = column or "text"
             if key not in df.columns:
-                raise SAEError(f"{path}: no column {key!r} (columns: {', '.join(map(str, df.columns))}); pass column=...")
+                raise SAEError(
+                    f"{path}: no column {key!r} (columns: {', '.join(map(str, df.columns))}); pass column=..."
+                )
             docs = [str(t) for t in df[key].dropna()]
         else:
             docs = [d.strip() for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
@@ -171,8 +179,10 @@ class ActivationSource:
             raise SAEError("no hook names given: pass e.g. 'blocks.15.hook_resid_post'")
         if max_tokens is not None:
             if batch_size > 0 and max_tokens < 2 * batch_size:
-                raise SAEError(f"max_tokens ({max_tokens}) is fewer than two batches of batch_size={batch_size}: "
-                               "raise max_tokens or lower batch_size")
+                raise SAEError(
+                    f"max_tokens ({max_tokens}) is fewer than two batches of batch_size={batch_size}: "
+                    "raise max_tokens or lower batch_size"
+                )
             buffer_size = min(buffer_size, max_tokens)  # a buffer larger than the stream never fills
         if batch_size <= 0 or buffer_size < 2 * batch_size:
             raise SAEError(f"buffer_size ({buffer_size}) must be at least twice batch_size ({batch_size})")
@@ -216,8 +226,13 @@ class ActivationSource:
         for t in self.texts or []:
             h.update(t.encode("utf-8", "replace"))
             h.update(b"\0")
-        return {"hook_names": self.hook_names, "context_size": self.context_size, "exclude_bos": self.exclude_bos,
-                "max_tokens": self.max_tokens, "corpus_sha256": h.hexdigest() if self.texts is not None else None}
+        return {
+            "hook_names": self.hook_names,
+            "context_size": self.context_size,
+            "exclude_bos": self.exclude_bos,
+            "max_tokens": self.max_tokens,
+            "corpus_sha256": h.hexdigest() if self.texts is not None else None,
+        }
 
     def _cached_meta(self) -> dict | None:
         if self.cache_dir is None or not (self.cache_dir / "meta.json").is_file():
@@ -226,10 +241,14 @@ class ActivationSource:
         want = self._fingerprint()
         for key in ("hook_names", "context_size", "exclude_bos", "max_tokens"):
             if meta.get(key) != want[key]:
-                raise SAEError(f"activation cache {self.cache_dir} holds {key}={meta.get(key)!r}, not {want[key]!r}: "
-                               "use another cache_dir or delete this one")
+                raise SAEError(
+                    f"activation cache {self.cache_dir} holds {key}={meta.get(key)!r}, not {want[key]!r}: "
+                    "use another cache_dir or delete this one"
+                )
         if self.texts is not None and meta.get("corpus_sha256") != want["corpus_sha256"]:
-            raise SAEError(f"activation cache {self.cache_dir} was built from another corpus: use another cache_dir or delete it")
+            raise SAEError(
+                f"activation cache {self.cache_dir} was built from another corpus: use another cache_dir or delete it"
+            )
         return meta
 
     @property
@@ -244,8 +263,9 @@ class ActivationSource:
 
     def _model_chunks(self) -> Iterator[torch.Tensor]:
         """[n, d] float32 chunks straight from the model, in corpus order."""
-        tracker = Tracker(self.on_progress, "activations", f"activations of {', '.join(self.hook_names)}",
-                          total=self.max_tokens)
+        tracker = Tracker(
+            self.on_progress, "activations", f"activations of {', '.join(self.hook_names)}", total=self.max_tokens
+        )
         n = 0
         windows = token_windows(self.model.tokenizer, self.texts, self.context_size)
         while self.max_tokens is None or n < self.max_tokens:
@@ -277,6 +297,7 @@ class ActivationSource:
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.cache_dir.name}.tmp-", dir=self.cache_dir.parent))
         pending, n_shards, n_total = [], 0, 0
         try:
+
             def flush(final: bool) -> None:
                 nonlocal pending, n_shards
                 data = torch.cat(pending) if pending else torch.empty(0, self.d)
@@ -294,10 +315,18 @@ class ActivationSource:
                 yield chunk
             flush(True)
             if n_total < self.buffer_size:  # checked before publishing: no cache for a corpus we refuse
-                raise SAEError(f"the corpus gave only {n_total} activations, fewer than buffer_size={self.buffer_size}: "
-                               "lower buffer_size or add text (or raise max_tokens)")
-            meta = {**self._fingerprint(), "widths": self.widths, "model_name": self.model_name,
-                    "n_shards": n_shards, "n_activations": n_total, "shard_size": self.shard_size}
+                raise SAEError(
+                    f"the corpus gave only {n_total} activations, fewer than buffer_size={self.buffer_size}: "
+                    "lower buffer_size or add text (or raise max_tokens)"
+                )
+            meta = {
+                **self._fingerprint(),
+                "widths": self.widths,
+                "model_name": self.model_name,
+                "n_shards": n_shards,
+                "n_activations": n_total,
+                "shard_size": self.shard_size,
+            }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             output_modes(tmp)
             if self.cache_dir.exists():
@@ -342,8 +371,10 @@ class ActivationSource:
                     buf[: self.buffer_size - served] = buf[served:].clone()
                     filled = self.buffer_size - served
         if first_fill:
-            raise SAEError(f"the corpus gave only {filled} activations, fewer than buffer_size={self.buffer_size}: "
-                           "lower buffer_size or add text (or raise max_tokens)")
+            raise SAEError(
+                f"the corpus gave only {filled} activations, fewer than buffer_size={self.buffer_size}: "
+                "lower buffer_size or add text (or raise max_tokens)"
+            )
         rest = buf[:filled][torch.randperm(filled, generator=rng)]
         for s in range(0, filled - self.batch_size + 1, self.batch_size):  # full batches only (drop_last)
             yield rest[s : s + self.batch_size].clone()
@@ -356,7 +387,7 @@ class ActivationSource:
                 pass
         out, got = [], 0
         rng = torch.Generator().manual_seed(self.seed)
-        for chunk in (self._cache_chunks(rng) if self.cached else self._model_chunks()):
+        for chunk in self._cache_chunks(rng) if self.cached else self._model_chunks():
             out.append(chunk[: n - got])
             got += len(out[-1])
             if got >= n:
@@ -368,8 +399,15 @@ class TensorSource:
     """An in-memory activation source with the interface `train_saes` uses: activations [n, d] of one
     hook (or several, concatenated, with their `widths`), served in shuffled batches, epoch after epoch."""
 
-    def __init__(self, activations: torch.Tensor, hook_names: str | Sequence[str], *, widths: Sequence[int] | None = None,
-                 batch_size: int = 1024, seed: int = 0):
+    def __init__(
+        self,
+        activations: torch.Tensor,
+        hook_names: str | Sequence[str],
+        *,
+        widths: Sequence[int] | None = None,
+        batch_size: int = 1024,
+        seed: int = 0,
+    ):
         check_finite(activations, "the activations")
         if activations.ndim != 2:
             raise SAEError(f"activations must be [n, d], got shape {tuple(activations.shape)}")
@@ -377,7 +415,9 @@ class TensorSource:
         self.hook_names = [hook_names] if isinstance(hook_names, str) else list(hook_names)
         self.widths = list(widths) if widths is not None else [activations.shape[1]]
         if sum(self.widths) != activations.shape[1] or len(self.widths) != len(self.hook_names):
-            raise SAEError(f"widths {self.widths} do not split {activations.shape[1]} columns over hooks {self.hook_names}")
+            raise SAEError(
+                f"widths {self.widths} do not split {activations.shape[1]} columns over hooks {self.hook_names}"
+            )
         self.d = activations.shape[1]
         self.batch_size, self.seed = batch_size, seed
 

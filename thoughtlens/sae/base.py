@@ -84,7 +84,9 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise SAEError(f"unknown SAE architecture {self.architecture!r}: use one of {', '.join(sorted(ARCHITECTURES))}")
+            raise SAEError(
+                f"unknown SAE architecture {self.architecture!r}: use one of {', '.join(sorted(ARCHITECTURES))}"
+            )
         if self.d_in <= 0 or self.d_sae <= 0 or (self.d_out is not None and self.d_out <= 0):
             raise SAEError(f"SAE widths must be positive, got d_in={self.d_in} d_sae={self.d_sae} d_out={self.d_out}")
         as_dtype(self.dtype)
@@ -138,8 +140,11 @@ class SAE(nn.Module):
         W_dec = torch.empty(d_sae, d_out, dtype=dtype)
         nn.init.kaiming_uniform_(W_dec)
         self.W_dec = nn.Parameter(W_dec)
-        self.W_enc = nn.Parameter(W_dec.T.clone().contiguous() if d_out == d_in else
-                                  nn.init.kaiming_uniform_(torch.empty(d_in, d_sae, dtype=dtype)))
+        self.W_enc = nn.Parameter(
+            W_dec.T.clone().contiguous()
+            if d_out == d_in
+            else nn.init.kaiming_uniform_(torch.empty(d_in, d_sae, dtype=dtype))
+        )
         self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(d_out, dtype=dtype))
 
@@ -149,7 +154,9 @@ class SAE(nn.Module):
     def check_config(cls, cfg: SAEConfig) -> None:
         """Raise SAEError for a config this architecture cannot use."""
         if cfg.d_out is not None and cfg.d_out != cfg.d_in:
-            raise SAEError(f"{cls.architecture} SAEs reconstruct their input (d_out == d_in); use architecture='transcoder' for d_out={cfg.d_out}")
+            raise SAEError(
+                f"{cls.architecture} SAEs reconstruct their input (d_out == d_in); use architecture='transcoder' for d_out={cfg.d_out}"
+            )
 
     # ---- inference -------------------------------------------------------------------------------
 
@@ -177,8 +184,9 @@ class SAE(nn.Module):
 
     # ---- training ----------------------------------------------------------------------------------
 
-    def training_loss(self, x: torch.Tensor, target: torch.Tensor, dead_mask: torch.Tensor | None,
-                      sparsity_scale: float) -> TrainStep:
+    def training_loss(
+        self, x: torch.Tensor, target: torch.Tensor, dead_mask: torch.Tensor | None, sparsity_scale: float
+    ) -> TrainStep:
         """Reconstruction MSE (summed over d_out, mean over the batch: SAELens's convention) plus the
         architecture's sparsity / auxiliary terms. x: [batch, d_in], target: [batch, d_out];
         dead_mask: [d_sae] bool; sparsity_scale in [0, 1] warms the sparsity penalty up."""
@@ -239,4 +247,6 @@ def decoder_init_norm_(sae: SAE, norm: float = 0.1) -> None:
 def check_finite(x: torch.Tensor, what: str) -> None:
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).any(-1).sum()) if x.ndim > 1 else int((~torch.isfinite(x)).sum())
-        raise SAEError(f"{what} contains NaN or inf in {bad} rows: run the model in float32 (thoughtlens.load(dtype='float32')) or drop those inputs")
+        raise SAEError(
+            f"{what} contains NaN or inf in {bad} rows: run the model in float32 (thoughtlens.load(dtype='float32')) or drop those inputs"
+        )

@@ -79,6 +79,8 @@ class BatchTopKSAE(TopKSAE):
         `process_state_dict_for_saving_inference`)."""
         state = {k: v.detach() for k, v in self.state_dict().items() if k != "topk_threshold"}
         state["threshold"] = torch.full_like(self.b_enc.detach(), float(self.topk_threshold))
-        cfg = self.cfg.replace(architecture="jumprelu", metadata={**self.cfg.metadata, "trained_as": self.cfg.architecture,
-                                                                    "k": self.cfg.k})
+        cfg = self.cfg.replace(
+            architecture="jumprelu",
+            metadata={**self.cfg.metadata, "trained_as": self.cfg.architecture, "k": self.cfg.k},
+        )
         return cfg, state

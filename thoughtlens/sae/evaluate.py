@@ -48,7 +48,9 @@ class SAEMetrics:
 
 def _next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Per-prediction CE [batch, pos-1] of logits [batch, pos, vocab] against the next tokens."""
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none").view(tokens.shape[0], -1)
+    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none").view(
+        tokens.shape[0], -1
+    )
 
 
 def evaluate_sae(model, sae: SAE, texts: Sequence[str], **kw) -> SAEMetrics:
@@ -79,12 +81,23 @@ def evaluate_saes(
     for sae in saes.values():
         check_fits(model, sae)
         sae.eval()
-    hooks = sorted({h for s in saes.values() for h in (s.cfg.hook_name, s.cfg.hook_name_out or s.cfg.hook_name)},
-                   key=model.hook_names.index)
+    hooks = sorted(
+        {h for s in saes.values() for h in (s.cfg.hook_name, s.cfg.hook_name_out or s.cfg.hook_name)},
+        key=model.hook_names.index,
+    )
     out_hooks = sorted({s.cfg.hook_name_out or s.cfg.hook_name for s in saes.values()}, key=model.hook_names.index)
     windows = token_windows(model.tokenizer, texts, context_size)
-    acc = {name: {"sq_err": 0.0, "l0": 0.0, "sum": None, "sum2": 0.0, "ce": 0.0,
-                  "fired": torch.zeros(s.cfg.d_sae, dtype=torch.long)} for name, s in saes.items()}
+    acc = {
+        name: {
+            "sq_err": 0.0,
+            "l0": 0.0,
+            "sum": None,
+            "sum2": 0.0,
+            "ce": 0.0,
+            "fired": torch.zeros(s.cfg.d_sae, dtype=torch.long),
+        }
+        for name, s in saes.items()
+    }
     ce_clean, ce_zero = 0.0, {h: 0.0 for h in out_hooks}
     n_tok = n_pred = 0
     tracker = Tracker(on_progress, "sae eval", f"evaluating {len(saes)} SAE(s)", total=max_tokens)
@@ -127,16 +140,26 @@ def evaluate_saes(
         n_pred += take
         tracker.advance(take)
     if n_tok == 0:
-        raise SAEError(f"the evaluation corpus is shorter than one window of {context_size} tokens: add text or lower context_size")
+        raise SAEError(
+            f"the evaluation corpus is shorter than one window of {context_size} tokens: add text or lower context_size"
+        )
     results = {}
     for name, sae in saes.items():
         a = acc[name]
         var = a["sum2"] - float(a["sum"].pow(2).sum()) / n_tok
-        clean_ce, zero_ce, spliced_ce = ce_clean / n_pred, ce_zero[sae.cfg.hook_name_out or sae.cfg.hook_name] / n_pred, a["ce"] / n_pred
+        clean_ce, zero_ce, spliced_ce = (
+            ce_clean / n_pred,
+            ce_zero[sae.cfg.hook_name_out or sae.cfg.hook_name] / n_pred,
+            a["ce"] / n_pred,
+        )
         denom = zero_ce - clean_ce
         results[name] = SAEMetrics(
-            l0=a["l0"] / n_tok, fvu=a["sq_err"] / max(var, 1e-12), mse=a["sq_err"] / n_tok,
-            ce_clean=clean_ce, ce_spliced=spliced_ce, ce_zero=zero_ce,
+            l0=a["l0"] / n_tok,
+            fvu=a["sq_err"] / max(var, 1e-12),
+            mse=a["sq_err"] / n_tok,
+            ce_clean=clean_ce,
+            ce_spliced=spliced_ce,
+            ce_zero=zero_ce,
             ce_loss_recovered=(zero_ce - spliced_ce) / denom if abs(denom) > 1e-12 else float("nan"),
             dead_fraction=float((a["fired"] == 0).float().mean()),
             dense_fraction=float((a["fired"] > dense_threshold * n_tok).float().mean()),
@@ -165,7 +188,11 @@ def k_sparse_probe(
     by mean difference, then fit a probe on those only). features: [n, d_sae]; labels: [n] binary."""
     from sklearn.linear_model import LogisticRegression
 
-    X = features.detach().float().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, dtype=np.float32)
+    X = (
+        features.detach().float().cpu().numpy()
+        if isinstance(features, torch.Tensor)
+        else np.asarray(features, dtype=np.float32)
+    )
     y = np.asarray(labels).astype(int)
     if X.ndim != 2 or len(X) != len(y):
         raise SAEError(f"features must be [n, d_sae] with one label per row, got {X.shape} and {len(y)} labels")

@@ -75,12 +75,21 @@ def _effect_table(feats: torch.Tensor, mask: np.ndarray, top: int, label: str) -
     ranks = pd.DataFrame(X).rank(axis=0).to_numpy()
     auroc = (ranks[mask].sum(0) - len(a) * (len(a) + 1) / 2) / (len(a) * len(b))
     order = np.argsort(-np.abs(d), kind="stable")[:top]
-    return pd.DataFrame({"group": label, "feature": order, "cohens_d": d[order], "auroc": auroc[order],
-                         "mean_in": ma[order], "mean_out": mb[order]})
+    return pd.DataFrame(
+        {
+            "group": label,
+            "feature": order,
+            "cohens_d": d[order],
+            "auroc": auroc[order],
+            "mean_in": ma[order],
+            "mean_out": mb[order],
+        }
+    )
 
 
-def separating_features(feats: torch.Tensor, importance: Sequence[float], *, threshold: float | None = None,
-                        top: int = 10) -> pd.DataFrame:
+def separating_features(
+    feats: torch.Tensor, importance: Sequence[float], *, threshold: float | None = None, top: int = 10
+) -> pd.DataFrame:
     """Latents whose sentence activation best separates high- from low-importance sentences.
 
     feats: [n_sentences, d_sae] (from `sentence_features`); importance: one score per sentence (e.g. a
@@ -113,8 +122,9 @@ def category_features(feats: torch.Tensor, categories: Sequence[str], *, top: in
 
 
 @torch.no_grad()
-def top_activating_sentences(model, sae: SAE, traces: Sequence, feature: int, *, n: int = 10,
-                             pool: str = "max") -> pd.DataFrame:
+def top_activating_sentences(
+    model, sae: SAE, traces: Sequence, feature: int, *, n: int = 10, pool: str = "max"
+) -> pd.DataFrame:
     """The `n` sentences across `traces` where latent `feature` is most active (trace, sentence, text, activation)."""
     if not 0 <= feature < sae.cfg.d_sae:
         raise SAEError(f"feature {feature} does not exist: this SAE has latents 0..{sae.cfg.d_sae - 1}")
@@ -136,7 +146,9 @@ def logit_weights(model, sae: SAE, features: Sequence[int]) -> torch.Tensor:
         if not 0 <= feature < sae.cfg.d_sae:
             raise SAEError(f"feature {feature} does not exist: this SAE has latents 0..{sae.cfg.d_sae - 1}")
     if sae.cfg.d_output != model.cfg.d_model:
-        raise SAEError(f"logit effects need a decoder into the residual stream (width {model.cfg.d_model}), got {sae.cfg.d_output}")
+        raise SAEError(
+            f"logit effects need a decoder into the residual stream (width {model.cfg.d_model}), got {sae.cfg.d_output}"
+        )
     directions = sae.W_dec[list(features)].detach().float().cpu()  # [n, d_model]
     norm = model.submodule(model.adapter.final_norm) if model.has_submodule(model.adapter.final_norm) else None
     w = getattr(norm, "weight", None)
@@ -155,8 +167,12 @@ def logit_effects(model, sae: SAE, feature: int, *, k: int = 10) -> pd.DataFrame
     top = effects.topk(k)
     bottom = (-effects).topk(k)
     decode = model.tokenizer.decode
-    rows = [{"direction": "up", "token": decode([int(i)]), "token_id": int(i), "effect": float(v)}
-            for v, i in zip(top.values, top.indices)]
-    rows += [{"direction": "down", "token": decode([int(i)]), "token_id": int(i), "effect": -float(v)}
-             for v, i in zip(bottom.values, bottom.indices)]
+    rows = [
+        {"direction": "up", "token": decode([int(i)]), "token_id": int(i), "effect": float(v)}
+        for v, i in zip(top.values, top.indices)
+    ]
+    rows += [
+        {"direction": "down", "token": decode([int(i)]), "token_id": int(i), "effect": -float(v)}
+        for v, i in zip(bottom.values, bottom.indices)
+    ]
     return pd.DataFrame(rows)

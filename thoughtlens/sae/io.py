@@ -114,13 +114,17 @@ def config_from_saelens(raw: dict, where: str = "cfg.json") -> tuple[SAEConfig, 
         arch = "topk"
         k = (raw.get("activation_fn_kwargs") or {}).get("k", k)
     if arch not in ARCHITECTURES:
-        raise SAEError(f"{where}: architecture {arch!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}")
+        raise SAEError(
+            f"{where}: architecture {arch!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}"
+        )
     norm = raw.get("normalize_activations", "none")
     if norm in (False, None):
         norm = "none"
     if norm != "none":
-        raise SAEError(f"{where}: normalize_activations={norm!r} is not supported; fold the scaling into the weights "
-                       "first (SAELens: sae.fold_activation_norm_scaling_factor(...); sae.save_model(...))")
+        raise SAEError(
+            f"{where}: normalize_activations={norm!r} is not supported; fold the scaling into the weights "
+            "first (SAELens: sae.fold_activation_norm_scaling_factor(...); sae.save_model(...))"
+        )
     for key in ("d_in", "d_sae"):
         if not isinstance(raw.get(key), int):
             raise SAEError(f"{where}: missing integer {key!r}; is this an SAE config?")
@@ -139,8 +143,10 @@ def config_from_saelens(raw: dict, where: str = "cfg.json") -> tuple[SAEConfig, 
         rescale_acts_by_decoder_norm=bool(raw.get("rescale_acts_by_decoder_norm", False)),
         metadata={k2: v for k2, v in meta.items() if isinstance(v, (str, int, float, bool, type(None)))},
     )
-    extras = {"finetuning_scaling_factor": bool(raw.get("finetuning_scaling_factor", False)),
-              "reshape_activations": raw.get("reshape_activations", "none")}
+    extras = {
+        "finetuning_scaling_factor": bool(raw.get("finetuning_scaling_factor", False)),
+        "reshape_activations": raw.get("reshape_activations", "none"),
+    }
     return cfg, extras
 
 
@@ -149,8 +155,10 @@ def _check_not_pickle(path: Path) -> None:
         head = f.read(9)
     # A safetensors file starts with an 8-byte little-endian header length, then '{'.
     if path.suffix.lower() in _PICKLE_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80" or head[8:9] != b"{":
-        raise SAEError(f"{path} is not a safetensors file (a pickle or torch.save checkpoint?); thoughtlens never "
-                       "unpickles: convert it with safetensors.torch.save_file(state_dict, 'sae_weights.safetensors')")
+        raise SAEError(
+            f"{path} is not a safetensors file (a pickle or torch.save checkpoint?); thoughtlens never "
+            "unpickles: convert it with safetensors.torch.save_file(state_dict, 'sae_weights.safetensors')"
+        )
 
 
 def _resolve(path: Path) -> tuple[Path, Path]:
@@ -171,7 +179,9 @@ def _resolve(path: Path) -> tuple[Path, Path]:
         _check_not_pickle(weights)
     for p in (cfg_path, weights):
         if not p.is_file():
-            raise SAEError(f"{p} is missing: an SAE directory holds {CFG_FILENAME} and {WEIGHTS_FILENAME} (SAELens's format)")
+            raise SAEError(
+                f"{p} is missing: an SAE directory holds {CFG_FILENAME} and {WEIGHTS_FILENAME} (SAELens's format)"
+            )
     return cfg_path, weights
 
 
@@ -198,7 +208,9 @@ def load_sae(
     if dtype is not None:
         cfg = cfg.replace(dtype=str(as_dtype(dtype)).removeprefix("torch."))
     if hook_name is not None and cfg.hook_name and cfg.hook_name != hook_name:
-        raise SAEError(f"{path} was trained on hook {cfg.hook_name!r}, not {hook_name!r}: pick the SAE for that hook or pass hook_name={cfg.hook_name!r}")
+        raise SAEError(
+            f"{path} was trained on hook {cfg.hook_name!r}, not {hook_name!r}: pick the SAE for that hook or pass hook_name={cfg.hook_name!r}"
+        )
     if d_in is not None and cfg.d_in != d_in:
         raise SAEError(f"{path} takes d_in={cfg.d_in} activations, not {d_in}: it belongs to another model or hook")
     try:
@@ -209,8 +221,9 @@ def load_sae(
     state = _convert_state(state, cfg, extras, weights)
     sae = build_sae(cfg)
     _check_state(sae, state, weights)
-    sae.load_state_dict({k: v.to(sae.W_enc.dtype) if v.is_floating_point() and k != "topk_threshold" else v
-                         for k, v in state.items()})
+    sae.load_state_dict(
+        {k: v.to(sae.W_enc.dtype) if v.is_floating_point() and k != "topk_threshold" else v for k, v in state.items()}
+    )
     sae.reshape_activations = extras.get("reshape_activations", "none")
     return sae.to(device).eval()
 
@@ -233,9 +246,13 @@ def _check_state(sae: SAE, state: dict, where: Path) -> None:
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise SAEError(f"{where} does not match its cfg.json ({sae.cfg.architecture}): missing {missing or 'nothing'}, "
-                       f"unexpected {extra or 'nothing'}; the weights belong to another architecture")
+        raise SAEError(
+            f"{where} does not match its cfg.json ({sae.cfg.architecture}): missing {missing or 'nothing'}, "
+            f"unexpected {extra or 'nothing'}; the weights belong to another architecture"
+        )
     for k, shape in expected.items():
         if tuple(state[k].shape) != shape:
-            raise SAEError(f"{where}: {k} is {list(state[k].shape)} but cfg.json says {list(shape)} "
-                           f"(d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}); the weights belong to another SAE width")
+            raise SAEError(
+                f"{where}: {k} is {list(state[k].shape)} but cfg.json says {list(shape)} "
+                f"(d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}); the weights belong to another SAE width"
+            )

@@ -57,7 +57,9 @@ class JumpReLUSAE(SAE):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.threshold = torch.nn.Parameter(torch.full((cfg.d_sae,), float(cfg.jumprelu_init_threshold), dtype=self.W_enc.dtype))
+        self.threshold = torch.nn.Parameter(
+            torch.full((cfg.d_sae,), float(cfg.jumprelu_init_threshold), dtype=self.W_enc.dtype)
+        )
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return torch.relu(pre) * (pre > self.threshold.relu()).to(pre)

@@ -47,9 +47,15 @@ def sae_meta(sae: SAE, *, pool: str, top_per_sentence: int, top_sentences: int) 
     for name, tensor in sorted(sae.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return {"fingerprint": h.hexdigest()[:16], "hook": sae.cfg.hook_name, "architecture": sae.cfg.architecture,
-            "d_sae": int(sae.cfg.d_sae), "pool": pool, "top_per_sentence": int(top_per_sentence),
-            "top_sentences": int(top_sentences)}
+    return {
+        "fingerprint": h.hexdigest()[:16],
+        "hook": sae.cfg.hook_name,
+        "architecture": sae.cfg.architecture,
+        "d_sae": int(sae.cfg.d_sae),
+        "pool": pool,
+        "top_per_sentence": int(top_per_sentence),
+        "top_sentences": int(top_sentences),
+    }
 
 
 def stored_trace(trace: dict) -> ReasoningTrace:
@@ -57,9 +63,11 @@ def stored_trace(trace: dict) -> ReasoningTrace:
     text = trace["prompt"] + trace["completion"]
     sentences = []
     for pos, s in enumerate(trace["sentences"]):
-        if s["index"] != pos or text[s["start"]:s["end"]] != s["text"]:
-            raise SAEError(f"stored sentence {s['index']} does not match its offsets in the trace text; "
-                           "re-run `thoughtlens anchors run` to rewrite the trace")
+        if s["index"] != pos or text[s["start"] : s["end"]] != s["text"]:
+            raise SAEError(
+                f"stored sentence {s['index']} does not match its offsets in the trace text; "
+                "re-run `thoughtlens anchors run` to rewrite the trace"
+            )
         sentences.append(Sentence(pos, s["start"], s["end"], s["text"]))
     span = (sentences[0].start, sentences[-1].end) if sentences else (len(trace["prompt"]), len(text))
     return ReasoningTrace(trace["prompt"], trace["completion"], span, None, sentences, trace.get("answer"))
@@ -85,14 +93,27 @@ def top_per_column(feats: torch.Tensor, n: int) -> dict[str, list]:
     rank, feature = np.nonzero(vals > 0)
     keep = np.lexsort((rank, feature))  # by feature, then rank
     feature, rank = feature[keep], rank[keep]
-    return {"feature": feature.tolist(), "sentence": order[rank, feature].tolist(),
-            "activation": [round(float(v), 5) for v in vals[rank, feature]]}
+    return {
+        "feature": feature.tolist(),
+        "sentence": order[rank, feature].tolist(),
+        "activation": [round(float(v), 5) for v in vals[rank, feature]],
+    }
 
 
-def store_run_features(model, sae: SAE, store: RunStore, run_id: str | None = None, *,
-                       problem_ids: Sequence[str] | None = None, top_per_sentence: int = 5, top_sentences: int = 10,
-                       n_tokens: int = 8, pool: str = "max", labels: Mapping[int, str] | None = None,
-                       on_progress: OnProgress | None = None) -> dict:
+def store_run_features(
+    model,
+    sae: SAE,
+    store: RunStore,
+    run_id: str | None = None,
+    *,
+    problem_ids: Sequence[str] | None = None,
+    top_per_sentence: int = 5,
+    top_sentences: int = 10,
+    n_tokens: int = 8,
+    pool: str = "max",
+    labels: Mapping[int, str] | None = None,
+    on_progress: OnProgress | None = None,
+) -> dict:
     """Compute and store the SAE feature panel's data for a run (see the module doc).
 
     problem_ids: the problems to compute (default: every problem with a base trace); the run table
@@ -100,7 +121,11 @@ def store_run_features(model, sae: SAE, store: RunStore, run_id: str | None = No
     page (e.g. Neuronpedia explanations). Returns {"problems": computed, "skipped": already done,
     "features": latents in the run table}.
     """
-    for name, value in (("top_per_sentence", top_per_sentence), ("top_sentences", top_sentences), ("n_tokens", n_tokens)):
+    for name, value in (
+        ("top_per_sentence", top_per_sentence),
+        ("top_sentences", top_sentences),
+        ("n_tokens", n_tokens),
+    ):
         if not isinstance(value, int) or value < 1:
             raise SAEError(f"{name} must be a positive integer, got {value!r}")
     if pool not in ("max", "mean"):
@@ -109,8 +134,10 @@ def store_run_features(model, sae: SAE, store: RunStore, run_id: str | None = No
     all_ids = store.problems(run_id)["problem_id"].tolist()
     for pid in problem_ids or ():
         if pid not in all_ids:
-            raise SAEError(f"no problem '{pid}' in run '{run_id}' (problems: {', '.join(all_ids[:10]) or 'none'}); "
-                           "pass one of those")
+            raise SAEError(
+                f"no problem '{pid}' in run '{run_id}' (problems: {', '.join(all_ids[:10]) or 'none'}); "
+                "pass one of those"
+            )
     traces = {pid: t for pid in (problem_ids or all_ids) if (t := store.trace(run_id, pid)) and t["sentences"]}
     if not traces:
         raise SAEError(f"run '{run_id}' has no base trace with sentences: run `thoughtlens anchors run` first")
@@ -163,8 +190,11 @@ def _run_table(model, sae, store, run_id, problem_ids, meta, n_tokens, labels) -
     table = {}
     for f in features:
         best = sorted(rows.get(f, []), key=lambda r: (-r[0], r[1], r[2]))[:n]
-        table[str(f)] = {"label": labels.get(f), **effects.get(f, {"up": None, "down": None}),
-                         "top_sentences": [[pid, s, a, texts[pid][s]] for a, _, s, pid in best]}
+        table[str(f)] = {
+            "label": labels.get(f),
+            **effects.get(f, {"up": None, "down": None}),
+            "top_sentences": [[pid, s, a, texts[pid][s]] for a, _, s, pid in best],
+        }
     return {"sae": meta, "problems": used, "features": table}
 
 
@@ -176,10 +206,12 @@ def _token_effects(model, sae, features: list[int], k: int, chunk: int = 64) -> 
     decode = model.tokenizer.decode
     out = {}
     for i in range(0, len(features), chunk):  # [chunk, vocab] at a time: a vocab of 150k x 500 latents is 300 MB
-        part = features[i:i + chunk]
+        part = features[i : i + chunk]
         w = logit_weights(model, sae, part)
         up, down = w.topk(k, dim=1), (-w).topk(k, dim=1)
         for j, f in enumerate(part):
-            out[f] = {"up": [[decode([int(t)]), round(float(v), 5)] for v, t in zip(up.values[j], up.indices[j])],
-                      "down": [[decode([int(t)]), round(-float(v), 5)] for v, t in zip(down.values[j], down.indices[j])]}
+            out[f] = {
+                "up": [[decode([int(t)]), round(float(v), 5)] for v, t in zip(up.values[j], up.indices[j])],
+                "down": [[decode([int(t)]), round(-float(v), 5)] for v, t in zip(down.values[j], down.indices[j])],
+            }
     return out

@@ -46,15 +46,22 @@ def check_fits(model, sae: SAE) -> None:
     """SAEError unless `sae` reads (and writes) hooks of the model with matching widths."""
     if not sae.cfg.hook_name:
         raise SAEError("this SAE has no hook_name in its config: set sae.cfg.hook_name to the hook it was trained on")
-    for name, width in ((sae.cfg.hook_name, sae.cfg.d_in), (sae.cfg.hook_name_out or sae.cfg.hook_name, sae.cfg.d_output)):
+    for name, width in (
+        (sae.cfg.hook_name, sae.cfg.d_in),
+        (sae.cfg.hook_name_out or sae.cfg.hook_name, sae.cfg.d_output),
+    ):
         if name not in model.hook_names:
-            raise SAEError(f"the SAE was trained on hook {name!r}, which {model.name} does not have: load the matching model")
+            raise SAEError(
+                f"the SAE was trained on hook {name!r}, which {model.name} does not have: load the matching model"
+            )
         have = hook_width(model, name)
         if name.endswith("hook_z"):
             have *= model.cfg.n_heads
         if have != width:
-            raise SAEError(f"the SAE takes width {width} at {name!r} but {model.name} has {have} there: "
-                           "it was trained on another model")
+            raise SAEError(
+                f"the SAE takes width {width} at {name!r} but {model.name} has {have} there: "
+                "it was trained on another model"
+            )
 
 
 @contextlib.contextmanager
@@ -80,7 +87,9 @@ def _splice_transcoder(model, sae: SAE, *, keep_error: bool, skip_first: bool) -
     seen: dict[str, torch.Tensor] = {}
     names = model.hook_names
     if names.index(sae.cfg.hook_name) >= names.index(sae.cfg.hook_name_out):
-        raise SAEError(f"a transcoder's input hook {sae.cfg.hook_name!r} must come before its output hook {sae.cfg.hook_name_out!r}")
+        raise SAEError(
+            f"a transcoder's input hook {sae.cfg.hook_name!r} must come before its output hook {sae.cfg.hook_name_out!r}"
+        )
 
     def read(x, hook):
         seen["x"] = x

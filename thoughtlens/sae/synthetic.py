@@ -31,7 +31,9 @@ class SyntheticFeatures:
         return x, coeffs
 
 
-def make_features(d: int, n_features: int, *, mean_active: float = 3.0, zipf: float = 0.5, seed: int = 0) -> SyntheticFeatures:
+def make_features(
+    d: int, n_features: int, *, mean_active: float = 3.0, zipf: float = 0.5, seed: int = 0
+) -> SyntheticFeatures:
     """Random unit directions in R^d; firing probabilities falling as rank^-zipf, scaled so that
     `mean_active` features fire per sample on average."""
     g = torch.Generator().manual_seed(seed)

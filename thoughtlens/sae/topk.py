@@ -59,8 +59,14 @@ def sparse_forward(sae: SAE, pre: torch.Tensor, rows: torch.Tensor, cols: torch.
     return Selection(pre.detach(), rows, cols, vals, recon)
 
 
-def auxk_loss(sae: SAE, pre: torch.Tensor, x: torch.Tensor, target: torch.Tensor, recon: torch.Tensor,
-              dead_mask: torch.Tensor | None) -> torch.Tensor:
+def auxk_loss(
+    sae: SAE,
+    pre: torch.Tensor,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    recon: torch.Tensor,
+    dead_mask: torch.Tensor | None,
+) -> torch.Tensor:
     """AuxK (Gao et al. A.2): the top-k_aux dead latents, decoded without b_dec, predict the residual
     target - recon (normalised MSE). Scaled down while few latents are dead (SAELens
     `calculate_topk_aux_loss`). Only the dead latents' encoder columns are recomputed with gradient."""
@@ -119,7 +125,9 @@ class TopKSAE(SAE):
 
     def training_loss(self, x, target, dead_mask, sparsity_scale) -> TrainStep:
         if self.cfg.rescale_acts_by_decoder_norm:
-            raise SAEError("training with rescale_acts_by_decoder_norm is not supported: unit-norm decoder rows are kept instead")
+            raise SAEError(
+                "training with rescale_acts_by_decoder_norm is not supported: unit-norm decoder rows are kept instead"
+            )
         sel = self.select(x)
         main = self.reconstruction_loss(sel, target)
         aux = auxk_loss(self, sel.pre, x, target, sel.recon, dead_mask)

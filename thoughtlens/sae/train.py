@@ -134,9 +134,12 @@ class _State:
                 for k, v in st.items():
                     tensors[f"{name}/adam/{i}/{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
             tensors[f"{name}/since_fired"] = self.since_fired[name]
-        meta = {"step": self.step, "scales": self.scales,
-                "configs": {n: _config_dict(s.cfg) for n, s in self.saes.items()},
-                "train_config": _config_dict_train(train_cfg)}
+        meta = {
+            "step": self.step,
+            "scales": self.scales,
+            "configs": {n: _config_dict(s.cfg) for n, s in self.saes.items()},
+            "train_config": _config_dict_train(train_cfg),
+        }
         tmp = directory / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"
         save_file(tensors, str(tmp), metadata={"thoughtlens": json.dumps(meta)})
         output_modes(tmp)
@@ -148,17 +151,23 @@ class _State:
                 meta = json.loads((f.metadata() or {})["thoughtlens"])
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         except Exception as exc:
-            raise SAEError(f"{path} is not a thoughtlens SAE checkpoint ({exc.__class__.__name__}): delete it or use another checkpoint_dir") from None
+            raise SAEError(
+                f"{path} is not a thoughtlens SAE checkpoint ({exc.__class__.__name__}): delete it or use another checkpoint_dir"
+            ) from None
         want = {n: _config_dict(s.cfg) for n, s in self.saes.items()}
         have = meta["configs"]
         if set(have) != set(want):
-            raise SAEError(f"checkpoint {path} holds SAEs {sorted(have)}, not {sorted(want)}: use another checkpoint_dir or delete it")
+            raise SAEError(
+                f"checkpoint {path} holds SAEs {sorted(have)}, not {sorted(want)}: use another checkpoint_dir or delete it"
+            )
         for name in want:
             diff = [k for k in want[name] if k != "metadata" and want[name][k] != have[name].get(k)]
             if diff:
                 k = diff[0]
-                raise SAEError(f"checkpoint {path} is for another SAE '{name}' ({k}={have[name].get(k)!r}, not {want[name][k]!r}): "
-                               "use another checkpoint_dir or delete it")
+                raise SAEError(
+                    f"checkpoint {path} is for another SAE '{name}' ({k}={have[name].get(k)!r}, not {want[name][k]!r}): "
+                    "use another checkpoint_dir or delete it"
+                )
         for name, sae in self.saes.items():
             sae.load_state_dict({k[len(name) + 5 :]: v for k, v in tensors.items() if k.startswith(f"{name}/sae/")})
             opt_state = self.opts[name].state_dict()
@@ -219,8 +228,10 @@ def train_saes(
         sl_in = source.slice_of(sae.cfg.hook_name)
         sl_out = source.slice_of(sae.cfg.hook_name_out or sae.cfg.hook_name)
         if sl_in.stop - sl_in.start != sae.cfg.d_in or sl_out.stop - sl_out.start != sae.cfg.d_output:
-            raise SAEError(f"SAE '{name}' has d_in={sae.cfg.d_in}, d_out={sae.cfg.d_output} but {sae.cfg.hook_name} is "
-                           f"{sl_in.stop - sl_in.start} wide: set d_in to the hook's width")
+            raise SAEError(
+                f"SAE '{name}' has d_in={sae.cfg.d_in}, d_out={sae.cfg.d_output} but {sae.cfg.hook_name} is "
+                f"{sl_in.stop - sl_in.start} wide: set d_in to the hook's width"
+            )
         slices[name] = (sl_in, sl_out)
     torch.manual_seed(cfg.seed)
     opts = {n: torch.optim.Adam(s.parameters(), lr=cfg.lr, betas=cfg.adam_betas) for n, s in saes.items()}
@@ -255,8 +266,10 @@ def train_saes(
                         group["lr"] = cfg.lr * lr_mult
                     out = sae.training_loss(x, target, dead, sparsity)
                     if not torch.isfinite(out.loss):
-                        raise SAEError(f"SAE '{name}' loss became {float(out.loss)} at step {state.step}: lower lr "
-                                       "(TrainConfig.lr) or check the activations")
+                        raise SAEError(
+                            f"SAE '{name}' loss became {float(out.loss)} at step {state.step}: lower lr "
+                            "(TrainConfig.lr) or check the activations"
+                        )
                     opts[name].zero_grad(set_to_none=True)
                     out.loss.backward()
                     if sae.unit_norm_decoder:
@@ -271,10 +284,22 @@ def train_saes(
                     if log:
                         with torch.no_grad():
                             l0 = float((out.latents > 0).sum(-1).float().mean())
-                            fvu = float((out.recon - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum().clamp_min(1e-12))
+                            fvu = float(
+                                (out.recon - target).pow(2).sum()
+                                / (target - target.mean(0)).pow(2).sum().clamp_min(1e-12)
+                            )
                             dead_frac = float((state.since_fired[name] >= cfg.dead_window).float().mean())
-                        history.append({"step": state.step, "sae": name, "l0": l0, "fvu": fvu, "dead_fraction": dead_frac,
-                                        "lr": cfg.lr * lr_mult, **out.parts})
+                        history.append(
+                            {
+                                "step": state.step,
+                                "sae": name,
+                                "l0": l0,
+                                "fvu": fvu,
+                                "dead_fraction": dead_frac,
+                                "lr": cfg.lr * lr_mult,
+                                **out.parts,
+                            }
+                        )
                         parts_desc.append(f"{name} L0 {l0:.1f} FVU {fvu:.3f} dead {dead_frac:.0%}")
                 state.step += 1
                 if parts_desc:
@@ -305,7 +330,9 @@ def _initialise(saes, source, slices, cfg: TrainConfig, state: _State) -> None:
     check_finite(sample, "the initial activations")
     for hook in source.hook_names:
         x = sample[:, source.slice_of(hook)]
-        state.scales[hook] = float(math.sqrt(x.shape[-1]) / x.norm(dim=-1).mean().clamp_min(1e-12)) if cfg.normalize_activations else 1.0
+        state.scales[hook] = (
+            float(math.sqrt(x.shape[-1]) / x.norm(dim=-1).mean().clamp_min(1e-12)) if cfg.normalize_activations else 1.0
+        )
     for name, sae in saes.items():
         if cfg.decoder_init_norm is not None:
             decoder_init_norm_(sae, cfg.decoder_init_norm)

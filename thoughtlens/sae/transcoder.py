@@ -19,4 +19,6 @@ class Transcoder(StandardSAE):
     @classmethod
     def check_config(cls, cfg: SAEConfig) -> None:
         if cfg.apply_b_dec_to_input:
-            raise SAEError("transcoders cannot subtract b_dec from their input (it lives in the output space): pass apply_b_dec_to_input=False")
+            raise SAEError(
+                "transcoders cannot subtract b_dec from their input (it lives in the output space): pass apply_b_dec_to_input=False"
+            )

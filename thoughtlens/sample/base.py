@@ -40,14 +40,23 @@ class Sampling:
         check_int("max_new_tokens", self.max_new_tokens, min=1, example=256)
         check_int("seed", self.seed, example=0)
 
-    def params(self, *, temperature: float | None = None, top_p: float | None = None,
-               max_new_tokens: int | None = None, stop: tuple[str, ...] = ()) -> "SamplingParams":
+    def params(
+        self,
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_new_tokens: int | None = None,
+        stop: tuple[str, ...] = (),
+    ) -> "SamplingParams":
         """These settings as the SamplingParams of one request; a job overrides what differs for one kind of
         request (e.g. the forced-answer budget, or a greedy base trace)."""
-        return SamplingParams(temperature=self.temperature if temperature is None else temperature,
-                              top_p=self.top_p if top_p is None else top_p,
-                              max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                              seed=self.seed, stop=tuple(stop))
+        return SamplingParams(
+            temperature=self.temperature if temperature is None else temperature,
+            top_p=self.top_p if top_p is None else top_p,
+            max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            seed=self.seed,
+            stop=tuple(stop),
+        )
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,9 @@ class SamplingParams(Sampling):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.stop, (tuple, list)) or not all(isinstance(x, str) and x for x in self.stop):
-            raise ConfigError(f"stop must be a tuple of non-empty strings, got {self.stop!r}: pass e.g. stop=('\\n\\n',)")
+            raise ConfigError(
+                f"stop must be a tuple of non-empty strings, got {self.stop!r}: pass e.g. stop=('\\n\\n',)"
+            )
 
 
 @dataclass

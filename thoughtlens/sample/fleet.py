@@ -54,7 +54,9 @@ def read_url_file(path: str | Path) -> list[str]:
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as exc:
-        raise BackendError(f"cannot read the URL file {path} ({exc.strerror}): pass a file with one base URL per line") from None
+        raise BackendError(
+            f"cannot read the URL file {path} ({exc.strerror}): pass a file with one base URL per line"
+        ) from None
     urls = [line.split("#", 1)[0].strip() for line in lines]
     urls = [u for u in urls if u]
     if not urls:
@@ -73,14 +75,22 @@ class FleetSampler:
 
     name = "openai"
 
-    def __init__(self, clients: Sequence[OpenAIClient], tokenizer: Any = None, *, dead_after: int = 2,
-                 max_tries: int | None = None):
+    def __init__(
+        self,
+        clients: Sequence[OpenAIClient],
+        tokenizer: Any = None,
+        *,
+        dead_after: int = 2,
+        max_tries: int | None = None,
+    ):
         if not clients:
             raise BackendError("a fleet needs at least one server: pass --base-url once per server")
         urls = [c.base_url for c in clients]
         dup = sorted({u for u in urls if urls.count(u) > 1})
         if dup:
-            raise BackendError(f"base URL {dup[0]} is given twice: pass each server once (raise its concurrency instead)")
+            raise BackendError(
+                f"base URL {dup[0]} is given twice: pass each server once (raise its concurrency instead)"
+            )
         if dead_after < 1:
             raise BackendError(f"dead_after must be >= 1, got {dead_after}: pass a positive number of failures")
         self.clients = list(clients)
@@ -153,8 +163,9 @@ class FleetSampler:
         results: queue.Queue[Completion] = queue.Queue()
         stop = threading.Event()
         workers = [
-            threading.Thread(target=self._work, args=(client, state, todo, results, params, stop), daemon=True,
-                             name=f"fleet-{i}-{w}")
+            threading.Thread(
+                target=self._work, args=(client, state, todo, results, params, stop), daemon=True, name=f"fleet-{i}-{w}"
+            )
             for i, (client, state) in enumerate(zip(self.clients, self.servers))
             if not state.dead
             for w in range(client.concurrency)
@@ -177,8 +188,15 @@ class FleetSampler:
             stop.set()  # workers leave after their request in flight; retry loops stop waiting
         return [done[(j.prefix_index, j.sample_index)] for j in jobs]
 
-    def _work(self, client: OpenAIClient, state: ServerState, todo: "queue.Queue[_Job]",
-              results: "queue.Queue[Completion]", params: SamplingParams, stop: threading.Event) -> None:
+    def _work(
+        self,
+        client: OpenAIClient,
+        state: ServerState,
+        todo: "queue.Queue[_Job]",
+        results: "queue.Queue[Completion]",
+        params: SamplingParams,
+        stop: threading.Event,
+    ) -> None:
         while not stop.is_set() and not state.dead:
             try:
                 job = todo.get(timeout=0.1)
@@ -198,8 +216,9 @@ class FleetSampler:
                 state.consecutive_failures = 0
             results.put(to_completion(job.prefix_index, job.sample_index, data))
 
-    def _failed(self, state: ServerState, job: _Job, error: str, todo: "queue.Queue[_Job]",
-                results: "queue.Queue[Completion]") -> None:
+    def _failed(
+        self, state: ServerState, job: _Job, error: str, todo: "queue.Queue[_Job]", results: "queue.Queue[Completion]"
+    ) -> None:
         """Count the failure, maybe declare the server dead, and hand the rollout to another server."""
         with self._lock:
             state.failed += 1
@@ -211,8 +230,16 @@ class FleetSampler:
                 self.retried += 1
                 todo.put(job)
                 return
-        results.put(Completion(job.prefix_index, job.sample_index, "", 0, "error",
-                               error=f"{error} (tried on {job.tries} server(s) of the fleet)"))
+        results.put(
+            Completion(
+                job.prefix_index,
+                job.sample_index,
+                "",
+                0,
+                "error",
+                error=f"{error} (tried on {job.tries} server(s) of the fleet)",
+            )
+        )
 
     def _kill(self, state: ServerState, reason: str) -> None:
         if not state.dead:
@@ -229,8 +256,16 @@ class FleetSampler:
                 job = todo.get_nowait()
             except queue.Empty:
                 return
-            results.put(Completion(job.prefix_index, job.sample_index, "", 0, "error",
-                                   error="every server of the fleet is dead: restart them and resume the run"))
+            results.put(
+                Completion(
+                    job.prefix_index,
+                    job.sample_index,
+                    "",
+                    0,
+                    "error",
+                    error="every server of the fleet is dead: restart them and resume the run",
+                )
+            )
 
     # ---- reporting ---------------------------------------------------------------------------------
 

@@ -40,8 +40,14 @@ class HFSampler:
 
     name = "hf"
 
-    def __init__(self, model, *, batch_size: int = 16, answer_done: AnswerDone | None = None,
-                 intervention: Callable[[], ContextManager] | None = None):
+    def __init__(
+        self,
+        model,
+        *,
+        batch_size: int = 16,
+        answer_done: AnswerDone | None = None,
+        intervention: Callable[[], ContextManager] | None = None,
+    ):
         self.model = model
         self.lm = as_causal_lm(model)  # HookedModel's decoding interface, also over a plain HF causal LM
         self.tokenizer = model.tokenizer

@@ -71,7 +71,9 @@ class OpenAIClient:
         backoff_max: float = 10.0,
     ):
         if max_retries < 0 or concurrency < 1 or timeout <= 0:
-            raise BackendError("OpenAIClient needs max_retries >= 0, concurrency >= 1 and timeout > 0: fix the arguments")
+            raise BackendError(
+                "OpenAIClient needs max_retries >= 0, concurrency >= 1 and timeout > 0: fix the arguments"
+            )
         self.base_url, auth = _normalise_base_url(base_url)  # base_url: credential-free, safe to show
         self.model = model
         self.api_key_env = api_key_env
@@ -93,7 +95,9 @@ class OpenAIClient:
 
     def __repr__(self) -> str:
         key = "set" if self._has_key else "unset"
-        return f"OpenAIClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r} ({key}))"
+        return (
+            f"OpenAIClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r} ({key}))"
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -169,7 +173,15 @@ class OpenAIClient:
                         f"POST {self.base_url}{path} failed {attempts} times (last: {exc}): check the server or raise max_retries"
                     ) from None
                 delay = self._backoff(attempt, exc.retry_after)
-                log.info("POST %s%s attempt %d/%d: %s; retrying in %.2fs", self.base_url, path, attempt + 1, attempts, exc, delay)
+                log.info(
+                    "POST %s%s attempt %d/%d: %s; retrying in %.2fs",
+                    self.base_url,
+                    path,
+                    attempt + 1,
+                    attempts,
+                    exc,
+                    delay,
+                )
                 if cancel is not None:
                     cancel.wait(delay)  # returns early when the run is interrupted
                 else:
@@ -242,7 +254,9 @@ class OpenAISampler:
         done: dict[tuple[int, int], Completion] = {}
         pool = ThreadPoolExecutor(max_workers=self.client.concurrency, thread_name_prefix="openai-sampler")
         cancel = threading.Event()
-        futures: list[Future[Completion]] = [pool.submit(self._one, p, s, prefix, params, cancel) for p, s, prefix in jobs]
+        futures: list[Future[Completion]] = [
+            pool.submit(self._one, p, s, prefix, params, cancel) for p, s, prefix in jobs
+        ]
         try:
             for fut in as_completed(futures):
                 c = fut.result()
@@ -308,7 +322,9 @@ def _normalise_base_url(url: str) -> tuple[str, tuple[str, str] | None]:
     auth and never appear in the URL that is shown, logged or stored."""
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         shown = redact_url(url) if isinstance(url, str) else repr(url)
-        raise BackendError(f"base URL must start with http:// or https://, got {shown!r}: pass e.g. http://127.0.0.1:8000/v1")
+        raise BackendError(
+            f"base URL must start with http:// or https://, got {shown!r}: pass e.g. http://127.0.0.1:8000/v1"
+        )
     parts = urlsplit(url)
     if parts.query or parts.fragment:
         raise BackendError(
@@ -334,7 +350,12 @@ def _served_models(resp: httpx.Response, base_url: str) -> list[str]:
 
 
 def _has_choices(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("choices"), list) and len(data["choices"]) > 0 and isinstance(data["choices"][0], dict)
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("choices"), list)
+        and len(data["choices"]) > 0
+        and isinstance(data["choices"][0], dict)
+    )
 
 
 def _has_message(data: Any) -> bool:

@@ -64,14 +64,23 @@ def make_sampler(
     if tokenizer is None and model is not None and not isinstance(model, str):
         tokenizer = getattr(model, "tokenizer", None)
     if backend in _REGISTERED:
-        return _REGISTERED[backend](model=model, tokenizer=tokenizer, base_url=base_url, api_model=api_model,
-                                    api_key_env=api_key_env, batch_size=batch_size, answer_done=answer_done,
-                                    **engine_kwargs)
+        return _REGISTERED[backend](
+            model=model,
+            tokenizer=tokenizer,
+            base_url=base_url,
+            api_model=api_model,
+            api_key_env=api_key_env,
+            batch_size=batch_size,
+            answer_done=answer_done,
+            **engine_kwargs,
+        )
     if backend == "hf":
         from thoughtlens.sample.hf import HFSampler
 
         if model is None or isinstance(model, str):
-            raise BackendError("the hf backend needs a loaded model: pass model=thoughtlens.load(name, device=..., dtype=...)")
+            raise BackendError(
+                "the hf backend needs a loaded model: pass model=thoughtlens.load(name, device=..., dtype=...)"
+            )
         sampler = HFSampler(model, batch_size=batch_size, answer_done=answer_done)
         return sampler
     if backend == "openai":
@@ -82,15 +91,31 @@ def make_sampler(
             raise BackendError("the openai backend needs --base-url (once per server), e.g. http://127.0.0.1:8000/v1")
         if len(urls) == 1:
             retries = 5 if max_retries is None else max_retries
-            client = OpenAIClient(urls[0], api_model, api_key_env=api_key_env, timeout=timeout, max_retries=retries,
-                                  concurrency=concurrency)
+            client = OpenAIClient(
+                urls[0],
+                api_model,
+                api_key_env=api_key_env,
+                timeout=timeout,
+                max_retries=retries,
+                concurrency=concurrency,
+            )
             return OpenAISampler(client, tokenizer)
         from thoughtlens.sample.fleet import FleetSampler
 
         # In a fleet a failing server is better left for another than retried at length.
         retries = 1 if max_retries is None else max_retries
-        clients = [OpenAIClient(u, api_model, api_key_env=api_key_env, timeout=timeout, max_retries=retries,
-                                concurrency=concurrency, backoff_max=2.0) for u in urls]
+        clients = [
+            OpenAIClient(
+                u,
+                api_model,
+                api_key_env=api_key_env,
+                timeout=timeout,
+                max_retries=retries,
+                concurrency=concurrency,
+                backoff_max=2.0,
+            )
+            for u in urls
+        ]
         return FleetSampler(clients, tokenizer)
     if backend == "vllm":
         from thoughtlens.sample.vllm import VLLMSampler
@@ -112,4 +137,6 @@ def sampler_provenance(sampler: Any) -> Provenance:
 
     model = getattr(sampler, "model", None)
     name = getattr(model, "name", None) or getattr(getattr(model, "config", None), "name_or_path", "") or ""
-    return Provenance(getattr(sampler, "name", "hf"), str(name), "", tokenizer_identity(getattr(sampler, "tokenizer", None)))
+    return Provenance(
+        getattr(sampler, "name", "hf"), str(name), "", tokenizer_identity(getattr(sampler, "tokenizer", None))
+    )

@@ -38,13 +38,24 @@ class VLLMSampler:
 
     name = "vllm"
 
-    def __init__(self, model: str, *, chunk_size: int = 256, tensor_parallel_size: int = 1, dtype: str = "auto",
-                 **engine_kwargs: Any):
+    def __init__(
+        self,
+        model: str,
+        *,
+        chunk_size: int = 256,
+        tensor_parallel_size: int = 1,
+        dtype: str = "auto",
+        **engine_kwargs: Any,
+    ):
         self._vllm = _import_vllm()
         if chunk_size < 1:
-            raise BackendError(f"chunk_size must be >= 1, got {chunk_size}: pass a positive number of rollouts per engine call")
+            raise BackendError(
+                f"chunk_size must be >= 1, got {chunk_size}: pass a positive number of rollouts per engine call"
+            )
         if tensor_parallel_size < 1:
-            raise BackendError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}: pass the number of GPUs")
+            raise BackendError(
+                f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}: pass the number of GPUs"
+            )
         self.model = model
         self.chunk_size = chunk_size
         engine_kwargs.setdefault("enable_prefix_caching", True)

@@ -40,30 +40,63 @@ class Artifact:
 
 # The paper's metric names (chunks_labeled.json); the page's switcher and `anchors show` use this order.
 METRICS: tuple[Metric, ...] = (
-    Metric("resampling_importance_accuracy", "Resampling importance (accuracy)",
-           "Change in accuracy when the sentence is kept vs resampled.", "resamp Δacc"),
-    Metric("resampling_importance_kl", "Resampling importance (KL)",
-           "KL divergence between answer distributions, sentence resampled vs kept.", "resamp KL"),
-    Metric("counterfactual_importance_accuracy", "Counterfactual importance (accuracy)",
-           "As resampling, counting only resamples that differ in meaning.", "cf Δacc"),
-    Metric("counterfactual_importance_kl", "Counterfactual importance (KL)",
-           "As resampling (KL), counting only resamples that differ in meaning.", "cf KL"),
-    Metric("forced_importance_accuracy", "Forced-answer importance (accuracy)",
-           "Change in accuracy when the answer is forced right after the sentence.", "forced Δacc"),
-    Metric("forced_importance_kl", "Forced-answer importance (KL)",
-           "KL between forced-answer distributions after vs before the sentence."),
-    Metric("accuracy", "Accuracy of rollouts", "Fraction of rollouts resampled from this sentence that are correct.",
-           "acc"),
-    Metric("different_trajectories_fraction", "Different-trajectory fraction",
-           "Fraction of resamples whose replacement sentence differs in meaning.", "diff traj"),
-    Metric("overdeterminedness", "Overdeterminedness", "Fraction of resamples that regenerate an equivalent sentence.",
-           "overdet"),
+    Metric(
+        "resampling_importance_accuracy",
+        "Resampling importance (accuracy)",
+        "Change in accuracy when the sentence is kept vs resampled.",
+        "resamp Δacc",
+    ),
+    Metric(
+        "resampling_importance_kl",
+        "Resampling importance (KL)",
+        "KL divergence between answer distributions, sentence resampled vs kept.",
+        "resamp KL",
+    ),
+    Metric(
+        "counterfactual_importance_accuracy",
+        "Counterfactual importance (accuracy)",
+        "As resampling, counting only resamples that differ in meaning.",
+        "cf Δacc",
+    ),
+    Metric(
+        "counterfactual_importance_kl",
+        "Counterfactual importance (KL)",
+        "As resampling (KL), counting only resamples that differ in meaning.",
+        "cf KL",
+    ),
+    Metric(
+        "forced_importance_accuracy",
+        "Forced-answer importance (accuracy)",
+        "Change in accuracy when the answer is forced right after the sentence.",
+        "forced Δacc",
+    ),
+    Metric(
+        "forced_importance_kl",
+        "Forced-answer importance (KL)",
+        "KL between forced-answer distributions after vs before the sentence.",
+    ),
+    Metric(
+        "accuracy", "Accuracy of rollouts", "Fraction of rollouts resampled from this sentence that are correct.", "acc"
+    ),
+    Metric(
+        "different_trajectories_fraction",
+        "Different-trajectory fraction",
+        "Fraction of resamples whose replacement sentence differs in meaning.",
+        "diff traj",
+    ),
+    Metric(
+        "overdeterminedness",
+        "Overdeterminedness",
+        "Fraction of resamples that regenerate an equivalent sentence.",
+        "overdet",
+    ),
     Metric("receiver_score", "Receiver-head score", "Attention the top receiver heads pay to the sentence."),
 )
 METRIC_BY_KEY = {m.key: m for m in METRICS}
 # The columns of `thoughtlens anchors show`, accuracy first.
 SHOW_COLUMNS: tuple[tuple[str, str], ...] = (("accuracy", "acc"),) + tuple(
-    (m.key, m.short) for m in METRICS if m.short and m.key != "accuracy")
+    (m.key, m.short) for m in METRICS if m.short and m.key != "accuracy"
+)
 
 _RUN = "thoughtlens anchors run"
 _ATTN = "thoughtlens anchors attention"
@@ -77,37 +110,64 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("counterfactual_matrix", "problem", "[S, S] row = cause, column = affected", _RUN, "counterfactual"),
     Artifact("receiver_scores", "problem", "[S]", _ATTN, "receiver_scores"),
     Artifact("vertical_scores", "problem", "[layers, heads, S]", _ATTN),
-    Artifact("sentence_attention_top_heads", "problem", "[{layer, head, kurtosis, matrix [S][S]}]", _ATTN,
-             "head_attention"),
+    Artifact(
+        "sentence_attention_top_heads", "problem", "[{layer, head, kurtosis, matrix [S][S]}]", _ATTN, "head_attention"
+    ),
     Artifact("suppression_matrix", "problem", "[S, S] row = suppressed, column = affected", _ATTN, "suppression"),
     Artifact("suppression_meta", "problem", "{temperature, heads, ...}", _ATTN),
     Artifact("receiver_head_kurtosis", "run", "[layers, heads]", _ATTN, "receiver_head_kurtosis"),
     Artifact("receiver_heads", "run", "[{layer, head, kurtosis}]", _ATTN),
     Artifact("receiver_split_half_r", "run", "float | null", _ATTN),
     Artifact("receiver_meta", "run", "{parameters}", _ATTN),
-    Artifact("category_table", "run", "[{category, metric, mean, se, ci_low, ci_high, n_traces, n}]", _CAT,
-             "category_table"),
+    Artifact(
+        "category_table", "run", "[{category, metric, mean, se, ci_low, ci_high, n_traces, n}]", _CAT, "category_table"
+    ),
     Artifact("category_differences", "run", "[{category, reference, metric, difference, ...}]", _CAT),
     Artifact("transition_matrix", "run", "{categories, matrix, counts, ci_low, ci_high}", _CAT, "transition_matrix"),
     Artifact("category_filter_counts", "run", "{n_total, n_after_convergence, ...}", _CAT),
     Artifact("category_rules", "run", "{AggregationRules fields}", _CAT),
     Artifact("pipeline_notes", "run", "{view: why it was skipped}", _RUN),
-    Artifact("hinted_cot", "problem", "str (the hinted chain of thought that is transplanted)",
-             "thoughtlens branches transplant"),
-    Artifact("transplant_curve", "problem", "[{k, rate, ci_low, ci_high, n}] hinted-answer rate per cut point",
-             "thoughtlens branches transplant", "transplant_curve"),
+    Artifact(
+        "hinted_cot",
+        "problem",
+        "str (the hinted chain of thought that is transplanted)",
+        "thoughtlens branches transplant",
+    ),
+    Artifact(
+        "transplant_curve",
+        "problem",
+        "[{k, rate, ci_low, ci_high, n}] hinted-answer rate per cut point",
+        "thoughtlens branches transplant",
+        "transplant_curve",
+    ),
     Artifact("outcome_definition", "run", "{spec, kind, label, ...} what the run's importance measures", _RUN),
     Artifact("outcome_cache", "problem", "{rollout key: grade} (a judge is not asked twice)", _RUN),
     Artifact("outcome_summary", "problem", "{n graded, n errors, ...}", _RUN),
     # The report's SAE feature panel (sae/run_features.py): per sentence its top latents, per latent where it fires.
-    Artifact("sae_sentence_features", "problem", "{sae: meta, sentences: [S][[feature, activation], ...]}",
-             _SAE, "sae_features"),
-    Artifact("sae_feature_candidates", "problem",
-             "{sae, feature: [..], sentence: [..], activation: [..]}: per latent, its top sentences here", _SAE),
-    Artifact("sae_feature_table", "run", "{sae: meta, problems, features: {id: {label, up, down, top_sentences}}}",
-             _SAE, "sae_features"),
+    Artifact(
+        "sae_sentence_features",
+        "problem",
+        "{sae: meta, sentences: [S][[feature, activation], ...]}",
+        _SAE,
+        "sae_features",
+    ),
+    Artifact(
+        "sae_feature_candidates",
+        "problem",
+        "{sae, feature: [..], sentence: [..], activation: [..]}: per latent, its top sentences here",
+        _SAE,
+    ),
+    Artifact(
+        "sae_feature_table",
+        "run",
+        "{sae: meta, problems, features: {id: {label, up, down, top_sentences}}}",
+        _SAE,
+        "sae_features",
+    ),
     # resilience_<i>: one per measured sentence i (a family of names, written by anchors/branches/resilience.py).
-    Artifact("resilience_<i>", "problem", "{resilience, persistence, cf_plus_plus, ...}", "thoughtlens branches resilience"),
+    Artifact(
+        "resilience_<i>", "problem", "{resilience, persistence, cf_plus_plus, ...}", "thoughtlens branches resilience"
+    ),
 )
 ARTIFACT_BY_NAME = {a.name: a for a in ARTIFACTS}
 
@@ -117,8 +177,10 @@ def artifact(name: str) -> Artifact:
     try:
         return ARTIFACT_BY_NAME[name]
     except KeyError:
-        raise KeyError(f"undeclared artifact {name!r}: declare it in thoughtlens/store/artifacts.py "
-                       f"(declared: {', '.join(ARTIFACT_BY_NAME)})") from None
+        raise KeyError(
+            f"undeclared artifact {name!r}: declare it in thoughtlens/store/artifacts.py "
+            f"(declared: {', '.join(ARTIFACT_BY_NAME)})"
+        ) from None
 
 
 def not_computed_note(view: str) -> str | None:

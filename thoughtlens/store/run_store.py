@@ -123,9 +123,13 @@ class RunStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit, so each add_rollout is committed before it returns.
-            self._con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+            self._con = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+            )
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot create run store {self.path} ({_reason(exc)}): pass a --store path in a writable folder") from None
+            raise StoreError(
+                f"cannot create run store {self.path} ({_reason(exc)}): pass a --store path in a writable folder"
+            ) from None
         try:
             self._init_schema()
         except sqlite3.OperationalError as exc:
@@ -174,12 +178,16 @@ class RunStore:
             return
         meta = dict(con.execute("SELECT key, value FROM meta"))
         if meta.get("app") != _APP_ID:
-            raise StoreError(f"{self.path} is an SQLite file but not a thoughtlens run store: pass another --store path")
+            raise StoreError(
+                f"{self.path} is an SQLite file but not a thoughtlens run store: pass another --store path"
+            )
         try:
             version = int(meta.get("schema_version", "0"))
         except ValueError:
-            raise StoreError(f"{self.path} has an unreadable schema version {meta.get('schema_version')!r}: "
-                             "pass another --store path") from None
+            raise StoreError(
+                f"{self.path} has an unreadable schema version {meta.get('schema_version')!r}: "
+                "pass another --store path"
+            ) from None
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has store schema v{version}, newer than this thoughtlens (v{SCHEMA_VERSION}): upgrade thoughtlens"
@@ -188,15 +196,19 @@ class RunStore:
             self._migrate(version)
         missing = [t for t in TABLES if t not in tables]
         if missing:
-            raise StoreError(f"{self.path} is an incomplete run store (no table {', '.join(missing)}): "
-                             "delete or move it, or pass another --store path")
+            raise StoreError(
+                f"{self.path} is an incomplete run store (no table {', '.join(missing)}): "
+                "delete or move it, or pass another --store path"
+            )
 
     def _migrate(self, version: int) -> None:
         """Bring a store written by an older thoughtlens up to SCHEMA_VERSION, one step per transaction."""
         for v in range(version, SCHEMA_VERSION):
             if v not in _MIGRATIONS:
-                raise StoreError(f"{self.path} has old store schema v{version} (need v{SCHEMA_VERSION}) and no migration "
-                                 "from it exists: re-run into a new --store path, or open it with the thoughtlens that wrote it")
+                raise StoreError(
+                    f"{self.path} has old store schema v{version} (need v{SCHEMA_VERSION}) and no migration "
+                    "from it exists: re-run into a new --store path, or open it with the thoughtlens that wrote it"
+                )
             with self._transaction() as con:
                 _MIGRATIONS[v](con)
                 con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(v + 1),))
@@ -227,7 +239,9 @@ class RunStore:
             try:
                 return self._con.execute(sql, args)
             except sqlite3.IntegrityError as exc:
-                raise StoreError(f"{exc} in {self.path}: create the run (create_run) and problem (add_problem) first") from None
+                raise StoreError(
+                    f"{exc} in {self.path}: create the run (create_run) and problem (add_problem) first"
+                ) from None
             except sqlite3.OperationalError as exc:
                 raise _file_error(self.path, exc) from None
 
@@ -322,12 +336,15 @@ class RunStore:
                 )
                 con.executemany("INSERT INTO sentences VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.IntegrityError as exc:
-            raise StoreError(f"cannot store trace of '{problem_id}' ({exc}): add_problem first, and give unique sentence indices") from None
+            raise StoreError(
+                f"cannot store trace of '{problem_id}' ({exc}): add_problem first, and give unique sentence indices"
+            ) from None
 
     def trace(self, run_id: str, problem_id: str) -> dict | None:
         """The stored base trace as a dict (prompt, completion, answer, is_correct, sentences), or None."""
         rows = self._query(
-            "SELECT prompt, completion, answer, is_correct FROM traces WHERE run_id=? AND problem_id=?", (run_id, problem_id)
+            "SELECT prompt, completion, answer, is_correct FROM traces WHERE run_id=? AND problem_id=?",
+            (run_id, problem_id),
         )
         if not rows:
             return None
@@ -443,7 +460,9 @@ class RunStore:
         if not rows:
             if default is _MISSING:
                 where = f"problem '{problem_id}' of " if problem_id is not None else ""
-                raise StoreError(f"no artifact '{name}' for {where}run '{run_id}' in {self.path}: compute it first or pass default=")
+                raise StoreError(
+                    f"no artifact '{name}' for {where}run '{run_id}' in {self.path}: compute it first or pass default="
+                )
             return default
         return _decode_artifact(*rows[0])
 
@@ -478,14 +497,18 @@ def check_writable(path: str | Path) -> Path:
         raise StoreError(f"run store path {path} is a directory: pass a file path such as {path / 'run.sqlite'}")
     if path.exists():
         if not os.access(path, os.R_OK | os.W_OK):
-            raise StoreError(f"run store {path} is read-only: pass a writable --store path (or copy the file somewhere writable)")
+            raise StoreError(
+                f"run store {path} is read-only: pass a writable --store path (or copy the file somewhere writable)"
+            )
         folder = path.parent
     else:
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         if not folder.is_dir():
-            raise StoreError(f"cannot create run store {path}: {folder} is a file, not a folder: pass another --store path")
+            raise StoreError(
+                f"cannot create run store {path}: {folder} is a file, not a folder: pass another --store path"
+            )
     # WAL mode writes <store>-wal and -shm next to the file, and the run lock <store>.lock: the folder must be
     # writable. os.access alone says yes to root on a read-only mount or /proc, so probe with a temporary file.
     try:
@@ -494,8 +517,10 @@ def check_writable(path: str | Path) -> Path:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise StoreError(f"cannot write run store {path}: the folder {folder} is not writable ({_reason(exc)}): "
-                         "pass a --store path in a writable folder") from None
+        raise StoreError(
+            f"cannot write run store {path}: the folder {folder} is not writable ({_reason(exc)}): "
+            "pass a --store path in a writable folder"
+        ) from None
     return path
 
 
@@ -522,7 +547,10 @@ def _file_error(path: Path, exc: BaseException) -> StoreError:
 def _sigint_deferred() -> Iterator[None]:
     """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise KeyboardInterrupt once the block is done,
     so a write is never cut in half. Only in the main thread, and only over Python's default handler."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     received: list[int] = []
@@ -560,7 +588,9 @@ class _RunLocks:
                 try:
                     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
                 except OSError as exc:
-                    raise StoreError(f"cannot create the run lock {lock_path} ({_reason(exc)}): pass a --store path in a writable folder") from None
+                    raise StoreError(
+                        f"cannot create the run lock {lock_path} ({_reason(exc)}): pass a --store path in a writable folder"
+                    ) from None
                 self._files[lock_path] = (fd, held)
             if held.get(offset, 0) == 0:
                 try:
@@ -569,8 +599,10 @@ class _RunLocks:
                     if not held:
                         os.close(fd)
                         del self._files[lock_path]
-                    raise StoreError(f"run '{run_id}' of {path} is being written by another process right now: wait for it "
-                                     "to finish (or stop it), or pass another --store path") from None
+                    raise StoreError(
+                        f"run '{run_id}' of {path} is being written by another process right now: wait for it "
+                        "to finish (or stop it), or pass another --store path"
+                    ) from None
             held[offset] = held.get(offset, 0) + 1
 
     def release(self, path: Path, run_id: str) -> None:
@@ -618,7 +650,9 @@ def _config_json(config: dict) -> str:
     try:
         return json.dumps(config, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"run config is not JSON-serialisable ({exc}): convert paths and objects to str first") from None
+        raise StoreError(
+            f"run config is not JSON-serialisable ({exc}): convert paths and objects to str first"
+        ) from None
 
 
 def _bool_or_none(value: bool | None) -> int | None:
@@ -631,13 +665,17 @@ def _float_or_none(name: str, value: object) -> float | None:
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise StoreError(f"metric '{name}' must be a number or None, got {value!r}: store non-numeric results with put_artifact") from None
+        raise StoreError(
+            f"metric '{name}' must be a number or None, got {value!r}: store non-numeric results with put_artifact"
+        ) from None
 
 
 def _sentence_row(run_id: str, problem_id: str, s: dict) -> tuple:
     missing = [k for k in ("index", "start", "end", "text") if k not in s]
     if missing:
-        raise StoreError(f"sentence dict lacks {', '.join(missing)}: give index, start, end, text (and optionally tok_start, tok_end, tags)")
+        raise StoreError(
+            f"sentence dict lacks {', '.join(missing)}: give index, start, end, text (and optionally tok_start, tok_end, tags)"
+        )
     tags = s.get("tags")
     return (
         run_id, problem_id, int(s["index"]), int(s["start"]), int(s["end"]), s["text"],
@@ -651,12 +689,16 @@ def _encode_artifact(name: str, value: Any) -> tuple[str, bytes]:
         try:
             np.save(buf, value, allow_pickle=False)
         except ValueError:
-            raise StoreError(f"artifact '{name}' is an object array, which cannot be stored safely: convert it to a numeric dtype or a list") from None
+            raise StoreError(
+                f"artifact '{name}' is an object array, which cannot be stored safely: convert it to a numeric dtype or a list"
+            ) from None
         return "npy", buf.getvalue()
     try:
         return "json", json.dumps(value).encode()
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"artifact '{name}' is neither a numpy array nor JSON-serialisable ({exc}): convert it first") from None
+        raise StoreError(
+            f"artifact '{name}' is neither a numpy array nor JSON-serialisable ({exc}): convert it first"
+        ) from None
 
 
 def _decode_artifact(kind: str, blob: bytes) -> Any:
@@ -671,11 +713,15 @@ def pick_one(kind: str, given: str | None, available: list[str], param: str, whe
     names the parameter to pass (`param`, e.g. "run_id"; the CLI names its option instead)."""
     if given is not None:
         if given not in available:
-            raise StoreError(f"no {kind} '{given}' in {where} ({kind}s: {', '.join(available) or 'none'}); "
-                             f"pass one of those as {param}=...")
+            raise StoreError(
+                f"no {kind} '{given}' in {where} ({kind}s: {', '.join(available) or 'none'}); "
+                f"pass one of those as {param}=..."
+            )
         return given
     if not available:
         raise StoreError(f"{where} has no {kind}s; run `thoughtlens anchors run` into it first")
     if len(available) > 1:
-        raise StoreError(f"{where} has {len(available)} {kind}s ({', '.join(available[:10])}); pick one with {param}=...")
+        raise StoreError(
+            f"{where} has {len(available)} {kind}s ({', '.join(available[:10])}); pick one with {param}=..."
+        )
     return available[0]

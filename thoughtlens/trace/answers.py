@@ -46,7 +46,9 @@ def extract_answer(text: str, style: AnswerStyle | re.Pattern = "auto") -> str |
     if style == "auto":
         return _last_boxed(text) or _last_gsm8k(text) or _last_answer_is(text)
     if style not in extractors:
-        raise ValueError(f"unknown answer style {style!r}; use 'auto', 'boxed', 'gsm8k', 'answer_is', 'last_number' or a compiled re.Pattern")
+        raise ValueError(
+            f"unknown answer style {style!r}; use 'auto', 'boxed', 'gsm8k', 'answer_is', 'last_number' or a compiled re.Pattern"
+        )
     return extractors[style](text)
 
 

@@ -29,20 +29,26 @@ TAXONOMY: tuple[Category, ...] = (
     Category(
         "problem_setup",
         "Restates or parses the problem: what is given, what is asked, constraints.",
-        ("Okay, so I have this problem where I need to find the coefficient of a^2b^2.",
-         "And I need to give the answer to the nearest hundredth."),
+        (
+            "Okay, so I have this problem where I need to find the coefficient of a^2b^2.",
+            "And I need to give the answer to the nearest hundredth.",
+        ),
     ),
     Category(
         "plan_generation",
         "Decides what to do next: proposes a strategy, method or sub-goal, without carrying it out.",
-        ("Let me try using the formula for exponents.",
-         "So I need to subtract the arrangements where the green plates are adjacent from the total."),
+        (
+            "Let me try using the formula for exponents.",
+            "So I need to subtract the arrangements where the green plates are adjacent from the total.",
+        ),
     ),
     Category(
         "fact_retrieval",
         "Recalls a definition, formula, theorem or given value from memory or from the problem.",
-        ("I remember that the sum of the angles of a triangle is 180 degrees.",
-         "The binomial coefficient is defined as n! / (k! (n-k)!)."),
+        (
+            "I remember that the sum of the angles of a triangle is 180 degrees.",
+            "The binomial coefficient is defined as n! / (k! (n-k)!).",
+        ),
     ),
     Category(
         "active_computation",
@@ -93,9 +99,7 @@ def validate_tags(tags: Iterable[str], *, where: str = "tags") -> list[str]:
     out = list(tags)
     for tag in out:
         if tag not in ALL_TAGS:
-            raise TraceError(
-                f"unknown sentence category {tag!r} in {where}; use one of: {', '.join(ALL_TAGS)}"
-            )
+            raise TraceError(f"unknown sentence category {tag!r} in {where}; use one of: {', '.join(ALL_TAGS)}")
     return out
 
 

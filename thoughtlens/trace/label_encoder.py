@@ -58,8 +58,8 @@ def encoder_inputs(sentences: Sequence[str], context: int = 1) -> list[tuple[str
     """
     out = []
     for i, s in enumerate(sentences):
-        before = " ".join(sentences[max(0, i - context):i])
-        after = " ".join(sentences[i + 1:i + 1 + context])
+        before = " ".join(sentences[max(0, i - context) : i])
+        after = " ".join(sentences[i + 1 : i + 1 + context])
         out.append((s, f"{before} [SEP] {after}"))
     return out
 
@@ -70,8 +70,9 @@ class EncoderClassifier(torch.nn.Module):
     forward(input_ids, attention_mask, token_type_ids: [batch, pos]) -> logits [batch, n_classes].
     """
 
-    def __init__(self, classes: Sequence[str], *, context: int = 1, max_length: int = 160, trace_rnn: bool = False,
-                 encoder=None):
+    def __init__(
+        self, classes: Sequence[str], *, context: int = 1, max_length: int = 160, trace_rnn: bool = False, encoder=None
+    ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -81,7 +82,9 @@ class EncoderClassifier(torch.nn.Module):
         self.trace_rnn = trace_rnn
         self.tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
         # float32 whatever the file holds: training and the saved copies compute in float32.
-        self.encoder = encoder if encoder is not None else AutoModel.from_pretrained(_minilm_path(), dtype=torch.float32)
+        self.encoder = (
+            encoder if encoder is not None else AutoModel.from_pretrained(_minilm_path(), dtype=torch.float32)
+        )
         d = self.encoder.config.hidden_size
         self.rnn = torch.nn.GRU(d, d // 2, batch_first=True, bidirectional=True) if trace_rnn else None
         self.head = torch.nn.Linear(d, len(self.classes))
@@ -92,14 +95,21 @@ class EncoderClassifier(torch.nn.Module):
 
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
         # "longest_first": a sentence longer than max_length is cut too (only_second would raise).
-        enc = self.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first",
-                             max_length=self.max_length, padding=True, return_tensors="pt")
+        enc = self.tokenizer(
+            [a for a, _ in pairs],
+            [b for _, b in pairs],
+            truncation="longest_first",
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def sentence_vectors(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         """[batch, pos] pairs -> [batch, d]: mean of the first segment's last hidden states."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state  # [batch, pos, d]
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state  # [batch, pos, d]
         first = ((token_type_ids == 0) & attention_mask.bool()).unsqueeze(-1).to(hidden.dtype)
         return (hidden * first).sum(1) / first.sum(1).clamp_min(1.0)
 
@@ -146,13 +156,19 @@ class EncoderClassifier(torch.nn.Module):
 
 def _length_batches(clf: EncoderClassifier, pairs, batch_size: int, rng: np.random.Generator | None = None):
     """Indices of `pairs` in batches of similar tokenized length (shuffled batch order if rng is given)."""
-    lengths = np.array([len(x) for x in clf.tokenizer([a for a, _ in pairs], [b for _, b in pairs],
-                                                      truncation="longest_first", max_length=clf.max_length)["input_ids"]],
-                       dtype=np.float64)
+    lengths = np.array(
+        [
+            len(x)
+            for x in clf.tokenizer(
+                [a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=clf.max_length
+            )["input_ids"]
+        ],
+        dtype=np.float64,
+    )
     if rng is not None:
         lengths = lengths + rng.uniform(0, 8, len(lengths))  # a little jitter: batches differ between epochs
     order = np.argsort(lengths, kind="stable")
-    batches = [order[j:j + batch_size] for j in range(0, len(order), batch_size)]
+    batches = [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
     if rng is not None:
         rng.shuffle(batches)
     return batches
@@ -196,17 +212,18 @@ def train_encoder_classifier(
     new_params = [p for n, p in clf.named_parameters() if not n.startswith("encoder.")]
     # The head (and GRU) start from scratch; with trace_rnn there are few steps (one per trace), so they get 10x.
     new_lr = lr * 10 if trace_rnn else lr
-    opt = torch.optim.AdamW([{"params": encoder_params, "lr": lr}, {"params": new_params, "lr": new_lr}],
-                            lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": lr}, {"params": new_params, "lr": new_lr}], lr=lr, weight_decay=0.01
+    )
     steps_per_epoch = len(traces) if trace_rnn else -(-len(pairs) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, [lr, new_lr], total_steps=epochs * steps_per_epoch, pct_start=0.1)
     clf.train()
     clf.encoder.embeddings.eval()  # frozen and deterministic (no dropout): it only feeds the trained layers
     done = 0
     for _ in range(epochs):
-        for step in (rng.permutation(len(traces)) if trace_rnn else _length_batches(clf, pairs, batch_size, rng)):
+        for step in rng.permutation(len(traces)) if trace_rnn else _length_batches(clf, pairs, batch_size, rng):
             if trace_rnn:
-                logits, y = clf.trace_logits(trace_pairs[step], batch_size), target[starts[step]:starts[step + 1]]
+                logits, y = clf.trace_logits(trace_pairs[step], batch_size), target[starts[step] : starts[step + 1]]
             else:
                 logits, y = clf(**clf.tokenize([pairs[i] for i in step])), target[step]
             loss = torch.nn.functional.cross_entropy(logits, y)
@@ -218,8 +235,15 @@ def train_encoder_classifier(
             if on_progress:
                 on_progress(ProgressEvent("encoder training", "fine-tuning MiniLM", done, epochs * steps_per_epoch))
     clf.eval()
-    clf.train_meta = {"n_train": len(flat), "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-                      "trace_rnn": trace_rnn, "final_loss": float(loss.detach())}
+    clf.train_meta = {
+        "n_train": len(flat),
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "trace_rnn": trace_rnn,
+        "final_loss": float(loss.detach()),
+    }
     return clf
 
 
@@ -227,10 +251,18 @@ def save_encoder_classifier(clf: EncoderClassifier, path: str | Path, dtype: tor
     """Write every tensor except the (frozen, pretrained) embedding layer as safetensors, in `dtype`."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().to(dtype).contiguous() for k, v in clf.state_dict().items()
-             if not k.startswith(_FROZEN)}
-    meta = {"format_version": FORMAT_VERSION, "classes": list(clf.classes), "context": clf.context,
-            "max_length": clf.max_length, "trace_rnn": clf.trace_rnn, "base": "all-MiniLM-L6-v2", "train": getattr(clf, "train_meta", {})}
+    state = {
+        k: v.detach().cpu().to(dtype).contiguous() for k, v in clf.state_dict().items() if not k.startswith(_FROZEN)
+    }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "classes": list(clf.classes),
+        "context": clf.context,
+        "max_length": clf.max_length,
+        "trace_rnn": clf.trace_rnn,
+        "base": "all-MiniLM-L6-v2",
+        "train": getattr(clf, "train_meta", {}),
+    }
     save_file(state, str(path), metadata={"meta": json.dumps(meta)})
 
 
@@ -240,18 +272,23 @@ def load_encoder_classifier(path: str | Path) -> EncoderClassifier:
 
     path = Path(path)
     if not path.is_file():
-        raise ThoughtlensError(f"encoder labeller weights not found at {path}; train them with "
-                               "scripts/train_category_classifier.py --encoder-out PATH")
+        raise ThoughtlensError(
+            f"encoder labeller weights not found at {path}; train them with "
+            "scripts/train_category_classifier.py --encoder-out PATH"
+        )
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads((f.metadata() or {}).get("meta", "{}"))
         state = {k: f.get_tensor(k).float() for k in f.keys()}
     if meta.get("format_version") != FORMAT_VERSION:
         raise ThoughtlensError(f"{path} is not an encoder labeller file of format {FORMAT_VERSION}; retrain it")
-    clf = EncoderClassifier(meta["classes"], context=meta["context"], max_length=meta["max_length"],
-                            trace_rnn=meta.get("trace_rnn", False))
+    clf = EncoderClassifier(
+        meta["classes"], context=meta["context"], max_length=meta["max_length"], trace_rnn=meta.get("trace_rnn", False)
+    )
     missing, unexpected = clf.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith(_FROZEN) for k in missing):
-        raise ThoughtlensError(f"{path} does not match MiniLM-L6 (missing {missing[:3]}, unexpected {unexpected[:3]}); retrain it")
+        raise ThoughtlensError(
+            f"{path} does not match MiniLM-L6 (missing {missing[:3]}, unexpected {unexpected[:3]}); retrain it"
+        )
     clf.train_meta = meta.get("train", {})
     return clf.eval()
 
@@ -263,8 +300,10 @@ class EncoderLabeler:
 
     def __init__(self, classifier: EncoderClassifier | None = None, *, path: str | Path | None = None):
         if classifier is None and path is None:
-            raise ThoughtlensError("the encoder labeller needs weights: get_labeler('encoder', path=FILE) "
-                                   "(train them with scripts/train_category_classifier.py --encoder-out FILE)")
+            raise ThoughtlensError(
+                "the encoder labeller needs weights: get_labeler('encoder', path=FILE) "
+                "(train them with scripts/train_category_classifier.py --encoder-out FILE)"
+            )
         self.classifier = classifier if classifier is not None else load_encoder_classifier(path)
 
     def label_sentences(self, sentences: Sequence[str]) -> list[list[str]]:

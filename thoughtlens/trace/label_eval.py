@@ -31,7 +31,9 @@ class LabelScores:
 def score_labels(true: Sequence[str], predicted: Sequence[str]) -> LabelScores:
     """Scores of predicted first tags against true first tags (macro-F1 over the categories present in `true`)."""
     if len(true) != len(predicted) or not true:
-        raise ThoughtlensError(f"need equal, non-empty label lists (got {len(true)} true, {len(predicted)} predicted); label every sentence")
+        raise ThoughtlensError(
+            f"need equal, non-empty label lists (got {len(true)} true, {len(predicted)} predicted); label every sentence"
+        )
     present = [c for c in ALL_TAGS if c in set(true)]
     used = [c for c in ALL_TAGS if c in set(true) | set(predicted)]
     cm = confusion_matrix(true, predicted, labels=used)
@@ -50,8 +52,9 @@ def majority_baseline(true: Sequence[str]) -> tuple[str, float]:
     return str(values[k]), float(counts[k] / counts.sum())
 
 
-def per_problem_hits(predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[str]], groups: Sequence[str],
-                     traces: Sequence[int]) -> dict[str, np.ndarray]:
+def per_problem_hits(
+    predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[str]], groups: Sequence[str], traces: Sequence[int]
+) -> dict[str, np.ndarray]:
     """{problem: [n_sentences] 1.0 where the predicted tag is the label, else 0.0}, over the traces `traces`
     (indices into predictions / labels / groups), problems sorted: the unit of the paired comparisons."""
     hits: dict[str, list[bool]] = {}
@@ -145,5 +148,7 @@ def confusion_markdown(confusion: pd.DataFrame) -> str:
     cols = [short.get(c, c) for c in confusion.columns]
     lines = ["| true \\ predicted | " + " | ".join(cols) + " | n |", "|---" * (len(cols) + 2) + "|"]
     for name, row in confusion.iterrows():
-        lines.append(f"| {name} ({short.get(name, name)}) | " + " | ".join(str(int(v)) for v in row) + f" | {int(row.sum())} |")
+        lines.append(
+            f"| {name} ({short.get(name, name)}) | " + " | ".join(str(int(v)) for v in row) + f" | {int(row.sum())} |"
+        )
     return "\n".join(lines)

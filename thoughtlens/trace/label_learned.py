@@ -75,7 +75,9 @@ def embed(sentences: Sequence[str]) -> np.ndarray:
 
 def _cue_flags(sentences: Sequence[str]) -> np.ndarray:
     """[n_sentences, n_cues] 0/1."""
-    return np.array([[1.0 if c.search(s.strip()) else 0.0 for c in _CUES] for s in sentences]).reshape(len(sentences), len(_CUES))
+    return np.array([[1.0 if c.search(s.strip()) else 0.0 for c in _CUES] for s in sentences]).reshape(
+        len(sentences), len(_CUES)
+    )
 
 
 def sentence_features(sentences: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
@@ -85,7 +87,9 @@ def sentence_features(sentences: Sequence[str], embeddings: np.ndarray) -> np.nd
     """
     n = len(sentences)
     if embeddings.shape != (n, EMBED_DIM):
-        raise ThoughtlensError(f"embeddings have shape {embeddings.shape}, expected ({n}, {EMBED_DIM}); embed the same sentences")
+        raise ThoughtlensError(
+            f"embeddings have shape {embeddings.shape}, expected ({n}, {EMBED_DIM}); embed the same sentences"
+        )
     idx = np.arange(n)
     rel = idx / (n - 1) if n > 1 else np.zeros(n)
     length = np.array([math.log1p(len(s)) / 5.0 for s in sentences])
@@ -162,7 +166,9 @@ def save_weights(weights: ClassifierWeights, path: str | Path) -> None:
     from safetensors.numpy import save_file
 
     meta = {"classes": json.dumps(list(weights.classes)), "meta": json.dumps(weights.meta)}
-    save_file({"weight": weights.weight.astype(np.float32), "bias": weights.bias.astype(np.float32)}, str(path), metadata=meta)
+    save_file(
+        {"weight": weights.weight.astype(np.float32), "bias": weights.bias.astype(np.float32)}, str(path), metadata=meta
+    )
 
 
 def load_weights(path: str | Path = WEIGHTS_PATH) -> ClassifierWeights:

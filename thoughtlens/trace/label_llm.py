@@ -41,7 +41,7 @@ SYSTEM_PROMPT = (
     "does a job in the reasoning. Give every sentence one or more tags from this list, the main job first:\n"
     + _taxonomy_text()
     + "\n\nJudge each sentence by its role in context (what came before and after), not by its words alone. "
-    'Answer with one JSON object only, no prose: keys are the sentence numbers as strings, values are lists of tags, '
+    "Answer with one JSON object only, no prose: keys are the sentence numbers as strings, values are lists of tags, "
     'e.g. {"0": ["problem_setup"], "1": ["plan_generation"], "2": ["active_computation", "result_consolidation"]}.'
 )
 
@@ -66,7 +66,9 @@ def parse_labels(reply: str, n_sentences: int) -> list[list[str]]:
     try:
         obj = json.loads(text[start : end + 1])
     except json.JSONDecodeError as exc:
-        raise LabelingError(f"reply is not valid JSON ({exc.msg} at char {exc.pos}); answer with one JSON object only") from None
+        raise LabelingError(
+            f"reply is not valid JSON ({exc.msg} at char {exc.pos}); answer with one JSON object only"
+        ) from None
     if not isinstance(obj, dict):
         raise LabelingError("reply JSON is not an object; map sentence numbers to lists of tags")
     out: list[list[str]] = []
@@ -75,7 +77,9 @@ def parse_labels(reply: str, n_sentences: int) -> list[list[str]]:
         if isinstance(tags, str):
             tags = [tags]
         if not isinstance(tags, list) or not tags:
-            raise LabelingError(f'sentence {i} has no tag list; give "{i}": [tags] for every sentence 0..{n_sentences - 1}')
+            raise LabelingError(
+                f'sentence {i} has no tag list; give "{i}": [tags] for every sentence 0..{n_sentences - 1}'
+            )
         bad = [t for t in tags if t not in ALL_TAGS]
         if bad:
             raise LabelingError(f"sentence {i} has unknown tag {bad[0]!r}; use only: {', '.join(ALL_TAGS)}")
@@ -132,10 +136,15 @@ class LLMLabeler:
                 # Feed the problem back so the next attempt can fix it rather than repeat it.
                 messages = messages[:2] + [
                     {"role": "assistant", "content": reply[:2000]},
-                    {"role": "user", "content": f"That reply was invalid: {exc}. Reply again with the corrected JSON object only."},
+                    {
+                        "role": "user",
+                        "content": f"That reply was invalid: {exc}. Reply again with the corrected JSON object only.",
+                    },
                 ]
         if self.on_failure == "unknown":
-            log.warning("LLM labelling gave up after %d attempts (%s); tagging all sentences unknown", self.max_attempts, error)
+            log.warning(
+                "LLM labelling gave up after %d attempts (%s); tagging all sentences unknown", self.max_attempts, error
+            )
             return [[UNKNOWN] for _ in sentences]
         raise LabelingError(
             f"no valid labelling after {self.max_attempts} attempts (last: {error}); use a stronger model, raise max_attempts, or pass on_failure='unknown'"

@@ -62,7 +62,9 @@ def label_sentences(sentences: Sequence[str], labeler: Labeler | None = None) ->
     labeler = labeler if labeler is not None else get_labeler()
     tags = labeler.label_sentences(list(sentences))
     if len(tags) != len(sentences):
-        raise ThoughtlensError(f"labeller {labeler.name!r} returned {len(tags)} tag lists for {len(sentences)} sentences; fix the labeller")
+        raise ThoughtlensError(
+            f"labeller {labeler.name!r} returned {len(tags)} tag lists for {len(sentences)} sentences; fix the labeller"
+        )
     return [validate_tags(t, where=f"labeller {labeler.name!r} output") for t in tags]
 
 

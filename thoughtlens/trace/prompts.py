@@ -14,6 +14,7 @@ def build_prompt(tokenizer, problem: str, instruction: str = DEFAULT_INSTRUCTION
     """The exact model input for `problem`. tokenizer: an HF tokenizer (or None for a template-free prompt)."""
     message = instruction.format(problem=problem)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
     return message + "\n\n"

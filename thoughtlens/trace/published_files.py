@@ -27,8 +27,14 @@ def _kind(value: Any) -> str:
     """The JSON name of a value's type, for messages."""
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
-            dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def read_json(path: str | Path) -> Any:
@@ -86,14 +92,18 @@ def read_base_solution(path: str | Path, *, require: tuple[str, ...] = ()) -> di
     data = _object(path, read_json(path), "prompt, solution, ...")
     missing = [k for k in require if k not in data]
     if missing:
-        raise DataError(f"{path} lacks key(s) {', '.join(repr(k) for k in missing)} (needs keys "
-                        f"{' and '.join(repr(k) for k in require)}): pass a published base_solution.json or a plain-text trace")
+        raise DataError(
+            f"{path} lacks key(s) {', '.join(repr(k) for k in missing)} (needs keys "
+            f"{' and '.join(repr(k) for k in require)}): pass a published base_solution.json or a plain-text trace"
+        )
     for key in ("prompt", "solution", "full_cot"):
         if key in require:
             _check(path, "", key, data[key], isinstance(data[key], str), "a string")
         _optional_str(path, "", data, key)
     answer = data.get("answer")
-    _check(path, "", "answer", answer, answer is None or isinstance(answer, str) or _number(answer), "a string or a number")
+    _check(
+        path, "", "answer", answer, answer is None or isinstance(answer, str) or _number(answer), "a string or a number"
+    )
     if _number(answer):
         data = {**data, "answer": str(answer)}
     ok = data.get("is_correct")
@@ -111,8 +121,10 @@ def read_chunks_labeled(path: str | Path, metrics: tuple[str, ...] = ()) -> list
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, list) or not data:
-        raise DataError(f"{path} must be a non-empty list of {{'chunk': ...}} records, got "
-                        f"{'an empty list' if data == [] else _kind(data)}: {FIX}")
+        raise DataError(
+            f"{path} must be a non-empty list of {{'chunk': ...}} records, got "
+            f"{'an empty list' if data == [] else _kind(data)}: {FIX}"
+        )
     chunks, seen = [], set()
     for i, c in enumerate(data):
         where = f"chunk {i}: "
@@ -122,8 +134,14 @@ def read_chunks_labeled(path: str | Path, metrics: tuple[str, ...] = ()) -> list
             raise DataError(f"{path}: chunk {i} lacks key 'chunk' (the sentence text): {FIX}")
         _check(path, where, "chunk", c["chunk"], isinstance(c["chunk"], str), "a string")
         idx = c.get("chunk_idx", i)
-        _check(path, where, "chunk_idx", idx, isinstance(idx, int) and not isinstance(idx, bool) and idx >= 0,
-               "a non-negative integer")
+        _check(
+            path,
+            where,
+            "chunk_idx",
+            idx,
+            isinstance(idx, int) and not isinstance(idx, bool) and idx >= 0,
+            "a non-negative integer",
+        )
         if idx in seen:
             raise DataError(f"{path}: chunk {i} repeats chunk_idx {idx}: {FIX}")
         seen.add(idx)
@@ -144,10 +162,12 @@ def read_chunks_resampled(path: str | Path) -> dict[str, list[str]]:
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, dict):
-        raise DataError(f"{path} must map sentence index -> list of sentences (a JSON object), got {_kind(data)}: {FIX}")
+        raise DataError(
+            f"{path} must map sentence index -> list of sentences (a JSON object), got {_kind(data)}: {FIX}"
+        )
     for key, v in data.items():
         if not (key.isascii() and key.isdigit()):
-            raise DataError(f"{path}: key {key!r} must be a sentence index such as \"0\": {FIX}")
+            raise DataError(f'{path}: key {key!r} must be a sentence index such as "0": {FIX}')
         ok = v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v))
         _check(path, f"sentence {key}: ", key, v, ok, "a list of strings")
     return data

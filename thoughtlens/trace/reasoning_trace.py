@@ -40,7 +40,15 @@ class ReasoningTrace:
       answer: the extracted final answer, or None when there is none (not an error).
     """
 
-    def __init__(self, prompt: str, completion: str, think_span: tuple[int, int], answer_span: tuple[int, int] | None, sentences: list[Sentence], answer: str | None):
+    def __init__(
+        self,
+        prompt: str,
+        completion: str,
+        think_span: tuple[int, int],
+        answer_span: tuple[int, int] | None,
+        sentences: list[Sentence],
+        answer: str | None,
+    ):
         self.prompt = prompt
         self.completion = completion
         self.text = prompt + completion
@@ -71,7 +79,9 @@ class ReasoningTrace:
         `require_think_close=True`.
         """
         if not completion.strip():
-            raise TraceError("empty completion: the model produced no text; check the prompt, max_new_tokens and stop strings")
+            raise TraceError(
+                "empty completion: the model produced no text; check the prompt, max_new_tokens and stop strings"
+            )
         open_tag, close_tag = think_tags
         base = len(prompt)
         text = prompt + completion
@@ -94,7 +104,9 @@ class ReasoningTrace:
 
     def _check_index(self, i: int) -> Sentence:
         if not 0 <= i < len(self.sentences):
-            raise TraceError(f"sentence index {i} out of range: this trace has {len(self.sentences)} sentences; use 0..{len(self.sentences) - 1}")
+            raise TraceError(
+                f"sentence index {i} out of range: this trace has {len(self.sentences)} sentences; use 0..{len(self.sentences) - 1}"
+            )
         return self.sentences[i]
 
     def prefix_before(self, i: int) -> str:
@@ -122,8 +134,9 @@ class ReasoningTrace:
         if i == n:
             end = self.sentences[-1].end
             if tokenizer is not None:
-                cut = _aligned_cut(tokenizer, self.text, end, _whitespace_end(self.text, end), latest=False,
-                                   encoding=_encoding)
+                cut = _aligned_cut(
+                    tokenizer, self.text, end, _whitespace_end(self.text, end), latest=False, encoding=_encoding
+                )
                 if cut is not None:
                     return self.text[:cut]
             return self.text[:end]
@@ -160,7 +173,9 @@ class ReasoningTrace:
         (offset mapping).
         """
         if not getattr(tokenizer, "is_fast", False):
-            raise TraceError("token_ranges needs a fast tokenizer (offset mapping); load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+            raise TraceError(
+                "token_ranges needs a fast tokenizer (offset mapping); load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+            )
         offsets = tokenizer(self.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         anchors = _token_anchors(self.text, offsets)
         return [(bisect.bisect_left(anchors, s.start), bisect.bisect_left(anchors, s.end)) for s in self.sentences]
@@ -189,8 +204,10 @@ def _whitespace_end(text: str, pos: int) -> int:
 def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """(token ids, char offsets) of `text`, no special tokens added; needs a fast tokenizer."""
     if not getattr(tokenizer, "is_fast", False):
-        raise TraceError("token-aligned prefixes need a fast tokenizer (offset mapping); load it with "
-                         "AutoTokenizer.from_pretrained(..., use_fast=True) or pass tokenizer=None")
+        raise TraceError(
+            "token-aligned prefixes need a fast tokenizer (offset mapping); load it with "
+            "AutoTokenizer.from_pretrained(..., use_fast=True) or pass tokenizer=None"
+        )
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 

@@ -74,8 +74,9 @@ def rollout_sentences(text: str, style: str = "thoughtlens") -> list[str]:
     return [text[a:b] for a, b in split_sentences(text, style=style)]
 
 
-def split_sentences(text: str, start: int = 0, end: int | None = None, *, min_chars: int = 10,
-                    style: str = "thoughtlens") -> list[tuple[int, int]]:
+def split_sentences(
+    text: str, start: int = 0, end: int | None = None, *, min_chars: int = 10, style: str = "thoughtlens"
+) -> list[tuple[int, int]]:
     """Split `text[start:end]` into sentences.
 
     Returns `[(sent_start, sent_end), ...]`: character offsets into `text` (not into the slice),
@@ -87,7 +88,9 @@ def split_sentences(text: str, start: int = 0, end: int | None = None, *, min_ch
     """
     end = len(text) if end is None else end
     if not 0 <= start <= end <= len(text):
-        raise ValueError(f"bad span [{start}, {end}) for a text of length {len(text)}; pass 0 <= start <= end <= len(text)")
+        raise ValueError(
+            f"bad span [{start}, {end}) for a text of length {len(text)}; pass 0 <= start <= end <= len(text)"
+        )
     if style == "paper":
         return [(s, e) for s, e, _ in _paper_spans(text, start, end, min_chars)]
     if style != "thoughtlens":

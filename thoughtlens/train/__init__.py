@@ -22,4 +22,4 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from thoughtlens.train.checkpoints import Checkpoints
     from thoughtlens.train.grokking import GrokkingConfig, grokking_measures, train_grokking
-    from thoughtlens.train.trainer import TrainerConfig, Trainer, TrainResult
+    from thoughtlens.train.trainer import Trainer, TrainerConfig, TrainResult

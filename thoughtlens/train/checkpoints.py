@@ -55,8 +55,12 @@ class Checkpoints:
         """The model at `step` (default: the last checkpoint)."""
         return self._load(self.paths[-1] if step is None else self.path(step))
 
-    def measure(self, fn: Callable[[Any], float | dict[str, float]], steps: Sequence[int] | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    def measure(
+        self,
+        fn: Callable[[Any], float | dict[str, float]],
+        steps: Sequence[int] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> pd.DataFrame:
         """fn(model) for each checkpoint (or the given steps): a DataFrame with a `step` column and one
         column per measure (a float result becomes column "value")."""
         chosen = self.steps if steps is None else list(steps)
@@ -73,9 +77,16 @@ class Checkpoints:
         return plot_measures(df, path, **kw)
 
 
-def plot_measures(df: pd.DataFrame, path: str | Path, *, panels: Sequence[Sequence[str]] | None = None,
-                  log_y: Sequence[str] = (), logx: bool = False, title: str = "",
-                  marks: dict[str, float] | None = None) -> Path:
+def plot_measures(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    panels: Sequence[Sequence[str]] | None = None,
+    log_y: Sequence[str] = (),
+    logx: bool = False,
+    title: str = "",
+    marks: dict[str, float] | None = None,
+) -> Path:
     """One panel per group of columns of `df` (default: one per column), x = step; saved as PNG.
 
     log_y: panels (by their first column) drawn with a log y axis. marks: labelled vertical lines
@@ -105,8 +116,9 @@ def plot_measures(df: pd.DataFrame, path: str | Path, *, panels: Sequence[Sequen
     if logx:
         axes[-1, 0].set_xscale("log")
     for label, x in (marks or {}).items():
-        axes[0, 0].annotate(label, (x, 1), xycoords=("data", "axes fraction"), fontsize=7, rotation=90,
-                            va="top", ha="right")
+        axes[0, 0].annotate(
+            label, (x, 1), xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="top", ha="right"
+        )
     axes[-1, 0].set_xlabel("step")
     if title:
         fig.suptitle(title)

@@ -42,7 +42,7 @@ from torch import nn
 
 from thoughtlens.errors import ConfigError, ThoughtlensError
 from thoughtlens.train.checkpoints import Checkpoints, plot_measures
-from thoughtlens.train.trainer import TrainerConfig, Trainer, TrainResult
+from thoughtlens.train.trainer import Trainer, TrainerConfig, TrainResult
 
 CONFIG_FILE = "grokking_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -65,7 +65,7 @@ class GrokkingConfig:
     every: int = 250  # ... plus one every `every` steps, so the phases are resolved
 
     def __post_init__(self):
-        if self.p < 3 or any(self.p % d == 0 for d in range(2, int(self.p ** 0.5) + 1)):
+        if self.p < 3 or any(self.p % d == 0 for d in range(2, int(self.p**0.5) + 1)):
             raise ConfigError(f"p={self.p} must be a prime >= 3 (the paper uses 113)")
         if not 0 < self.frac_train < 1:
             raise ConfigError(f"frac_train={self.frac_train} must lie in (0, 1); the paper uses 0.3")
@@ -162,22 +162,44 @@ def load_checkpoint(directory: str | Path) -> OneLayerTransformer:
     return model.eval()
 
 
-def train_grokking(out_dir: str | Path, cfg: GrokkingConfig = GrokkingConfig(), *, max_seconds: float | None = None,
-                   on_progress: Callable[[dict], None] | None = None, device: str = "cpu") -> TrainResult:
+def train_grokking(
+    out_dir: str | Path,
+    cfg: GrokkingConfig = GrokkingConfig(),
+    *,
+    max_seconds: float | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+    device: str = "cpu",
+) -> TrainResult:
     """Train (or resume) into out_dir/step_NNNNNN checkpoints."""
     torch.manual_seed(cfg.seed)
     model = OneLayerTransformer(cfg)
     data = modular_data(cfg)
     train_tokens, train_labels = data.tokens[data.is_train], data.labels[data.is_train]
-    tc = TrainerConfig(steps=cfg.steps, batch_size=len(train_labels), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                     betas=cfg.betas, warmup=cfg.warmup, schedule="constant", grad_clip=None, seed=cfg.seed,
-                     n_checkpoints=cfg.n_checkpoints, log_every=100, max_seconds=max_seconds, decay_all=True)
+    tc = TrainerConfig(
+        steps=cfg.steps,
+        batch_size=len(train_labels),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        warmup=cfg.warmup,
+        schedule="constant",
+        grad_clip=None,
+        seed=cfg.seed,
+        n_checkpoints=cfg.n_checkpoints,
+        log_every=100,
+        max_seconds=max_seconds,
+        decay_all=True,
+    )
     trainer = Trainer(
-        model, lambda step: {"tokens": train_tokens, "labels": train_labels}, tc, out_dir,
+        model,
+        lambda step: {"tokens": train_tokens, "labels": train_labels},
+        tc,
+        out_dir,
         loss_fn=lambda m, batch: cross_entropy64(m(batch["tokens"]), batch["labels"]),
         save=lambda m, d: save_checkpoint(m, d, cfg),
         load=lambda m, d: m.load_state_dict(load_checkpoint(d).state_dict()),  # copies onto m's device
-        extra_checkpoint_steps=tuple(range(cfg.every, cfg.steps + 1, cfg.every)), device=device,
+        extra_checkpoint_steps=tuple(range(cfg.every, cfg.steps + 1, cfg.every)),
+        device=device,
     )
     return trainer.train(on_progress)
 
@@ -273,8 +295,9 @@ class GrokkingSummary:
     final: dict[str, float]
 
 
-def grokking_measures(out_dir: str | Path, key_freqs: list[int] | None = None,
-                      on_progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, GrokkingSummary]:
+def grokking_measures(
+    out_dir: str | Path, key_freqs: list[int] | None = None, on_progress: Callable[[int, int], None] | None = None
+) -> tuple[pd.DataFrame, GrokkingSummary]:
     """progress_measures at every checkpoint of out_dir, with the key frequencies of the last checkpoint."""
     ckpts = Checkpoints(out_dir, load=load_checkpoint)
     final_model = ckpts.load()
@@ -282,8 +305,9 @@ def grokking_measures(out_dir: str | Path, key_freqs: list[int] | None = None,
     data = modular_data(final_model.config)
     df = ckpts.measure(lambda m: progress_measures(m, data, freqs), on_progress=on_progress)
     first = lambda mask: int(df.loc[mask, "step"].iloc[0]) if mask.any() else None  # noqa: E731
-    summary = GrokkingSummary(freqs, first(df["train_acc"] >= 1.0), first(df["test_acc"] >= 0.99),
-                              df.iloc[-1].drop("step").to_dict())
+    summary = GrokkingSummary(
+        freqs, first(df["train_acc"] >= 1.0), first(df["test_acc"] >= 0.99), df.iloc[-1].drop("step").to_dict()
+    )
     return df, summary
 
 
@@ -296,7 +320,17 @@ def plot_grokking(df: pd.DataFrame, path: str | Path, summary: GrokkingSummary |
         if summary.step_test_99 is not None:
             marks["test acc 99%"] = summary.step_test_99
     title = f"grokking, key frequencies {summary.key_freqs}" if summary else "grokking"
-    return plot_measures(df, path, panels=[["train_loss", "test_loss"], ["train_acc", "test_acc"],
-                                           ["excluded_loss", "restricted_loss", "test_loss"],
-                                           ["gini_embed_fourier"], ["weight_norm_sq"]],
-                         log_y=("train_loss", "excluded_loss"), title=title, marks=marks)
+    return plot_measures(
+        df,
+        path,
+        panels=[
+            ["train_loss", "test_loss"],
+            ["train_acc", "test_acc"],
+            ["excluded_loss", "restricted_loss", "test_loss"],
+            ["gini_embed_fourier"],
+            ["weight_norm_sq"],
+        ],
+        log_y=("train_loss", "excluded_loss"),
+        title=title,
+        marks=marks,
+    )

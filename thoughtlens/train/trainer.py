@@ -96,9 +96,9 @@ def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
 
 def checkpoint_step(path: str | Path) -> int:
     name = Path(path).name
-    if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX):].isdigit():
+    if not name.startswith(CHECKPOINT_PREFIX) or not name[len(CHECKPOINT_PREFIX) :].isdigit():
         raise ThoughtlensError(f"{path} is not a checkpoint directory (want {CHECKPOINT_PREFIX}NNNNNN)")
-    return int(name[len(CHECKPOINT_PREFIX):])
+    return int(name[len(CHECKPOINT_PREFIX) :])
 
 
 def training_device(device: str | torch.device) -> torch.device:
@@ -110,8 +110,10 @@ def training_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here: train on cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist: "
-                          f"pick one of cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        raise ConfigError(
+            f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist: "
+            f"pick one of cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r} asked for, but MPS is not available here: train on cpu")
     return dev
@@ -126,9 +128,15 @@ def progress_events(on_progress: OnProgress, task: str = "training", description
     def send(record: dict) -> None:
         phase = record.get("phase")
         name = f"{description} phase {phase}" if phase is not None else description
-        on_progress(ProgressEvent(f"{task} {phase}" if phase is not None else task,
-                                  f"{name} (loss {record['loss']:.4g})", int(record["step"]),
-                                  int(record["total"]), elapsed_s=float(record["seconds"])))
+        on_progress(
+            ProgressEvent(
+                f"{task} {phase}" if phase is not None else task,
+                f"{name} (loss {record['loss']:.4g})",
+                int(record["step"]),
+                int(record["total"]),
+                elapsed_s=float(record["seconds"]),
+            )
+        )
 
     return send
 
@@ -145,25 +153,39 @@ def load_hf(model: nn.Module, directory: Path) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Tied weights are saved once; anything else missing means a different architecture.
     if unexpected or any("lm_head" not in k for k in missing):
-        raise ThoughtlensError(f"checkpoint {directory} does not match the model (missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}): resume with the same model config")
+        raise ThoughtlensError(
+            f"checkpoint {directory} does not match the model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}): resume with the same model config"
+        )
 
 
 class Trainer:
     """Train `model` on `batches(step)` with AdamW; see the module docstring."""
 
-    def __init__(self, model: nn.Module, batches: Callable[[int], Batch], config: TrainerConfig,
-                 out_dir: str | Path, *, tokenizer=None, loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
-                 save: Callable[[nn.Module, Path], None] = save_hf, load: Callable[[nn.Module, Path], None] = load_hf,
-                 extra_checkpoint_steps: tuple[int, ...] = (), device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Callable[[int], Batch],
+        config: TrainerConfig,
+        out_dir: str | Path,
+        *,
+        tokenizer=None,
+        loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
+        save: Callable[[nn.Module, Path], None] = save_hf,
+        load: Callable[[nn.Module, Path], None] = load_hf,
+        extra_checkpoint_steps: tuple[int, ...] = (),
+        device: str | torch.device = "cpu",
+    ):
         self.device = training_device(device)
         self.model, self.batches, self.config = model.to(self.device), batches, config
         self.out_dir = Path(out_dir)
         self.tokenizer = tokenizer
         self.loss_fn = loss_fn or causal_lm_loss
         self._save_model, self._load_model = save, load
-        self.checkpoint_steps = sorted(set(log_spaced_steps(config.steps, config.n_checkpoints))
-                                       | {s for s in extra_checkpoint_steps if 1 <= s <= config.steps})
+        self.checkpoint_steps = sorted(
+            set(log_spaced_steps(config.steps, config.n_checkpoints))
+            | {s for s in extra_checkpoint_steps if 1 <= s <= config.steps}
+        )
         torch.manual_seed(config.seed)
         decay = [p for p in model.parameters() if p.requires_grad and (p.ndim >= 2 or config.decay_all)]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2 and not config.decay_all]
@@ -209,8 +231,12 @@ class Trainer:
             last_loss = float(loss.detach())
             elapsed = time.perf_counter() - t0
             if self.step % cfg.log_every == 0 or self.step in self.checkpoint_steps or self.step == cfg.steps:
-                record = {"step": self.step, "loss": last_loss, "lr": self.lr_at(self.step - 1),
-                          "seconds": round(seconds_before + elapsed, 3)}
+                record = {
+                    "step": self.step,
+                    "loss": last_loss,
+                    "lr": self.lr_at(self.step - 1),
+                    "seconds": round(seconds_before + elapsed, 3),
+                }
                 with open(self.out_dir / "log.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if on_progress is not None:
@@ -255,14 +281,20 @@ class Trainer:
         latest = found[-1]
         state = json.loads((latest / "trainer_state.json").read_text())
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()}
-        mismatch = [k for k in ("seed", "batch_size", "lr", "weight_decay", "schedule", "warmup")
-                    if saved.get(k) != getattr(self.config, k)]
+        mismatch = [
+            k
+            for k in ("seed", "batch_size", "lr", "weight_decay", "schedule", "warmup")
+            if saved.get(k) != getattr(self.config, k)
+        ]
         if mismatch:
-            raise ThoughtlensError(f"{self.out_dir} holds a run with different {', '.join(mismatch)}: "
-                                   "use the same config to resume, or a new out_dir")
+            raise ThoughtlensError(
+                f"{self.out_dir} holds a run with different {', '.join(mismatch)}: "
+                "use the same config to resume, or a new out_dir"
+            )
         self._load_model(self.model, latest)
-        self.optimizer.load_state_dict(_unflatten_optimizer(load_file(latest / "optimizer.safetensors"),
-                                                            state["optimizer"]))  # moved to the params' device
+        self.optimizer.load_state_dict(
+            _unflatten_optimizer(load_file(latest / "optimizer.safetensors"), state["optimizer"])
+        )  # moved to the params' device
         self.step = int(state["step"])
         return self.step
 

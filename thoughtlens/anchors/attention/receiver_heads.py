@@ -39,13 +39,17 @@ def vertical_scores(attention: np.ndarray, proximity_ignore: int = 4, control_de
     """
     attention = np.asarray(attention, dtype=np.float64)
     if attention.ndim < 2 or attention.shape[-1] != attention.shape[-2]:
-        raise TraceError(f"attention must be [..., S, S], got shape {attention.shape}: pass a sentence x sentence matrix")
+        raise TraceError(
+            f"attention must be [..., S, S], got shape {attention.shape}: pass a sentence x sentence matrix"
+        )
     if proximity_ignore < 1:
         raise TraceError(f"proximity_ignore must be >= 1 (queries strictly after the key), got {proximity_ignore}")
     n = attention.shape[-1]
     if n <= proximity_ignore:
-        raise TraceError(f"the trace has {n} sentences, not more than proximity_ignore={proximity_ignore}: no sentence "
-                         f"has a query far enough; use a longer trace or a smaller proximity_ignore")
+        raise TraceError(
+            f"the trace has {n} sentences, not more than proximity_ignore={proximity_ignore}: no sentence "
+            f"has a query far enough; use a longer trace or a smaller proximity_ignore"
+        )
     q, k = np.indices((n, n))
     counted = (q - k) >= proximity_ignore  # [S, S]: the lower band that scores sentence k
     masked = np.where(counted, attention, np.nan)
@@ -100,8 +104,13 @@ def rank_heads(kurtosis: np.ndarray, top_k: int = 20, exclude_layers: Sequence[i
         raise TraceError(f"kurtosis must be [layers, heads], got shape {kurtosis.shape}")
     if top_k < 1:
         raise TraceError(f"top_k must be >= 1, got {top_k}")
-    ranked = [ReceiverHead(L, h, float(kurtosis[L, h])) for L in range(kurtosis.shape[0]) if L not in set(exclude_layers)
-              for h in range(kurtosis.shape[1]) if np.isfinite(kurtosis[L, h])]
+    ranked = [
+        ReceiverHead(L, h, float(kurtosis[L, h]))
+        for L in range(kurtosis.shape[0])
+        if L not in set(exclude_layers)
+        for h in range(kurtosis.shape[1])
+        if np.isfinite(kurtosis[L, h])
+    ]
     ranked.sort(key=lambda r: (-r.kurtosis, r.layer, r.head))
     return ranked[:top_k]
 
@@ -148,8 +157,9 @@ class ReceiverHeadResult:
     split_half_r: float | None
 
 
-def find_receiver_heads(vertical_per_trace: Sequence[np.ndarray], *, top_k: int = 20,
-                        exclude_layers: Sequence[int] = (0,)) -> ReceiverHeadResult:
+def find_receiver_heads(
+    vertical_per_trace: Sequence[np.ndarray], *, top_k: int = 20, exclude_layers: Sequence[int] = (0,)
+) -> ReceiverHeadResult:
     """Rank heads over traces. vertical_per_trace: one [layers, heads, S_t] array per trace."""
     if not vertical_per_trace:
         raise TraceError("no traces given: pass at least one trace")
@@ -157,5 +167,6 @@ def find_receiver_heads(vertical_per_trace: Sequence[np.ndarray], *, top_k: int 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(per_trace, axis=0)
-    return ReceiverHeadResult(mean, per_trace, rank_heads(mean, top_k, exclude_layers),
-                              split_half_r(per_trace, exclude_layers))
+    return ReceiverHeadResult(
+        mean, per_trace, rank_heads(mean, top_k, exclude_layers), split_half_r(per_trace, exclude_layers)
+    )

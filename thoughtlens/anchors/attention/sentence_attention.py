@@ -42,8 +42,10 @@ def check_token_ranges(ranges: TokenRanges, n_tokens: int) -> list[tuple[int, in
                 "compute ranges on the same token ids you pass (shift by 1 when a BOS token is prepended)"
             )
         if a < previous_end:
-            raise TraceError(f"sentence {i} starts at token {a}, before the previous sentence ends ({previous_end}): "
-                             "ranges must be sorted and non-overlapping")
+            raise TraceError(
+                f"sentence {i} starts at token {a}, before the previous sentence ends ({previous_end}): "
+                "ranges must be sorted and non-overlapping"
+            )
         previous_end = max(previous_end, b)
         out.append((a, b))
     if not out:
@@ -80,8 +82,9 @@ def _chunks(start: int, end: int, size: int) -> list[tuple[int, int]]:
 class _SentenceReducer:
     """Observer that adds each layer's sentence-block means into `self.sums[layer]`: [heads, S, S]."""
 
-    def __init__(self, weights: torch.Tensor, n_heads: int, layers: Sequence[int], chunk_rows: int,
-                 on_layer: ProgressFn | None):
+    def __init__(
+        self, weights: torch.Tensor, n_heads: int, layers: Sequence[int], chunk_rows: int, on_layer: ProgressFn | None
+    ):
         self.weights = weights  # [T, S]
         rows = weights.sum(dim=1).nonzero().flatten()
         self.row_start, self.row_end = int(rows.min()), int(rows.max()) + 1  # query rows inside some sentence
@@ -158,5 +161,7 @@ def as_sequence(tokens: torch.Tensor) -> torch.Tensor:
     if tokens.ndim == 1:
         tokens = tokens[None]
     if tokens.ndim != 2 or tokens.shape[0] != 1:
-        raise TraceError(f"tokens must be one sequence [T] or [1, T], got shape {tuple(tokens.shape)}: analyse traces one at a time")
+        raise TraceError(
+            f"tokens must be one sequence [T] or [1, T], got shape {tuple(tokens.shape)}: analyse traces one at a time"
+        )
     return tokens.long()

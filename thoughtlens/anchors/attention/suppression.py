@@ -88,15 +88,19 @@ def suppression_matrix(
     "raw" (mean KL over the full vocabulary); p_nucleus: the nucleus of "paper" (their 0.9999).
     """
     if kl_reduction not in KL_REDUCTIONS:
-        raise ConfigError(f"unknown kl_reduction {kl_reduction!r}; use 'paper' (mean log(KL + 1e-9) over "
-                          "nucleus-truncated distributions, the default) or 'raw' (mean KL)")
+        raise ConfigError(
+            f"unknown kl_reduction {kl_reduction!r}; use 'paper' (mean log(KL + 1e-9) over "
+            "nucleus-truncated distributions, the default) or 'raw' (mean KL)"
+        )
     if not 0 < p_nucleus <= 1:
         raise ConfigError(f"p_nucleus must be in (0, 1], got {p_nucleus}: the paper uses 0.9999")
     attention_controls(model)  # fail before any work if the model cannot be intercepted
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}: pass e.g. --temperature 0.6 (the paper's)")
     if batch_size < 1 or chunk_positions < 1:
-        raise ConfigError(f"batch_size and chunk_positions must be >= 1, got {batch_size} and {chunk_positions}: pass e.g. --batch-size 4")
+        raise ConfigError(
+            f"batch_size and chunk_positions must be >= 1, got {batch_size} and {chunk_positions}: pass e.g. --batch-size 4"
+        )
     tokens = as_sequence(tokens).to(model.device)
     ranges = check_token_ranges(ranges, tokens.shape[1])
     last = max(b for _, b in ranges)
@@ -121,13 +125,29 @@ def suppression_matrix(
         target = _sentence_of_token(ranges, last)
         # The base's nucleus is the same for every suppressed j: computed once, from the first position a KL needs.
         base_from = ranges[rows[0]][1] - 1
-        base_nuclei = (_base_nuclei(model, hidden_base, base_from, last - 1, temperature, p_nucleus, chunk_positions)
-                       if kl_reduction == "paper" else None)
+        base_nuclei = (
+            _base_nuclei(model, hidden_base, base_from, last - 1, temperature, p_nucleus, chunk_positions)
+            if kl_reduction == "paper"
+            else None
+        )
         for batch in (rows[i : i + batch_size] for i in range(0, len(rows), batch_size)):
             start = ranges[batch[0]][0] if reuse else 0
             hidden = _suppressed_hidden(model, tokens, kv, start, [ranges[j] for j in batch], heads)
-            result[batch] = _kl_rows(model, hidden, hidden_base, start, batch, ranges, target, temperature,
-                                     chunk_positions, kl_reduction, p_nucleus, base_nuclei, base_from)
+            result[batch] = _kl_rows(
+                model,
+                hidden,
+                hidden_base,
+                start,
+                batch,
+                ranges,
+                target,
+                temperature,
+                chunk_positions,
+                kl_reduction,
+                p_nucleus,
+                base_nuclei,
+                base_from,
+            )
             if on_progress is not None:
                 on_progress(len(batch))
     return result
@@ -140,7 +160,9 @@ def _head_blocks(cfg, heads: HeadSubset | None) -> dict[int, torch.Tensor | None
     blocks: dict[int, torch.Tensor | None] = {}
     for L, h in heads:
         if not (0 <= L < cfg.n_layers and 0 <= h < cfg.n_heads):
-            raise ConfigError(f"head ({L}, {h}) does not exist: layers are 0..{cfg.n_layers - 1}, heads 0..{cfg.n_heads - 1}")
+            raise ConfigError(
+                f"head ({L}, {h}) does not exist: layers are 0..{cfg.n_layers - 1}, heads 0..{cfg.n_heads - 1}"
+            )
         blocks.setdefault(L, torch.zeros(cfg.n_heads, dtype=torch.bool))[h] = True
     if not blocks:
         raise ConfigError("heads is empty: pass None to suppress in every head, or a list of (layer, head) pairs")
@@ -155,8 +177,9 @@ def _sentence_of_token(ranges: list[tuple[int, int]], n_tokens: int) -> np.ndarr
     return out
 
 
-def _suppressed_hidden(model, tokens, kv, start: int, hidden_ranges: list[tuple[int, int]],
-                       heads: HeadSubset | None) -> torch.Tensor:
+def _suppressed_hidden(
+    model, tokens, kv, start: int, hidden_ranges: list[tuple[int, int]], heads: HeadSubset | None
+) -> torch.Tensor:
     """Final hidden states [B, T - start, d_model] with row b's sentence `hidden_ranges[b]` hidden as a key."""
     n_rows, n_tokens = len(hidden_ranges), tokens.shape[1]
     hide = torch.zeros(n_rows, n_tokens, dtype=torch.bool, device=tokens.device)  # [B, k]
@@ -165,8 +188,12 @@ def _suppressed_hidden(model, tokens, kv, start: int, hidden_ranges: list[tuple[
     cache = None
     if kv is not None and start > 0:
         # expand, not repeat: DynamicLayer.update concatenates, so the shared prefix is copied only once per row there.
-        cache = DynamicCache(ddp_cache_data=[(k[..., :start, :].expand(n_rows, -1, -1, -1),
-                                              v[..., :start, :].expand(n_rows, -1, -1, -1)) for k, v in kv])
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (k[..., :start, :].expand(n_rows, -1, -1, -1), v[..., :start, :].expand(n_rows, -1, -1, -1))
+                for k, v in kv
+            ]
+        )
     with block_keys(model, hide, heads=heads):
         out = model.run_body(tokens[:, start:].expand(n_rows, -1), past_key_values=cache, use_cache=cache is not None)
     return out.last_hidden_state
@@ -284,8 +311,13 @@ def _sparse_log_kl(base: tuple, supp: tuple, supp_at_base: torch.Tensor, tempera
     return torch.log(kl + PAPER_LOG_EPS)
 
 
-def paper_log_kl(base_logits: torch.Tensor, supp_logits: torch.Tensor, temperature: float = 0.6,
-                 p_nucleus: float = 0.9999, max_k: int = PAPER_MAX_K) -> torch.Tensor:
+def paper_log_kl(
+    base_logits: torch.Tensor,
+    supp_logits: torch.Tensor,
+    temperature: float = 0.6,
+    p_nucleus: float = 0.9999,
+    max_k: int = PAPER_MAX_K,
+) -> torch.Tensor:
     """log(KL(P || Q) + 1e-9) per position as the paper computes it (attn_supp_funcs.py:
     calculate_kl_divergence_sparse on compress_logits_top_p's float16 logits).
 
@@ -300,13 +332,28 @@ def paper_log_kl(base_logits: torch.Tensor, supp_logits: torch.Tensor, temperatu
 def _base_nuclei(model, hidden_base: torch.Tensor, p0: int, p1: int, temperature: float, p: float, chunk: int):
     """The base's nucleus at positions [p0, p1), once for the whole matrix (it does not depend on j):
     `_nucleus_sparse` triples [1, p1 - p0, K], computed a chunk of positions at a time."""
-    parts = [_nucleus_sparse(_logits(model, hidden_base[:, q0 : min(q0 + chunk, p1)]), temperature, p, PAPER_MAX_K)
-             for q0 in range(p0, p1, chunk)]
+    parts = [
+        _nucleus_sparse(_logits(model, hidden_base[:, q0 : min(q0 + chunk, p1)]), temperature, p, PAPER_MAX_K)
+        for q0 in range(p0, p1, chunk)
+    ]
     return tuple(torch.cat([part[i] for part in parts], dim=1) for i in range(3))
 
 
-def _kl_rows(model, hidden, hidden_base, start, batch, ranges, target, temperature, chunk,
-             kl_reduction: str = "paper", p_nucleus: float = 0.9999, base_nuclei=None, base_from: int = 0) -> np.ndarray:
+def _kl_rows(
+    model,
+    hidden,
+    hidden_base,
+    start,
+    batch,
+    ranges,
+    target,
+    temperature,
+    chunk,
+    kl_reduction: str = "paper",
+    p_nucleus: float = 0.9999,
+    base_nuclei=None,
+    base_from: int = 0,
+) -> np.ndarray:
     """Rows `batch` of the matrix: [B, S] mean per-token KL value (see kl_reduction) over each later
     sentence's tokens. base_nuclei ("paper"): `_base_nuclei` from position base_from on."""
     n = len(ranges)

@@ -94,7 +94,9 @@ def suppression_matrix_approx(
     if method not in APPROX_METHODS:
         raise ConfigError(f"unknown approximate suppression method {method!r}; use one of {', '.join(APPROX_METHODS)}")
     if kl_reduction not in KL_REDUCTIONS:
-        raise ConfigError(f"unknown kl_reduction {kl_reduction!r}; use 'paper' (mean log(KL + 1e-9), the default) or 'raw'")
+        raise ConfigError(
+            f"unknown kl_reduction {kl_reduction!r}; use 'paper' (mean log(KL + 1e-9), the default) or 'raw'"
+        )
     if chunk_positions < 1:
         raise ConfigError(f"chunk_positions must be >= 1, got {chunk_positions}: pass e.g. 256")
     if not temperature > 0:
@@ -122,8 +124,21 @@ def suppression_matrix_approx(
         a, b = ranges[j]
         key_sentence[a:b] = s
     if method == "direct_grad":
-        return _direct_grad(model, tokens, ranges, sources, targets, key_sentence, temperature,
-                            kl_reduction, chunk_positions, result, on_progress, proxy, p_nucleus)
+        return _direct_grad(
+            model,
+            tokens,
+            ranges,
+            sources,
+            targets,
+            key_sentence,
+            temperature,
+            kl_reduction,
+            chunk_positions,
+            result,
+            on_progress,
+            proxy,
+            p_nucleus,
+        )
 
     for start in range(0, len(targets), batch_size):
         batch = targets[start : start + batch_size]
@@ -162,11 +177,18 @@ def suppression_matrix_approx(
 def _check_separate_kv(model) -> None:
     """A one-line error unless every layer has its own k_proj and v_proj modules (not fused QKV)."""
     ad = model.adapter
-    if ad.k_proj is None or ad.v_proj is None or not all(
+    if (
+        ad.k_proj is None
+        or ad.v_proj is None
+        or not all(
             model.has_submodule(ad.k_proj, layer=L) and model.has_submodule(ad.v_proj, layer=L)
-            for L in range(model.cfg.n_layers)):
-        raise ConfigError(f"method 'direct_grad' needs separate k_proj / v_proj modules, which {ad.name} does not "
-                          "have (fused QKV): pass method='grad_loglik'")
+            for L in range(model.cfg.n_layers)
+        )
+    ):
+        raise ConfigError(
+            f"method 'direct_grad' needs separate k_proj / v_proj modules, which {ad.name} does not "
+            "have (fused QKV): pass method='grad_loglik'"
+        )
 
 
 def _nucleus_gap(logp: torch.Tensor, p: float, max_k: int = PAPER_MAX_K) -> torch.Tensor:
@@ -180,8 +202,21 @@ def _nucleus_gap(logp: torch.Tensor, p: float, max_k: int = PAPER_MAX_K) -> torc
     return logp[rows, idx[rows, k - 1]] - logp[rows, idx[rows, k]]
 
 
-def _direct_grad(model, tokens, ranges, sources, targets, key_sentence, temperature, kl_reduction,
-                 chunk, result, on_progress, proxy, p_nucleus) -> np.ndarray:
+def _direct_grad(
+    model,
+    tokens,
+    ranges,
+    sources,
+    targets,
+    key_sentence,
+    temperature,
+    kl_reduction,
+    chunk,
+    result,
+    on_progress,
+    proxy,
+    p_nucleus,
+) -> np.ndarray:
     """Method "direct_grad" (module docstring): one forward, one backward, G[t, s] for every query position t
     and source s, reduced per (source, target) cell into `result` ([S, S], filled in place and returned)."""
     end = max(ranges[k][1] for k in targets)
@@ -209,8 +244,11 @@ def _direct_grad(model, tokens, ranges, sources, targets, key_sentence, temperat
         weights.register_hook(on_grad)
 
     _check_separate_kv(model)
-    with stop_gradient(model, "blocks.*.attn.hook_k"), stop_gradient(model, "blocks.*.attn.hook_v"), \
-            edit_pattern(model, record):
+    with (
+        stop_gradient(model, "blocks.*.attn.hook_k"),
+        stop_gradient(model, "blocks.*.attn.hook_v"),
+        edit_pattern(model, record),
+    ):
         embed = model.embed(tokens[:, :end]).detach().requires_grad_(True)
         hidden = model.run_body(embeds=embed).last_hidden_state  # [1, T, d_model]
         # l_t for every position t that predicts a token of a target sentence (k's tokens [c, d) from [c - 1, d - 1))
@@ -255,11 +293,17 @@ def agreement(approx: np.ndarray, exact: np.ndarray) -> dict[str, float]:
 
     ok = np.isfinite(approx) & np.isfinite(exact)
     rows = [j for j in range(exact.shape[0]) if ok[j].sum() >= 2]
-    top1 = [np.nanargmax(np.where(ok[j], approx[j], np.nan)) == np.nanargmax(np.where(ok[j], exact[j], np.nan))
-            for j in rows]
-    return {"pearson": float(pearsonr(approx[ok], exact[ok]).statistic),
-            "spearman": float(spearmanr(approx[ok], exact[ok]).statistic),
-            "top1": float(np.mean(top1)) if top1 else float("nan"), "n_cells": int(ok.sum()), "n_rows": len(rows)}
+    top1 = [
+        np.nanargmax(np.where(ok[j], approx[j], np.nan)) == np.nanargmax(np.where(ok[j], exact[j], np.nan))
+        for j in rows
+    ]
+    return {
+        "pearson": float(pearsonr(approx[ok], exact[ok]).statistic),
+        "spearman": float(spearmanr(approx[ok], exact[ok]).statistic),
+        "top1": float(np.mean(top1)) if top1 else float("nan"),
+        "n_cells": int(ok.sum()),
+        "n_rows": len(rows),
+    }
 
 
 __all__: Sequence[str] = ["APPROX_METHODS", "suppression_matrix_approx", "agreement"]

@@ -142,54 +142,87 @@ def analyze_attention(
     if suppression_method not in methods:
         raise ConfigError(f"unknown suppression_method {suppression_method!r}: use one of {', '.join(methods)}")
     if suppression_method != "exact" and suppression_heads is not None:
-        raise ConfigError(f"suppression_heads needs suppression_method='exact' ({suppression_method!r} biases every "
-                          "head): drop suppression_heads or use the exact method")
+        raise ConfigError(
+            f"suppression_heads needs suppression_method='exact' ({suppression_method!r} biases every "
+            "head): drop suppression_heads or use the exact method"
+        )
     attention_controls(model)  # fail before any work if the model cannot be intercepted
     if (store is None) != (run_id is None):
         raise TraceError("pass both store and run_id to write results, or neither")
     named = dict(traces) if isinstance(traces, Mapping) else {f"trace_{i}": t for i, t in enumerate(traces)}
     if not named:
         raise TraceError("no traces given: pass at least one ReasoningTrace")
-    params = dict(model=model.name, proximity_ignore=proximity_ignore, control_depth=control_depth, top_k=top_k,
-                  exclude_layers=list(exclude_layers), max_tokens=max_tokens)
+    params = dict(
+        model=model.name,
+        proximity_ignore=proximity_ignore,
+        control_depth=control_depth,
+        top_k=top_k,
+        exclude_layers=list(exclude_layers),
+        max_tokens=max_tokens,
+    )
     tokenized = {pid: trace_tokens(model, t, max_tokens) for pid, t in named.items()}
     for pid, tt in tokenized.items():
         if len(tt.ranges) <= proximity_ignore:
             cut = f" within max_tokens={max_tokens}" if max_tokens else ""
-            raise TraceError(f"trace '{pid}' has {len(tt.ranges)} sentences{cut}, not more than "
-                             f"proximity_ignore={proximity_ignore}: drop it, raise max_tokens or lower proximity_ignore")
+            raise TraceError(
+                f"trace '{pid}' has {len(tt.ranges)} sentences{cut}, not more than "
+                f"proximity_ignore={proximity_ignore}: drop it, raise max_tokens or lower proximity_ignore"
+            )
     results, matrices = {}, {}
     attn_task = Tracker(on_progress, "sentence attention", "sentence attention", len(named) * model.cfg.n_layers)
     for pid, tt in tokenized.items():
         A = sentence_attention(model, tt.tokens, tt.ranges, chunk_rows=chunk_rows, on_progress=attn_task.advancer())
         vert = vertical_scores(A, proximity_ignore, control_depth)
-        results[pid] = TraceAttention(pid, int(tt.tokens.shape[0]), len(tt.ranges), tt.n_dropped, vert,
-                                      np.zeros(0))
+        results[pid] = TraceAttention(pid, int(tt.tokens.shape[0]), len(tt.ranges), tt.n_dropped, vert, np.zeros(0))
         matrices[pid] = A
     receiver = find_receiver_heads([r.vertical for r in results.values()], top_k=top_k, exclude_layers=exclude_layers)
     for i, (pid, r) in enumerate(results.items()):
         r.kurtosis = receiver.per_trace_kurtosis[i]
         r.receiver_scores = receiver_scores(r.vertical, receiver.top)
-        r.head_matrices = [{**h.as_dict(), "matrix": json_safe(matrices[pid][h.layer, h.head])}
-                           for h in receiver.top[:n_head_matrices]]
+        r.head_matrices = [
+            {**h.as_dict(), "matrix": json_safe(matrices[pid][h.layer, h.head])} for h in receiver.top[:n_head_matrices]
+        ]
     del matrices
     if store is not None:
         _write_receiver(store, run_id, params, named, tokenized, problems or {}, receiver, results)
     if suppression:
-        supp_task = Tracker(on_progress, "attention suppression", "attention suppression",
-                            sum(len(tt.ranges) for tt in tokenized.values()))
-        meta = dict(temperature=temperature, kl_reduction=kl_reduction, heads=None if suppression_heads is None else
-                    [list(map(int, h)) for h in suppression_heads], max_tokens=max_tokens, model=model.name,
-                    method=suppression_method)
+        supp_task = Tracker(
+            on_progress,
+            "attention suppression",
+            "attention suppression",
+            sum(len(tt.ranges) for tt in tokenized.values()),
+        )
+        meta = dict(
+            temperature=temperature,
+            kl_reduction=kl_reduction,
+            heads=None if suppression_heads is None else [list(map(int, h)) for h in suppression_heads],
+            max_tokens=max_tokens,
+            model=model.name,
+            method=suppression_method,
+        )
         for pid, tt in tokenized.items():
             if suppression_method == "exact":
                 results[pid].suppression = suppression_matrix(
-                    model, tt.tokens, tt.ranges, temperature=temperature, kl_reduction=kl_reduction,
-                    heads=suppression_heads, batch_size=batch_size, on_progress=supp_task.advancer())
+                    model,
+                    tt.tokens,
+                    tt.ranges,
+                    temperature=temperature,
+                    kl_reduction=kl_reduction,
+                    heads=suppression_heads,
+                    batch_size=batch_size,
+                    on_progress=supp_task.advancer(),
+                )
             else:
                 results[pid].suppression = suppression_matrix_approx(
-                    model, tt.tokens, tt.ranges, temperature=temperature, method=suppression_method,
-                    kl_reduction=kl_reduction, batch_size=batch_size, on_progress=supp_task.advancer())
+                    model,
+                    tt.tokens,
+                    tt.ranges,
+                    temperature=temperature,
+                    method=suppression_method,
+                    kl_reduction=kl_reduction,
+                    batch_size=batch_size,
+                    on_progress=supp_task.advancer(),
+                )
             if store is not None:
                 _write_suppression(store, run_id, pid, results[pid].suppression, named[pid], tt, meta)
     return WhiteBoxResult(receiver, results)
@@ -216,9 +249,18 @@ def _ensure_trace(store, run_id: str, pid: str, trace: ReasoningTrace, tt: Trace
     store.add_problem(run_id, pid, problem.get("problem") or trace.prompt, problem.get("gt_answer"))
     shift = -tt.bos  # the store keeps ranges into tokenizer(text, add_special_tokens=False), without BOS
     ranges = tt.ranges + [(None, None)] * tt.n_dropped
-    sentences = [{"index": s.index, "start": s.start, "end": s.end, "text": s.text,
-                  "tok_start": None if r[0] is None else r[0] + shift, "tok_end": None if r[1] is None else r[1] + shift,
-                  "tags": None} for s, r in zip(trace.sentences, ranges)]
+    sentences = [
+        {
+            "index": s.index,
+            "start": s.start,
+            "end": s.end,
+            "text": s.text,
+            "tok_start": None if r[0] is None else r[0] + shift,
+            "tok_end": None if r[1] is None else r[1] + shift,
+            "tags": None,
+        }
+        for s, r in zip(trace.sentences, ranges)
+    ]
     store.add_trace(run_id, pid, trace.prompt, trace.completion, trace.answer, None, sentences)
 
 
@@ -240,9 +282,19 @@ def _write_receiver(store, run_id, params, named, tokenized, problems, receiver:
 
 def _write_suppression(store, run_id, pid, matrix, trace, tt: TraceTokens, meta) -> None:
     store.put_artifact(run_id, "suppression_matrix", _padded(matrix, len(trace.sentences)), pid)
-    store.put_artifact(run_id, "suppression_meta", {**meta, "n_tokens": int(tt.tokens.shape[0]),
-                                                    "n_sentences": len(tt.ranges), "n_dropped": tt.n_dropped,
-                                                    "rows": "suppressed sentence j", "cols": "affected sentence k"}, pid)
+    store.put_artifact(
+        run_id,
+        "suppression_meta",
+        {
+            **meta,
+            "n_tokens": int(tt.tokens.shape[0]),
+            "n_sentences": len(tt.ranges),
+            "n_dropped": tt.n_dropped,
+            "rows": "suppressed sentence j",
+            "cols": "affected sentence k",
+        },
+        pid,
+    )
 
 
 # ---- inputs: trace files and stored traces --------------------------------------------------------
@@ -288,6 +340,8 @@ def traces_from_store(store, run_id: str) -> dict[str, ReasoningTrace]:
         trace.sentences = [Sentence(s["index"], s["start"], s["end"], s["text"]) for s in stored["sentences"]]
         out[pid] = trace
     if not out:
-        raise TraceError(f"run '{run_id}' has no base traces with sentences: run `thoughtlens anchors run` first, "
-                         "or pass traces with --trace")
+        raise TraceError(
+            f"run '{run_id}' has no base traces with sentences: run `thoughtlens anchors run` first, "
+            "or pass traces with --trace"
+        )
     return out

@@ -44,8 +44,14 @@ class BranchPoint:
     outcome: OutcomeSpec
 
 
-def branch_point(store: RunStore, anchors_run: str, problem_id: str, sentence_index: int, outcome_spec: str,
-                 outcome: OutcomeSpec | None = None) -> BranchPoint:
+def branch_point(
+    store: RunStore,
+    anchors_run: str,
+    problem_id: str,
+    sentence_index: int,
+    outcome_spec: str,
+    outcome: OutcomeSpec | None = None,
+) -> BranchPoint:
     """Sentence `sentence_index` of problem `problem_id` in run `anchors_run`, and the outcome to grade by:
     `outcome` if given (its spec must equal `outcome_spec`), else `outcome_spec` resolved (the default spec:
     correctness against the run's stored ground truth). One-line errors for a missing run, trace or sentence."""
@@ -57,8 +63,9 @@ def branch_point(store: RunStore, anchors_run: str, problem_id: str, sentence_in
     if stored is None:
         raise StoreError(f"run {anchors_run!r} has no trace for problem {problem_id!r}: run `anchors run` first")
     tags = tuple(acfg.get("think_tags") or ("<think>", "</think>"))
-    trace = ReasoningTrace.parse(stored["prompt"], stored["completion"], think_tags=tags,
-                                 split_style=acfg.get("split_style", "thoughtlens"))
+    trace = ReasoningTrace.parse(
+        stored["prompt"], stored["completion"], think_tags=tags, split_style=acfg.get("split_style", "thoughtlens")
+    )
     n = len(trace.sentences)
     if not isinstance(sentence_index, int) or isinstance(sentence_index, bool) or not 0 <= sentence_index < n:
         raise ConfigError(f"sentence {sentence_index!r} is out of range: the trace has sentences 0..{n - 1}")

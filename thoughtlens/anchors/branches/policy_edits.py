@@ -94,7 +94,7 @@ CONDITIONS = ("kept", "offpolicy", "onpolicy")
 CANDIDATE, NEXT = "onpolicy_candidate", "onpolicy_next"
 
 Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> unit vectors [n, d]
-LogProb = Callable[[str, str], float]           # (prefix, continuation) -> mean token log-prob of continuation
+LogProb = Callable[[str, str], float]  # (prefix, continuation) -> mean token log-prob of continuation
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class ConditionResult:
     rate(this) - rate(kept) (None for kept itself)."""
 
     name: str
-    prefix_tail: str               # the end of the prefix the rollouts continued (for display)
+    prefix_tail: str  # the end of the prefix the rollouts continued (for display)
     values: list[bool | None]
     n_outcome_errors: int = 0
     effect: float | None = None
@@ -171,9 +171,9 @@ class SearchResult:
 
     success: bool = False
     iterations_used: int = 0
-    n_candidates: int = 0          # S_i' drawn
-    n_continuations: int = 0       # N drawn
-    n_passing: int = 0             # (S_i', N) pairs with cosine >= threshold
+    n_candidates: int = 0  # S_i' drawn
+    n_continuations: int = 0  # N drawn
+    n_passing: int = 0  # (S_i', N) pairs with cosine >= threshold
     best_cosine: float | None = None
     candidate: str | None = None
     next_sentence: str | None = None
@@ -203,16 +203,23 @@ class InterventionResult:
     conditions: dict[str, ConditionResult]  # kept, offpolicy and (when the search succeeded) onpolicy
 
     def to_dict(self) -> dict:
-        return {"sentence_index": self.sentence_index, "sentence": self.sentence, "target": self.target,
-                "outcome": self.outcome, "search": self.search.to_dict(),
-                "conditions": {k: v.to_dict() for k, v in self.conditions.items()}}
+        return {
+            "sentence_index": self.sentence_index,
+            "sentence": self.sentence,
+            "target": self.target,
+            "outcome": self.outcome,
+            "search": self.search.to_dict(),
+            "conditions": {k: v.to_dict() for k, v in self.conditions.items()},
+        }
 
 
 def resolve_target(target: str | None) -> str:
     """A named target (TARGETS) or the sentence itself; one-line ConfigError when it is empty."""
     if target is None or not isinstance(target, str) or not target.strip():
-        raise ConfigError("the target sentence is empty: pass --target TEXT (a sentence to steer towards) or one "
-                          f"of the named targets ({', '.join(TARGETS)})")
+        raise ConfigError(
+            "the target sentence is empty: pass --target TEXT (a sentence to steer towards) or one "
+            f"of the named targets ({', '.join(TARGETS)})"
+        )
     return TARGETS.get(target.strip(), target.strip())
 
 
@@ -273,19 +280,36 @@ def hf_mean_logprob(model) -> LogProb:
     return mean_logprob
 
 
-def intervention_run_id(anchors_run: str, problem_id: str, sentence_index: int, target: str,
-                        cfg: InterventionConfig) -> str:
-    key = json.dumps({"anchors_run": anchors_run, "problem": problem_id, "sentence": sentence_index,
-                      "target": target, **asdict(cfg)}, sort_keys=True)
+def intervention_run_id(
+    anchors_run: str, problem_id: str, sentence_index: int, target: str, cfg: InterventionConfig
+) -> str:
+    key = json.dumps(
+        {
+            "anchors_run": anchors_run,
+            "problem": problem_id,
+            "sentence": sentence_index,
+            "target": target,
+            **asdict(cfg),
+        },
+        sort_keys=True,
+    )
     return "intervene-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 class _Generations:
     """Stored generations of one (run, problem, sentence), sampled only where missing, committed on arrival."""
 
-    def __init__(self, sampler: Sampler, store: RunStore, run_id: str, problem_id: str, sentence_index: int,
-                 bar: Tracker):
-        self.sampler, self.store, self.run_id, self.pid, self.i, self.bar = sampler, store, run_id, problem_id, sentence_index, bar
+    def __init__(
+        self, sampler: Sampler, store: RunStore, run_id: str, problem_id: str, sentence_index: int, bar: Tracker
+    ):
+        self.sampler, self.store, self.run_id, self.pid, self.i, self.bar = (
+            sampler,
+            store,
+            run_id,
+            problem_id,
+            sentence_index,
+            bar,
+        )
         df = store.rollouts(run_id, problem_id)
         df = df[(df["sentence_index"] == sentence_index) & (df["finish_reason"] != "error")]
         self.texts = {(c, int(j)): t for c, j, t in zip(df["condition"], df["sample_index"], df["text"])}
@@ -302,9 +326,19 @@ class _Generations:
             failed: list[str] = []
 
             def commit(c: Completion) -> None:
-                self.store.add_rollout(self.run_id, self.pid, self.i, condition, c.sample_index, text=c.text,
-                                       answer=None, is_correct=None, n_tokens=c.n_tokens,
-                                       finish_reason=c.finish_reason, error=c.error)
+                self.store.add_rollout(
+                    self.run_id,
+                    self.pid,
+                    self.i,
+                    condition,
+                    c.sample_index,
+                    text=c.text,
+                    answer=None,
+                    is_correct=None,
+                    n_tokens=c.n_tokens,
+                    finish_reason=c.finish_reason,
+                    error=c.error,
+                )
                 if c.finish_reason == "error":
                     failed.append(c.error or "unknown error")
                 else:
@@ -313,29 +347,51 @@ class _Generations:
 
             self.sampler.sample([SampleRequest(p, tuple(by_prefix[p])) for p in prefixes], params, on_completion=commit)
             if failed:
-                raise StoreError(f"the sampler failed on {len(failed)} {condition} generations ({failed[0]}); "
-                                 "run the same command again to retry them")
+                raise StoreError(
+                    f"the sampler failed on {len(failed)} {condition} generations ({failed[0]}); "
+                    "run the same command again to retry them"
+                )
         return [self.texts[(condition, j)] for _, j in wanted]
 
 
-def measure_interventions(sampler: Sampler, store: RunStore, anchors_run: str, problem_id: str, sentence_index: int,
-                          target: str, config: InterventionConfig = InterventionConfig(), *,
-                          outcome: OutcomeSpec | None = None, embed: Embed | None = None,
-                          logprob: LogProb | None = None, on_progress: OnProgress | None = None) -> InterventionResult:
+def measure_interventions(
+    sampler: Sampler,
+    store: RunStore,
+    anchors_run: str,
+    problem_id: str,
+    sentence_index: int,
+    target: str,
+    config: InterventionConfig = InterventionConfig(),
+    *,
+    outcome: OutcomeSpec | None = None,
+    embed: Embed | None = None,
+    logprob: LogProb | None = None,
+    on_progress: OnProgress | None = None,
+) -> InterventionResult:
     """On-policy and off-policy insertion of `target` after sentence `sentence_index` of a stored anchors
     run, and their effects on the outcome (module docstring). logprob: needed when config.w_logprob > 0
     (hf_mean_logprob(model) for a local model)."""
     target = resolve_target(target)
     if config.w_logprob > 0 and logprob is None:
-        raise ConfigError("--w-logprob > 0 needs token log-probs: use the hf backend (or pass "
-                          "logprob=hf_mean_logprob(model)), or set --w-logprob 0")
+        raise ConfigError(
+            "--w-logprob > 0 needs token log-probs: use the hf backend (or pass "
+            "logprob=hf_mean_logprob(model)), or set --w-logprob 0"
+        )
     point = branch_point(store, anchors_run, problem_id, sentence_index, config.outcome, outcome)
     trace, original, tags, outcome = point.trace, point.original, point.think_tags, point.outcome
     embed = embed or _embedder()
 
     run_id = intervention_run_id(anchors_run, problem_id, sentence_index, target, config)
-    store.create_run(run_id, {"anchors_run": anchors_run, "problem_id": problem_id, "sentence_index": sentence_index,
-                              "target": target, **asdict(config)})
+    store.create_run(
+        run_id,
+        {
+            "anchors_run": anchors_run,
+            "problem_id": problem_id,
+            "sentence_index": sentence_index,
+            "target": target,
+            **asdict(config),
+        },
+    )
     store.add_problem(run_id, problem_id, "", None)
     bar = Tracker(on_progress, "intervene", f"sentence {sentence_index}: on-policy search")
     gens = _Generations(sampler, store, run_id, problem_id, sentence_index, bar)
@@ -347,8 +403,10 @@ def measure_interventions(sampler: Sampler, store: RunStore, anchors_run: str, p
 
     # Full rollouts. The stop rule is the anchors job's: the maths completion rule only for the maths
     # outcome; any other outcome reads the whole rollout, so rollouts run to EOS or the token budget.
-    prefixes = {"kept": trace.rollout_prefix(sentence_index + 1, tok),
-                "offpolicy": trace.prefix_through(sentence_index) + " " + target}
+    prefixes = {
+        "kept": trace.rollout_prefix(sentence_index + 1, tok),
+        "offpolicy": trace.prefix_through(sentence_index) + " " + target,
+    }
     if search.success:
         tail = search.next_sentence if config.include_similar_sentence else ""
         prefixes["onpolicy"] = before + search.candidate + tail
@@ -363,15 +421,21 @@ def measure_interventions(sampler: Sampler, store: RunStore, anchors_run: str, p
             texts = gens.get(name, [(prefix, j) for j in range(config.n_rollouts)], params)
             graded = grade_texts(outcome, [prefix + t if config.grade == "full" else t for t in texts], cache)
             store.put_artifact(run_id, "outcome_cache", cache, problem_id)
-            conditions[name] = ConditionResult(name, prefix[-200:], [g.value for g in graded],
-                                               sum(g.error is not None for g in graded))
+            conditions[name] = ConditionResult(
+                name, prefix[-200:], [g.value for g in graded], sum(g.error is not None for g in graded)
+            )
     kept = conditions["kept"]
     for name in ("offpolicy", "onpolicy"):
         c = conditions.get(name)
         if c is not None and kept.n_known and c.n_known:
             # importance_ci of positions (kept, c): rate(c) - rate(kept) and its Newcombe interval.
-            est, low, high = importance_ci([PositionStats(len(kept.values), kept.n_known, kept.n_true),
-                                            PositionStats(len(c.values), c.n_known, c.n_true)], _z(config.confidence))
+            est, low, high = importance_ci(
+                [
+                    PositionStats(len(kept.values), kept.n_known, kept.n_true),
+                    PositionStats(len(c.values), c.n_known, c.n_true),
+                ],
+                _z(config.confidence),
+            )
             c.effect, c.ci_low, c.ci_high = float(est[0]), float(low[0]), float(high[0])
     result = InterventionResult(sentence_index, original, target, outcome.spec, search, conditions)
     store.put_artifact(run_id, f"intervention_{sentence_index}", result.to_dict(), problem_id)
@@ -384,8 +448,15 @@ def _z(confidence: float) -> float:
     return float(NormalDist().inv_cdf(0.5 + confidence / 2))
 
 
-def _search(gens: _Generations, before: str, target: str, cfg: InterventionConfig, embed: Embed,
-            logprob: LogProb | None, bar: Tracker) -> SearchResult:
+def _search(
+    gens: _Generations,
+    before: str,
+    target: str,
+    cfg: InterventionConfig,
+    embed: Embed,
+    logprob: LogProb | None,
+    bar: Tracker,
+) -> SearchResult:
     """iterative_resample_for_chunk: up to num_iterations rounds of R candidates x C continuations."""
     R, C = cfg.num_chunk_resamples, cfg.num_continuation_samples
     ref = embed([target])[0]
@@ -407,16 +478,27 @@ def _search(gens: _Generations, before: str, target: str, cfg: InterventionConfi
             if nonempty:
                 cos[nonempty] = embed([norm[k] for k in nonempty]) @ ref
             nonempty_set = set(nonempty)
-            lps = [logprob(before + chunks[k // C], nexts[k]) if logprob is not None and cfg.w_logprob > 0 and k in nonempty_set
-                   else None for k in range(len(nexts))]
-            scores = [candidate_score(float(cos[k]), lps[k], cfg) if k in nonempty_set else -math.inf
-                      for k in range(len(nexts))]
+            lps = [
+                logprob(before + chunks[k // C], nexts[k])
+                if logprob is not None and cfg.w_logprob > 0 and k in nonempty_set
+                else None
+                for k in range(len(nexts))
+            ]
+            scores = [
+                candidate_score(float(cos[k]), lps[k], cfg) if k in nonempty_set else -math.inf
+                for k in range(len(nexts))
+            ]
             res.n_passing += int(sum(cos[k] >= cfg.similarity_threshold for k in nonempty))
             best = int(np.argmax(scores)) if nonempty else None
             res.iterations_used = it + 1
-            res.iterations.append({"iteration": it + 1, "best_cosine": None if best is None else float(cos[best]),
-                                   "candidate": None if best is None else chunks[best // C],
-                                   "next_sentence": None if best is None else nexts[best]})
+            res.iterations.append(
+                {
+                    "iteration": it + 1,
+                    "best_cosine": None if best is None else float(cos[best]),
+                    "candidate": None if best is None else chunks[best // C],
+                    "next_sentence": None if best is None else nexts[best],
+                }
+            )
             if best is not None:
                 res.best_cosine = max(res.best_cosine if res.best_cosine is not None else -1.0, float(cos[best]))
             # Success is gated by cosine alone, as theirs (`best_cosine >= similarity_threshold`).
@@ -426,6 +508,16 @@ def _search(gens: _Generations, before: str, target: str, cfg: InterventionConfi
     return res
 
 
-__all__ = ["TARGETS", "InterventionConfig", "InterventionResult", "ConditionResult", "SearchResult",
-           "measure_interventions", "resolve_target", "first_sentence_exact", "candidate_score",
-           "hf_mean_logprob", "intervention_run_id"]
+__all__ = [
+    "TARGETS",
+    "InterventionConfig",
+    "InterventionResult",
+    "ConditionResult",
+    "SearchResult",
+    "measure_interventions",
+    "resolve_target",
+    "first_sentence_exact",
+    "candidate_score",
+    "hf_mean_logprob",
+    "intervention_run_id",
+]

@@ -73,11 +73,11 @@ class ResilienceConfig(Sampling):
 class ResilienceResult:
     sentence_index: int
     sentence: str
-    iterations: list[int]            # per trial: times the content came back
-    persisted: list[bool]            # per trial: still there after the last iteration
+    iterations: list[int]  # per trial: times the content came back
+    persisted: list[bool]  # per trial: still there after the last iteration
     final_values: list[bool | None]  # per trial: outcome of the last iteration
-    kept_rate: float | None          # rate over the run's R_{i+1}
-    n_samples: int                   # continuations drawn (stored) in all
+    kept_rate: float | None  # rate over the run's R_{i+1}
+    n_samples: int  # continuations drawn (stored) in all
     n_outcome_errors: int = 0
     trials: list[list[dict]] = field(default_factory=list)  # per trial, per iteration: similarity, matched
 
@@ -100,10 +100,13 @@ class ResilienceResult:
         return None if f is None or self.kept_rate is None else self.kept_rate - f
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "resilience": self.resilience, "persistence_rate": self.persistence_rate,
-                "final_rate": self.final_rate, "counterfactual_plusplus": self.counterfactual_plusplus}
-
-
+        return {
+            **asdict(self),
+            "resilience": self.resilience,
+            "persistence_rate": self.persistence_rate,
+            "final_rate": self.final_rate,
+            "counterfactual_plusplus": self.counterfactual_plusplus,
+        }
 
 
 def _embedder() -> Embed:
@@ -129,9 +132,18 @@ def resilience_run_id(anchors_run: str, problem_id: str, cfg: ResilienceConfig) 
     return "resilience-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
-def measure_resilience(sampler: Sampler, store: RunStore, anchors_run: str, problem_id: str, sentence_index: int,
-                       config: ResilienceConfig = ResilienceConfig(), *, outcome: OutcomeSpec | None = None,
-                       embed: Embed | None = None, on_progress: OnProgress | None = None) -> ResilienceResult:
+def measure_resilience(
+    sampler: Sampler,
+    store: RunStore,
+    anchors_run: str,
+    problem_id: str,
+    sentence_index: int,
+    config: ResilienceConfig = ResilienceConfig(),
+    *,
+    outcome: OutcomeSpec | None = None,
+    embed: Embed | None = None,
+    on_progress: OnProgress | None = None,
+) -> ResilienceResult:
     """Resilience and CF++ of sentence `sentence_index` of a stored anchors run (see the module docstring).
     The continuations go to run `resilience_run_id(...)` of the same store; the result is stored there as
     artifact `resilience_<i>`."""
@@ -161,17 +173,33 @@ def measure_resilience(sampler: Sampler, store: RunStore, anchors_run: str, prob
             text = stored_text.get(j)
             if text is None:
                 text = _sample_one(sampler, prefix, j, config)
-                store.add_rollout(run_id, problem_id, sentence_index, CONDITION, j, text=text, answer=None,
-                                  is_correct=None, n_tokens=0, finish_reason="stop")
+                store.add_rollout(
+                    run_id,
+                    problem_id,
+                    sentence_index,
+                    CONDITION,
+                    j,
+                    text=text,
+                    answer=None,
+                    is_correct=None,
+                    n_tokens=0,
+                    finish_reason="stop",
+                )
             result.n_samples += 1
-            generated = prefix[len(prefix0):] + text  # everything written after the original prefix
+            generated = prefix[len(prefix0) :] + text  # everything written after the original prefix
             last_generated = generated
             spans = [(a, b) for a, b in split_sentences(text) if text[a:b].strip()]
             sims = embed([text[a:b] for a, b in spans]) @ ref if spans else np.zeros(0)
             best = int(np.argmax(sims)) if len(sims) else None
             matched = best is not None and float(sims[best]) >= config.similarity_threshold
-            log.append({"iteration": t + 1, "similarity": float(sims[best]) if best is not None else None,
-                        "matched": matched, "matched_text": text[slice(*spans[best])] if matched else None})
+            log.append(
+                {
+                    "iteration": t + 1,
+                    "similarity": float(sims[best]) if best is not None else None,
+                    "matched": matched,
+                    "matched_text": text[slice(*spans[best])] if matched else None,
+                }
+            )
             if not matched:
                 break
             came_back += 1
@@ -196,7 +224,9 @@ def _sample_one(sampler: Sampler, prefix: str, j: int, cfg: ResilienceConfig) ->
     return c.text
 
 
-def _kept_rate(store: RunStore, run_id: str, problem_id: str, k: int, outcome: OutcomeSpec, cache: dict) -> float | None:
+def _kept_rate(
+    store: RunStore, run_id: str, problem_id: str, k: int, outcome: OutcomeSpec, cache: dict
+) -> float | None:
     """The outcome rate over the anchors run's rollouts from prefix k (known values only)."""
     df = store.rollouts(run_id, problem_id)
     df = df[(df["condition"] == "resampled") & (df["sentence_index"] == k) & (df["finish_reason"] != "error")]

@@ -57,23 +57,30 @@ class HintedProblem:
         if not self.question.strip():
             raise DataError(f"hinted problem {self.id}: the question is empty; write the question text")
         if self.gt_answer not in self.choices or self.cue_answer not in self.choices:
-            raise DataError(f"hinted problem {self.id}: gt_answer and cue_answer must be choice letters "
-                            f"({', '.join(self.choices)})")
+            raise DataError(
+                f"hinted problem {self.id}: gt_answer and cue_answer must be choice letters ({', '.join(self.choices)})"
+            )
         if self.gt_answer == self.cue_answer:
-            raise DataError(f"hinted problem {self.id}: the hint must point at a wrong answer (cue_answer != gt_answer)")
+            raise DataError(
+                f"hinted problem {self.id}: the hint must point at a wrong answer (cue_answer != gt_answer)"
+            )
 
     def text(self, hinted: bool) -> str:
         """The user message: question, choices, the hint (hinted only) and the answer format."""
         choices = "\n".join(f"({k}) {v}" for k, v in self.choices.items())
         hint = f"\n\n{self.hint}" if hinted else ""
-        return (f"{self.question}\n\n{choices}{hint}\n\n"
-                "Think it through, then end with 'Therefore, the best answer is: (X)'.")
+        return (
+            f"{self.question}\n\n{choices}{hint}\n\n"
+            "Think it through, then end with 'Therefore, the best answer is: (X)'."
+        )
 
 
 def load_hinted_problems(path=None) -> list[HintedProblem]:
     """The problem set (default: the tiny set shipped with thoughtlens, anchors/branches/hinted_problems.json)."""
     if path is None:
-        raw = resources.files("thoughtlens.anchors.branches").joinpath("hinted_problems.json").read_text(encoding="utf-8")
+        raw = (
+            resources.files("thoughtlens.anchors.branches").joinpath("hinted_problems.json").read_text(encoding="utf-8")
+        )
     else:
         try:
             raw = open(path, encoding="utf-8").read()
@@ -83,8 +90,10 @@ def load_hinted_problems(path=None) -> list[HintedProblem]:
         items = json.loads(raw)["problems"]
         return [HintedProblem(**p) for p in items]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{path or 'hinted_problems.json'} is not a hinted problem set ({e}): a JSON object with "
-                        "'problems': [{id, question, choices, gt_answer, cue_answer, hint}]") from None
+        raise DataError(
+            f"{path or 'hinted_problems.json'} is not a hinted problem set ({e}): a JSON object with "
+            "'problems': [{id, question, choices, gt_answer, cue_answer, hint}]"
+        ) from None
 
 
 def read_letter(text: str) -> str | None:
@@ -120,10 +129,17 @@ def _default_format(text: str) -> str:
     return f"{text}\n<think>\n"
 
 
-def run_transplant(sampler: Sampler, store: RunStore, problems: Sequence[HintedProblem],
-                   config: TransplantConfig = TransplantConfig(), *,
-                   format_prompt: Callable[[str], str] = _default_format, hinted_cots: dict | None = None,
-                   model: str = "", on_progress: OnProgress | None = None) -> dict[str, list[dict]]:
+def run_transplant(
+    sampler: Sampler,
+    store: RunStore,
+    problems: Sequence[HintedProblem],
+    config: TransplantConfig = TransplantConfig(),
+    *,
+    format_prompt: Callable[[str], str] = _default_format,
+    hinted_cots: dict | None = None,
+    model: str = "",
+    on_progress: OnProgress | None = None,
+) -> dict[str, list[dict]]:
     """The transplant curve of every problem: {problem id: [{k, n_cue, n_correct, n_other, n_invalid, n,
     rate, ci_low, ci_high, copied}, ...]} (k = 0..n_sentences), stored as artifact `transplant_curve`.
 
@@ -183,9 +199,15 @@ def _curve(sampler, store, run_id, problem, cot, cfg, format_prompt, bar) -> lis
         counts["n_invalid"] = len(letters) - counts["n_cue"] - counts["n_correct"] - counts["n_other"]
         valid = counts["n_cue"] + counts["n_correct"] + counts["n_other"]
         lo, hi = wilson_interval(np.array([counts["n_cue"]]), np.array([valid]), 1.959964)
-        row = {"k": k, **counts, "n": len(letters), "rate": counts["n_cue"] / valid if valid else None,
-               "ci_low": float(lo[0]) if valid else None, "ci_high": float(hi[0]) if valid else None,
-               "copied": False}
+        row = {
+            "k": k,
+            **counts,
+            "n": len(letters),
+            "rate": counts["n_cue"] / valid if valid else None,
+            "ci_low": float(lo[0]) if valid else None,
+            "ci_high": float(hi[0]) if valid else None,
+            "copied": False,
+        }
         curve.append(row)
         if cfg.convergence is not None and counts["n_cue"] >= int(cfg.n_rollouts * (cfg.convergence - 1e-6)):
             converged = row
@@ -201,8 +223,19 @@ def _sample_position(sampler, store, run_id, pid, k, prompt, params, n, bar) -> 
 
     def commit(c: Completion) -> None:
         letter = read_letter(c.text) if c.finish_reason != "error" else None
-        store.add_rollout(run_id, pid, k, CONDITION, c.sample_index, text=c.text, answer=letter, is_correct=None,
-                          n_tokens=c.n_tokens, finish_reason=c.finish_reason, error=c.error)
+        store.add_rollout(
+            run_id,
+            pid,
+            k,
+            CONDITION,
+            c.sample_index,
+            text=c.text,
+            answer=letter,
+            is_correct=None,
+            n_tokens=c.n_tokens,
+            finish_reason=c.finish_reason,
+            error=c.error,
+        )
         if c.finish_reason != "error":
             have[c.sample_index] = letter
         bar.advance(1, c.n_tokens)

@@ -79,7 +79,7 @@ def answer_complete(text: str, *, thinking: bool = False, close_tag: str = "</th
         closed = text.find(close_tag)
         if closed < 0:
             return False
-        text = text[closed + len(close_tag):]
+        text = text[closed + len(close_tag) :]
     if extract_answer(text) is None:
         return False
     return re.search(r"(\}|\n|\D\.|\.\s)$", text) is not None
@@ -133,9 +133,16 @@ def stopping_rule(sampler: Sampler, rule: Callable[[str], bool]):
 class AnchorsRun:
     """Runs (or resumes) one thought-anchors job into a store."""
 
-    def __init__(self, sampler: Sampler, store: RunStore, config: AnchorsConfig, run_id: str | None = None,
-                 on_progress: OnProgress | None = None, budget: BudgetPolicy | None = None,
-                 outcome: OutcomeSpec | None = None):
+    def __init__(
+        self,
+        sampler: Sampler,
+        store: RunStore,
+        config: AnchorsConfig,
+        run_id: str | None = None,
+        on_progress: OnProgress | None = None,
+        budget: BudgetPolicy | None = None,
+        outcome: OutcomeSpec | None = None,
+    ):
         try:
             extract_answer("", config.answer_style)  # fail now, not after the first rollout, on a bad style
         except ValueError as e:
@@ -149,8 +156,10 @@ class AnchorsRun:
         # outcome: an OutcomeSpec object (a judge with its client, a callable) for config.outcome; None
         # resolves config.outcome by name (anchors.outcomes.spec).
         if outcome is not None and outcome.spec != config.outcome:
-            raise ConfigError(f"AnchorsRun(outcome=...) measures {outcome.spec!r} but config.outcome is "
-                              f"{config.outcome!r}: build the config with outcome={outcome.spec!r}")
+            raise ConfigError(
+                f"AnchorsRun(outcome=...) measures {outcome.spec!r} but config.outcome is "
+                f"{config.outcome!r}: build the config with outcome={outcome.spec!r}"
+            )
         self.outcome = resolve_outcome(outcome or config.outcome)
         config_dict = config_record(config) if budget is None else {**config_record(config), "budget": budget.record()}
         if budget is not None and run_id is None:
@@ -175,8 +184,10 @@ class AnchorsRun:
         bar = bar or Tracker(self.on_progress, "rollouts", "starting")
         cfg = self.config
         if not problem.prompt.strip():
-            raise TraceError(f"problem {problem.id} has an empty prompt: pass --problem TEXT (or a base_solution.json "
-                             "with a prompt) so rollouts have a question to continue from")
+            raise TraceError(
+                f"problem {problem.id} has an empty prompt: pass --problem TEXT (or a base_solution.json "
+                "with a prompt) so rollouts have a question to continue from"
+            )
         self.store.add_problem(self.run_id, problem.id, problem.text, problem.gt_answer)
         trace = self._base_trace(problem, bar)
         tok = getattr(self.sampler, "tokenizer", None)
@@ -212,27 +223,51 @@ class AnchorsRun:
             completion = problem.base_completion
         else:
             bar.describe(f"{problem.id}: base trace")
-            params = self.config.params(temperature=max(self.config.base_temperature, 0.0), top_p=1.0,
-                                        max_new_tokens=self.config.base_max_new_tokens)
+            params = self.config.params(
+                temperature=max(self.config.base_temperature, 0.0),
+                top_p=1.0,
+                max_new_tokens=self.config.base_max_new_tokens,
+            )
             # Any outcome other than maths correctness may read past the answer: the base trace runs to its end too.
             with nullcontext() if self.outcome.is_default else stopping_rule(self.sampler, never_done):
                 (c,) = self.sampler.sample([SampleRequest(problem.prompt, (0,))], params)
             if c.finish_reason == "error":
                 raise TraceError(f"could not generate the base trace for {problem.id}: {c.error}")
             completion = c.text
-        trace = ReasoningTrace.parse(problem.prompt, completion, think_tags=self.config.think_tags,
-                                     answer_style=self.config.answer_style, split_style=self.config.split_style)
+        trace = ReasoningTrace.parse(
+            problem.prompt,
+            completion,
+            think_tags=self.config.think_tags,
+            answer_style=self.config.answer_style,
+            split_style=self.config.split_style,
+        )
         if stored is None:
             tok = getattr(self.sampler, "tokenizer", None)
-            ranges = trace.token_ranges(tok) if tok is not None and getattr(tok, "is_fast", False) else [(None, None)] * len(trace)
+            ranges = (
+                trace.token_ranges(tok)
+                if tok is not None and getattr(tok, "is_fast", False)
+                else [(None, None)] * len(trace)
+            )
             tags = self._tags(trace)
-            sentences = [dict(index=s.index, start=s.start, end=s.end, text=s.text, tok_start=a, tok_end=b, tags=t)
-                         for s, (a, b), t in zip(trace.sentences, ranges, tags)]
-            self.store.add_trace(self.run_id, problem.id, problem.prompt, completion, trace.answer,
-                                 self._correct(trace.answer, problem), sentences)
+            sentences = [
+                dict(index=s.index, start=s.start, end=s.end, text=s.text, tok_start=a, tok_end=b, tags=t)
+                for s, (a, b), t in zip(trace.sentences, ranges, tags)
+            ]
+            self.store.add_trace(
+                self.run_id,
+                problem.id,
+                problem.prompt,
+                completion,
+                trace.answer,
+                self._correct(trace.answer, problem),
+                sentences,
+            )
         if trace.answer is None:
-            note(self.on_progress, f"{problem.id}: the base trace has no extractable answer; "
-                 "importance still measures how the answer distribution moves")
+            note(
+                self.on_progress,
+                f"{problem.id}: the base trace has no extractable answer; "
+                "importance still measures how the answer distribution moves",
+            )
         return trace
 
     def _tags(self, trace: ReasoningTrace) -> list[list[str] | None]:
@@ -283,8 +318,16 @@ class AnchorsRun:
             out.append(PositionStats(len(at), int(answered.sum()), int(correct.sum())))
         return out
 
-    def _sample(self, problem: Problem, condition: str, texts: list[str], params: SamplingParams, bar: Tracker,
-                targets: Sequence[int] | None = None, count_stored: bool = True) -> None:
+    def _sample(
+        self,
+        problem: Problem,
+        condition: str,
+        texts: list[str],
+        params: SamplingParams,
+        bar: Tracker,
+        targets: Sequence[int] | None = None,
+        count_stored: bool = True,
+    ) -> None:
         """Request every missing (prefix, sample) pair; commit each completion as it arrives.
         targets: rollouts wanted per position (sample indices 0..targets[k]-1); None = n_rollouts each."""
         done = self.store.done_rollouts(self.run_id, problem.id)
@@ -310,8 +353,16 @@ class AnchorsRun:
             if c.finish_reason != "error":
                 answer = self._answer(c.text, condition)
             self.store.add_rollout(
-                self.run_id, problem.id, k, condition, c.sample_index, text=c.text, answer=answer,
-                is_correct=self._correct(answer, problem), n_tokens=c.n_tokens, finish_reason=c.finish_reason,
+                self.run_id,
+                problem.id,
+                k,
+                condition,
+                c.sample_index,
+                text=c.text,
+                answer=answer,
+                is_correct=self._correct(answer, problem),
+                n_tokens=c.n_tokens,
+                finish_reason=c.finish_reason,
                 error=c.error,
             )
             bar.advance(1, c.n_tokens)
@@ -345,7 +396,9 @@ class AnchorsRun:
             for row in df[df["condition"] == condition].itertuples():
                 ans = None if row.answer is None or row.answer != row.answer else row.answer
                 correct = None if row.is_correct is None or str(row.is_correct) == "<NA>" else bool(row.is_correct)
-                first = (first_sentence(row.text, self.config.split_style) or None) if condition == "resampled" else None
+                first = (
+                    (first_sentence(row.text, self.config.split_style) or None) if condition == "resampled" else None
+                )
                 by_k[row.sentence_index].append(Outcome(ans, correct, first))
             return by_k
 
@@ -357,16 +410,35 @@ class AnchorsRun:
             from thoughtlens.anchors.importance.metrics import all_similarities
             from thoughtlens.anchors.importance.outcome_grading import grade_problem
 
-            graded = grade_problem(self.outcome, self.store, self.run_id, problem.id, df, resampled, forced,
-                                   trace.completion, self.on_progress)
+            graded = grade_problem(
+                self.outcome,
+                self.store,
+                self.run_id,
+                problem.id,
+                df,
+                resampled,
+                forced,
+                trace.completion,
+                self.on_progress,
+            )
             resampled, forced = graded.resampled, graded.forced
             sims = all_similarities(sentences, resampled)  # once, for the paper's metrics and the log-odds
             base_answer = None if graded.base_value is None else ("yes" if graded.base_value else "no")
             if graded.summary["n_errors"]:
-                note(self.on_progress, f"{problem.id}: the outcome raised on {graded.summary['n_errors']} rollouts "
-                     f"(recorded as unknown; first: {graded.summary['first_error']})")
-        rows = sentence_metrics(sentences, resampled, forced, threshold=self.config.similarity_threshold,
-                                alpha=self.config.kl_alpha, conventions=self.config.conventions, similarities=sims)
+                note(
+                    self.on_progress,
+                    f"{problem.id}: the outcome raised on {graded.summary['n_errors']} rollouts "
+                    f"(recorded as unknown; first: {graded.summary['first_error']})",
+                )
+        rows = sentence_metrics(
+            sentences,
+            resampled,
+            forced,
+            threshold=self.config.similarity_threshold,
+            alpha=self.config.kl_alpha,
+            conventions=self.config.conventions,
+            similarities=sims,
+        )
         if graded is not None:
             from thoughtlens.anchors.importance.outcome_grading import add_outcome_columns
 
@@ -378,13 +450,18 @@ class AnchorsRun:
                 row["resampling_importance_accuracy_ci_high"] = float(hi)
         for i, row in enumerate(rows):
             self.store.put_metrics(self.run_id, problem.id, i, row)
-        self.store.put_artifact(self.run_id, "regeneration_curve",
-                                regeneration_curve(resampled, base_answer, self.config.conventions), problem.id)
+        self.store.put_artifact(
+            self.run_id,
+            "regeneration_curve",
+            regeneration_curve(resampled, base_answer, self.config.conventions),
+            problem.id,
+        )
         if self.config.counterfactual_matrix:
             texts: list[list[str]] = [[] for _ in range(n_pos)]
             for row in df[df["condition"] == "resampled"].itertuples():
                 texts[row.sentence_index].append(row.text if isinstance(row.text, str) else "")
-            matrix = counterfactual_matrix(sentences, texts, threshold=self.config.similarity_threshold,
-                                           split_style=self.config.split_style)
+            matrix = counterfactual_matrix(
+                sentences, texts, threshold=self.config.similarity_threshold, split_style=self.config.split_style
+            )
             self.store.put_artifact(self.run_id, "counterfactual_matrix", matrix.tolist(), problem.id)
         return rows

@@ -86,8 +86,10 @@ class BudgetPolicy:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"budget {name} must be an integer >= 1, got {v!r}: e.g. {name}=10")
         if self.max_rollouts is not None and (not isinstance(self.max_rollouts, int) or self.max_rollouts < 1):
-            raise ConfigError(f"budget max_rollouts must be an integer >= 1 or None, got {self.max_rollouts!r}: "
-                              "e.g. max_rollouts=100 (None = the run's --rollouts)")
+            raise ConfigError(
+                f"budget max_rollouts must be an integer >= 1 or None, got {self.max_rollouts!r}: "
+                "e.g. max_rollouts=100 (None = the run's --rollouts)"
+            )
         if not 0 < self.confidence < 1:
             raise ConfigError(f"budget confidence must lie in (0, 1), got {self.confidence!r}: e.g. 0.95")
         for name in ("ci_half_width", "negligible", "jump"):
@@ -97,12 +99,19 @@ class BudgetPolicy:
         if not isinstance(self.top_k, int) or self.top_k < 0:
             raise ConfigError(f"budget top_k must be an integer >= 0, got {self.top_k!r}: e.g. top_k=5 (0 = off)")
         if self.total_fraction is not None:
-            if isinstance(self.total_fraction, bool) or not isinstance(self.total_fraction, (int, float)) \
-                    or not 0 < self.total_fraction <= 1:
-                raise ConfigError(f"budget total_fraction must lie in (0, 1], got {self.total_fraction!r}: "
-                                  "e.g. total_fraction=0.25 (--budget-total)")
+            if (
+                isinstance(self.total_fraction, bool)
+                or not isinstance(self.total_fraction, (int, float))
+                or not 0 < self.total_fraction <= 1
+            ):
+                raise ConfigError(
+                    f"budget total_fraction must lie in (0, 1], got {self.total_fraction!r}: "
+                    "e.g. total_fraction=0.25 (--budget-total)"
+                )
             if self.kind == "fixed":
-                raise ConfigError("budget total_fraction needs --budget sequential or hybrid (fixed spends the cap everywhere)")
+                raise ConfigError(
+                    "budget total_fraction needs --budget sequential or hybrid (fixed spends the cap everywhere)"
+                )
 
     def record(self) -> dict:
         """The policy as stored in the run's config (and hashed into its run id). Options added later are
@@ -198,8 +207,9 @@ def _within_total(policy: BudgetPolicy, stats: Sequence[PositionStats], extra: n
     return out
 
 
-def simulate(policy: BudgetPolicy, draws: np.ndarray, answered: np.ndarray | None = None,
-             max_rounds: int = 1000) -> np.ndarray:
+def simulate(
+    policy: BudgetPolicy, draws: np.ndarray, answered: np.ndarray | None = None, max_rounds: int = 1000
+) -> np.ndarray:
     """Replay `policy` on pre-drawn rollouts: draws [positions, cap] bool (correct?), taken in column order.
 
     Returns the number of rollouts used per position, [positions]. `answered` [positions, cap] marks
@@ -209,8 +219,10 @@ def simulate(policy: BudgetPolicy, draws: np.ndarray, answered: np.ndarray | Non
     answered = np.ones_like(draws, bool) if answered is None else answered
     used = np.zeros(n_pos, int)
     for _ in range(max_rounds):
-        stats = [PositionStats(int(u), int(answered[k, :u].sum()), int((draws[k, :u] & answered[k, :u]).sum()))
-                 for k, u in enumerate(used)]
+        stats = [
+            PositionStats(int(u), int(answered[k, :u].sum()), int((draws[k, :u] & answered[k, :u]).sum()))
+            for k, u in enumerate(used)
+        ]
         extra = next_round(policy, stats, cap)
         if not extra:
             return used
@@ -225,5 +237,14 @@ def ci_half_widths(stats: Sequence[PositionStats], confidence: float = 0.95) -> 
     return (high - low) / 2
 
 
-__all__ = ["BUDGET_KINDS", "BudgetPolicy", "PositionStats", "wilson_interval", "importance_ci", "settled",
-           "next_round", "simulate", "ci_half_widths"]
+__all__ = [
+    "BUDGET_KINDS",
+    "BudgetPolicy",
+    "PositionStats",
+    "wilson_interval",
+    "importance_ci",
+    "settled",
+    "next_round",
+    "simulate",
+    "ci_half_widths",
+]

@@ -52,8 +52,9 @@ def rank_agreement(est: np.ndarray, full: np.ndarray) -> float:
     return float(spearmanr(est, full).statistic)
 
 
-def replay_arrays(policy: BudgetPolicy, correct: np.ndarray, answered: np.ndarray, seed: int, top_k: int = 5,
-                  problem_id: str = "") -> ReplayResult:
+def replay_arrays(
+    policy: BudgetPolicy, correct: np.ndarray, answered: np.ndarray, seed: int, top_k: int = 5, problem_id: str = ""
+) -> ReplayResult:
     """Replay on arrays: correct, answered [positions, n] bool (position k's n stored rollouts)."""
     if correct.shape != answered.shape or correct.ndim != 2 or correct.shape[0] < 2:
         raise ValueError(f"need [positions >= 2, n] arrays of the same shape, got {correct.shape} and {answered.shape}")
@@ -65,8 +66,14 @@ def replay_arrays(policy: BudgetPolicy, correct: np.ndarray, answered: np.ndarra
     mask = np.arange(c.shape[1])[None, :] < used[:, None]
     est = np.diff(_accuracy(c & mask, a & mask))
     k = min(top_k, len(full))
-    return ReplayResult(problem_id, seed, rank_agreement(est, full),
-                        len(top_set(est, k) & top_set(full, k)) / k, float(used.sum() / c.size), len(full))
+    return ReplayResult(
+        problem_id,
+        seed,
+        rank_agreement(est, full),
+        len(top_set(est, k) & top_set(full, k)) / k,
+        float(used.sum() / c.size),
+        len(full),
+    )
 
 
 def stored_outcomes(store: RunStore, run_id: str, problem_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +90,14 @@ def stored_outcomes(store: RunStore, run_id: str, problem_id: str) -> tuple[np.n
     return correct, answered
 
 
-def replay_run(store: RunStore, run_id: str, policy: BudgetPolicy, seeds: int = 20, top_k: int = 5,
-               problems: list[str] | None = None) -> list[ReplayResult]:
+def replay_run(
+    store: RunStore,
+    run_id: str,
+    policy: BudgetPolicy,
+    seeds: int = 20,
+    top_k: int = 5,
+    problems: list[str] | None = None,
+) -> list[ReplayResult]:
     """Replay `policy` on every problem of a stored run (or on `problems`, e.g. the ones a run has finished),
     `seeds` shuffles each."""
     stored = sorted(store.rollouts(run_id)["problem_id"].unique())
@@ -92,8 +105,10 @@ def replay_run(store: RunStore, run_id: str, policy: BudgetPolicy, seeds: int = 
         raise StoreError(f"run '{run_id}' has no rollouts: run `thoughtlens anchors run` with a full budget first")
     missing = sorted(set(problems or ()) - set(stored))
     if missing:
-        raise StoreError(f"run '{run_id}' has no rollouts for {', '.join(missing)}: pass problem ids of the run "
-                         f"({', '.join(stored)})")
+        raise StoreError(
+            f"run '{run_id}' has no rollouts for {', '.join(missing)}: pass problem ids of the run "
+            f"({', '.join(stored)})"
+        )
     problems = sorted(problems) if problems else stored
     out = []
     for pid in problems:

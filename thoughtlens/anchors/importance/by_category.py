@@ -65,7 +65,9 @@ def load_published(directory: str | Path) -> pd.DataFrame:
     directory = Path(directory)
     files = sorted(directory.glob("*/problem_*/chunks_labeled.json"))
     if not files:
-        raise ThoughtlensError(f"no */problem_*/chunks_labeled.json under {directory}; pass the model folder, e.g. data/thought-anchors/deepseek-r1-distill-qwen-14b")
+        raise ThoughtlensError(
+            f"no */problem_*/chunks_labeled.json under {directory}; pass the model folder, e.g. data/thought-anchors/deepseek-r1-distill-qwen-14b"
+        )
     rows = []
     for f in files:
         trace_id = f"{f.parent.parent.name}/{f.parent.name}"
@@ -73,8 +75,13 @@ def load_published(directory: str | Path) -> pd.DataFrame:
         chunks = read_chunks_labeled(f, IMPORTANCE_METRICS)
         for c in chunks:
             tags = validate_tags(c.get("function_tags") or [], where=f"{f} chunk {c.get('chunk_idx')}")
-            row = {"trace_id": trace_id, "sentence_index": int(c["chunk_idx"]), "n_sentences": len(chunks),
-                   "text": c.get("chunk", ""), "tags": tags}
+            row = {
+                "trace_id": trace_id,
+                "sentence_index": int(c["chunk_idx"]),
+                "n_sentences": len(chunks),
+                "text": c.get("chunk", ""),
+                "tags": tags,
+            }
             row.update({k: _float(c.get(k)) for k in ("accuracy",) + IMPORTANCE_METRICS if k in c})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -91,7 +98,9 @@ def load_store(store, run_id: str | None = None, labeler=None) -> pd.DataFrame:
             raise StoreError(f"{store.path} holds {len(runs)} runs ({', '.join(runs) or 'none'}); pass --run RUN_ID")
         run_id = runs[0]
     elif run_id not in runs:
-        raise StoreError(f"no run '{run_id}' in {store.path} (runs: {', '.join(runs) or 'none'}); pass one of them with --run")
+        raise StoreError(
+            f"no run '{run_id}' in {store.path} (runs: {', '.join(runs) or 'none'}); pass one of them with --run"
+        )
     metrics = store.metrics(run_id)
     rows = []
     for problem_id in store.problems(run_id)["problem_id"]:
@@ -105,8 +114,15 @@ def load_store(store, run_id: str | None = None, labeler=None) -> pd.DataFrame:
 
             tags = label_sentences([s["text"] for s in sents], labeler)
         for s, t in zip(sents, tags):
-            rows.append({"trace_id": str(problem_id), "sentence_index": int(s["index"]), "n_sentences": len(sents),
-                         "text": s["text"], "tags": validate_tags(t or [], where=f"run '{run_id}' problem '{problem_id}'")})
+            rows.append(
+                {
+                    "trace_id": str(problem_id),
+                    "sentence_index": int(s["index"]),
+                    "n_sentences": len(sents),
+                    "text": s["text"],
+                    "tags": validate_tags(t or [], where=f"run '{run_id}' problem '{problem_id}'"),
+                }
+            )
     df = pd.DataFrame(rows, columns=["trace_id", "sentence_index", "n_sentences", "text", "tags"])
     if not metrics.empty:
         metrics = metrics.rename(columns={"problem_id": "trace_id"}).astype({"trace_id": str})
@@ -175,7 +191,10 @@ def apply_rules(df: pd.DataFrame, rules: AggregationRules = AggregationRules()) 
 def _require_columns(df: pd.DataFrame, cols: Sequence[str], why: str = "") -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ThoughtlensError(f"sentence table lacks column(s) {', '.join(missing)} {why}".strip() + "; build it with load_published or load_store")
+        raise ThoughtlensError(
+            f"sentence table lacks column(s) {', '.join(missing)} {why}".strip()
+            + "; build it with load_published or load_store"
+        )
 
 
 def _metric_values(df: pd.DataFrame, metric: str, rules: AggregationRules) -> pd.Series:
@@ -229,9 +248,18 @@ def category_table(
             est = stats.hierarchical_bootstrap(per_trace, n_boot=n_boot, confidence=confidence, seed=seed)
             n_tr = int(sum(1 for a in _per_trace(df[mask], values[mask], traces) if a.size))
             se = est.se if rules.per_trace_mean else _pooled_se(per_trace[0])
-            rows.append({"category": cat, "metric": metric + ("_debiased" if debias_degree is not None else ""),
-                         "mean": est.estimate, "se": se, "ci_low": est.ci_low, "ci_high": est.ci_high,
-                         "n_traces": n_tr, "n": est.n})
+            rows.append(
+                {
+                    "category": cat,
+                    "metric": metric + ("_debiased" if debias_degree is not None else ""),
+                    "mean": est.estimate,
+                    "se": se,
+                    "ci_low": est.ci_low,
+                    "ci_high": est.ci_high,
+                    "n_traces": n_tr,
+                    "n": est.n,
+                }
+            )
     return pd.DataFrame(rows), counts
 
 
@@ -246,7 +274,9 @@ def position_residuals(position: pd.Series, values: pd.Series, *, degree: int = 
     """
     ok = values.notna() & position.notna()
     if ok.sum() <= degree:
-        raise ThoughtlensError(f"{int(ok.sum())} sentences cannot fit a degree-{degree} position curve; lower --debias-degree")
+        raise ThoughtlensError(
+            f"{int(ok.sum())} sentences cannot fit a degree-{degree} position curve; lower --debias-degree"
+        )
     fit = np.polynomial.Polynomial.fit(position[ok].to_numpy(float), values[ok].to_numpy(float), degree)
     out = values.copy()
     out[ok] = values[ok] - fit(position[ok].to_numpy(float))
@@ -272,7 +302,9 @@ def category_differences(
     traces = sorted(df["trace_id"].unique())
     ref_mask = df["category"] == reference
     if not ref_mask.any():
-        raise ThoughtlensError(f"reference category {reference!r} has no sentences after the rules; pick another --reference")
+        raise ThoughtlensError(
+            f"reference category {reference!r} has no sentences after the rules; pick another --reference"
+        )
     ref = _per_trace(df[ref_mask], values[ref_mask], traces)
     rows = []
     for cat in _ordered_categories(df):
@@ -284,9 +316,20 @@ def category_differences(
         pairs = [(a.mean(), b.mean()) for a, b in zip(other, ref) if a.size and b.size]
         a, b = (np.array(x) for x in zip(*pairs)) if pairs else (np.zeros(0), np.zeros(0))
         p = stats.paired_permutation_test(a, b, n_perm=n_perm, seed=seed).p_value if len(pairs) >= 2 else math.nan
-        rows.append({"category": cat, "reference": reference, "metric": metric, "difference": diff.estimate,
-                     "ci_low": diff.ci_low, "ci_high": diff.ci_high, "p_value": p,
-                     "hedges_g": stats.hedges_g(a, b), "n_traces": len(pairs), "n": diff.n})
+        rows.append(
+            {
+                "category": cat,
+                "reference": reference,
+                "metric": metric,
+                "difference": diff.estimate,
+                "ci_low": diff.ci_low,
+                "ci_high": diff.ci_high,
+                "p_value": p,
+                "hedges_g": stats.hedges_g(a, b),
+                "n_traces": len(pairs),
+                "n": diff.n,
+            }
+        )
     out = pd.DataFrame(rows)
     if not out.empty:
         out["p_bh"] = stats.benjamini_hochberg(out["p_value"].to_numpy())[1]
@@ -313,8 +356,16 @@ class Transitions:
 
     def to_artifact(self) -> dict:
         """JSON-able form for RunStore.put_artifact('transition_matrix', ...) (NaN -> None)."""
-        return json_safe({"categories": self.categories, "matrix": self.probs, "counts": self.counts.astype(int),
-                          "ci_low": self.ci_low, "ci_high": self.ci_high, "n_traces": self.n_traces})
+        return json_safe(
+            {
+                "categories": self.categories,
+                "matrix": self.probs,
+                "counts": self.counts.astype(int),
+                "ci_low": self.ci_low,
+                "ci_high": self.ci_high,
+                "n_traces": self.n_traces,
+            }
+        )
 
 
 def transition_matrix(
@@ -350,7 +401,9 @@ def transition_matrix(
     counts = stack.sum(axis=0)
     probs = _row_normalise(counts)
     rng = np.random.default_rng(seed)
-    w = rng.multinomial(len(per_trace), np.full(len(per_trace), 1.0 / len(per_trace)), size=n_boot)  # [n_boot, n_traces]
+    w = rng.multinomial(
+        len(per_trace), np.full(len(per_trace), 1.0 / len(per_trace)), size=n_boot
+    )  # [n_boot, n_traces]
     boot = _row_normalise(np.einsum("bt,tij->bij", w, stack))  # [n_boot, C, C]
     alpha = (1 - confidence) / 2
     with warnings.catch_warnings():  # a row never reached in any replicate is NaN, as it should be
@@ -398,15 +451,23 @@ def analyze(
     for the first metric, and the transition matrix."""
     metrics = [m for m in metrics if m in sentences.columns and sentences[m].notna().any()]
     if not metrics:
-        raise ThoughtlensError("no importance metric column has values; compute metrics first (`thoughtlens anchors run`) or pick --metric")
+        raise ThoughtlensError(
+            "no importance metric column has values; compute metrics first (`thoughtlens anchors run`) or pick --metric"
+        )
     table, counts = category_table(sentences, metrics, rules, n_boot=n_boot, seed=seed)
     if counts.n_used == 0:
-        raise ThoughtlensError("no labelled sentences left after the rules; label the traces (--labeler) or relax the rules")
+        raise ThoughtlensError(
+            "no labelled sentences left after the rules; label the traces (--labeler) or relax the rules"
+        )
     if debias_degree:
         debiased, _ = category_table(sentences, metrics, rules, n_boot=n_boot, seed=seed, debias_degree=debias_degree)
         table = pd.concat([table, debiased], ignore_index=True)
     has_ref = reference in set(apply_rules(sentences, rules)[0]["category"])
-    diffs = category_differences(sentences, metrics[0], rules, reference=reference, n_boot=n_boot, seed=seed) if has_ref else pd.DataFrame()
+    diffs = (
+        category_differences(sentences, metrics[0], rules, reference=reference, n_boot=n_boot, seed=seed)
+        if has_ref
+        else pd.DataFrame()
+    )
     return CategoryResults(table, diffs, transition_matrix(sentences, n_boot=n_boot, seed=seed), counts, rules)
 
 

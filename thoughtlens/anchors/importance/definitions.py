@@ -81,8 +81,10 @@ class Outcome:
 
 def check_conventions(conventions: str) -> None:
     if conventions not in CONVENTIONS:
-        raise ValueError(f"unknown conventions {conventions!r}; use 'paper' (the paper's code, the default) "
-                         "or 'thoughtlens' (the pre-1.0 definitions)")
+        raise ValueError(
+            f"unknown conventions {conventions!r}; use 'paper' (the paper's code, the default) "
+            "or 'thoughtlens' (the pre-1.0 definitions)"
+        )
 
 
 def default_kl_alpha(conventions: str) -> float:
@@ -124,13 +126,17 @@ def conventions_note(config: dict | None) -> str:
     if (config or {}).get("synthetic"):
         return "Synthetic data (report.synthetic): no metric definitions apply."
     if label == PRE_1_0:
-        return ("Metric definitions: pre-1.0 conventions (KL(kept || resampled) with Jeffreys smoothing, "
-                "missing answers counted as wrong, counterfactual = kept - dissimilar): not comparable with "
-                "the paper's numbers; re-run with conventions='paper'.")
+        return (
+            "Metric definitions: pre-1.0 conventions (KL(kept || resampled) with Jeffreys smoothing, "
+            "missing answers counted as wrong, counterfactual = kept - dissimilar): not comparable with "
+            "the paper's numbers; re-run with conventions='paper'."
+        )
     if (config or {}).get("conventions") == "thoughtlens":
-        return (f"Metric definitions: {label}. Differs from the paper: KL(kept || resampled), 'no answer' is an "
-                "outcome, missing answers count as wrong, counterfactual = kept - dissimilar, undefined values "
-                "are gaps, the last sentence is compared with rollouts from the whole reasoning.")
+        return (
+            f"Metric definitions: {label}. Differs from the paper: KL(kept || resampled), 'no answer' is an "
+            "outcome, missing answers count as wrong, counterfactual = kept - dissimilar, undefined values "
+            "are gaps, the last sentence is compared with rollouts from the whole reasoning."
+        )
     return f"Metric definitions: {label}. Remaining differences: " + "; ".join(PAPER_MODE_DEVIATIONS) + "."
 
 
@@ -198,16 +204,25 @@ def paper_sentence_row(
     pairs = [(o, s) for o, s in current if not np.isnan(s)]  # both sentences present, as their cache check
     dissimilar = [o for o, s in pairs if s < threshold]
     similar = [o for o, s in pairs if s >= threshold]
-    zeros = dict.fromkeys(("resampling_importance_accuracy", "resampling_importance_kl",
-                           "counterfactual_importance_accuracy", "counterfactual_importance_kl",
-                           "different_trajectories_fraction", "overdeterminedness"), 0.0)
+    zeros = dict.fromkeys(
+        (
+            "resampling_importance_accuracy",
+            "resampling_importance_kl",
+            "counterfactual_importance_accuracy",
+            "counterfactual_importance_kl",
+            "different_trajectories_fraction",
+            "overdeterminedness",
+        ),
+        0.0,
+    )
     row.update(zeros)
     if has_next:
         kept = resampled[i + 1]
         next_answered = answered(kept)
         acc_kept = paper_accuracy(kept)
-        row["resampling_importance_accuracy"] = (None if acc_kept is None or row["accuracy"] is None
-                                                 else acc_kept - row["accuracy"])
+        row["resampling_importance_accuracy"] = (
+            None if acc_kept is None or row["accuracy"] is None else acc_kept - row["accuracy"]
+        )
         row["resampling_importance_kl"] = paper_kl(paper_answer_counts(r_i), paper_answer_counts(kept), alpha)
         row["different_trajectories_fraction"] = len(dissimilar) / len(current) if current else 0.0
         firsts = [o.first_sentence for o, _ in pairs]
@@ -216,7 +231,8 @@ def paper_sentence_row(
             acc_d, acc_n = paper_accuracy(dissimilar), paper_accuracy(next_answered)
             row["counterfactual_importance_accuracy"] = None if acc_d is None or acc_n is None else acc_d - acc_n
             row["counterfactual_importance_kl"] = paper_kl(
-                paper_answer_counts(dissimilar), paper_answer_counts(list(next_answered) + similar), alpha)
+                paper_answer_counts(dissimilar), paper_answer_counts(list(next_answered) + similar), alpha
+            )
     row["forced_importance_accuracy"] = None
     row["forced_importance_kl"] = None
     if forced is not None:
@@ -225,8 +241,9 @@ def paper_sentence_row(
         if has_next:
             fa, fb = paper_accuracy(forced[i]), paper_accuracy(forced[i + 1])
             row["forced_importance_accuracy"] = None if fa is None or fb is None else fb - fa
-            row["forced_importance_kl"] = paper_kl(paper_answer_counts(forced[i]),
-                                                   paper_answer_counts(forced[i + 1]), alpha)
+            row["forced_importance_kl"] = paper_kl(
+                paper_answer_counts(forced[i]), paper_answer_counts(forced[i + 1]), alpha
+            )
     row["n_rollouts"] = float(len(r_i))
     row["n_dissimilar"] = float(len(dissimilar))
     return row
@@ -287,8 +304,9 @@ def thoughtlens_sentence_row(
         "resampling_importance_accuracy": _diff(thoughtlens_accuracy(kept), thoughtlens_accuracy(r_i)),
         "resampling_importance_kl": smoothed_kl(thoughtlens_answer_counts(kept), thoughtlens_answer_counts(r_i), alpha),
         "counterfactual_importance_accuracy": _diff(thoughtlens_accuracy(kept), thoughtlens_accuracy(different)),
-        "counterfactual_importance_kl": smoothed_kl(thoughtlens_answer_counts(kept),
-                                                    thoughtlens_answer_counts(different), alpha),
+        "counterfactual_importance_kl": smoothed_kl(
+            thoughtlens_answer_counts(kept), thoughtlens_answer_counts(different), alpha
+        ),
         "forced_importance_accuracy": None,
         "forced_importance_kl": None,
         "different_trajectories_fraction": float(mask.sum() / len(r_i)) if len(r_i) else None,
@@ -298,33 +316,49 @@ def thoughtlens_sentence_row(
     }
     if forced is not None:
         row["forced_importance_accuracy"] = _diff(thoughtlens_accuracy(forced[i + 1]), thoughtlens_accuracy(forced[i]))
-        row["forced_importance_kl"] = smoothed_kl(thoughtlens_answer_counts(forced[i + 1]),
-                                                  thoughtlens_answer_counts(forced[i]), alpha)
+        row["forced_importance_kl"] = smoothed_kl(
+            thoughtlens_answer_counts(forced[i + 1]), thoughtlens_answer_counts(forced[i]), alpha
+        )
     return row
 
 
 # ---------------------------------------------------------------- the table behind docs/validation.md
 
 DEFINITIONS: tuple[dict[str, str], ...] = (
-    {"metric": "accuracy", "paper": "analyze_rollouts.py:analyze_problem: correct / answered, 0.0 if none answered",
-     "thoughtlens": "correct / all rollouts (no answer = wrong)"},
-    {"metric": "resampling_importance_accuracy",
-     "paper": "analyze_rollouts.py:calculate_resampling_importance_accuracy: acc[i+1] - acc[i]; 0.0 for the last sentence",
-     "thoughtlens": "same difference with thoughtlens accuracy; last sentence uses R_n (whole reasoning kept)"},
-    {"metric": "resampling_importance_kl",
-     "paper": "analyze_rollouts.py:calculate_resampling_importance_kl: KL(D(R_i) || D(R_{i+1})), answered only, alpha 1e-9",
-     "thoughtlens": "KL(D(R_{i+1}) || D(R_i)), no answer as an outcome, alpha 0.5"},
-    {"metric": "counterfactual_importance_accuracy",
-     "paper": "analyze_rollouts.py:calculate_counterfactual_importance_accuracy: acc(dissimilar) - acc(R_{i+1})",
-     "thoughtlens": "acc(R_{i+1}) - acc(dissimilar) (opposite sign)"},
-    {"metric": "counterfactual_importance_kl",
-     "paper": "analyze_rollouts.py:calculate_counterfactual_importance_kl: KL(D(dissimilar) || D(R_{i+1} + similar))",
-     "thoughtlens": "KL(D(R_{i+1}) || D(dissimilar))"},
-    {"metric": "forced_importance_accuracy / _kl",
-     "paper": "analyze_rollouts.py:calculate_forced_importance_accuracy/_kl: facc[i+1] - facc[i]; KL(D(F_i) || D(F_{i+1}))",
-     "thoughtlens": "facc over all forced rollouts; KL(D(F_{i+1}) || D(F_i))"},
-    {"metric": "different_trajectories_fraction / overdeterminedness",
-     "paper": "analyze_rollouts.py:calculate_counterfactual_importance_accuracy: over answered rollouts; 0.0 on the last sentence",
-     "thoughtlens": "over all rollouts; last sentence computed"},
+    {
+        "metric": "accuracy",
+        "paper": "analyze_rollouts.py:analyze_problem: correct / answered, 0.0 if none answered",
+        "thoughtlens": "correct / all rollouts (no answer = wrong)",
+    },
+    {
+        "metric": "resampling_importance_accuracy",
+        "paper": "analyze_rollouts.py:calculate_resampling_importance_accuracy: acc[i+1] - acc[i]; 0.0 for the last sentence",
+        "thoughtlens": "same difference with thoughtlens accuracy; last sentence uses R_n (whole reasoning kept)",
+    },
+    {
+        "metric": "resampling_importance_kl",
+        "paper": "analyze_rollouts.py:calculate_resampling_importance_kl: KL(D(R_i) || D(R_{i+1})), answered only, alpha 1e-9",
+        "thoughtlens": "KL(D(R_{i+1}) || D(R_i)), no answer as an outcome, alpha 0.5",
+    },
+    {
+        "metric": "counterfactual_importance_accuracy",
+        "paper": "analyze_rollouts.py:calculate_counterfactual_importance_accuracy: acc(dissimilar) - acc(R_{i+1})",
+        "thoughtlens": "acc(R_{i+1}) - acc(dissimilar) (opposite sign)",
+    },
+    {
+        "metric": "counterfactual_importance_kl",
+        "paper": "analyze_rollouts.py:calculate_counterfactual_importance_kl: KL(D(dissimilar) || D(R_{i+1} + similar))",
+        "thoughtlens": "KL(D(R_{i+1}) || D(dissimilar))",
+    },
+    {
+        "metric": "forced_importance_accuracy / _kl",
+        "paper": "analyze_rollouts.py:calculate_forced_importance_accuracy/_kl: facc[i+1] - facc[i]; KL(D(F_i) || D(F_{i+1}))",
+        "thoughtlens": "facc over all forced rollouts; KL(D(F_{i+1}) || D(F_i))",
+    },
+    {
+        "metric": "different_trajectories_fraction / overdeterminedness",
+        "paper": "analyze_rollouts.py:calculate_counterfactual_importance_accuracy: over answered rollouts; 0.0 on the last sentence",
+        "thoughtlens": "over all rollouts; last sentence computed",
+    },
     {"metric": "undefined values", "paper": "0.0 (their code's early returns)", "thoughtlens": "None (shown as a gap)"},
 )

@@ -44,8 +44,14 @@ def _diff(a: float | None, b: float | None) -> float:
     return 0.0 if a is None or b is None else a - b
 
 
-def logodds_row(i: int, n: int, resampled: Sequence[Sequence[Outcome]], forced: Sequence[Sequence[Outcome]] | None,
-                sims: np.ndarray, threshold: float) -> dict[str, float | None]:
+def logodds_row(
+    i: int,
+    n: int,
+    resampled: Sequence[Sequence[Outcome]],
+    forced: Sequence[Sequence[Outcome]] | None,
+    sims: np.ndarray,
+    threshold: float,
+) -> dict[str, float | None]:
     """The three log-odds metrics of sentence i. sims: `[len(R_i)]` cosine similarity of each rollout's
     first sentence to S_i (NaN where none), as for anchors.importance.definitions.paper_sentence_row."""
     row: dict[str, float | None] = dict.fromkeys(LOGODDS_METRICS, 0.0)

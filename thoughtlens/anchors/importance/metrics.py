@@ -39,8 +39,18 @@ from thoughtlens.anchors.importance.definitions import (
 from thoughtlens.anchors.importance.similarity import DEFAULT_THRESHOLD, embed_sentences
 from thoughtlens.trace.answers import normalize_answer
 
-__all__ = ["NO_ANSWER", "Outcome", "IMPORTANCE_METRICS", "METRIC_COLUMNS", "accuracy", "answer_counts",
-           "smoothed_kl", "sentence_metrics", "regeneration_curve", "DEFAULT_KL_ALPHA"]
+__all__ = [
+    "NO_ANSWER",
+    "Outcome",
+    "IMPORTANCE_METRICS",
+    "METRIC_COLUMNS",
+    "accuracy",
+    "answer_counts",
+    "smoothed_kl",
+    "sentence_metrics",
+    "regeneration_curve",
+    "DEFAULT_KL_ALPHA",
+]
 
 DEFAULT_KL_ALPHA = default_kl_alpha(DEFAULT_CONVENTIONS)
 
@@ -52,8 +62,14 @@ IMPORTANCE_METRICS = (
     "forced_importance_accuracy",
     "forced_importance_kl",
 )
-METRIC_COLUMNS = ("accuracy", *IMPORTANCE_METRICS, "different_trajectories_fraction", "overdeterminedness",
-                  "n_rollouts", "n_dissimilar")
+METRIC_COLUMNS = (
+    "accuracy",
+    *IMPORTANCE_METRICS,
+    "different_trajectories_fraction",
+    "overdeterminedness",
+    "n_rollouts",
+    "n_dissimilar",
+)
 
 
 def answer_counts(outcomes: Sequence[Outcome]) -> Counter:
@@ -91,8 +107,10 @@ def sentence_metrics(
     if alpha <= 0:
         raise ValueError(f"KL smoothing alpha must be > 0 (got {alpha}); the paper uses 1e-9, thoughtlens 0.5")
     if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"similarity threshold {threshold} is outside [-1, 1]; cosine similarity lies in [-1, 1] "
-                         "(the paper uses 0.8)")
+        raise ValueError(
+            f"similarity threshold {threshold} is outside [-1, 1]; cosine similarity lies in [-1, 1] "
+            "(the paper uses 0.8)"
+        )
     n = len(sentences)
     if len(resampled) != n + 1:
         raise ValueError(f"need rollouts for {n + 1} prefix positions (0..{n}), got {len(resampled)}")
@@ -116,8 +134,13 @@ def sentence_metrics(
 def all_similarities(sentences: Sequence[str], resampled: Sequence[Sequence[Outcome]]) -> list[np.ndarray]:
     """Cosine similarity of each R_i rollout's first sentence to S_i (NaN where it wrote none), with every
     string embedded in one batch."""
-    firsts = [[o.first_sentence if isinstance(o.first_sentence, str) and o.first_sentence.strip() else None
-               for o in resampled[i]] for i in range(len(sentences))]
+    firsts = [
+        [
+            o.first_sentence if isinstance(o.first_sentence, str) and o.first_sentence.strip() else None
+            for o in resampled[i]
+        ]
+        for i in range(len(sentences))
+    ]
     texts = list(sentences) + [f for row in firsts for f in row if f is not None]
     if len(texts) == len(sentences):
         return [np.full(len(row), np.nan) for row in firsts]
@@ -133,8 +156,9 @@ def all_similarities(sentences: Sequence[str], resampled: Sequence[Sequence[Outc
     return sims
 
 
-def regeneration_curve(resampled: Sequence[Sequence[Outcome]], base_answer: str | None,
-                       conventions: str = "thoughtlens") -> list[dict]:
+def regeneration_curve(
+    resampled: Sequence[Sequence[Outcome]], base_answer: str | None, conventions: str = "thoughtlens"
+) -> list[dict]:
     """Accuracy and agreement with the base trace's answer when regenerating from the first K sentences.
     Agreement is over all rollouts; accuracy follows `conventions` (see `accuracy`)."""
     base = normalize_answer(base_answer) if base_answer is not None else None
@@ -142,6 +166,12 @@ def regeneration_curve(resampled: Sequence[Sequence[Outcome]], base_answer: str 
     for k, outcomes in enumerate(resampled):
         counts = answer_counts(outcomes)
         agree = counts.get(base, 0) / len(outcomes) if (outcomes and base is not None) else None
-        curve.append({"k": k, "accuracy": accuracy(outcomes, conventions) if outcomes else None,
-                      "agreement": agree, "n": len(outcomes)})
+        curve.append(
+            {
+                "k": k,
+                "accuracy": accuracy(outcomes, conventions) if outcomes else None,
+                "agreement": agree,
+                "n": len(outcomes),
+            }
+        )
     return curve

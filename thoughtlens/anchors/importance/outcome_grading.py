@@ -44,14 +44,25 @@ def _as_outcome(value: bool | None, first: str | None) -> Outcome:
     return Outcome("yes" if value else "no", value, first)
 
 
-def grade_problem(outcome: OutcomeSpec, store, run_id: str, problem_id: str, df: pd.DataFrame,
-                  resampled: list[list[Outcome]], forced: list[list[Outcome]] | None, base_text: str,
-                  on_progress: OnProgress | None = None) -> GradedRollouts:
+def grade_problem(
+    outcome: OutcomeSpec,
+    store,
+    run_id: str,
+    problem_id: str,
+    df: pd.DataFrame,
+    resampled: list[list[Outcome]],
+    forced: list[list[Outcome]] | None,
+    base_text: str,
+    on_progress: OnProgress | None = None,
+) -> GradedRollouts:
     """Replace the answers of `resampled` / `forced` (built by the job from `df`, error rows removed, in
     df order per condition) with the outcome's grades of the rollout texts."""
     # What was measured, stored with the run (a judge's prompt, model and server; a pattern; a category).
-    store.put_artifact(run_id, DEFINITION_ARTIFACT, {"spec": outcome.spec, "kind": outcome.kind,
-                                                     "label": outcome.label, **outcome.definition})
+    store.put_artifact(
+        run_id,
+        DEFINITION_ARTIFACT,
+        {"spec": outcome.spec, "kind": outcome.kind, "label": outcome.label, **outcome.definition},
+    )
     cache: dict = store.get_artifact(run_id, CACHE_ARTIFACT, problem_id, default={})
     pending = [0]
     bar = Tracker(on_progress, "outcome", f"{problem_id}: grading rollouts ({outcome.label})")
@@ -86,16 +97,24 @@ def grade_problem(outcome: OutcomeSpec, store, run_id: str, problem_id: str, df:
     (base,) = grade_texts(outcome, [base_text], cache)
     store.put_artifact(run_id, CACHE_ARTIFACT, cache, problem_id)
     n_graded = sum(len(r) for r in out["resampled"])
-    summary = {"outcome": outcome.spec, "label": outcome.label, "kind": outcome.kind,
-               "n_resampled": n_graded, "n_errors": sum(errors), "n_unknown": sum(unknown),
-               "base_value": base.value, "base_error": base.error,
-               "first_error": next((v["error"] for v in cache.values() if v.get("error")), None)}
+    summary = {
+        "outcome": outcome.spec,
+        "label": outcome.label,
+        "kind": outcome.kind,
+        "n_resampled": n_graded,
+        "n_errors": sum(errors),
+        "n_unknown": sum(unknown),
+        "base_value": base.value,
+        "base_error": base.error,
+        "first_error": next((v["error"] for v in cache.values() if v.get("error")), None),
+    }
     store.put_artifact(run_id, SUMMARY_ARTIFACT, summary, problem_id)
     return GradedRollouts(out["resampled"], out.get("forced"), errors, unknown, base.value, summary)
 
 
-def outcome_position_stats(outcome: OutcomeSpec, store, run_id: str, problem_id: str, df: pd.DataFrame,
-                           n_pos: int) -> list[PositionStats]:
+def outcome_position_stats(
+    outcome: OutcomeSpec, store, run_id: str, problem_id: str, df: pd.DataFrame, n_pos: int
+) -> list[PositionStats]:
     """What the adaptive budget (anchors.importance.budget) steers on for a non-default outcome, per prefix position:
     PositionStats(n rollouts, n with a known value, n True), i.e. the paper's rate #True / #known.
     df: the stored resampled rollouts (errors removed). Grades come from and go to the run's cache, so the
@@ -114,8 +133,14 @@ def outcome_position_stats(outcome: OutcomeSpec, store, run_id: str, problem_id:
     return [PositionStats(a, b, c) for a, b, c in zip(n, known, true)]
 
 
-def add_outcome_columns(rows: list[dict], resampled: list[list[Outcome]], forced: list[list[Outcome]] | None,
-                        sims, threshold: float, graded: GradedRollouts) -> None:
+def add_outcome_columns(
+    rows: list[dict],
+    resampled: list[list[Outcome]],
+    forced: list[list[Outcome]] | None,
+    sims,
+    threshold: float,
+    graded: GradedRollouts,
+) -> None:
     """Add to each sentence's metrics the log-odds forms (anchors.importance.logodds) and the outcome's error and
     unknown counts among R_i (n_outcome_errors, n_outcome_unknown), in place."""
     from thoughtlens.anchors.importance.logodds import logodds_row

@@ -92,7 +92,9 @@ def different_trajectories_fraction(
         return None
     sims = similarities_to(original, resampled) if similarities is None else np.asarray(similarities, dtype=float)
     if sims.shape != (len(resampled),):
-        raise ValueError(f"similarities has shape {sims.shape}, expected ({len(resampled)},): one per resampled sentence")
+        raise ValueError(
+            f"similarities has shape {sims.shape}, expected ({len(resampled)},): one per resampled sentence"
+        )
     return float(dissimilar_mask(sims, threshold).sum() / len(resampled))
 
 
@@ -110,4 +112,6 @@ def overdeterminedness(resampled: Sequence[str | None]) -> float | None:
 
 def _check_threshold(threshold: float) -> None:
     if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"similarity threshold {threshold} is outside [-1, 1]; cosine similarity lies in [-1, 1] (the paper uses 0.8)")
+        raise ValueError(
+            f"similarity threshold {threshold} is outside [-1, 1]; cosine similarity lies in [-1, 1] (the paper uses 0.8)"
+        )

@@ -45,19 +45,31 @@ def _rates(n_rollouts: int, owner: list[int], sims: np.ndarray, threshold: float
     return matched.mean(axis=0)
 
 
-def match_rates(targets: Sequence[str], rollouts: Sequence[str], *, threshold: float = 0.8,
-                split_style: str = "paper", embed: Embed | None = None) -> np.ndarray | None:
+def match_rates(
+    targets: Sequence[str],
+    rollouts: Sequence[str],
+    *,
+    threshold: float = 0.8,
+    split_style: str = "paper",
+    embed: Embed | None = None,
+) -> np.ndarray | None:
     """`[len(targets)]` share of `rollouts` (empty texts dropped) with a sentence matching each target;
     None when the rollouts hold no sentence at all."""
     n_texts, steps, owner = _rollout_steps(rollouts, split_style)
     if not steps:
         return None
     vectors = (embed or _minilm)(list(targets) + steps)
-    return _rates(n_texts, owner, vectors[len(targets):] @ vectors[: len(targets)].T, threshold)
+    return _rates(n_texts, owner, vectors[len(targets) :] @ vectors[: len(targets)].T, threshold)
 
 
-def counterfactual_matrix(sentences: Sequence[str], rollouts: Sequence[Sequence[str]], *, threshold: float = 0.8,
-                          split_style: str = "paper", embed: Embed | None = None) -> np.ndarray:
+def counterfactual_matrix(
+    sentences: Sequence[str],
+    rollouts: Sequence[Sequence[str]],
+    *,
+    threshold: float = 0.8,
+    split_style: str = "paper",
+    embed: Embed | None = None,
+) -> np.ndarray:
     """M `[n, n]` (see the module docstring). sentences: S_0..S_{n-1}; rollouts: texts of R_0..R_n
     (R_n is not needed and may be left out). Every sentence is embedded in one batch."""
     n = len(sentences)
@@ -94,8 +106,10 @@ def from_step_importance_json(records: list[dict], n: int | None = None) -> np.n
         for t in rec.get("target_impacts") or []:
             j = int(t["target_chunk_idx"])
             if not (0 <= i < size and 0 <= j < size):
-                raise ValueError(f"step_importance.json names chunk ({i}, {j}) outside 0..{size - 1}; "
-                                 "pass the chunks_labeled.json of the same problem")
+                raise ValueError(
+                    f"step_importance.json names chunk ({i}, {j}) outside 0..{size - 1}; "
+                    "pass the chunks_labeled.json of the same problem"
+                )
             matrix[i, j] = float(t["importance_score"])
     return matrix
 

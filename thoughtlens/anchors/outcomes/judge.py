@@ -53,8 +53,16 @@ class JudgeOutcome:
     (filled into `template` with the rollout `text`); client: the chat endpoint; attempts: tries per rollout
     (garbage replies are retried); params: extra request fields (temperature 0 by default)."""
 
-    def __init__(self, name: str, question: str, client: ChatClient, *, template: str = DEFAULT_TEMPLATE,
-                 attempts: int = 3, **params):
+    def __init__(
+        self,
+        name: str,
+        question: str,
+        client: ChatClient,
+        *,
+        template: str = DEFAULT_TEMPLATE,
+        attempts: int = 3,
+        **params,
+    ):
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w-]*", name):
             raise ConfigError(f"judge name {name!r} must be an identifier such as 'blackmail'")
         if not isinstance(question, str) or not question.strip():
@@ -85,8 +93,9 @@ class JudgeOutcome:
             verdict = parse_verdict(reply)
             if verdict is not None:
                 return verdict
-        raise JudgeReplyError(f"judge {self.name!r} gave no yes/no in {self.attempts} attempts "
-                              f"(last reply: {str(reply)[:80]!r})")
+        raise JudgeReplyError(
+            f"judge {self.name!r} gave no yes/no in {self.attempts} attempts (last reply: {str(reply)[:80]!r})"
+        )
 
     def outcome(self) -> OutcomeSpec:
         """The OutcomeSpec to pass as AnchorsRun(outcome=...) with AnchorsConfig(outcome=judge.spec).
@@ -94,7 +103,13 @@ class JudgeOutcome:
         check = getattr(self.client, "check", None)
         if callable(check):
             check()
-        definition = {"judge": self.name, "question": self.question, "template": self.template,
-                      "attempts": self.attempts, "params": self.params,
-                      "model": getattr(self.client, "model", None), "base_url": getattr(self.client, "base_url", None)}
+        definition = {
+            "judge": self.name,
+            "question": self.question,
+            "template": self.template,
+            "attempts": self.attempts,
+            "params": self.params,
+            "model": getattr(self.client, "model", None),
+            "base_url": getattr(self.client, "base_url", None),
+        }
         return OutcomeSpec(self.spec, "judge", f"{self.name} rate", self, definition)

@@ -82,8 +82,13 @@ def register_outcome(name: str, fn: OutcomeFn | OutcomeSpec, *, label: str | Non
     else:
         if not callable(fn):
             raise ConfigError(f"outcome {name!r} needs a callable text -> bool | None, got {type(fn).__name__}")
-        spec = OutcomeSpec(name, "registered", label or f"{name} rate", fn,
-                           {"callable": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"})
+        spec = OutcomeSpec(
+            name,
+            "registered",
+            label or f"{name} rate",
+            fn,
+            {"callable": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"},
+        )
     _REGISTRY[spec.spec if spec.kind == "judge" else name] = spec
     return spec
 
@@ -119,8 +124,10 @@ def resolve_outcome(spec: str | OutcomeSpec | None, *, import_python: bool = Tru
     if spec is None or spec == DEFAULT_OUTCOME:
         return OutcomeSpec(DEFAULT_OUTCOME, "correct", "accuracy")
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"outcome {spec!r} is empty: use 'correct' (default), 'regex:PATTERN', "
-                          "'category:NAME', 'python:MODULE:FUNCTION' or a registered name")
+        raise ConfigError(
+            f"outcome {spec!r} is empty: use 'correct' (default), 'regex:PATTERN', "
+            "'category:NAME', 'python:MODULE:FUNCTION' or a registered name"
+        )
     kind, sep, rest = spec.partition(":")
     if sep and kind == "regex":
         try:
@@ -129,8 +136,13 @@ def resolve_outcome(spec: str | OutcomeSpec | None, *, import_python: bool = Tru
             raise ConfigError(f"outcome {spec!r}: bad regular expression ({e}); e.g. 'regex:(?i)blackmail'") from None
         if not rest:
             raise ConfigError("outcome 'regex:' has no pattern: pass e.g. 'regex:(?i)blackmail'")
-        return OutcomeSpec(spec, "regex", outcome_label({"outcome": spec}),
-                           lambda text: pattern.search(text) is not None, {"pattern": rest})
+        return OutcomeSpec(
+            spec,
+            "regex",
+            outcome_label({"outcome": spec}),
+            lambda text: pattern.search(text) is not None,
+            {"pattern": rest},
+        )
     if sep and kind == "category":
         return _category_outcome(spec, rest)
     if sep and kind == "python":
@@ -149,13 +161,17 @@ def resolve_outcome(spec: str | OutcomeSpec | None, *, import_python: bool = Tru
             return _REGISTRY[spec]
         if not import_python:  # the judge object (with its client) may be registered after the config is built
             return OutcomeSpec(spec, "judge", outcome_label({"outcome": spec}))
-        raise ConfigError(f"outcome {spec!r}: no judge registered under that name; build a JudgeOutcome "
-                          "(thoughtlens.anchors.outcomes.judge) and pass it as AnchorsRun(outcome=...)")
+        raise ConfigError(
+            f"outcome {spec!r}: no judge registered under that name; build a JudgeOutcome "
+            "(thoughtlens.anchors.outcomes.judge) and pass it as AnchorsRun(outcome=...)"
+        )
     if not sep and spec in _REGISTRY:
         return _REGISTRY[spec]
-    raise ConfigError(f"unknown outcome {spec!r}: use 'correct' (default), 'regex:PATTERN', 'category:NAME', "
-                      f"'python:MODULE:FUNCTION', 'judge:NAME' or one of the registered names "
-                      f"({', '.join(sorted(_REGISTRY)) or 'none registered'})")
+    raise ConfigError(
+        f"unknown outcome {spec!r}: use 'correct' (default), 'regex:PATTERN', 'category:NAME', "
+        f"'python:MODULE:FUNCTION', 'judge:NAME' or one of the registered names "
+        f"({', '.join(sorted(_REGISTRY)) or 'none registered'})"
+    )
 
 
 def _category_outcome(spec: str, rest: str) -> OutcomeSpec:
@@ -168,8 +184,10 @@ def _category_outcome(spec: str, rest: str) -> OutcomeSpec:
     if name not in CATEGORIES:
         raise ConfigError(f"outcome {spec!r}: unknown category {name!r}; use one of {', '.join(CATEGORIES)}")
     if labeler_name not in LABELERS or labeler_name in ("llm", "encoder"):  # these two need a client / a file
-        raise ConfigError(f"outcome {spec!r}: labeller {labeler_name!r} cannot grade rollouts offline; "
-                          "use '@rules' (default) or '@learned'")
+        raise ConfigError(
+            f"outcome {spec!r}: labeller {labeler_name!r} cannot grade rollouts offline; "
+            "use '@rules' (default) or '@learned'"
+        )
     labeler = None
 
     def has_category(text: str) -> bool:
@@ -194,8 +212,12 @@ class Graded:
     error: str | None = None
 
 
-def grade_texts(outcome: OutcomeSpec, texts: Sequence[str], cache: dict[str, dict] | None = None,
-                on_graded: Callable[[int], None] | None = None) -> list[Graded]:
+def grade_texts(
+    outcome: OutcomeSpec,
+    texts: Sequence[str],
+    cache: dict[str, dict] | None = None,
+    on_graded: Callable[[int], None] | None = None,
+) -> list[Graded]:
     """outcome(text) for every text, never raising: an exception is recorded as the rollout's error.
     cache: text_key -> {"value", "error"}, read and filled (the job stores it, so a resumed run does not
     ask a judge twice). on_graded(n_new) is called after each new grading (checkpointing, progress)."""
