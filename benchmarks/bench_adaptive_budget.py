@@ -91,14 +91,16 @@ def main() -> None:
         "fixed 100 (the paper)": BudgetPolicy("fixed"),
     }
     print(
-        f"{'policy':32s} {'spearman med':>12s} {'mean':>6s} {'p10':>6s} {'top5 recall':>11s} {'rollouts':>9s} {'rho true':>8s} {'rec true':>8s} {'s':>5s}"
+        f"{'policy':32s} {'spearman med':>12s} {'mean':>6s} {'p10':>6s} {'top5 recall':>11s} "
+        f"{'rollouts':>9s} {'rho true':>8s} {'rec true':>8s} {'s':>5s}"
     )
     for name, pol in policies.items():
         t0 = time.perf_counter()
         m = evaluate(pol, rates, args.seeds)
         print(
             f"{name:32s} {m['spearman_median']:12.3f} {m['spearman_mean']:6.3f} {m['spearman_p10']:6.3f} "
-            f"{m['recall']:11.1%} {m['used']:9.1%} {m['spearman_true']:8.3f} {m['recall_true']:8.1%} {time.perf_counter() - t0:5.1f}"
+            f"{m['recall']:11.1%} {m['used']:9.1%} {m['spearman_true']:8.3f} {m['recall_true']:8.1%} "
+            f"{time.perf_counter() - t0:5.1f}"
         )
     print("rho true / rec true: the same figures against the published rates' importance (no sampling noise)")
     print("targets: spearman >= 0.9, top-5 recall >= 95 %, rollouts <= 25 % of the full budget")

@@ -1,6 +1,7 @@
 """P3 on engines: N=32 rollouts x 128 tokens from one prefix through every backend, in tok/s.
 
-    .venv/bin/python benchmarks/bench_engines.py [--n 32] [--tokens 128] [--vllm-url URL | --skip-vllm] [--llama-url URL | --skip-llama] [--skip-hf]
+    .venv/bin/python benchmarks/bench_engines.py [--n 32] [--tokens 128] [--vllm-url URL | --skip-vllm]
+        [--llama-url URL | --skip-llama] [--skip-hf]
 
 Rows, all in one run, fp32, the same 32 requests (one prefix, rollout seeds 0..31, T 0.6, top-p 0.95):
     (a) thoughtlens hf backend (HFSampler, shared prefix KV cache, batch 32) on this CPU;
@@ -32,7 +33,8 @@ import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from openai import OpenAI
 
-url, prompt, seeds, max_tokens, concurrency = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+url, prompt, seeds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+max_tokens, concurrency = int(sys.argv[4]), int(sys.argv[5])
 client = OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
 model = client.models.list().data[0].id
 def one(seed):

@@ -30,7 +30,12 @@ ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-EMPTY = "<!DOCTYPE html><html><body><script>document.body.setAttribute('data-ready-ms', performance.now().toFixed(1));document.body.setAttribute('data-ready','1')</script></body></html>"
+EMPTY = (
+    "<!DOCTYPE html><html><body><script>"
+    "document.body.setAttribute('data-ready-ms', performance.now().toFixed(1));"
+    "document.body.setAttribute('data-ready','1')"
+    "</script></body></html>"
+)
 
 
 def build_page(tmp: Path, n_sentences: int) -> tuple[Path, float]:

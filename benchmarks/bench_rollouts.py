@@ -94,16 +94,20 @@ def main() -> None:
 
     rate = {"a": a_tokens / a_time, "b": b_tokens / b_time, "c": c_tokens / c_time}
     print(
-        f"  (a) naive, one generate per rollout ({args.naive_n} rollouts): {a_tokens:5d} tokens in {a_time:6.1f} s = {rate['a']:7.1f} tok/s"
+        f"  (a) naive, one generate per rollout ({args.naive_n} rollouts): {a_tokens:5d} tokens in {a_time:6.1f} s "
+        f"= {rate['a']:7.1f} tok/s"
     )
     print(
-        f"  (b) batched generate ({args.n} rows):                {b_tokens:5d} tokens in {b_time:6.1f} s = {rate['b']:7.1f} tok/s"
+        f"  (b) batched generate ({args.n} rows):                {b_tokens:5d} tokens in {b_time:6.1f} s "
+        f"= {rate['b']:7.1f} tok/s"
     )
     print(
-        f"  (c) thoughtlens HFSampler ({args.n} rows):           {c_tokens:5d} tokens in {c_time:6.1f} s = {rate['c']:7.1f} tok/s"
+        f"  (c) thoughtlens HFSampler ({args.n} rows):           {c_tokens:5d} tokens in {c_time:6.1f} s "
+        f"= {rate['c']:7.1f} tok/s"
     )
     print(
-        f"  (c)/(a) = {rate['c'] / rate['a']:.1f}x (target >= 8x);  (c)/(b) = {rate['c'] / rate['b']:.2f}x (target >= 1.3x)"
+        f"  (c)/(a) = {rate['c'] / rate['a']:.1f}x (target >= 8x);  "
+        f"(c)/(b) = {rate['c'] / rate['b']:.2f}x (target >= 1.3x)"
     )
 
 

@@ -6,7 +6,8 @@
 2. Memory: peak RSS of streaming a cached activation set (safetensors shards) through the shuffling
    buffer of `ActivationSource`, against loading the whole set into memory; each in a fresh process.
 
-    .venv/bin/python benchmarks/bench_sae.py [--steps 5] [--threads 1] [--activations 131072 --buffer 16384] [--skip-throughput]
+    .venv/bin/python benchmarks/bench_sae.py [--steps 5] [--threads 1] [--activations 131072 --buffer 16384]
+        [--skip-throughput]
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Sentence activations of every layer vs a plain forward: time ratio and peak memory.
 
-    python benchmarks/bench_sentence_activations.py [--tokens 4096] [--repeats 2] [--dtype float32] [--chunk-tokens 1024]
+    python benchmarks/bench_sentence_activations.py [--tokens 4096] [--repeats 2] [--dtype float32]
+        [--chunk-tokens 1024]
 
 The longest published Thought Anchors trace (prompt + chain of thought), read by the bundled
 SmolLM2-135M-Instruct and cut to --tokens tokens; its published sentences mapped to tokens.
@@ -108,14 +109,17 @@ def main(argv=None) -> int:
         f"dtype {model.dtype}, threads {torch.get_num_threads()}, chunk_tokens {chunk}"
     )
     print(
-        f"plain forward (with logits): {plain:.2f} s;  decoder only: {decoder:.2f} s;  streamed sentence activations: {streamed:.2f} s"
+        f"plain forward (with logits): {plain:.2f} s;  decoder only: {decoder:.2f} s;  "
+        f"streamed sentence activations: {streamed:.2f} s"
     )
     print(
-        f"time ratio streamed / plain forward = {streamed / plain:.2f}x  (vs decoder only {streamed / decoder:.2f}x; target <= 1.2x)"
+        f"time ratio streamed / plain forward = {streamed / plain:.2f}x  "
+        f"(vs decoder only {streamed / decoder:.2f}x; target <= 1.2x)"
     )
     print(
         f"RSS after load {loaded:.2f} GB; peak (VmHWM) above it during the streamed run {peak_streamed:.2f} GB "
-        f"(target <= 0.5 GB); during the plain forward with logits {peak_plain:.2f} GB; decoder only {peak_decoder:.2f} GB"
+        f"(target <= 0.5 GB); during the plain forward with logits {peak_plain:.2f} GB; "
+        f"decoder only {peak_decoder:.2f} GB"
     )
     print(
         json.dumps(

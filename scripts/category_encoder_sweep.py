@@ -2,13 +2,14 @@
 same 10 GroupKFold folds as scripts/train_category_classifier.py, each setting's class probabilities kept
 so that ensembles can be scored afterwards without retraining.
 
-    python scripts/category_encoder_sweep.py --out runs/category_sweep [--device cuda] [--jobs 4] [--only c2e3,rnn_c1e10]
+    python scripts/category_encoder_sweep.py --out runs/category_sweep [--device cuda] [--jobs 4]
+        [--only c2e3,rnn_c1e10]
     python scripts/category_encoder_sweep.py --out runs/category_sweep --merge docs/category_encoder_sweep.json
 
 A setting takes ~80 min on 2 CPU cores (10 folds of ~8 min) and about a minute on one H100, so the sweep is
 meant for a GPU; each finished fold is kept (DIR/SETTING/fold_K.json, probabilities included; the cache of
-thoughtlens.trace.label_eval.group_cv_predictions), so an interrupted sweep resumes. `--export-traces FILE` writes the labelled sentences as one JSON (what the sweep
-reads with `--traces FILE` on a machine without ../shared/data).
+thoughtlens.trace.label_eval.group_cv_predictions), so an interrupted sweep resumes. `--export-traces FILE` writes
+the labelled sentences as one JSON (what the sweep reads with `--traces FILE` on a machine without ../shared/data).
 """
 
 from __future__ import annotations

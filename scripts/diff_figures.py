@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/diff_figures.py planted    # KL, lens, swap, weights -> JSON, page, PNG
     OMP_NUM_THREADS=1 .venv/bin/python scripts/diff_figures.py steer      # steering sweep on the planted pair
-    .venv/bin/python scripts/diff_figures.py steer-increments --scales 1,1.5,2,2.5,3,4,8  # every fine-tuned layer at once
+    .venv/bin/python scripts/diff_figures.py steer-increments --scales 1,1.5,2,2.5,3,4,8
+                                                                          # every fine-tuned layer at once
     OMP_NUM_THREADS=1 .venv/bin/python scripts/diff_figures.py thinking   # think-block rate + diff vs base
 
 Writes docs/figures/diff_planted.json, diff_planted.html, diff_swap.png (+ diff_swap.csv), diff_steer.json,

@@ -102,7 +102,8 @@ def hf_backend(model_dir: str) -> None:
         "ok",
         "hf-cuda-bf16",
         f"{len(out)} rollouts, {tokens} tokens in {dt:.2f}s = {tokens / dt:,.0f} tok/s on "
-        f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'cpu'}; logits vs CPU fp32: max rel err {err:.3g}, same argmax {bool(top_agree)}",
+        f"{torch.cuda.get_device_name() if DEVICE == 'cuda' else 'cpu'}; logits vs CPU fp32: max rel err {err:.3g}, "
+        f"same argmax {bool(top_agree)}",
     )
 
 
@@ -161,7 +162,8 @@ def receiver_heads(model_dir: str) -> None:
     report(
         "ok" if ok.all() and rho > 0.8 else "FAIL",
         "receiver-heads-cuda",
-        f"{len(traces)} traces in {t_gpu:.2f}s (CPU fp32 {t_cpu:.2f}s); top {top}; kurtosis rank corr vs CPU fp32 {rho:.3f}",
+        f"{len(traces)} traces in {t_gpu:.2f}s (CPU fp32 {t_cpu:.2f}s); top {top}; "
+        f"kurtosis rank corr vs CPU fp32 {rho:.3f}",
     )
 
 

@@ -173,7 +173,8 @@ def main(argv=None) -> int:
                 report["steering"].append(out)
                 print(
                     f"steer {concept} {m}: rate {base.rate:.3f} -> {row.rate:.3f}, effect {row.effect:+.3f} "
-                    f"[{row.ci[0]:+.3f}, {row.ci[1]:+.3f}], ppl x{row.perplexity_ratio:.2f} ({time.perf_counter() - t0:.0f} s)",
+                    f"[{row.ci[0]:+.3f}, {row.ci[1]:+.3f}], ppl x{row.perplexity_ratio:.2f} "
+                    f"({time.perf_counter() - t0:.0f} s)",
                     flush=True,
                 )
     report["seconds"] = time.perf_counter() - t0

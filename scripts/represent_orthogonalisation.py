@@ -1,6 +1,7 @@
 """Weight orthogonalisation vs hook ablation on the bundled model, in float32 and float64: where 1e-4 comes from.
 
-    OMP_NUM_THREADS=1 python scripts/represent_orthogonalisation.py [--layer 4] [--json docs/represent_orthogonalisation.json]
+    OMP_NUM_THREADS=1 python scripts/represent_orthogonalisation.py [--layer 4]
+        [--json docs/represent_orthogonalisation.json]
 
 Direction: the refusal difference in means at blocks.{layer}.hook_resid_pre (even-indexed halves of the project's
 harmful / harmless prompts, as `represent_refusal.py`'s direction A). For each precision, the hook-ablated model

@@ -1,7 +1,8 @@
 """Probe the bundled model's activations of the 20 published Thought Anchors traces for each sentence's category.
 
     python scripts/represent_published_probe.py [--data ../shared/data/thought-anchors/deepseek-r1-distill-qwen-14b]
-        [--cache DIR] [--layers 0,2,...] [--out docs/figures/represent_category_probe.png] [--json docs/represent_probe.json]
+        [--cache DIR] [--layers 0,2,...] [--out docs/figures/represent_category_probe.png]
+        [--json docs/represent_probe.json]
 
 The bundled SmolLM2-135M-Instruct reads each published trace (prompt + chain of thought, cut to 4,096 tokens);
 the residual stream after every layer is reduced per sentence (mean over its tokens) with

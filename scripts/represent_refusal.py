@@ -11,10 +11,10 @@
 2. Difference-in-means direction at each layer's resid_pre and each post-instruction position (the chat
    template's tokens after the instruction, Arditi et al.'s `eoi_toks`, `generate_directions.py`; 6 for SmolLM2),
    from each half. `--positions last` reads the last prompt token only (this script's first version).
-3. (position, layer) choice on half A only, as Arditi et al.'s `select_direction` (pipeline/submodules/select_direction.py,
-   `filter_fn`): among layers < 0.8 n_layers, keep those whose ablation moves the harmless first-token
-   distribution by KL < 0.1 and whose addition to harmless prompts gives a refusal score > 0 (steering score,
-   computed only for layers that pass the KL filter);
+3. (position, layer) choice on half A only, as Arditi et al.'s `select_direction`
+   (pipeline/submodules/select_direction.py, `filter_fn`): among layers < 0.8 n_layers, keep those whose ablation
+   moves the harmless first-token distribution by KL < 0.1 and whose addition to harmless prompts gives a refusal
+   score > 0 (steering score, computed only for layers that pass the KL filter);
    choose the lowest refusal score of harmful prompts under directional ablation (falling back to the KL filter
    alone, then to all layers, when no layer passes; the fallback is recorded). Refusal score = log-odds of the
    refusal tokens ("I", "As") at the first generated position. Layers from 1 (layer 0's resid_pre at the
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     pos, layer = best["position"], best["layer"]
     cand = f"{layer}" if args.positions == "last" else f"{pos}:{layer}"  # key of its generations in the state
     con.print(
-        f"chosen position {pos}, layer {layer} ({selection}; baseline refusal score {state['base_scores']['harmful']:+.2f})"
+        f"chosen position {pos}, layer {layer} ({selection}; "
+        f"baseline refusal score {state['base_scores']['harmful']:+.2f})"
     )
 
     def generate(prompts, ctx=None, m=None):
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                     got = HookedModel(orthogonalized_hf_model(m, d))(ids, attention_mask=mask)[keep].double()
             logit_diff[str(dt).split(".")[-1]] = float((got - hooked).abs().max())
             con.print(
-                f"{dt}: weight-orthogonalised vs hook-ablated logits, max |diff| {logit_diff[str(dt).split('.')[-1]]:.2e}"
+                f"{dt}: weight-orthogonalised vs hook-ablated logits, "
+                f"max |diff| {logit_diff[str(dt).split('.')[-1]]:.2e}"
             )
         report["weights_vs_hooks_max_abs_logit_diff"] = logit_diff
         report["weights_vs_hooks_positions"] = int(keep.sum())

@@ -1,7 +1,8 @@
 """Steer the bundled model with an "uncertainty / backtracking" direction and count uncertainty sentences.
 
-    OMP_NUM_THREADS=1 python scripts/represent_uncertainty_steering.py [--mode problem|continue] [--layer 12] [--alpha 1.0]
-        [--problems 4] [--rollouts 16] [--max-new-tokens 96] [--seed 0] [--json docs/represent_uncertainty_steering.json]
+    OMP_NUM_THREADS=1 python scripts/represent_uncertainty_steering.py [--mode problem|continue] [--layer 12]
+        [--alpha 1.0] [--problems 4] [--rollouts 16] [--max-new-tokens 96] [--seed 0]
+        [--json docs/represent_uncertainty_steering.json]
 
 Venhoff et al. 2025 ("Understanding reasoning in thinking language models via steering vectors", arXiv
 2506.18167) in small. Direction: difference in means (Arditi et al.'s `get_mean_diff`) of the bundled
@@ -151,8 +152,9 @@ def main(argv=None) -> int:
     vec = diff_in_means(X[y], X[~y])  # [d_model]
     det = held_out_auroc(X, y, meta["problem"].to_numpy(), method="diff_in_means")
     print(
-        f"direction: {int(y.sum())} {CONCEPT} vs {int((~y).sum())} other sentences of {meta['trace_id'].nunique()} traces, "
-        f"layer {args.layer}, |d| = {float(vec.norm()):.2f}; held-out-problem AUROC {det.auroc:.3f} [{det.ci[0]:.3f}, {det.ci[1]:.3f}]"
+        f"direction: {int(y.sum())} {CONCEPT} vs {int((~y).sum())} other sentences of "
+        f"{meta['trace_id'].nunique()} traces, layer {args.layer}, |d| = {float(vec.norm()):.2f}; "
+        f"held-out-problem AUROC {det.auroc:.3f} [{det.ci[0]:.3f}, {det.ci[1]:.3f}]"
     )
 
     model = thoughtlens.load(dtype=torch.float32)
@@ -236,7 +238,8 @@ def main(argv=None) -> int:
     print(f"{'scale':>6} {'labeller':>8} {'sentences':>9} {'rate':>6} {'effect [two-stage CI]':>28} {'ppl ratio':>9}")
     for row in rows:
         eff = (
-            f"{row['effect']:+.3f} [{row['effect_ci_two_stage_bootstrap'][0]:+.3f}, {row['effect_ci_two_stage_bootstrap'][1]:+.3f}]"
+            f"{row['effect']:+.3f} [{row['effect_ci_two_stage_bootstrap'][0]:+.3f}, "
+            f"{row['effect_ci_two_stage_bootstrap'][1]:+.3f}]"
             if "effect" in row
             else ""
         )

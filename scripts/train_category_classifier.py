@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 "paired_permutation_p": test.p_value,
             }
             console.print(
-                f"encoder - learned, mean over problems: {diff.estimate:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}], "
+                f"encoder - learned, mean over problems: {diff.estimate:+.3f} "
+                f"[{diff.ci_low:+.3f}, {diff.ci_high:+.3f}], "
                 f"paired permutation p = {test.p_value:.3f} ({len(problems)} problems)"
             )
         for name, pred in scored:

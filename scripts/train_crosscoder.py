@@ -4,7 +4,8 @@ whether its fine-tuned-only latents (decoder-norm tag B-only, then Latent Scalin
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/train_crosscoder.py                  # the figures in the doc
     .venv/bin/python scripts/train_crosscoder.py --layer 24 --expansion 8 --out runs/cc_planted
-    .venv/bin/python scripts/train_crosscoder.py --layer 29 --out runs/crosscoder_planted_v2_l29 --inspect 10  # read a run
+    .venv/bin/python scripts/train_crosscoder.py --layer 29 --out runs/crosscoder_planted_v2_l29 --inspect 10
+                                                                                    # read a run
 
 Needs the planted pair built (scripts/make_diff_models.py --only planted); refuses to build it itself.
 Corpus: the planted fine-tune's own chat examples (rendered with the chat template), the bundled neutral

@@ -126,7 +126,8 @@ def main() -> None:
         save_sae(sae, out / name)
     rows = []
     print(
-        f"\nSmolLM2-135M-Instruct ({model.dtype}), {resid} (transcoder: {mlp_in} -> {mlp_out}), d_sae = {args.expansion} x {d}, "
+        f"\nSmolLM2-135M-Instruct ({model.dtype}), {resid} (transcoder: {mlp_in} -> {mlp_out}), "
+        f"d_sae = {args.expansion} x {d}, "
         f"{total} training activations, batch {args.batch_size}, eval on {metrics[archs[0]].n_tokens} held-out tokens"
     )
     print("| architecture | L0 | FVU | CE loss recovered | CE clean / spliced / zero | dead | dense |")
@@ -134,8 +135,9 @@ def main() -> None:
     for name, m in metrics.items():
         rows.append({"architecture": name, **m.as_dict()})
         print(
-            f"| {name} | {m.l0:.1f} | {m.fvu:.3f} | {m.ce_loss_recovered:.3f} | {m.ce_clean:.3f} / {m.ce_spliced:.3f} / "
-            f"{m.ce_zero:.3f} | {m.dead_fraction:.1%} | {m.dense_fraction:.1%} |"
+            f"| {name} | {m.l0:.1f} | {m.fvu:.3f} | {m.ce_loss_recovered:.3f} | "
+            f"{m.ce_clean:.3f} / {m.ce_spliced:.3f} / {m.ce_zero:.3f} | "
+            f"{m.dead_fraction:.1%} | {m.dense_fraction:.1%} |"
         )
     print(
         f"\ntime: activations+training {t2 - t1:.0f} s ({'cached activations' if cached else 'model pass included'}), "

@@ -110,7 +110,8 @@ def main(
 ) -> None:
     if not data_dir.is_dir():
         raise typer.BadParameter(
-            f"{data_dir} not found; pass --data-dir pointing at shared/data/thought-anchors/deepseek-r1-distill-qwen-14b"
+            f"{data_dir} not found; pass --data-dir pointing at "
+            "shared/data/thought-anchors/deepseek-r1-distill-qwen-14b"
         )
     problems = [data_dir / p for p in only] if only else sorted(data_dir.glob("*/problem_*"))
     loaded = {p: load_problem(p) for p in problems}

@@ -20,10 +20,13 @@ from tiny_models import random_tokens, tiny_pair
 RANGES = [(3, 8), (8, 8), (9, 15), (15, 22), (24, 30), (30, 38)]
 
 
-def _pattern_tol(hf) -> float:
-    """Attention weights lie in [0, 1]: two float32 computations of them (streamed rows vs HF eager) differ
-    by rounding of eps(float32) at that scale, growing with the layers before the pattern."""
-    return numerics.tol(torch.float32, 1.0, depth=hf.config.num_hidden_layers)
+def _pattern_tol(model: HookedModel, tokens: torch.Tensor) -> float:
+    """Two float32 computations of attention probabilities (streamed rows vs HF eager) differ by rounding at the
+    scale of their scores (numerics.pattern_scale), growing with the layers before the pattern."""
+    _, cache = model.run_with_cache(tokens[None], names_filter=lambda n: n.endswith(("hook_q", "hook_k")))
+    n = model.cfg.n_layers
+    scale = max(numerics.pattern_scale(cache["q", L], cache["k", L]) for L in range(n))
+    return numerics.tol(torch.float32, scale, depth=n)
 
 
 def _block_means(attentions, ranges) -> np.ndarray:
@@ -44,12 +47,13 @@ def test_streamed_matrix_equals_eager_block_means(arch):
     hf, ref = tiny_pair(arch)
     model = HookedModel(hf)
     tokens = random_tokens(1, 40)[0]
+    atol = _pattern_tol(model, tokens)
     got = sentence_attention(model, tokens, RANGES, chunk_rows=4)  # small chunks: several per layer
     with torch.no_grad():
         want = _block_means(ref(tokens[None], output_attentions=True).attentions, RANGES)
     assert got.shape == (3, 4, 6, 6)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # NaN row and column of the empty sentence
-    np.testing.assert_allclose(got, want, rtol=0, atol=_pattern_tol(hf), equal_nan=True)
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol, equal_nan=True)
     assert np.all(got[..., 0, 2:] == 0)  # causal: sentence 0 never sees later sentences
 
 
@@ -57,10 +61,11 @@ def test_layer_subset_and_model_state_untouched():
     hf, ref = tiny_pair("llama")
     model = HookedModel(hf)
     tokens = random_tokens(1, 40)[0]
+    atol = _pattern_tol(model, tokens)
     got = sentence_attention(model, tokens, RANGES, layers=[2])
     with torch.no_grad():
         want = _block_means(ref(tokens[None], output_attentions=True).attentions, RANGES)[2:]
-    np.testing.assert_allclose(got, want, rtol=0, atol=_pattern_tol(hf), equal_nan=True)
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol, equal_nan=True)
     assert all(model.attention_control(L).idle for L in range(3))  # observers removed afterwards
 
 

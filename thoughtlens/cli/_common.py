@@ -165,11 +165,15 @@ def existing_store(path: str) -> str:
     return path
 
 
-def pick_run(store, run_id: str | None) -> str:
-    """The run to use: the one given (checked), or the store's only run."""
-    from thoughtlens.store.run_store import pick_one
+def pick_run(store, run_id: str | None, kinds: tuple[str, ...] = ("anchors",), *, announce: bool = True) -> str:
+    """The run to use: the one given (checked), else the latest run of the first of `kinds` the store holds
+    (else the store's only run). Unless the run was given, one line on stderr names it and the others."""
+    from thoughtlens.store.run_store import pick_run_id
 
-    return pick_one("run", run_id, [r["run_id"] for r in store.runs()], "run_id", str(store.path))
+    chosen, note = pick_run_id(store, run_id, kinds, "--run")
+    if announce and run_id is None:
+        console().print(note, highlight=False, markup=False)
+    return chosen
 
 
 def exactly_one(**given) -> None:

@@ -79,7 +79,10 @@ def run(
     outcome: str = typer.Option(
         "correct",
         "--outcome",
-        help="What importance measures: correct (maths answer), regex:PATTERN, category:NAME, python:MODULE:FUNCTION (docs/thought_branches.md).",
+        help=(
+            "What importance measures: correct (maths answer), regex:PATTERN, category:NAME, python:MODULE:FUNCTION "
+            "(docs/thought_branches.md)."
+        ),
     ),
     budget: str = typer.Option(
         None,
@@ -93,7 +96,10 @@ def run(
     ),
     budget_total: float = typer.Option(
         None,
-        help="--budget: cap a problem's rollouts at this share of positions x --rollouts (e.g. 0.25); the widest CIs are served first.",
+        help=(
+            "--budget: cap a problem's rollouts at this share of positions x --rollouts (e.g. 0.25); "
+            "the widest CIs are served first."
+        ),
     ),
     engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
@@ -232,7 +238,7 @@ def run_pipeline(
 @c.command
 def show_command(
     store: str = typer.Argument(None, help="Run store written by `thoughtlens anchors run`."),
-    run_id: str = typer.Option(None, "--run", "--run-id", help="Run id (default: the latest run)."),
+    run_id: str = typer.Option(None, "--run", "--run-id", help="Run id (default: the latest anchors run)."),
     problem_id: str = typer.Option(None, "--problem-id", "--problem", help="Only this problem."),
     published: str = typer.Option(
         None,
@@ -283,7 +289,7 @@ def show(store_path: str, run_id: str | None, problem_id: str | None) -> None:
     runs = store.runs()
     if not runs:
         raise c.StoreError(f"{store_path} holds no runs: run `thoughtlens anchors run --store {store_path}` first")
-    run_id = run_id or runs[-1]["run_id"]
+    run_id = c.pick_run(store, run_id)  # default: the latest anchors run, named on stderr
     metrics = store.metrics(run_id, problem_id)
     from thoughtlens.anchors.importance.definitions import conventions_label
 
@@ -303,7 +309,7 @@ def show(store_path: str, run_id: str | None, problem_id: str | None) -> None:
         for _, label in SHOW_COLUMNS:
             table.add_column(label, justify="right")
         for row in group.itertuples():
-            cells = [c.fmt(getattr(row, col, None)) for col, _ in SHOW_COLUMNS]
+            cells = [c.fmt(getattr(row, col, None), missing="n/a") for col, _ in SHOW_COLUMNS]
             table.add_row(str(row.sentence_index), texts.get(row.sentence_index, "").replace("\n", " "), *cells)
         out.print(table)
     if metrics.empty:
@@ -354,7 +360,10 @@ def attention(
     suppression_method: str = typer.Option(
         "exact",
         "--suppression-method",
-        help="exact (the paper's S suppressed forwards) or a first-order estimate: direct_grad (one forward + one backward) or grad_loglik.",
+        help=(
+            "exact (the paper's S suppressed forwards) or a first-order estimate: "
+            "direct_grad (one forward + one backward) or grad_loglik."
+        ),
     ),
     batch_size: int = typer.Option(4, "--batch-size", help="Suppressed sentences per forward pass."),
     dtype: str = typer.Option(None, "--dtype", help="fp32 / bf16 (default: bf16 where the CPU has fast bf16)."),
@@ -542,7 +551,8 @@ def _print_category_results(out, results) -> None:
     if not results.differences.empty:
         d = results.differences
         t = Table(
-            title=f"{d['metric'].iloc[0]}: category - {d['reference'].iloc[0]} (paired permutation p over traces, BH-adjusted)"
+            title=f"{d['metric'].iloc[0]}: category - {d['reference'].iloc[0]} "
+            "(paired permutation p over traces, BH-adjusted)"
         )
         for col in ("category", "difference", conf, "p", "p (BH)", "Hedges g", "n traces", "n sentences"):
             t.add_column(col, justify="left" if col == "category" else "right")

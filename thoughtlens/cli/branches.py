@@ -3,6 +3,8 @@ anchors.branches.resilience, anchors.branches.policy_edits, anchors.branches.tra
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -74,7 +76,7 @@ def resilience(
     engine=None,  # RuntimeOptions from the engine options (c.with_engine)
 ) -> None:
     """Resample one sentence until its content stops coming back; report resilience and counterfactual++."""
-    from thoughtlens.anchors.branches.resilience import ResilienceConfig, measure_resilience
+    from thoughtlens.anchors.branches.resilience import ResilienceConfig, measure_resilience, resilience_run_id
     from thoughtlens.pipeline.runtime import build_runtime
     from thoughtlens.store.run_store import RunStore
 
@@ -104,12 +106,15 @@ def resilience(
         f"{res.n_samples} continuations",
         highlight=False,
     )
+    na = "n/a (no answer)"
     out.print(
-        f"counterfactual++ = rate kept {c.fmt(res.kept_rate)} - rate gone {c.fmt(res.final_rate)} = "
-        f"{c.fmt(res.counterfactual_plusplus)}"
+        f"counterfactual++ = rate kept {c.fmt(res.kept_rate, missing=na)} - rate gone "
+        f"{c.fmt(res.final_rate, missing=na)} = {c.fmt(res.counterfactual_plusplus, missing='n/a')}"
         + (f" ({res.n_outcome_errors} outcome errors)" if res.n_outcome_errors else ""),
         highlight=False,
     )
+    out.print(f"a rollout with no answer is {res.no_answer} (as in run {rid})", highlight=False, markup=False)
+    c.console().print(f"results: run {resilience_run_id(rid, pid, cfg)} of {s.path}", highlight=False, markup=False)
 
 
 @app.command("intervene")
@@ -149,6 +154,7 @@ def intervene(
     from thoughtlens.anchors.branches.policy_edits import (
         InterventionConfig,
         hf_mean_logprob,
+        intervention_run_id,
         measure_interventions,
         resolve_target,
     )
@@ -201,12 +207,19 @@ def intervene(
         )
     table = Table("condition", "rate", "known / rollouts", "effect vs kept", "95 % CI", "outcome errors")
     for name, cond in res.conditions.items():
-        ci = "-" if cond.ci_low is None else f"[{cond.ci_low:+.3f}, {cond.ci_high:+.3f}]"
-        effect = "-" if cond.effect is None else f"{cond.effect:+.3f}"
+        ci = "n/a" if cond.ci_low is None else f"[{cond.ci_low:+.3f}, {cond.ci_high:+.3f}]"
+        effect = "n/a" if cond.effect is None else f"{cond.effect:+.3f}"
         table.add_row(
-            name, c.fmt(cond.rate), f"{cond.n_known} / {len(cond.values)}", effect, ci, str(cond.n_outcome_errors)
+            name,
+            c.fmt(cond.rate, missing="n/a (no answer)" if cond.values else "n/a"),
+            f"{cond.n_known} / {len(cond.values)}",
+            effect,
+            ci,
+            str(cond.n_outcome_errors),
         )
     out.print(table)
+    where = intervention_run_id(rid, pid, sentence, target, cfg)
+    c.console().print(f"results: run {where} of {store}", highlight=False, markup=False)
 
 
 @app.command("transplant")
@@ -253,6 +266,7 @@ def transplant(
     err = c.console()
     with RunStore(store) as s, c.RichProgress(err) as bars:
         curves = run_transplant(sampler, s, chosen, cfg, format_prompt=fmt_prompt, model=str(name), on_progress=bars)
+        store_path = s.path
     out = c.stdout()
     for pid, curve in curves.items():
         table = Table("k", "hinted-answer rate", "95 % CI", "cue / correct / other / invalid", title=pid)
@@ -265,3 +279,9 @@ def transplant(
                 f"{row['n_cue']} / {row['n_correct']} / {row['n_other']} / {row['n_invalid']}",
             )
         out.print(table)
+    run = cfg.run_id([p.id for p in chosen], str(name))
+    err.print(
+        f"results: run {run} of {Path(store_path).resolve()}; page: thoughtlens report {store_path} --run {run}",
+        highlight=False,
+        markup=False,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from thoughtlens.cli import _common as c
@@ -14,7 +16,7 @@ def report(
         None, "--published", help="A published Thought Anchors problem directory instead of a store."
     ),
     output: str = typer.Option("report.html", "-o", "--output", help="HTML file to write."),
-    run_id: str = typer.Option(None, "--run", help="Run id (needed when the store holds several runs)."),
+    run_id: str = typer.Option(None, "--run", help="Run id (default: the latest anchors run)."),
     problem_id: str = typer.Option(
         None, "--problem-id", "--problem", help="Problem id (needed when the run holds several problems)."
     ),
@@ -27,6 +29,12 @@ def report(
 
     err = c.console()
     c.exactly_one(store=store, published=published)
+    if store is not None and Path(store).is_file():  # name the run used: the latest anchors run unless given
+        from thoughtlens.report.from_store import REPORT_KINDS
+        from thoughtlens.store.run_store import RunStore
+
+        with RunStore(store) as s:
+            run_id = c.pick_run(s, run_id, REPORT_KINDS)
     with err.status("building the report page"):
         page = (
             report_published(published, similarity=similarity)

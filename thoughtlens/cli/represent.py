@@ -19,19 +19,44 @@ app = typer.Typer(
 
 
 def _read_prompts(path: str) -> list[str]:
+    """Prompts from a .txt file (one per line), a .json list of strings, or FILE.json:KEY, one list of a JSON
+    object such as the shipped refusal_prompts.json ({"harmful": [...], "harmless": [...]})."""
     from thoughtlens.errors import ConfigError
 
-    p = Path(path)
+    p, key = Path(path), None
+    if not p.is_file() and ":" in path:
+        head, key = path.rsplit(":", 1)
+        p = Path(head)
     if not p.is_file():
         raise ConfigError(
-            f"prompt file {path} not found: pass a .json list of strings or a .txt file with one prompt per line"
+            f"prompt file {path} not found: pass a .json list of strings, FILE.json:KEY for one list of a JSON "
+            "object, or a .txt file with one prompt per line"
         )
-    if p.suffix == ".json":
+    if p.suffix != ".json":
+        if key is not None:
+            raise ConfigError(f"{path}: FILE:KEY picks a list of a .json file; {p} is not one")
+        return [line for line in p.read_text().splitlines() if line.strip()]
+    try:
         data = json.loads(p.read_text())
-        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-            raise ConfigError(f"{path} must hold a JSON list of strings")
-        return data
-    return [line for line in p.read_text().splitlines() if line.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{p} is not valid JSON ({exc}): pass a JSON list of strings") from None
+    if isinstance(data, dict):
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        if key is None and len(lists) == 1:
+            key = lists[0]
+        if key is None:
+            raise ConfigError(
+                f"{p} holds several prompt lists ({', '.join(lists) or 'none'}): pick one as {p}:KEY, "
+                f"e.g. {p}:{(lists or ['harmful'])[0]}"
+            )
+        if key not in data:
+            raise ConfigError(f"{p} has no list '{key}' (lists: {', '.join(lists) or 'none'}): pass {p}:KEY")
+        data = data[key]
+    elif key is not None:
+        raise ConfigError(f"{p} holds a list, not an object with named lists: pass {p} without ':{key}'")
+    if not isinstance(data, list) or not data or not all(isinstance(x, str) for x in data):
+        raise ConfigError(f"{path} must hold a non-empty JSON list of strings")
+    return data
 
 
 def _load_direction(path: str, layer: int | None):
@@ -56,8 +81,12 @@ def _load_direction(path: str, layer: int | None):
 @app.command("directions")
 @c.command
 def directions(
-    positive: str = typer.Option(..., help="Prompts of the concept (.json list or .txt, one per line)."),
-    negative: str = typer.Option(..., help="Prompts without it."),
+    positive: str = typer.Option(
+        ...,
+        help="Prompts of the concept: .json list, FILE.json:KEY (one list of a JSON object, e.g. the shipped "
+        "refusal_prompts.json:harmful) or .txt, one per line.",
+    ),
+    negative: str = typer.Option(..., help="Prompts without it (same forms, e.g. refusal_prompts.json:harmless)."),
     output: str = typer.Option("direction.safetensors", "-o", "--output", help="Where to write the directions."),
     model: str = typer.Option(None, help="Model (default: the bundled SmolLM2-135M-Instruct)."),
     hook: str = typer.Option("resid_pre", help="Hook kind, read at each prompt's last token in every layer."),
@@ -107,6 +136,7 @@ def probe(
     layers: str = typer.Option(None, help="Comma-separated layers (default: all collected)."),
     control: bool = typer.Option(False, help="Also fit a Hewitt-Liang control task and report selectivity."),
     splits: int = typer.Option(5, help="Grouped cross-validation folds."),
+    output: str = typer.Option(None, "-o", "--output", help="Also write the table here: .csv or .json."),
 ) -> None:
     """A linear probe per layer with grouped splits: score, CI, control task and selectivity."""
     import numpy as np
@@ -116,6 +146,8 @@ def probe(
     from thoughtlens.represent.probes import layer_sweep
     from thoughtlens.represent.sentence_activations import SentenceActivations
 
+    if output is not None and Path(output).suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"cannot write {output}: name a .csv or .json file with -o")
     if not Path(acts).is_file():
         raise ConfigError(f"{acts} not found: collect sentence activations first (SentenceActivations.to_npz)")
     data = SentenceActivations.from_npz(acts)
@@ -142,6 +174,37 @@ def probe(
             c.fmt(r.selectivity, 3),
         )
     c.stdout().print(table)
+    if output is not None:
+        _write_probe_table(Path(output), sweep, metric, target, group, task)
+        c.console().print(f"wrote {output}", highlight=False, markup=False)
+
+
+def _write_probe_table(path: Path, sweep, metric: str, target: str, group: str, task: str) -> None:
+    """The probe table as CSV (one row per layer) or JSON (the same rows and the settings)."""
+    import pandas as pd
+
+    from thoughtlens.jsonsafe import json_safe
+
+    rows = [
+        {
+            "layer": r.layer,
+            metric: r.score,
+            "ci_low": r.ci[0],
+            "ci_high": r.ci[1],
+            "auroc": r.auroc,
+            "control": r.control_score,
+            "selectivity": r.selectivity,
+            "n": r.n,
+            "n_groups": r.n_groups,
+        }
+        for r in sweep.rows
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        pd.DataFrame(rows).to_csv(path, index=False)
+    else:
+        doc = {"task": task, "target": target, "group": group, "metric": metric, "rows": rows}
+        path.write_text(json.dumps(json_safe(doc), indent=2) + "\n")
 
 
 @app.command("steer")

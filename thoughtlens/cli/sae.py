@@ -226,7 +226,7 @@ def features(
 def store_features(
     sae_path: Path = typer.Argument(..., help="SAE directory"),
     store: Path = typer.Argument(..., help="run store (.sqlite) written by `thoughtlens anchors run`"),
-    run_id: str = typer.Option(None, "--run", help="run id (needed when the store holds several runs)"),
+    run_id: str = typer.Option(None, "--run", help="run id (default: the latest anchors run)"),
     problem_ids: list[str] = typer.Option(
         None, "--problem", help="only these problems (repeat; default: all with a trace)"
     ),
@@ -245,7 +245,7 @@ def store_features(
     from thoughtlens.model.load import load
     from thoughtlens.sae.io import load_sae
     from thoughtlens.sae.run_features import store_run_features
-    from thoughtlens.store.run_store import RunStore
+    from thoughtlens.store.run_store import RunStore, pick_run_id
 
     _quiet()
     try:
@@ -261,12 +261,15 @@ def store_features(
         if not store.is_file():  # RunStore would create an empty store here
             raise StoreError(f"no run store at {store}: pass the .sqlite file written by `thoughtlens anchors run`")
         run_store = RunStore(store)
+        chosen, note = pick_run_id(run_store, run_id, param="--run")  # default: the latest anchors run
+        if run_id is None:
+            err.print(note, markup=False, highlight=False)
         model = load(model_name)
         summary = store_run_features(
             model,
             sae,
             run_store,
-            run_id,
+            chosen,
             problem_ids=problem_ids or None,
             top_per_sentence=top,
             top_sentences=top_sentences,

@@ -1,24 +1,27 @@
 """Hook points: TransformerLens names mapped onto PyTorch hooks on Hugging Face's own modules.
 
-| name                            | shape                         | where it is read                          |
-|---------------------------------|-------------------------------|-------------------------------------------|
-| hook_embed                      | [batch, pos, d_model]         | token embedding output                    |
-| hook_pos_embed                  | [batch, pos, d_model]         | learned position embedding (GPT-2)        |
-| blocks.L.hook_resid_pre         | [batch, pos, d_model]         | input of decoder layer L                  |
-| blocks.L.ln1.hook_normalized    | [batch, pos, d_model]         | output of the pre-attention norm          |
-| blocks.L.attn.hook_q / hook_k / hook_v | [batch, pos, head, d_head] | projection outputs (before RoPE / q-k norms); k, v have n_kv_heads heads |
-| blocks.L.attn.hook_pattern      | [batch, head, q, k]           | softmax weights (attention function)      |
-| blocks.L.attn.hook_z            | [batch, pos, head, d_head]    | input of the output projection            |
-| blocks.L.hook_attn_out          | [batch, pos, d_model]         | what attention adds to the residual       |
-| blocks.L.hook_resid_mid         | [batch, pos, d_model]         | input of the pre-MLP norm (not for parallel-residual models) |
-| blocks.L.ln2.hook_normalized    | [batch, pos, d_model]         | output of the pre-MLP norm                |
-| blocks.L.mlp.hook_post          | [batch, pos, d_mlp]           | input of the MLP's down projection        |
-| blocks.L.hook_mlp_out           | [batch, pos, d_model]         | what the MLP adds to the residual         |
-| blocks.L.hook_resid_post        | [batch, pos, d_model]         | output of decoder layer L                 |
-| ln_final.hook_normalized        | [batch, pos, d_model]         | output of the final norm                  |
-| hook_logits                     | [batch, pos, d_vocab]         | the model's final logits                  |
+| name                         | shape                         | where it is read                                  |
+|------------------------------|-------------------------------|---------------------------------------------------|
+| hook_embed                   | [batch, pos, d_model]         | token embedding output                            |
+| hook_pos_embed               | [batch, pos, d_model]         | learned position embedding (GPT-2)                |
+| blocks.L.hook_resid_pre      | [batch, pos, d_model]         | input of decoder layer L                          |
+| blocks.L.ln1.hook_normalized | [batch, pos, d_model]         | output of the pre-attention norm                  |
+| blocks.L.attn.hook_q         | [batch, pos, head, d_head]    | query projection output (before RoPE / q-k norms) |
+| blocks.L.attn.hook_k         | [batch, pos, kv_head, d_head] | key projection output (before RoPE / q-k norms)   |
+| blocks.L.attn.hook_v         | [batch, pos, kv_head, d_head] | value projection output                           |
+| blocks.L.attn.hook_pattern   | [batch, head, q, k]           | softmax weights (attention function)              |
+| blocks.L.attn.hook_z         | [batch, pos, head, d_head]    | input of the output projection                    |
+| blocks.L.hook_attn_out       | [batch, pos, d_model]         | what attention adds to the residual               |
+| blocks.L.hook_resid_mid      | [batch, pos, d_model]         | input of the pre-MLP norm (see below)             |
+| blocks.L.ln2.hook_normalized | [batch, pos, d_model]         | output of the pre-MLP norm                        |
+| blocks.L.mlp.hook_post       | [batch, pos, d_mlp]           | input of the MLP's down projection                |
+| blocks.L.hook_mlp_out        | [batch, pos, d_model]         | what the MLP adds to the residual                 |
+| blocks.L.hook_resid_post     | [batch, pos, d_model]         | output of decoder layer L                         |
+| ln_final.hook_normalized     | [batch, pos, d_model]         | output of the final norm                          |
+| hook_logits                  | [batch, pos, d_vocab]         | the model's final logits                          |
 
 A hook is `fn(tensor, hook) -> tensor | None`; returning a tensor replaces the activation.
+`hook_k` and `hook_v` have n_kv_heads heads (kv_head). Parallel-residual models have no `hook_resid_mid`.
 Editing `hook_resid_mid` changes the MLP's input exactly and the residual stream by adding the
 same difference to the MLP's output (exact up to float rounding), because HF keeps the residual
 in a local variable that no module hook can reach.

@@ -5,15 +5,15 @@
     with project_out(model, "resid_pre", refusal_dir), block_keys(model, ranges=[(5, 9)]):
         logits = model(tokens)                                    # two interventions at once
 
-| function          | what it does                                                  | where it acts                 |
-|-------------------|---------------------------------------------------------------|-------------------------------|
-| `add_direction`   | activation += scale * vector (steering, ActAdd)               | any hook with a `pos` axis    |
-| `project_out`     | activation -= its component along directions (ablation)      | any hook with a `pos` axis    |
-| `splice`          | activation = module(activation) (e.g. an SAE's reconstruction)| any hook                      |
-| `stop_gradient`   | same value, no gradient flows back through it (detach)        | any hook                      |
-| `block_keys`      | hide key positions before the softmax (attention suppression) | the attention function        |
-| `edit_pattern`    | pattern = fn(pattern), or read it (reweight keys, hook its grad) | the attention function |
-| `observe_attention` | call a function with each layer's query/key/mask (streamed reductions) | the attention function |
+| function            | what it does                                                     | where it acts              |
+|---------------------|------------------------------------------------------------------|----------------------------|
+| `add_direction`     | activation += scale * vector (steering, ActAdd)                  | any hook with a `pos` axis |
+| `project_out`       | activation -= its component along directions (ablation)          | any hook with a `pos` axis |
+| `splice`            | activation = module(activation) (e.g. an SAE's reconstruction)   | any hook                   |
+| `stop_gradient`     | same value, no gradient flows back through it (detach)           | any hook                   |
+| `block_keys`        | hide key positions before the softmax (attention suppression)    | the attention function     |
+| `edit_pattern`      | pattern = fn(pattern), or read it (reweight keys, hook its grad) | the attention function     |
+| `observe_attention` | call fn with each layer's query/key/mask (streamed reductions)   | the attention function     |
 
 Every one is a plain module hook or an `AttentionControl` entry, so it acts on *every* forward of
 the model while the block is open: `model(...)`, `run_with_cache`, `model.generate`, the HF sampler's
@@ -324,7 +324,8 @@ def splice(
         if not isinstance(out, torch.Tensor):
             raise HookError(
                 f"the spliced module returned {type(out).__name__} at '{hook.name}': "
-                "return the reconstruction tensor (wrap the module to pick it out)"
+                "return the reconstruction tensor (wrap the module to pick it out; for an SAE use "
+                "thoughtlens.sae.splice_sae(model, sae))"
             )
         if out.shape != x.shape:
             raise HookError(

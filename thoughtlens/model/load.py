@@ -133,7 +133,8 @@ def _check_device(device: str | torch.device) -> torch.device:
         raise ModelNotFoundError(f"device {device!r} asked for, but torch sees no CUDA GPU here: use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ModelNotFoundError(
-            f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist: use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist: "
+            f"use cuda:0..cuda:{torch.cuda.device_count() - 1}"
         )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ModelNotFoundError(f"device {device!r} asked for, but MPS is not available here: use --device cpu")

@@ -1,5 +1,6 @@
 """Self-contained HTML report pages (no network): trace graph, sentence panel, attention views, categories,
-and where a run has them, the SAE feature panel (report/sae_panel.py) and the transplant curve (report/transplant_view.py).
+and where a run has them, the SAE feature panel (report/sae_panel.py) and the transplant curve
+(report/transplant_view.py).
 
     page = report_published("…/correct_base_solution/problem_2238")   # or report_store("run.sqlite")
     page.save("page.html"); page                                         # Jupyter shows it inline

@@ -7,11 +7,12 @@ Store conventions read here:
 - rollouts: condition "resampled" (prefix before S_i) and "kept" (prefix through S_i); without "kept"
   rollouts, S_i kept = S_{i+1} resampled, as in the paper. Rollouts with finish_reason "error" are skipped.
 - artifacts (per problem, else run-level): suppression_matrix [S,S], counterfactual_matrix [S,S]
-  (row = cause, column = affected; written by `anchors run`, anchors/importance/step_attribution.py), receiver_head_kurtosis [layers, heads], receiver_scores [S],
-  sentence_attention_top_heads [{layer, head, matrix [S,S]}], category_table [{category, metric,
-  mean, ci_low, ci_high, n}], transition_matrix {categories, matrix[, counts]}, sae_sentence_features +
-  sae_feature_table (the SAE feature panel, report/sae_panel.py), transplant_curve (+ hinted_cot, which
-  is the page's trace when the problem has no base trace; report/transplant_view.py).
+  (row = cause, column = affected; written by `anchors run`, anchors/importance/step_attribution.py),
+  receiver_head_kurtosis [layers, heads], receiver_scores [S], sentence_attention_top_heads [{layer, head,
+  matrix [S,S]}], category_table [{category, metric, mean, ci_low, ci_high, n}], transition_matrix {categories,
+  matrix[, counts]}, sae_sentence_features + sae_feature_table (the SAE feature panel, report/sae_panel.py),
+  transplant_curve (+ hinted_cot, which is the page's trace when the problem has no base trace;
+  report/transplant_view.py).
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ from thoughtlens.report.page_data import (
 )
 from thoughtlens.report.sae_panel import sae_panel_data
 from thoughtlens.report.transplant_view import hinted_cot_trace, transplant_curve_data
-from thoughtlens.store.run_store import RunStore, pick_one
+from thoughtlens.store.run_store import RunStore, pick_one, pick_run_id
 from thoughtlens.trace.answers import normalize_answer
 from thoughtlens.trace.split import first_sentence
 
 _CI_SUFFIXES = ("_ci_low", "_ci_high")
+# The runs a page is drawn from, by preference: an anchors run, else a transplant run (its hinted CoT).
+REPORT_KINDS = ("anchors", "transplant", "white_box")
 _NO_ANSWER = "(no answer)"
 
 
@@ -197,13 +200,17 @@ def page_data_from_store(
     embed: Embedder | None = None,
     max_alternatives: int = MAX_ALTERNATIVES,
 ) -> dict:
-    """Page data for one problem of one run. run_id / problem_id may be left out when there is one."""
+    """Page data for one problem of one run. run_id left out: the latest anchors run (else the latest
+    transplant run); problem_id may be left out when the run has one."""
     store = _open(store)
-    run_id = pick_one("run", run_id, [r["run_id"] for r in store.runs()], "run_id", str(store.path))
+    run_id, _ = pick_run_id(store, run_id, REPORT_KINDS)
     problems = store.problems(run_id)
-    problem_id = pick_one(
-        "problem", problem_id, problems["problem_id"].tolist(), "problem_id", f"run '{run_id}' of {store.path}"
-    )
+    try:
+        problem_id = pick_one(
+            "problem", problem_id, problems["problem_id"].tolist(), "problem_id", f"run '{run_id}' of {store.path}"
+        )
+    except StoreError as exc:
+        raise StoreError(f"{exc} (--problem ... on the command line)") from None
     trace = store.trace(run_id, problem_id)
     hinted_cot = store.get_artifact(run_id, "hinted_cot", problem_id, default=None)
     cot_on_page = (trace is None or not trace["sentences"]) and isinstance(hinted_cot, str) and bool(hinted_cot.strip())

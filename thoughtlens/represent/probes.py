@@ -218,7 +218,8 @@ def layer_sweep(
     if control:
         if "text" not in acts.meta:
             raise ConfigError(
-                "control=True needs the sentences' text in acts.meta['text'] (their first word is the type)"
+                "control=True needs the sentences' text in acts.meta['text'] (their first word is the type): "
+                "collect with sentence_activations(..., texts=SENTENCES) or collect(...), which store it"
             )
         types = [t for t, k in zip(surface_types(acts.meta["text"].astype(str)), keep) if k]
     out = []

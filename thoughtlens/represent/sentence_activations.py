@@ -149,6 +149,7 @@ def sentence_activations(
     reductions: Sequence[str] = REDUCTIONS,
     meta: Mapping[str, object] | pd.DataFrame | None = None,
     chunk_tokens: int | None = 1024,
+    texts: Sequence[str] | None = None,
 ) -> SentenceActivations:
     """Per-sentence reductions of `hooks` for one trace.
 
@@ -159,10 +160,14 @@ def sentence_activations(
     chunk_tokens: positions per forward (chunked prefill through the KV cache, so attention never sees more
     than [heads, chunk, T] scores at once); each chunk's activations are added into the per-sentence sums as
     they arrive, so a sentence that straddles chunks gets the same mean and last token as in one pass.
-    None = the whole trace in one forward.
+    None = the whole trace in one forward. texts: the sentences' text, one per range, stored as column
+    "text" (what a probe's control task reads: `represent probe --control`).
     """
     from thoughtlens.anchors.attention.sentence_attention import check_token_ranges, sentence_weights
 
+    if texts is not None and (isinstance(texts, str) or len(texts) != len(ranges)):
+        n = 1 if isinstance(texts, str) else len(texts)
+        raise ConfigError(f"texts has {n} entries for {len(ranges)} sentences: pass one text per token range")
     bad = [r for r in reductions if r not in REDUCTIONS]
     if bad or not reductions:
         raise ConfigError(f"unknown reductions {bad or '[]'}: use any of {', '.join(REDUCTIONS)}")
@@ -252,6 +257,8 @@ def sentence_activations(
     elif meta:
         for k, v in meta.items():
             rows[k] = v
+    if texts is not None:
+        rows["text"] = [str(t) for t in texts]
     return SentenceActivations(names, values, rows)
 
 
@@ -283,6 +290,7 @@ def collect(
                 continue
             if isinstance(meta, pd.DataFrame):
                 meta = meta.iloc[keep].reset_index(drop=True)
+            has_text = isinstance(meta, pd.DataFrame) and "text" in meta or isinstance(meta, Mapping) and "text" in meta
             acts = sentence_activations(
                 model,
                 tokens,
@@ -291,6 +299,7 @@ def collect(
                 reductions=reductions,
                 meta=meta,
                 chunk_tokens=chunk_tokens,
+                texts=None if has_text else [text[spans[i][0] : spans[i][1]] for i in keep],
             )
             acts.meta["trace_id"] = trace_id
             acts.meta["sentence_index"] = keep

@@ -155,7 +155,8 @@ class SAE(nn.Module):
         """Raise SAEError for a config this architecture cannot use."""
         if cfg.d_out is not None and cfg.d_out != cfg.d_in:
             raise SAEError(
-                f"{cls.architecture} SAEs reconstruct their input (d_out == d_in); use architecture='transcoder' for d_out={cfg.d_out}"
+                f"{cls.architecture} SAEs reconstruct their input (d_out == d_in); "
+                f"use architecture='transcoder' for d_out={cfg.d_out}"
             )
 
     # ---- inference -------------------------------------------------------------------------------
@@ -248,5 +249,6 @@ def check_finite(x: torch.Tensor, what: str) -> None:
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).any(-1).sum()) if x.ndim > 1 else int((~torch.isfinite(x)).sum())
         raise SAEError(
-            f"{what} contains NaN or inf in {bad} rows: run the model in float32 (thoughtlens.load(dtype='float32')) or drop those inputs"
+            f"{what} contains NaN or inf in {bad} rows: "
+            "run the model in float32 (thoughtlens.load(dtype='float32')) or drop those inputs"
         )

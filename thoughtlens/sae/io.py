@@ -209,7 +209,8 @@ def load_sae(
         cfg = cfg.replace(dtype=str(as_dtype(dtype)).removeprefix("torch."))
     if hook_name is not None and cfg.hook_name and cfg.hook_name != hook_name:
         raise SAEError(
-            f"{path} was trained on hook {cfg.hook_name!r}, not {hook_name!r}: pick the SAE for that hook or pass hook_name={cfg.hook_name!r}"
+            f"{path} was trained on hook {cfg.hook_name!r}, not {hook_name!r}: "
+            f"pick the SAE for that hook or pass hook_name={cfg.hook_name!r}"
         )
     if d_in is not None and cfg.d_in != d_in:
         raise SAEError(f"{path} takes d_in={cfg.d_in} activations, not {d_in}: it belongs to another model or hook")

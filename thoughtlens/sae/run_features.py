@@ -35,7 +35,7 @@ from thoughtlens.errors import SAEError
 from thoughtlens.progress import OnProgress, Tracker, note
 from thoughtlens.sae.base import SAE
 from thoughtlens.sae.features import logit_weights, sentence_features
-from thoughtlens.store.run_store import RunStore, pick_one
+from thoughtlens.store.run_store import RunStore, pick_run_id
 from thoughtlens.trace.reasoning_trace import ReasoningTrace, Sentence
 
 SENTENCES, CANDIDATES = "sae_sentence_features", "sae_feature_candidates"  # read back; written as literals (checked)
@@ -130,7 +130,7 @@ def store_run_features(
             raise SAEError(f"{name} must be a positive integer, got {value!r}")
     if pool not in ("max", "mean"):
         raise SAEError(f"pool must be 'max' or 'mean', got {pool!r}")
-    run_id = pick_one("run", run_id, [r["run_id"] for r in store.runs()], "run_id", str(store.path))
+    run_id, _ = pick_run_id(store, run_id)  # default: the latest anchors run
     all_ids = store.problems(run_id)["problem_id"].tolist()
     for pid in problem_ids or ():
         if pid not in all_ids:

@@ -88,7 +88,8 @@ def _splice_transcoder(model, sae: SAE, *, keep_error: bool, skip_first: bool) -
     names = model.hook_names
     if names.index(sae.cfg.hook_name) >= names.index(sae.cfg.hook_name_out):
         raise SAEError(
-            f"a transcoder's input hook {sae.cfg.hook_name!r} must come before its output hook {sae.cfg.hook_name_out!r}"
+            f"a transcoder's input hook {sae.cfg.hook_name!r} "
+            f"must come before its output hook {sae.cfg.hook_name_out!r}"
         )
 
     def read(x, hook):

@@ -47,5 +47,5 @@ def make_features(
 def mean_max_cosine(true_directions: torch.Tensor, learned: torch.Tensor) -> float:
     """Mean over true directions [n, d] of the max cosine with any learned row [m, d]."""
     t = true_directions / true_directions.norm(dim=-1, keepdim=True)
-    l = learned / learned.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return float((t @ l.T).max(dim=1).values.mean())
+    u = learned / learned.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return float((t @ u.T).max(dim=1).values.mean())

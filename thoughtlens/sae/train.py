@@ -152,20 +152,23 @@ class _State:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         except Exception as exc:
             raise SAEError(
-                f"{path} is not a thoughtlens SAE checkpoint ({exc.__class__.__name__}): delete it or use another checkpoint_dir"
+                f"{path} is not a thoughtlens SAE checkpoint ({exc.__class__.__name__}): "
+                "delete it or use another checkpoint_dir"
             ) from None
         want = {n: _config_dict(s.cfg) for n, s in self.saes.items()}
         have = meta["configs"]
         if set(have) != set(want):
             raise SAEError(
-                f"checkpoint {path} holds SAEs {sorted(have)}, not {sorted(want)}: use another checkpoint_dir or delete it"
+                f"checkpoint {path} holds SAEs {sorted(have)}, not {sorted(want)}: "
+                "use another checkpoint_dir or delete it"
             )
         for name in want:
             diff = [k for k in want[name] if k != "metadata" and want[name][k] != have[name].get(k)]
             if diff:
                 k = diff[0]
                 raise SAEError(
-                    f"checkpoint {path} is for another SAE '{name}' ({k}={have[name].get(k)!r}, not {want[name][k]!r}): "
+                    f"checkpoint {path} is for another SAE '{name}' "
+                    f"({k}={have[name].get(k)!r}, not {want[name][k]!r}): "
                     "use another checkpoint_dir or delete it"
                 )
         for name, sae in self.saes.items():

@@ -20,5 +20,6 @@ class Transcoder(StandardSAE):
     def check_config(cls, cfg: SAEConfig) -> None:
         if cfg.apply_b_dec_to_input:
             raise SAEError(
-                "transcoders cannot subtract b_dec from their input (it lives in the output space): pass apply_b_dec_to_input=False"
+                "transcoders cannot subtract b_dec from their input (it lives in the output space): "
+                "pass apply_b_dec_to_input=False"
             )

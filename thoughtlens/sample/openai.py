@@ -125,7 +125,8 @@ class OpenAIClient:
                 ) from None
             if resp.status_code in (401, 403):
                 raise BackendError(
-                    f"server at {self.base_url} rejected the request (HTTP {resp.status_code}): set a valid key in ${self.api_key_env}"
+                    f"server at {self.base_url} rejected the request (HTTP {resp.status_code}): "
+                    f"set a valid key in ${self.api_key_env}"
                 )
             if self.model is None:
                 self.served_models = _served_models(resp, self.base_url)
@@ -170,7 +171,8 @@ class OpenAIClient:
                 if attempt == attempts - 1:
                     log.warning("POST %s%s gave up after %d attempts: %s", self.base_url, path, attempts, exc)
                     raise ServerUnavailable(
-                        f"POST {self.base_url}{path} failed {attempts} times (last: {exc}): check the server or raise max_retries"
+                        f"POST {self.base_url}{path} failed {attempts} times (last: {exc}): "
+                        "check the server or raise max_retries"
                     ) from None
                 delay = self._backoff(attempt, exc.retry_after)
                 log.info(
@@ -199,7 +201,8 @@ class OpenAIClient:
             raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
         if resp.status_code >= 400:
             raise BackendError(
-                f"POST {self.base_url}{path} was refused (HTTP {resp.status_code}: {_snippet(resp.text)}): fix the request parameters or model name"
+                f"POST {self.base_url}{path} was refused (HTTP {resp.status_code}: {_snippet(resp.text)}): "
+                "fix the request parameters or model name"
             )
         try:
             data = resp.json()
@@ -345,7 +348,8 @@ def _served_models(resp: httpx.Response, base_url: str) -> list[str]:
         return ids
     except (ValueError, KeyError, TypeError):
         raise BackendError(
-            f"server at {base_url} did not list a model at /models (HTTP {resp.status_code}): pass the model name explicitly"
+            f"server at {base_url} did not list a model at /models (HTTP {resp.status_code}): "
+            "pass the model name explicitly"
         ) from None
 
 

@@ -21,7 +21,8 @@ def _import_vllm() -> Any:
         import vllm
     except ImportError as exc:
         raise BackendError(
-            f"vLLM is not installed ({exc}): pip install 'thoughtlens[vllm]' on a GPU machine, or use --backend hf|openai"
+            f"vLLM is not installed ({exc}): pip install 'thoughtlens[vllm]' on a GPU machine, "
+            "or use --backend hf|openai"
         ) from None
     return vllm
 

@@ -1,10 +1,10 @@
 """Every metric and artifact a run store can hold, declared once.
 
-Writers (`anchors/importance/black_box.py`, `anchors/attention/white_box.py`, `anchors/importance/by_category.py`, `pipeline/anchors.py`),
-the page (`report/from_store.py`, `report/page_data.py`), the synthetic fixture (`report/synthetic.py`)
-and `thoughtlens anchors show` agree on names, scopes and shapes by reading these declarations, never by
-repeating a string. Add a metric or an artifact here first; `tests/store/test_store_artifacts.py` checks
-that every name a writer uses is declared.
+Writers (`anchors/importance/black_box.py`, `anchors/attention/white_box.py`, `anchors/importance/by_category.py`,
+`pipeline/anchors.py`), the page (`report/from_store.py`, `report/page_data.py`), the synthetic fixture
+(`report/synthetic.py`) and `thoughtlens anchors show` agree on names, scopes and shapes by reading these
+declarations, never by repeating a string. Add a metric or an artifact here first;
+`tests/store/test_store_artifacts.py` checks that every name a writer uses is declared.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ _SAE = "thoughtlens sae store-features SAE_DIR"
 
 ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("regeneration_curve", "problem", "[{k, accuracy, n}]", _RUN),
-    # Adaptive budgets (anchors/importance/budget.py): per round, the cumulative rollouts wanted at each prefix position.
+    # Adaptive budgets (anchors/importance/budget.py): per round, the cumulative rollouts wanted at each prefix
+    # position.
     Artifact("budget_rounds", "problem", "[rounds][S + 1] int", _RUN),
     Artifact("counterfactual_matrix", "problem", "[S, S] row = cause, column = affected", _RUN, "counterfactual"),
     Artifact("receiver_scores", "problem", "[S]", _ATTN, "receiver_scores"),

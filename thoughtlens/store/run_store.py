@@ -42,7 +42,7 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 try:  # advisory run locks; absent on Windows, where concurrent writers are not detected
     import fcntl
@@ -138,7 +138,8 @@ class RunStore:
         except sqlite3.DatabaseError as exc:
             self._con.close()
             raise StoreError(
-                f"{self.path} is not a readable thoughtlens run store ({exc}): delete or move it, or pass another --store path"
+                f"{self.path} is not a readable thoughtlens run store ({exc}): "
+                "delete or move it, or pass another --store path"
             ) from None
         except StoreError:
             self._con.close()
@@ -168,7 +169,8 @@ class RunStore:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "meta" not in tables:
             raise StoreError(
-                f"{self.path} is an SQLite file but not a thoughtlens run store (tables: {', '.join(sorted(tables))}): pass another --store path"
+                f"{self.path} is an SQLite file but not a thoughtlens run store "
+                f"(tables: {', '.join(sorted(tables))}): pass another --store path"
             )
         if not tables:
             with self._transaction():
@@ -190,7 +192,8 @@ class RunStore:
             ) from None
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path} has store schema v{version}, newer than this thoughtlens (v{SCHEMA_VERSION}): upgrade thoughtlens"
+                f"{self.path} has store schema v{version}, newer than this thoughtlens (v{SCHEMA_VERSION}): "
+                "upgrade thoughtlens"
             )
         if version < SCHEMA_VERSION:
             self._migrate(version)
@@ -306,7 +309,8 @@ class RunStore:
         """Insert or update a problem of a run."""
         _require_id("problem_id", problem_id)
         self._execute(
-            "INSERT INTO problems VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET problem=excluded.problem, gt_answer=excluded.gt_answer",
+            "INSERT INTO problems VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET problem=excluded.problem, gt_answer=excluded.gt_answer",
             (run_id, problem_id, problem, gt_answer),
         )
 
@@ -400,7 +404,10 @@ class RunStore:
     def done_rollouts(self, run_id: str, problem_id: str | None = None) -> set[tuple[str, int, str, int]]:
         """Keys (problem_id, sentence_index, condition, sample_index) of stored rollouts that did not
         end in an error, i.e. the work a resumed run can skip (errored ones are retried)."""
-        sql = "SELECT problem_id, sentence_index, condition, sample_index FROM rollouts WHERE run_id=? AND finish_reason!='error'"
+        sql = (
+            "SELECT problem_id, sentence_index, condition, sample_index FROM rollouts "
+            "WHERE run_id=? AND finish_reason!='error'"
+        )
         args: tuple = (run_id,)
         if problem_id is not None:
             sql, args = sql + " AND problem_id=?", (run_id, problem_id)
@@ -469,7 +476,8 @@ class RunStore:
     # ---- export ----------------------------------------------------------------------------------
 
     def to_pandas(self, table: str) -> pd.DataFrame:
-        """A whole table as a DataFrame (all runs). Tables: runs, problems, traces, sentences, rollouts, metrics, artifacts."""
+        """A whole table as a DataFrame (all runs). Tables: runs, problems, traces, sentences, rollouts, metrics,
+        artifacts."""
         if table not in TABLES:
             raise StoreError(f"unknown table '{table}': use one of {', '.join(TABLES)}")
         return self._frame(f"SELECT * FROM {table}")  # table name checked against TABLES above
@@ -589,7 +597,8 @@ class _RunLocks:
                     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
                 except OSError as exc:
                     raise StoreError(
-                        f"cannot create the run lock {lock_path} ({_reason(exc)}): pass a --store path in a writable folder"
+                        f"cannot create the run lock {lock_path} ({_reason(exc)}): "
+                        "pass a --store path in a writable folder"
                     ) from None
                 self._files[lock_path] = (fd, held)
             if held.get(offset, 0) == 0:
@@ -674,7 +683,8 @@ def _sentence_row(run_id: str, problem_id: str, s: dict) -> tuple:
     missing = [k for k in ("index", "start", "end", "text") if k not in s]
     if missing:
         raise StoreError(
-            f"sentence dict lacks {', '.join(missing)}: give index, start, end, text (and optionally tok_start, tok_end, tags)"
+            f"sentence dict lacks {', '.join(missing)}: "
+            "give index, start, end, text (and optionally tok_start, tok_end, tags)"
         )
     tags = s.get("tags")
     return (
@@ -690,7 +700,8 @@ def _encode_artifact(name: str, value: Any) -> tuple[str, bytes]:
             np.save(buf, value, allow_pickle=False)
         except ValueError:
             raise StoreError(
-                f"artifact '{name}' is an object array, which cannot be stored safely: convert it to a numeric dtype or a list"
+                f"artifact '{name}' is an object array, which cannot be stored safely: "
+                "convert it to a numeric dtype or a list"
             ) from None
         return "npy", buf.getvalue()
     try:
@@ -725,3 +736,83 @@ def pick_one(kind: str, given: str | None, available: list[str], param: str, whe
             f"{where} has {len(available)} {kind}s ({', '.join(available[:10])}); pick one with {param}=..."
         )
     return available[0]
+
+
+# ---- run kinds --------------------------------------------------------------------------------------
+# A store holds several kinds of runs: anchors runs (`thoughtlens anchors run`, ids "anchors-...") and the
+# runs the Thought Branches commands derive from them. A run's kind is the "kind" its config records when it
+# records one, else what its id's prefix says; a run named otherwise (`--run-id NAME`) is "unlabelled".
+
+ANCHORS_KIND = "anchors"
+UNLABELLED = "unlabelled"
+_PREFIX_KINDS = (
+    ("anchors-", ANCHORS_KIND),
+    ("resilience-", "resilience"),
+    ("intervene-", "intervention"),
+    ("transplant-", "transplant"),
+)
+
+
+def run_kind(run_id: str, config: dict | None = None) -> str:
+    """The kind of a stored run: anchors, resilience, intervention, transplant, white_box, ..., or unlabelled."""
+    kind = config.get("kind") if isinstance(config, dict) else None
+    if isinstance(kind, str) and kind:
+        return kind
+    for prefix, name in _PREFIX_KINDS:
+        if run_id.startswith(prefix):
+            return name
+    return UNLABELLED
+
+
+def pick_run_id(
+    store: RunStore,
+    given: str | None = None,
+    kinds: Sequence[str] = (ANCHORS_KIND,),
+    param: str = "run_id",
+) -> tuple[str, str]:
+    """The run to use and one line saying which it is and why. `given` (any kind) if it is in the store;
+    else the latest run of the first of `kinds` the store holds (the others of that kind are named); else
+    the only unlabelled run (one named by the user), else the store's only run; else a one-line StoreError
+    naming `param` (e.g. "run_id"; the CLI: "--run")."""
+    runs = store.runs()  # oldest first
+    ids = [r["run_id"] for r in runs]
+    kind_of = {r["run_id"]: run_kind(r["run_id"], r["config"]) for r in runs}
+    hint = f"{param} ..." if param.startswith("-") else f"{param}=... (--run ... on the command line)"
+    if given is not None:
+        if given not in kind_of:
+            raise StoreError(
+                f"no run '{given}' in {store.path} (runs: {_listed(ids, kind_of) or 'none'}); pass one of those "
+                f"as {hint}"
+            )
+        return given, f"run {given} ({kind_of[given]} run, as given)"
+    if not ids:
+        raise StoreError(f"{store.path} has no runs; run `thoughtlens anchors run` into it first")
+    for kind in kinds:
+        same = [i for i in ids if kind_of[i] == kind]
+        if not same:
+            continue
+        chosen, others = same[-1], same[:-1]
+        rest = [i for i in ids if kind_of[i] != kind]
+        if others:
+            why = f"latest of {len(same)} {kind} runs; others: {', '.join(reversed(others))}"
+        else:
+            why = f"the only {kind} run"
+        if rest:
+            why += f"; also in the store: {_listed(rest, kind_of)}"
+        return chosen, f"run {chosen} ({why}" + (f"; another with {hint})" if len(ids) > 1 else ")")
+    if len(ids) == 1:
+        return ids[0], f"run {ids[0]} (the store's only run, a {kind_of[ids[0]]} run)"
+    unlabelled = [i for i in ids if kind_of[i] == UNLABELLED]
+    if len(unlabelled) == 1:
+        rest = [i for i in ids if i != unlabelled[0]]
+        return unlabelled[0], (
+            f"run {unlabelled[0]} (the only run named by hand; also in the store: {_listed(rest, kind_of)}; "
+            f"another with {hint})"
+        )
+    shown = ", ".join(ids[:10]) + (f", and {len(ids) - 10} more" if len(ids) > 10 else "")
+    raise StoreError(f"{store.path} has {len(ids)} runs ({shown}); pick one with {hint}")
+
+
+def _listed(ids: Sequence[str], kind_of: dict[str, str], limit: int = 10) -> str:
+    shown = ", ".join(f"{i} ({kind_of[i]})" for i in ids[:limit])
+    return shown + (f", and {len(ids) - limit} more" if len(ids) > limit else "")

@@ -47,7 +47,8 @@ def extract_answer(text: str, style: AnswerStyle | re.Pattern = "auto") -> str |
         return _last_boxed(text) or _last_gsm8k(text) or _last_answer_is(text)
     if style not in extractors:
         raise ValueError(
-            f"unknown answer style {style!r}; use 'auto', 'boxed', 'gsm8k', 'answer_is', 'last_number' or a compiled re.Pattern"
+            f"unknown answer style {style!r}; "
+            "use 'auto', 'boxed', 'gsm8k', 'answer_is', 'last_number' or a compiled re.Pattern"
         )
     return extractors[style](text)
 

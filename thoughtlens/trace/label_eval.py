@@ -32,7 +32,8 @@ def score_labels(true: Sequence[str], predicted: Sequence[str]) -> LabelScores:
     """Scores of predicted first tags against true first tags (macro-F1 over the categories present in `true`)."""
     if len(true) != len(predicted) or not true:
         raise ThoughtlensError(
-            f"need equal, non-empty label lists (got {len(true)} true, {len(predicted)} predicted); label every sentence"
+            f"need equal, non-empty label lists (got {len(true)} true, {len(predicted)} predicted); "
+            "label every sentence"
         )
     present = [c for c in ALL_TAGS if c in set(true)]
     used = [c for c in ALL_TAGS if c in set(true) | set(predicted)]

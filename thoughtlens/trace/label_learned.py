@@ -118,7 +118,8 @@ class ClassifierWeights:
         """features: [n, n_features] -> class probabilities [n, n_classes]."""
         if features.shape[1] != self.weight.shape[1]:
             raise ThoughtlensError(
-                f"classifier expects {self.weight.shape[1]} features, got {features.shape[1]}; retrain with scripts/train_category_classifier.py"
+                f"classifier expects {self.weight.shape[1]} features, got {features.shape[1]}; "
+                "retrain with scripts/train_category_classifier.py"
             )
         logits = features @ self.weight.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)

@@ -50,7 +50,10 @@ def build_messages(sentences: Sequence[str], problem: str | None = None) -> list
     """Chat messages asking for the tags of `sentences` (optionally with the problem text for context)."""
     numbered = "\n".join(f"[{i}] {s.strip()}" for i, s in enumerate(sentences))
     head = f"Problem:\n{problem.strip()}\n\n" if problem else ""
-    user = f"{head}Sentences of the chain of thought:\n{numbered}\n\nReturn the JSON object for all {len(sentences)} sentences."
+    user = (
+        f"{head}Sentences of the chain of thought:\n{numbered}\n\n"
+        f"Return the JSON object for all {len(sentences)} sentences."
+    )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -58,7 +61,8 @@ _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.IGNORECASE)
 
 
 def parse_labels(reply: str, n_sentences: int) -> list[list[str]]:
-    """Validate an LLM reply; one tag list per sentence, or LabelingError saying what is wrong (fed back to the model)."""
+    """Validate an LLM reply; one tag list per sentence, or LabelingError saying what is wrong (fed back to the
+    model)."""
     text = _FENCE.sub("", reply.strip())
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end < start:
@@ -147,5 +151,6 @@ class LLMLabeler:
             )
             return [[UNKNOWN] for _ in sentences]
         raise LabelingError(
-            f"no valid labelling after {self.max_attempts} attempts (last: {error}); use a stronger model, raise max_attempts, or pass on_failure='unknown'"
+            f"no valid labelling after {self.max_attempts} attempts (last: {error}); "
+            "use a stronger model, raise max_attempts, or pass on_failure='unknown'"
         )

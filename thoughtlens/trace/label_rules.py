@@ -21,7 +21,9 @@ RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "problem_setup",
         re.compile(
-            r"^(okay|ok|alright)\b.*\b(problem|question)\b|\b(the problem|the question) (says|asks|states|is asking|gives)\b|\bwe(?:'re| are) (given|asked)\b",
+            r"^(okay|ok|alright)\b.*\b(problem|question)\b"
+            r"|\b(the problem|the question) (says|asks|states|is asking|gives)\b"
+            r"|\bwe(?:'re| are) (given|asked)\b",
             _I,
         ),
         "opens or restates the problem",
@@ -29,7 +31,9 @@ RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "self_checking",
         re.compile(
-            r"\b(let me (double[- ]?)?(check|verify|confirm|recalculate|recompute)|(that|this|it) (is|'s) (correct|right)|yes,? (that|this|it)|to (check|verify|confirm)|(same|consistent) (result|answer)|checks out|double-check(ed|ing)?\b(?!.*\?))",
+            r"\b(let me (double[- ]?)?(check|verify|confirm|recalculate|recompute)"
+            r"|(that|this|it) (is|'s) (correct|right)|yes,? (that|this|it)|to (check|verify|confirm)"
+            r"|(same|consistent) (result|answer)|checks out|double-check(ed|ing)?\b(?!.*\?))",
             _I,
         ),
         "verifies an earlier result",
@@ -37,7 +41,10 @@ RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "uncertainty_management",
         re.compile(
-            r"^(wait|hmm|hold on|but wait|actually|no,|oh)\b|\b(i'?m (not sure|confused)|mistake|did i|is that (right|correct)|which (one )?is correct|maybe i|alternatively|on second thought|let me (think|reconsider)|that (doesn'?t|can'?t) be)\b|\?\s*$",
+            r"^(wait|hmm|hold on|but wait|actually|no,|oh)\b"
+            r"|\b(i'?m (not sure|confused)|mistake|did i|is that (right|correct)|which (one )?is correct|maybe i"
+            r"|alternatively|on second thought|let me (think|reconsider)|that (doesn'?t|can'?t) be)\b"
+            r"|\?\s*$",
             _I,
         ),
         "doubt, backtracking or an open question",
@@ -45,7 +52,9 @@ RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "plan_generation",
         re.compile(
-            r"^(let me|let'?s|i (need|should|will|can|'ll)|i think i|first,|next,|now,? (i|let|we)|to (find|solve|compute|calculate|determine|figure)|maybe (i|we) (can|should)|perhaps|the (strategy|plan|approach|idea))\b|\b(approach|strategy|method)\b",
+            r"^(let me|let'?s|i (need|should|will|can|'ll)|i think i|first,|next,|now,? (i|let|we)"
+            r"|to (find|solve|compute|calculate|determine|figure)|maybe (i|we) (can|should)|perhaps"
+            r"|the (strategy|plan|approach|idea))\b|\b(approach|strategy|method)\b",
             _I,
         ),
         "proposes what to do next",
@@ -53,7 +62,8 @@ RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "fact_retrieval",
         re.compile(
-            r"\b(i (remember|recall|know)|recall that|by definition|is defined as|the formula (for|is)|formula|theorem|identity|property|rule|in general)\b",
+            r"\b(i (remember|recall|know)|recall that|by definition|is defined as|the formula (for|is)|formula"
+            r"|theorem|identity|property|rule|in general)\b",
             _I,
         ),
         "recalls a fact or formula",
@@ -61,7 +71,8 @@ RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     (
         "result_consolidation",
         re.compile(
-            r"^(so|therefore|thus|hence|that means|this means|which means|putting it (all )?together|in total|overall)\b",
+            r"^(so|therefore|thus|hence|that means|this means|which means|putting it (all )?together"
+            r"|in total|overall)\b",
             _I,
         ),
         "summarises what has been found",

@@ -90,7 +90,8 @@ class ReasoningTrace:
         closed = completion.find(close_tag, think_start - base)
         if closed < 0 and require_think_close:
             raise TraceError(
-                f"no {close_tag!r} in the completion (truncated reasoning?); raise max_new_tokens or pass require_think_close=False"
+                f"no {close_tag!r} in the completion (truncated reasoning?); "
+                "raise max_new_tokens or pass require_think_close=False"
             )
         think_end = base + closed if closed >= 0 else len(text)
         answer_span = (think_end + len(close_tag), len(text)) if closed >= 0 else None
@@ -105,7 +106,8 @@ class ReasoningTrace:
     def _check_index(self, i: int) -> Sentence:
         if not 0 <= i < len(self.sentences):
             raise TraceError(
-                f"sentence index {i} out of range: this trace has {len(self.sentences)} sentences; use 0..{len(self.sentences) - 1}"
+                f"sentence index {i} out of range: this trace has {len(self.sentences)} sentences; "
+                f"use 0..{len(self.sentences) - 1}"
             )
         return self.sentences[i]
 
@@ -174,7 +176,8 @@ class ReasoningTrace:
         """
         if not getattr(tokenizer, "is_fast", False):
             raise TraceError(
-                "token_ranges needs a fast tokenizer (offset mapping); load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+                "token_ranges needs a fast tokenizer (offset mapping); "
+                "load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
             )
         offsets = tokenizer(self.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         anchors = _token_anchors(self.text, offsets)
@@ -184,7 +187,10 @@ class ReasoningTrace:
         return len(self.sentences)
 
     def __repr__(self) -> str:
-        return f"ReasoningTrace({len(self.sentences)} sentences, answer={self.answer!r}, closed={self.answer_span is not None})"
+        return (
+            f"ReasoningTrace({len(self.sentences)} sentences, answer={self.answer!r}, "
+            f"closed={self.answer_span is not None})"
+        )
 
 
 def _find_answer(text: str, answer_span: tuple[int, int] | None, completion: str, style) -> str | None:

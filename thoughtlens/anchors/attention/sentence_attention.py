@@ -146,7 +146,8 @@ def sentence_attention(
     if missing:
         raise HookError(
             f"attention of layers {missing} was not intercepted: this model's attention does not go through "
-            "transformers' AttentionInterface; use an architecture thoughtlens supports (see thoughtlens.model.adapters)"
+            "transformers' AttentionInterface; use an architecture thoughtlens supports "
+            "(see thoughtlens.model.adapters)"
         )
     out = torch.stack([reducer.sums[L] for L in layers]).numpy()
     empty = [s for s, (a, b) in enumerate(ranges) if a == b]

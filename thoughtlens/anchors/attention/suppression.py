@@ -99,7 +99,8 @@ def suppression_matrix(
         raise ConfigError(f"temperature must be > 0, got {temperature}: pass e.g. --temperature 0.6 (the paper's)")
     if batch_size < 1 or chunk_positions < 1:
         raise ConfigError(
-            f"batch_size and chunk_positions must be >= 1, got {batch_size} and {chunk_positions}: pass e.g. --batch-size 4"
+            f"batch_size and chunk_positions must be >= 1, got {batch_size} and {chunk_positions}: "
+            "pass e.g. --batch-size 4"
         )
     tokens = as_sequence(tokens).to(model.device)
     ranges = check_token_ranges(ranges, tokens.shape[1])

@@ -194,8 +194,8 @@ def _check_separate_kv(model) -> None:
 def _nucleus_gap(logp: torch.Tensor, p: float, max_k: int = PAPER_MAX_K) -> torch.Tensor:
     """[rows] gap_t = log p(last token of the nucleus) - log p(first token outside it), differentiable in logp
     [rows, vocab]; the nucleus as the exact paper reduction cuts it (logits_funcs.py:compress_logits_top_p:
-    k = min(searchsorted(cumsum, p) + 1, max_k); `anchors.attention.suppression._nucleus_sparse`), at most vocab - 1 tokens
-    so that a first token outside exists."""
+    k = min(searchsorted(cumsum, p) + 1, max_k); `anchors.attention.suppression._nucleus_sparse`), at most
+    vocab - 1 tokens so that a first token outside exists."""
     top, idx = logp.detach().topk(min(max_k + 1, logp.shape[-1]), dim=-1)  # [rows, K + 1], sorted
     k = ((top.exp().cumsum(-1) < p).sum(-1) + 1).clamp(1, top.shape[-1] - 1)  # nucleus size [rows]
     rows = torch.arange(logp.shape[0], device=logp.device)

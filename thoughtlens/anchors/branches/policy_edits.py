@@ -101,8 +101,8 @@ LogProb = Callable[[str, str], float]  # (prefix, continuation) -> mean token lo
 class InterventionConfig(Sampling):
     """Defaults: onpolicy_chain_disruption.py main() (-k 6, -xr 12, -yr 8, -mct 48, -mnt 64, -th 0.7,
     -wc 1, -wl 0, -z 100, -t 0.7, -tp 0.95, include_similar_sentence on). max_new_tokens: full rollouts
-    (theirs 16384). grade: "full" (theirs, the default) or "generated" (thoughtlens's option; module docstring). confidence:
-    two-sided level of the effects' CIs."""
+    (theirs 16384). grade: "full" (theirs, the default) or "generated" (thoughtlens's option; module docstring).
+    confidence: two-sided level of the effects' CIs."""
 
     n_rollouts: int = 100
     num_iterations: int = 6
@@ -139,7 +139,8 @@ class InterventionConfig(Sampling):
 @dataclass
 class ConditionResult:
     """One set of full rollouts. values: per rollout, True / False / None (unknown). effect and its CI:
-    rate(this) - rate(kept) (None for kept itself)."""
+    rate(this) - rate(kept) (None for kept itself). found=False: the condition could not be set up (the
+    on-policy search gave up), so it has no rollouts, no rate and no effect."""
 
     name: str
     prefix_tail: str  # the end of the prefix the rollouts continued (for display)
@@ -148,6 +149,7 @@ class ConditionResult:
     effect: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
+    found: bool = True
 
     @property
     def n_known(self) -> int:
@@ -191,6 +193,17 @@ class SearchResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "candidates_per_kept": self.candidates_per_kept, "pass_rate": self.pass_rate}
+
+
+class Conditions(dict):
+    """The conditions measured, by name. Looking up a condition that was not measured (on-policy when the
+    search gave up) gives a ConditionResult with found=False and no rollouts instead of a KeyError;
+    iteration, `in` and `.get` see only the conditions measured."""
+
+    def __missing__(self, name: str) -> ConditionResult:
+        if name in CONDITIONS:
+            return ConditionResult(name, "", [], found=False)
+        raise KeyError(f"no condition {name!r}: the conditions are {', '.join(CONDITIONS)}")
 
 
 @dataclass
@@ -413,7 +426,7 @@ def measure_interventions(
     rule = rollout_rule(outcome, is_thinking(trace, tags), tags[1])
     params = config.params()
     bar.describe(f"sentence {sentence_index}: {len(prefixes)} x {config.n_rollouts} rollouts")
-    conditions: dict[str, ConditionResult] = {}
+    conditions: Conditions = Conditions()
     # Grades are kept in the store (as the anchors job's outcome_cache), so a resumed run asks no judge twice.
     cache: dict = store.get_artifact(run_id, "outcome_cache", problem_id, default={})
     with stopping_rule(sampler, rule):

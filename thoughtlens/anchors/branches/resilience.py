@@ -19,8 +19,11 @@ Per sentence: resilience = mean iterations (their avg_fighting_back_score_semant
     counterfactual++ = rate(R_{i+1}) - rate(final)          (analyze_rollouts.py, "CF++(i) = rate_base(i+1)
                                                             - rate_fightback_final(i)")
 
-where rate(final) is the outcome rate over each trial's last iteration (known values only) and R_{i+1} the
-run's rollouts that kept S_i. The outcome is graded on the text generated after the original prefix.
+where rate(final) is the outcome rate over each trial's last iteration and R_{i+1} the run's rollouts that
+kept S_i. A rollout that states no answer counts as the anchors run counts it (anchors.importance.definitions):
+for maths correctness under the paper's conventions it is left out and a rate with no answer at all is 0.0
+(their accuracy); under the thoughtlens conventions it counts as wrong; for any other outcome an unknown
+value is left out, and a rate with no known value is None (printed "n/a"). The outcome is graded on the text generated after the original prefix.
 Differences from their code: one rollout from the prefix stands for their resample_sentence (first
 chunk) + rollout_from_point (continue after it), which draws from the same distribution; no
 is_reasoning_node filter; embeddings are thoughtlens's MiniLM (theirs: bert-large-nli-stsb-mean-tokens).
@@ -69,6 +72,35 @@ class ResilienceConfig(Sampling):
         check_float("--threshold (similarity_threshold)", self.similarity_threshold, min=-1, max=1, example=0.6)
 
 
+# How a rollout with no answer (an unknown outcome value) counts in a rate, following the anchors run:
+LEFT_OUT = "left out"  # known values only; None when there is none (outcomes other than correctness)
+LEFT_OUT_ZERO = "left out; 0 when none answered"  # the paper's accuracy: #correct / #answered, else 0.0
+AS_WRONG = "counted as wrong"  # the thoughtlens conventions: #correct / #rollouts
+
+
+def outcome_rate(values: Sequence[bool | None], no_answer: str = LEFT_OUT) -> float | None:
+    """The share of True among `values`, a None (no answer) counted as `no_answer` says."""
+    if no_answer == AS_WRONG:
+        return sum(bool(v) for v in values) / len(values) if values else None
+    known = [v for v in values if v is not None]
+    if known:
+        return sum(known) / len(known)
+    return 0.0 if no_answer == LEFT_OUT_ZERO and values else None
+
+
+def no_answer_rule(store: RunStore, anchors_run: str, problem_id: str, outcome: OutcomeSpec) -> str:
+    """How the anchors run counts a rollout with no answer: its conventions for maths correctness with a
+    ground truth (paper: left out, 0.0 when none answered; thoughtlens and pre-1.0: wrong), else left out."""
+    if not outcome.is_default:
+        return LEFT_OUT
+    problems = store.problems(anchors_run)
+    gt = problems[problems["problem_id"] == problem_id]["gt_answer"]
+    if not len(gt) or not isinstance(gt.iloc[0], str):
+        return LEFT_OUT  # no ground truth: nothing is graded
+    config = next((r["config"] for r in store.runs() if r["run_id"] == anchors_run), None) or {}
+    return LEFT_OUT_ZERO if config.get("conventions") == "paper" else AS_WRONG
+
+
 @dataclass
 class ResilienceResult:
     sentence_index: int
@@ -80,6 +112,7 @@ class ResilienceResult:
     n_samples: int  # continuations drawn (stored) in all
     n_outcome_errors: int = 0
     trials: list[list[dict]] = field(default_factory=list)  # per trial, per iteration: similarity, matched
+    no_answer: str = LEFT_OUT  # how a rollout with no answer (unknown value) counts in both rates
 
     @property
     def resilience(self) -> float:
@@ -91,8 +124,7 @@ class ResilienceResult:
 
     @property
     def final_rate(self) -> float | None:
-        known = [v for v in self.final_values if v is not None]
-        return sum(known) / len(known) if known else None
+        return outcome_rate(self.final_values, self.no_answer)
 
     @property
     def counterfactual_plusplus(self) -> float | None:
@@ -165,6 +197,7 @@ def measure_resilience(
     bar = Tracker(on_progress, "resilience", f"sentence {sentence_index}: {config.n_trials} trials")
     bar.add_total(config.n_trials)
     result = ResilienceResult(sentence_index, original, [], [], [], None, 0)
+    result.no_answer = no_answer_rule(store, anchors_run, problem_id, outcome)
     cache: dict = {}
     for r in range(config.n_trials):
         prefix, came_back, log, last_generated = prefix0, 0, [], None
@@ -211,7 +244,9 @@ def measure_resilience(
         result.final_values.append(g.value)
         result.trials.append(log)
         bar.advance(1)
-    result.kept_rate = _kept_rate(store, anchors_run, problem_id, sentence_index + 1, outcome, cache)
+    result.kept_rate = _kept_rate(
+        store, anchors_run, problem_id, sentence_index + 1, outcome, cache, result.no_answer
+    )
     store.put_artifact(run_id, f"resilience_{sentence_index}", result.to_dict(), problem_id)
     return result
 
@@ -225,11 +260,10 @@ def _sample_one(sampler: Sampler, prefix: str, j: int, cfg: ResilienceConfig) ->
 
 
 def _kept_rate(
-    store: RunStore, run_id: str, problem_id: str, k: int, outcome: OutcomeSpec, cache: dict
+    store: RunStore, run_id: str, problem_id: str, k: int, outcome: OutcomeSpec, cache: dict, no_answer: str = LEFT_OUT
 ) -> float | None:
-    """The outcome rate over the anchors run's rollouts from prefix k (known values only)."""
+    """The outcome rate over the anchors run's rollouts from prefix k (no answer counted as `no_answer` says)."""
     df = store.rollouts(run_id, problem_id)
     df = df[(df["condition"] == "resampled") & (df["sentence_index"] == k) & (df["finish_reason"] != "error")]
     values = [g.value for g in grade_texts(outcome, [t if isinstance(t, str) else "" for t in df["text"]], cache)]
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
+    return outcome_rate(values, no_answer)

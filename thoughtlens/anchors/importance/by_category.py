@@ -66,7 +66,8 @@ def load_published(directory: str | Path) -> pd.DataFrame:
     files = sorted(directory.glob("*/problem_*/chunks_labeled.json"))
     if not files:
         raise ThoughtlensError(
-            f"no */problem_*/chunks_labeled.json under {directory}; pass the model folder, e.g. data/thought-anchors/deepseek-r1-distill-qwen-14b"
+            f"no */problem_*/chunks_labeled.json under {directory}; pass the model folder, "
+            "e.g. data/thought-anchors/deepseek-r1-distill-qwen-14b"
         )
     rows = []
     for f in files:

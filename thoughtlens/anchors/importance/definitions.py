@@ -332,12 +332,17 @@ DEFINITIONS: tuple[dict[str, str], ...] = (
     },
     {
         "metric": "resampling_importance_accuracy",
-        "paper": "analyze_rollouts.py:calculate_resampling_importance_accuracy: acc[i+1] - acc[i]; 0.0 for the last sentence",
+        "paper": (
+            "analyze_rollouts.py:calculate_resampling_importance_accuracy: acc[i+1] - acc[i]; 0.0 for the last sentence"
+        ),
         "thoughtlens": "same difference with thoughtlens accuracy; last sentence uses R_n (whole reasoning kept)",
     },
     {
         "metric": "resampling_importance_kl",
-        "paper": "analyze_rollouts.py:calculate_resampling_importance_kl: KL(D(R_i) || D(R_{i+1})), answered only, alpha 1e-9",
+        "paper": (
+            "analyze_rollouts.py:calculate_resampling_importance_kl: KL(D(R_i) || D(R_{i+1})), "
+            "answered only, alpha 1e-9"
+        ),
         "thoughtlens": "KL(D(R_{i+1}) || D(R_i)), no answer as an outcome, alpha 0.5",
     },
     {
@@ -347,17 +352,25 @@ DEFINITIONS: tuple[dict[str, str], ...] = (
     },
     {
         "metric": "counterfactual_importance_kl",
-        "paper": "analyze_rollouts.py:calculate_counterfactual_importance_kl: KL(D(dissimilar) || D(R_{i+1} + similar))",
+        "paper": (
+            "analyze_rollouts.py:calculate_counterfactual_importance_kl: KL(D(dissimilar) || D(R_{i+1} + similar))"
+        ),
         "thoughtlens": "KL(D(R_{i+1}) || D(dissimilar))",
     },
     {
         "metric": "forced_importance_accuracy / _kl",
-        "paper": "analyze_rollouts.py:calculate_forced_importance_accuracy/_kl: facc[i+1] - facc[i]; KL(D(F_i) || D(F_{i+1}))",
+        "paper": (
+            "analyze_rollouts.py:calculate_forced_importance_accuracy/_kl: facc[i+1] - facc[i]; "
+            "KL(D(F_i) || D(F_{i+1}))"
+        ),
         "thoughtlens": "facc over all forced rollouts; KL(D(F_{i+1}) || D(F_i))",
     },
     {
         "metric": "different_trajectories_fraction / overdeterminedness",
-        "paper": "analyze_rollouts.py:calculate_counterfactual_importance_accuracy: over answered rollouts; 0.0 on the last sentence",
+        "paper": (
+            "analyze_rollouts.py:calculate_counterfactual_importance_accuracy: over answered rollouts; "
+            "0.0 on the last sentence"
+        ),
         "thoughtlens": "over all rollouts; last sentence computed",
     },
     {"metric": "undefined values", "paper": "0.0 (their code's early returns)", "thoughtlens": "None (shown as a gap)"},

@@ -113,5 +113,6 @@ def overdeterminedness(resampled: Sequence[str | None]) -> float | None:
 def _check_threshold(threshold: float) -> None:
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(
-            f"similarity threshold {threshold} is outside [-1, 1]; cosine similarity lies in [-1, 1] (the paper uses 0.8)"
+            f"similarity threshold {threshold} is outside [-1, 1]; "
+            "cosine similarity lies in [-1, 1] (the paper uses 0.8)"
         )
