@@ -17,8 +17,10 @@ from thoughtlens.sample.base import Completion
 from thoughtlens.sample.registry import register_sampler
 from thoughtlens.store.run_store import RunStore, run_kind
 
-TRACE = ("We need to compute three plus five minus two. First, we add three and five to get eight. "
-         "Then we subtract two, which gives six. Let me double check this result. So the answer is \\boxed{6}.")
+TRACE = (
+    "We need to compute three plus five minus two. First, we add three and five to get eight. "
+    "Then we subtract two, which gives six. Let me double check this result. So the answer is \\boxed{6}."
+)
 QUESTION = "What is 3 + 5 - 2?"
 MUTE_AFTER = "First, we add"  # rollouts from a prefix holding sentence 1 state no answer
 
@@ -76,14 +78,47 @@ def _ok(args):
 def test_one_store_through_every_command(walk_env):
     tmp, trace, engine = walk_env
     store = str(tmp / "a.sqlite")
-    out = _ok(["anchors", "run", "--problem", QUESTION, "--answer", "6", "--trace", str(trace), "-n", "2",
-               "--max-new-tokens", "16", "--no-forced", "--no-counterfactual-matrix", "--store", store, *engine])
+    out = _ok(
+        [
+            "anchors",
+            "run",
+            "--problem",
+            QUESTION,
+            "--answer",
+            "6",
+            "--trace",
+            str(trace),
+            "-n",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--no-forced",
+            "--no-counterfactual-matrix",
+            "--store",
+            store,
+            *engine,
+        ]
+    )
     with RunStore(store) as s:
         (anchors_run,) = [r["run_id"] for r in s.runs()]
     assert anchors_run.startswith("anchors-") and anchors_run in out
 
-    out = _ok(["branches", "resilience", store, "--sentence", "1", "--trials", "2", "--max-iterations", "2",
-               "--max-new-tokens", "16", *engine])
+    out = _ok(
+        [
+            "branches",
+            "resilience",
+            store,
+            "--sentence",
+            "1",
+            "--trials",
+            "2",
+            "--max-iterations",
+            "2",
+            "--max-new-tokens",
+            "16",
+            *engine,
+        ]
+    )
     assert f"run {anchors_run} (the only anchors run" in out
     # the rollouts from prefix 2 state no answer: the anchors run's accuracy there is 0.0, and so is rate kept
     assert "rate kept 0.00 - rate gone 1.00 = -1.00" in out
@@ -91,8 +126,28 @@ def test_one_store_through_every_command(walk_env):
     assert "no answer is left out; 0 when none answered" in out
     assert "results: run resilience-" in out
 
-    out = _ok(["branches", "intervene", store, "--sentence", "1", "--target", "doubt", "--rollouts", "2",
-               "--iterations", "1", "--candidates", "2", "--continuations", "2", "--max-new-tokens", "16", *engine])
+    out = _ok(
+        [
+            "branches",
+            "intervene",
+            store,
+            "--sentence",
+            "1",
+            "--target",
+            "doubt",
+            "--rollouts",
+            "2",
+            "--iterations",
+            "1",
+            "--candidates",
+            "2",
+            "--continuations",
+            "2",
+            "--max-new-tokens",
+            "16",
+            *engine,
+        ]
+    )
     assert f"run {anchors_run} (the only anchors run" in out and "results: run intervene-" in out
 
     with RunStore(store) as s:
@@ -116,11 +171,40 @@ def test_one_store_through_every_command(walk_env):
 def test_latest_anchors_run_is_picked_and_the_others_listed(walk_env):
     tmp, trace, engine = walk_env
     store = str(tmp / "a.sqlite")
-    base = ["anchors", "run", "--problem", QUESTION, "--answer", "6", "--trace", str(trace), "--max-new-tokens", "16",
-            "--no-forced", "--no-counterfactual-matrix", "--store", store, *engine]
+    base = [
+        "anchors",
+        "run",
+        "--problem",
+        QUESTION,
+        "--answer",
+        "6",
+        "--trace",
+        str(trace),
+        "--max-new-tokens",
+        "16",
+        "--no-forced",
+        "--no-counterfactual-matrix",
+        "--store",
+        store,
+        *engine,
+    ]
     _ok(base + ["-n", "1"])
-    _ok(["branches", "resilience", store, "--sentence", "0", "--trials", "1", "--max-iterations", "1",
-         "--max-new-tokens", "16", *engine])
+    _ok(
+        [
+            "branches",
+            "resilience",
+            store,
+            "--sentence",
+            "0",
+            "--trials",
+            "1",
+            "--max-iterations",
+            "1",
+            "--max-new-tokens",
+            "16",
+            *engine,
+        ]
+    )
     _ok(base + ["-n", "2"])
     with RunStore(store) as s:
         first, _, second = [r["run_id"] for r in s.runs()]

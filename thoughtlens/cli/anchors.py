@@ -335,7 +335,7 @@ def attention(
         None, "--model", help="HF id, local dir or .gguf; default: the bundled SmolLM2-135M-Instruct."
     ),
     out_store: str = typer.Option("runs/attention.sqlite", "--store", help="Store to write into with --trace."),
-    run_id: str = typer.Option(None, "--run", help="Run id (default: the store's only run; 'attention' with --trace)."),
+    run_id: str = typer.Option(None, "--run", help="Run id (default: latest anchors run; 'attention' with --trace)."),
     max_tokens: int = typer.Option(
         None, "--max-tokens", help="Analyse only sentences within the first N tokens (long traces)."
     ),
@@ -445,7 +445,7 @@ def categories(
     out_store: str = typer.Option(
         None, "--store", help="With --published: also write the results to this store (run 'published')."
     ),
-    run_id: str = typer.Option(None, "--run", help="Run to analyse (needed when the store holds several)."),
+    run_id: str = typer.Option(None, "--run", help="Run to analyse (default: the latest anchors run)."),
     metric: list[str] = typer.Option(
         None, "--metric", help="Metric column(s); default: counterfactual, resampling, forced KL."
     ),

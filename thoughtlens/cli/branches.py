@@ -21,7 +21,7 @@ app = typer.Typer(
 @c.command
 def outcome(
     store: str = typer.Argument(..., help="Run store (.sqlite) written by `thoughtlens anchors run`."),
-    run_id: str = typer.Option(None, "--run", help="Run id (needed when the store holds several runs)."),
+    run_id: str = typer.Option(None, "--run", help="Run id (default: the latest anchors run)."),
 ) -> None:
     """What a run measured importance for, and how grading went (errors and unknown values per problem)."""
     from thoughtlens.anchors.importance.outcome_grading import DEFINITION_ARTIFACT, SUMMARY_ARTIFACT
@@ -62,7 +62,7 @@ def outcome(
 def resilience(
     store: str = typer.Argument(..., help="Run store (.sqlite) of a finished `thoughtlens anchors run`."),
     sentence: int = typer.Option(..., "--sentence", help="Index of the sentence to test (0-based)."),
-    run_id: str = typer.Option(None, "--run", help="Anchors run id (needed when the store holds several runs)."),
+    run_id: str = typer.Option(None, "--run", help="Anchors run id (default: the latest anchors run)."),
     problem_id: str = typer.Option(None, "--problem-id", help="Problem id (needed when the run holds several)."),
     trials: int = typer.Option(30, "--trials", help="Independent trials (the paper: 30)."),
     max_iterations: int = typer.Option(20, "--max-iterations", help="Resamplings per trial (the paper: 20)."),
@@ -129,7 +129,7 @@ def intervene(
         help="Target sentence, or a named one: question, doubt, "
         "alternative, pause, ethical, consequence, self_preservation.",
     ),
-    run_id: str = typer.Option(None, "--run", help="Anchors run id (needed when the store holds several runs)."),
+    run_id: str = typer.Option(None, "--run", help="Anchors run id (default: the latest anchors run)."),
     problem_id: str = typer.Option(None, "--problem-id", help="Problem id (needed when the run holds several)."),
     rollouts: int = typer.Option(100, "--rollouts", help="Full rollouts per condition (the paper: 100)."),
     iterations: int = typer.Option(6, "--iterations", help="On-policy search rounds (the paper: 6)."),

@@ -44,11 +44,13 @@ def transplant_curve_data(value, *, cot_on_page: bool) -> dict | None:
 def hinted_cot_trace(cot: str) -> dict:
     """A store-like trace (prompt "", completion = the hinted CoT) whose sentences are the transplant's
     cut points: anchors/branches/transplant.py `_curve` keeps the non-blank spans of split_sentences(cot)."""
+    from thoughtlens.anchors.branches.transplant import read_letter
+
     spans = [(a, b) for a, b in split_sentences(cot) if cot[a:b].strip()]
     return {
         "prompt": "",
         "completion": cot,
-        "answer": None,
+        "answer": read_letter(cot),  # the letter the hinted CoT states ("The correct answer is (D)."), if any
         "is_correct": None,
         "sentences": [
             {"index": i, "start": a, "end": b, "text": cot[a:b], "tags": None} for i, (a, b) in enumerate(spans)

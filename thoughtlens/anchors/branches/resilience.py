@@ -23,7 +23,8 @@ where rate(final) is the outcome rate over each trial's last iteration and R_{i+
 kept S_i. A rollout that states no answer counts as the anchors run counts it (anchors.importance.definitions):
 for maths correctness under the paper's conventions it is left out and a rate with no answer at all is 0.0
 (their accuracy); under the thoughtlens conventions it counts as wrong; for any other outcome an unknown
-value is left out, and a rate with no known value is None (printed "n/a"). The outcome is graded on the text generated after the original prefix.
+value is left out, and a rate with no known value is None (printed "n/a"). The outcome is graded on the text
+generated after the original prefix.
 Differences from their code: one rollout from the prefix stands for their resample_sentence (first
 chunk) + rollout_from_point (continue after it), which draws from the same distribution; no
 is_reasoning_node filter; embeddings are thoughtlens's MiniLM (theirs: bert-large-nli-stsb-mean-tokens).
@@ -244,9 +245,7 @@ def measure_resilience(
         result.final_values.append(g.value)
         result.trials.append(log)
         bar.advance(1)
-    result.kept_rate = _kept_rate(
-        store, anchors_run, problem_id, sentence_index + 1, outcome, cache, result.no_answer
-    )
+    result.kept_rate = _kept_rate(store, anchors_run, problem_id, sentence_index + 1, outcome, cache, result.no_answer)
     store.put_artifact(run_id, f"resilience_{sentence_index}", result.to_dict(), problem_id)
     return result
 

@@ -39,7 +39,12 @@ from thoughtlens.trace.split import split_sentences
 
 CONDITION = "transplant"
 LETTERS = ("A", "B", "C", "D")
-_ANSWER = re.compile(r"(?:answer is|answer:)\s*:?\s*\(?\s*([A-D])\s*\)?|\\boxed\{\s*\(?([A-D])\)?\s*\}", re.IGNORECASE)
+# "the (correct|best) answer is (D)", "Answer: B", "answer is **C**", "\boxed{C}": a bare letter must be a capital
+# standing alone ("the answer is a number" states none); in parentheses or a box either case counts.
+_ANSWER = re.compile(
+    r"(?i:answer(?:\s+is|\s*:))\s*:?\s*(?:\*\*|__)?\s*(?:\(\s*([A-Da-d])\s*\)|([A-D])(?![A-Za-z0-9]))"
+    r"|\\boxed\{\s*\(?\s*([A-Da-d])\s*\)?\s*\}"
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ def load_hinted_problems(path=None) -> list[HintedProblem]:
 
 def read_letter(text: str) -> str | None:
     """The last stated choice letter ("the best answer is: (C)", "\\boxed{C}"); None when there is none."""
-    found = [a or b for a, b in _ANSWER.findall(text or "")]
+    found = [a or b or c for a, b, c in _ANSWER.findall(text or "")]
     return found[-1].upper() if found else None
 
 
