@@ -77,10 +77,7 @@ diff-models: venv
 	OMP_NUM_THREADS=2 $(PY) scripts/make_diff_models.py
 
 # The model-level tests, run a second time with the loader's bf16 CPU default forced on.
-BF16_TESTS := tests/model tests/represent tests/sae tests/diff tests/circuits \
-  tests/anchors/test_anchors_receiver_heads.py tests/anchors/test_anchors_sentence_attention.py \
-  tests/anchors/test_anchors_suppression.py tests/anchors/test_anchors_suppression_approx.py \
-  tests/anchors/test_anchors_suppression_paper.py tests/anchors/test_anchors_suppression_sparse.py
+BF16_TESTS := tests/model tests/represent tests/sae tests/diff tests/circuits tests/anchors/attention
 
 # The whole suite with the loader's float32 CPU default, then the model-level tests with its bf16 default: both
 # dtype paths run on every CPU, whichever one this CPU's probe would pick (THOUGHTLENS_CPU_BF16).

@@ -1,6 +1,6 @@
 """split_sentences(style="paper"): the paper's chunking (utils.py:split_solution_into_chunks) with offsets.
 Hand-checked cases for each of its rules; the 20 published traces are checked in
-tests/anchors/test_anchors_published_relations.py."""
+tests/anchors/importance/test_anchors_published_relations.py."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from thoughtlens.dtypes import DTYPE_NAMES
 from thoughtlens.errors import ConfigError
 
 # "exact" + anchors.attention.suppression_approx.APPROX_METHODS, spelled out so that checking options needs no torch
-# import (tests/anchors/test_anchors_suppression_approx.py checks the two agree).
+# import (tests/anchors/attention/test_anchors_suppression_approx.py checks the two agree).
 SUPPRESSION_METHODS = ("exact", "direct_grad", "grad_loglik")
 
 

@@ -18,7 +18,7 @@ chunk kept, as in the published data): a cut after `.`/`?`/`!` followed by a spa
 the first newline of every `\\n\\n` (a line holding only spaces is not a paragraph break), including
 inside LaTeX and after list markers; pieces shorter than 10 characters (as joined by a space) merged
 into the next one, the last into the previous one. Checked against all 20 published traces
-(tests/anchors/test_anchors_published_relations.py: 100 % of boundaries, 20 / 20 counts). A merged
+(tests/anchors/importance/test_anchors_published_relations.py: 100 % of boundaries, 20 / 20 counts). A merged
 chunk's span runs from its first piece to its last, so `text[start:end]` keeps the original whitespace
 where the paper joined pieces with one space.
 """

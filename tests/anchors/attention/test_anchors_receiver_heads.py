@@ -289,7 +289,7 @@ def test_load_trace_file_rejects_other_json(tmp_path):
 
 def test_analyze_attention_with_the_approximate_suppression_method(tmp_path):
     """suppression_method="direct_grad" stores the first-order estimate (not the exact matrix) and says so in
-    suppression_meta; the estimate itself is tested in tests/anchors/test_anchors_suppression_approx.py."""
+    suppression_meta; the estimate itself is tested in tests/anchors/attention/test_anchors_suppression_approx.py."""
     from thoughtlens.anchors.attention.suppression import suppression_matrix
     from thoughtlens.anchors.attention.white_box import trace_tokens
     from thoughtlens.store.run_store import RunStore

@@ -2,7 +2,7 @@
 
 These tests check the machinery (cache reuse, batches, head subsets) on the plain mean KL
 (kl_reduction="raw", the pre-1.0 reduction); the paper's reduction, now the default, is checked against
-a re-implementation of their code in tests/anchors/test_anchors_suppression_paper.py."""
+a re-implementation of their code in tests/anchors/attention/test_anchors_suppression_paper.py."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def test_sentence_metrics_on_a_hand_built_example():
     forced = [[wrong, wrong], [right, wrong], [right, right]]
     sims = [np.array([1.0, 0.1, 0.1, 0.1]), np.array([0.9, 0.9, 0.9, 0.2])]
     # The pre-1.0 definitions (KL(kept || resampled), kept - dissimilar): now the named "thoughtlens"
-    # conventions; the paper's definitions are tested in tests/anchors/test_anchors_paper_definitions.py.
+    # conventions; the paper's definitions are tested in tests/anchors/importance/test_anchors_paper_definitions.py.
     rows = sentence_metrics(sents, resampled, forced, similarities=sims, threshold=0.8, conventions="thoughtlens")
     assert rows[0]["accuracy"] == 0.25
     assert rows[0]["resampling_importance_accuracy"] == pytest.approx(0.5)
