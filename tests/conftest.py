@@ -6,10 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
-from servers import (VLLM_SEED, VLLM_VENV, _VLLM_START_TIMEOUT_S, LlamaServer, _free_port, _stop,  # noqa: F401
-                     _wait_for_server, require_llama_cpp, vllm_env, vllm_python)
-from skip_gate import (pytest_collectreport, pytest_runtest_logreport, pytest_sessionfinish,  # noqa: F401
-                       pytest_terminal_summary)
+from servers import (
+    _VLLM_START_TIMEOUT_S,
+    VLLM_SEED,
+    LlamaServer,
+    _free_port,
+    _stop,  # noqa: F401
+    _wait_for_server,
+    require_llama_cpp,
+    vllm_env,
+    vllm_python,
+)
+from skip_gate import (
+    pytest_sessionfinish,  # noqa: F401
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("THOUGHTLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -38,6 +48,7 @@ def published_problems(published_dir: Path) -> list[Path]:
 
 # ---- llama.cpp server (helpers in tests/servers.py) ---------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
     """A llama-cpp-python OpenAI-compatible server on 127.0.0.1 serving the bundled SmolLM2 GGUF.
@@ -51,6 +62,7 @@ def llama_server(tmp_path_factory):
 
 
 # ---- vLLM server (helpers in tests/servers.py) ---------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def vllm_server(smol_dir, tmp_path_factory):
@@ -81,7 +93,7 @@ def vllm_server(smol_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def smol_dir() -> str:
     """The bundled SmolLM2-135M-Instruct as a safetensors directory (converted once, then cached)."""
-    from thoughtlens.model.load import BUNDLED_NAME, converted_gguf, bundled_gguf_path
+    from thoughtlens.model.load import BUNDLED_NAME, bundled_gguf_path, converted_gguf
 
     return converted_gguf(bundled_gguf_path(), BUNDLED_NAME)
 
@@ -100,9 +112,17 @@ def tiny_lm_dir(tmp_path_factory, smol_tokenizer) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=smol_tokenizer.eos_token_id,
+        bos_token_id=smol_tokenizer.bos_token_id,
+    )
     model = LlamaForCausalLM(config)
     out = tmp_path_factory.mktemp("tiny_lm")
     model.save_pretrained(out)

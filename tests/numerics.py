@@ -44,8 +44,16 @@ def magnitude(*tensors) -> float:
     return max(m, 1e-30)
 
 
-def assert_close(got, want, *, dtype: torch.dtype, depth: float = 1.0, scale: float | None = None,
-                 safety: float = SAFETY, msg: str = "") -> None:
+def assert_close(
+    got,
+    want,
+    *,
+    dtype: torch.dtype,
+    depth: float = 1.0,
+    scale: float | None = None,
+    safety: float = SAFETY,
+    msg: str = "",
+) -> None:
     """assert |got - want| <= tol(dtype, scale or the larger magnitude of the two, depth) everywhere."""
     # python floats and numpy float64 stay float64 (torch.as_tensor(float) would round them to float32 first)
     got_t = torch.as_tensor(got, dtype=torch.float64) if not torch.is_tensor(got) else got.detach().double()
@@ -67,8 +75,9 @@ def pattern_scale(q: torch.Tensor, k: torch.Tensor) -> float:
     return max(1.0, float(sums.max()) / 4)
 
 
-def assert_rows_close(got, want, *, dtype: torch.dtype, depth: float = 1.0, scale=None, safety: float = SAFETY,
-                      msg: str = "") -> None:
+def assert_rows_close(
+    got, want, *, dtype: torch.dtype, depth: float = 1.0, scale=None, safety: float = SAFETY, msg: str = ""
+) -> None:
     """assert_close for each vector along the last axis against its own magnitude (the larger |entry| of that
     row in either tensor, or `scale` [rows] where larger, e.g. a mean's mean |term|): activations whose rows
     differ in scale by orders of magnitude (a residual stream's first position, late layers) get each row's
@@ -90,5 +99,6 @@ def assert_rows_close(got, want, *, dtype: torch.dtype, depth: float = 1.0, scal
     ratio = (got_t - want_t).abs().amax(-1) / bound
     worst = int(ratio.flatten().argmax())
     diff, b = float((got_t - want_t).abs().amax(-1).flatten()[worst]), float(bound.flatten()[worst])
-    assert float(ratio.max()) <= 1.0, (f"{msg} row {worst}: max |diff| {diff:.3g} > tolerance {b:.3g} "
-                                       f"({dtype}, depth {depth})")
+    assert float(ratio.max()) <= 1.0, (
+        f"{msg} row {worst}: max |diff| {diff:.3g} > tolerance {b:.3g} ({dtype}, depth {depth})"
+    )

@@ -34,7 +34,9 @@ def _bundled_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
-def _wait_for_server(url: str, proc, log_path: Path, timeout_s: float = _LLAMA_START_TIMEOUT_S, what: str = "llama.cpp") -> None:
+def _wait_for_server(
+    url: str, proc, log_path: Path, timeout_s: float = _LLAMA_START_TIMEOUT_S, what: str = "llama.cpp"
+) -> None:
     """Poll GET /models until it answers, the process dies, or the time/attempt budget runs out."""
     import time
 
@@ -91,8 +93,8 @@ class LlamaServer:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}/v1"
         self.log_path = log_dir / f"llama-{port}.log"
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-               "--n_threads", str(n_threads), "--n_ctx", "2048"]  # fmt: skip
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+               "--port", str(port), "--n_threads", str(n_threads), "--n_ctx", "2048"]  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -134,7 +136,14 @@ def vllm_python() -> Path:
 
 def vllm_env() -> dict:
     """Environment for vLLM's CPU build: offline, a 2 GiB KV cache, both cores (../shared/ENVIRONMENT.md)."""
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2", HF_HUB_OFFLINE="1", VLLM_CPU_NUM_OF_RESERVED_CPU="0",
-               TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
+    env = dict(
+        os.environ,
+        VLLM_CPU_KVCACHE_SPACE="2",
+        HF_HUB_OFFLINE="1",
+        VLLM_CPU_NUM_OF_RESERVED_CPU="0",
+        TRANSFORMERS_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+    )
     env.pop("PYTHONPATH", None)
     return env

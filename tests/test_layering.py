@@ -86,8 +86,13 @@ def test_no_module_imports_another_modules_private_names():
             elif isinstance(node, ast.Import):
                 modules.update({(a.asname or a.name): a.name for a in node.names if a.name.startswith("thoughtlens")})
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno} reads {node.value.id}.{node.attr}")
     assert not bad, "private names used across modules:\n" + "\n".join(sorted(bad))
 
@@ -126,7 +131,7 @@ def test_no_import_cycles():
         stack.append(node)
         for t in sorted(graph.get(node, ())):
             if state.get(t) == 1:
-                cycles.append(" -> ".join(stack[stack.index(t):] + [t]))
+                cycles.append(" -> ".join(stack[stack.index(t) :] + [t]))
             elif t not in state:
                 visit(t, stack)
         stack.pop()

@@ -11,14 +11,18 @@ def test_line_printer_throttles_per_task_and_always_prints_notes_and_the_end():
     buf = io.StringIO()
     show = line_printer(every_s=3600, stream=buf)
     show(ProgressEvent("train", "fine-tuning", 1, 4, tokens=100, elapsed_s=10.0))
-    show(ProgressEvent("train", "fine-tuning", 2, 4, tokens=200, elapsed_s=20.0))   # throttled
-    show(ProgressEvent("eval", "", 1, None, elapsed_s=1.0))                          # another task: its own clock
+    show(ProgressEvent("train", "fine-tuning", 2, 4, tokens=200, elapsed_s=20.0))  # throttled
+    show(ProgressEvent("eval", "", 1, None, elapsed_s=1.0))  # another task: its own clock
     show(ProgressEvent("note", note="skipped one step"))
-    show(ProgressEvent("train", "fine-tuning", 4, 4, tokens=400, elapsed_s=40.0))   # the last step always
+    show(ProgressEvent("train", "fine-tuning", 4, 4, tokens=400, elapsed_s=40.0))  # the last step always
     lines = buf.getvalue().splitlines()
     # ETA after 1 of 4 steps in 10 s: 3 more steps at 10 s each; 100 tokens in 10 s = 10 tok/s
-    assert lines == ["fine-tuning: 1/4, 10 tok/s, 10 s, ETA 30 s", "eval: 1, 1 s", "skipped one step",
-                     "fine-tuning: 4/4, 10 tok/s, 40 s"]
+    assert lines == [
+        "fine-tuning: 1/4, 10 tok/s, 10 s, ETA 30 s",
+        "eval: 1, 1 s",
+        "skipped one step",
+        "fine-tuning: 4/4, 10 tok/s, 40 s",
+    ]
 
 
 def test_line_printer_renders_a_trackers_events():

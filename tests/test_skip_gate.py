@@ -14,12 +14,30 @@ TESTS = Path(__file__).resolve().parent
 
 def _run(tmp_path: Path, body: str, allowlist: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_planted.py").write_text(
-        "import pytest\n\n\ndef test_runs():\n    assert 1 + 1 == 2\n\n\n" + body, encoding="utf-8")
+        "import pytest\n\n\ndef test_runs():\n    assert 1 + 1 == 2\n\n\n" + body, encoding="utf-8"
+    )
     (tmp_path / "allowed.txt").write_text(allowlist, encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(TESTS), THOUGHTLENS_SKIP_ALLOWLIST=str(tmp_path / "allowed.txt"))
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "skip_gate", "-p", "no:cacheprovider",
-                           "--rootdir", str(tmp_path), str(tmp_path)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "skip_gate",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
 
 
 SKIP = "def test_planted_skip():\n    pytest.skip('the widget is not installed')\n"
@@ -46,7 +64,9 @@ def test_a_module_level_skip_is_caught(tmp_path):
 
 
 def test_xfail_is_not_a_skip(tmp_path):
-    body = "@pytest.mark.xfail(reason='measured 0.41, goal 0.5', strict=True)\ndef test_goal():\n    assert 0.41 >= 0.5\n"
+    body = (
+        "@pytest.mark.xfail(reason='measured 0.41, goal 0.5', strict=True)\ndef test_goal():\n    assert 0.41 >= 0.5\n"
+    )
     r = _run(tmp_path, body, "widget is not installed\n")
     assert r.returncode == pytest.ExitCode.OK, r.stdout + r.stderr
     assert "1 xfailed" in r.stdout

@@ -93,12 +93,20 @@ def test_paired_permutation_test_matches_exact_sign_flips():
 @pytest.mark.slow
 def test_permutation_p_values_are_uniform_without_effect():
     rng = np.random.default_rng(2)
-    p = np.array([stats.permutation_test(rng.normal(size=12), rng.normal(size=9), n_perm=499, seed=k).p_value
-                  for k in range(300)])
+    p = np.array(
+        [
+            stats.permutation_test(rng.normal(size=12), rng.normal(size=9), n_perm=499, seed=k).p_value
+            for k in range(300)
+        ]
+    )
     assert sps.kstest(p, "uniform").pvalue > 0.01
     assert 0.02 <= (p < 0.05).mean() <= 0.09
-    paired = np.array([stats.paired_permutation_test(rng.normal(size=10), rng.normal(size=10), n_perm=499, seed=k).p_value
-                       for k in range(200)])
+    paired = np.array(
+        [
+            stats.paired_permutation_test(rng.normal(size=10), rng.normal(size=10), n_perm=499, seed=k).p_value
+            for k in range(200)
+        ]
+    )
     assert sps.kstest(paired, "uniform").pvalue > 0.01
 
 
@@ -109,7 +117,23 @@ def test_permutation_test_finds_a_real_effect():
 
 def test_benjamini_hochberg_textbook_example():
     # Benjamini & Hochberg (1995), section 4: 15 p-values, q = 0.05 rejects the four smallest
-    p = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.0]
+    p = [
+        0.0001,
+        0.0004,
+        0.0019,
+        0.0095,
+        0.0201,
+        0.0278,
+        0.0298,
+        0.0344,
+        0.0459,
+        0.3240,
+        0.4262,
+        0.5719,
+        0.6528,
+        0.7590,
+        1.0,
+    ]
     rejected, adjusted = stats.benjamini_hochberg(p, alpha=0.05)
     assert rejected.tolist() == [True] * 4 + [False] * 11
     # by hand: adj_(i) = min_{j >= i} 15 p_(j) / j

@@ -17,8 +17,14 @@ from transformers import (
     Qwen3Config,
 )
 
-_COMMON = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-               max_position_embeddings=128)
+_COMMON = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    max_position_embeddings=128,
+)
 
 CONFIGS = {
     "llama": lambda: LlamaConfig(**_COMMON, num_key_value_heads=2),
@@ -26,14 +32,32 @@ CONFIGS = {
     "qwen2": lambda: Qwen2Config(**_COMMON, num_key_value_heads=2),
     "qwen3": lambda: Qwen3Config(**_COMMON, num_key_value_heads=2, head_dim=8),
     "gemma2": lambda: Gemma2Config(**_COMMON, num_key_value_heads=2, head_dim=8, sliding_window=4),
-    "gemma3_text": lambda: Gemma3TextConfig(**_COMMON, num_key_value_heads=2, head_dim=8, sliding_window=4,
-                                            layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+    "gemma3_text": lambda: Gemma3TextConfig(
+        **_COMMON,
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=4,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+    ),
     "gpt2": lambda: GPT2Config(vocab_size=97, n_embd=32, n_layer=3, n_head=4, n_positions=128),
-    "gpt_neox": lambda: GPTNeoXConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                                      num_attention_heads=4, max_position_embeddings=128, use_parallel_residual=True),
-    "gpt_neox_sequential": lambda: GPTNeoXConfig(vocab_size=97, hidden_size=32, intermediate_size=48,
-                                                 num_hidden_layers=3, num_attention_heads=4,
-                                                 max_position_embeddings=128, use_parallel_residual=False),
+    "gpt_neox": lambda: GPTNeoXConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        use_parallel_residual=True,
+    ),
+    "gpt_neox_sequential": lambda: GPTNeoXConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        use_parallel_residual=False,
+    ),
 }
 ARCHS = list(CONFIGS)
 

@@ -32,7 +32,7 @@ def assert_one_line_error(result, *needles: str, code: int = 1, after_progress: 
     lines = [line for line in err.splitlines() if line.strip()]
     assert sum(line.startswith("error:") for line in lines) == 1, f"not exactly one error line: {err!r}"
     if after_progress:
-        lines = lines[next(i for i, line in enumerate(lines) if line.startswith("error:")):]
+        lines = lines[next(i for i, line in enumerate(lines) if line.startswith("error:")) :]
     assert 1 <= len(lines) <= 2, f"stderr is not one line (+ hint): {err!r}"
     assert lines[0].startswith("error:"), err
     for needle in needles:
@@ -60,8 +60,10 @@ def store_is_consistent(path: Path) -> None:
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert con.execute("PRAGMA foreign_key_check").fetchall() == []
-        orphans = con.execute("SELECT count(*) FROM traces t WHERE NOT EXISTS (SELECT 1 FROM sentences s "
-                              "WHERE s.run_id=t.run_id AND s.problem_id=t.problem_id)").fetchone()[0]
+        orphans = con.execute(
+            "SELECT count(*) FROM traces t WHERE NOT EXISTS (SELECT 1 FROM sentences s "
+            "WHERE s.run_id=t.run_id AND s.problem_id=t.problem_id)"
+        ).fetchone()[0]
         assert orphans == 0, "a trace without its sentences: half-written"
     finally:
         con.close()

@@ -11,15 +11,34 @@ TAGS = [["active_computation"], ["self_checking"], ["final_answer_emission"]]
 
 
 def valid_files() -> dict[str, object]:
-    chunks = [{"chunk": text, "chunk_idx": i, "function_tags": TAGS[i], "depends_on": [str(i - 1)] if i else [],
-               "accuracy": 0.5 + 0.2 * i, "resampling_importance_accuracy": 0.1, "resampling_importance_kl": 0.2,
-               "counterfactual_importance_accuracy": 0.05, "counterfactual_importance_kl": 0.3,
-               "forced_importance_accuracy": 0.0, "forced_importance_kl": 0.4, "different_trajectories_fraction": 0.5,
-               "overdeterminedness": 0.5, "summary": "a step"} for i, text in enumerate(CHUNKS)]
+    chunks = [
+        {
+            "chunk": text,
+            "chunk_idx": i,
+            "function_tags": TAGS[i],
+            "depends_on": [str(i - 1)] if i else [],
+            "accuracy": 0.5 + 0.2 * i,
+            "resampling_importance_accuracy": 0.1,
+            "resampling_importance_kl": 0.2,
+            "counterfactual_importance_accuracy": 0.05,
+            "counterfactual_importance_kl": 0.3,
+            "forced_importance_accuracy": 0.0,
+            "forced_importance_kl": 0.4,
+            "different_trajectories_fraction": 0.5,
+            "overdeterminedness": 0.5,
+            "summary": "a step",
+        }
+        for i, text in enumerate(CHUNKS)
+    ]
     return {
         "problem.json": {"problem": "What is 2 + 3?", "gt_answer": "5", "nickname": "add"},
-        "base_solution.json": {"prompt": "Solve: What is 2 + 3?", "solution": SOLUTION, "full_cot": SOLUTION,
-                               "answer": "5", "is_correct": True},
+        "base_solution.json": {
+            "prompt": "Solve: What is 2 + 3?",
+            "solution": SOLUTION,
+            "full_cot": SOLUTION,
+            "answer": "5",
+            "is_correct": True,
+        },
         "chunks_labeled.json": chunks,
         "chunks_resampled.json": {str(i): [f"Alternative {i}."] for i in range(len(CHUNKS))},
     }

@@ -12,17 +12,22 @@ from _published_fixture import valid_files, write_problem_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from thoughtlens.anchors.attention.white_box import load_trace_file
 from thoughtlens.anchors.importance.by_category import load_published
 from thoughtlens.anchors.problems import load_problems
-from thoughtlens.anchors.attention.white_box import load_trace_file
 from thoughtlens.errors import ThoughtlensError
 from thoughtlens.report.published import page_data_from_published
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 10**12)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
@@ -88,16 +93,26 @@ def test_malformed_published_directories_give_one_line_errors(files):
 
 
 problem_records = st.dictionaries(
-    st.sampled_from(["question", "answer", "problem", "gt_answer", "id", "problem_idx", "other"]), json_values, max_size=5)
+    st.sampled_from(["question", "answer", "problem", "gt_answer", "id", "problem_idx", "other"]),
+    json_values,
+    max_size=5,
+)
 jsonl_lines = st.one_of(
-    problem_records.map(json.dumps), json_values.map(json.dumps), st.text(max_size=30).filter(lambda s: "\n" not in s),
-    st.just(""), st.just(json.dumps({"question": "What is 2 + 3?", "answer": "#### 5"})),
+    problem_records.map(json.dumps),
+    json_values.map(json.dumps),
+    st.text(max_size=30).filter(lambda s: "\n" not in s),
+    st.just(""),
+    st.just(json.dumps({"question": "What is 2 + 3?", "answer": "#### 5"})),
 )
 
 
 @SETTINGS
-@given(lines=st.lists(jsonl_lines, max_size=6), suffix=st.sampled_from([".jsonl", ".json"]),
-       raw=st.none() | st.binary(max_size=30), limit=st.none() | st.integers(-1, 3))
+@given(
+    lines=st.lists(jsonl_lines, max_size=6),
+    suffix=st.sampled_from([".jsonl", ".json"]),
+    raw=st.none() | st.binary(max_size=30),
+    limit=st.none() | st.integers(-1, 3),
+)
 def test_malformed_problem_files_give_one_line_errors(lines, suffix, raw, limit):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"problems{suffix}"

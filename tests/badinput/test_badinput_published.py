@@ -1,7 +1,8 @@
 """Malformed published Thought Anchors directories: every loader names the file, the key and the fix.
 
 Loaders: the report page (`thoughtlens report --published DIR`), the category tables
-(`anchors.importance.by_category.load_published`) and white-box trace files (`anchors.attention.white_box.load_trace_file`).
+(`anchors.importance.by_category.load_published`) and white-box trace files
+(`anchors.attention.white_box.load_trace_file`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import pytest
 from _badinput_cli import assert_one_line, assert_one_line_error, cli, files_under
 from _published_fixture import valid_files, write_problem_dir
 
-from thoughtlens.anchors.importance.by_category import load_published
 from thoughtlens.anchors.attention.white_box import load_trace_file
+from thoughtlens.anchors.importance.by_category import load_published
 from thoughtlens.errors import DataError, ThoughtlensError
 from thoughtlens.report.published import page_data_from_published
 
@@ -39,6 +40,7 @@ def _set(key, value):
     def change(obj):
         obj[key] = value
         return obj
+
     return change
 
 
@@ -46,6 +48,7 @@ def _chunk(i, key, value):
     def change(chunks):
         chunks[i][key] = value
         return chunks
+
     return change
 
 
@@ -61,9 +64,17 @@ MALFORMED = [
     ("chunks_labeled.json", [], ["chunks_labeled.json", "non-empty list"]),
     ("chunks_labeled.json", ["First.", "Then."], ["chunks_labeled.json", "chunk 0", "object"]),
     ("chunks_labeled.json", _chunk(1, "chunk", 7), ["chunks_labeled.json", "chunk 1", "'chunk'"]),
-    ("chunks_labeled.json", _chunk(1, "function_tags", "self_checking"), ["chunks_labeled.json", "'function_tags'", "list of strings"]),
+    (
+        "chunks_labeled.json",
+        _chunk(1, "function_tags", "self_checking"),
+        ["chunks_labeled.json", "'function_tags'", "list of strings"],
+    ),
     ("chunks_labeled.json", _chunk(2, "accuracy", "high"), ["chunks_labeled.json", "chunk 2", "'accuracy'", "number"]),
-    ("chunks_labeled.json", _chunk(0, "counterfactual_importance_kl", [0.1]), ["chunks_labeled.json", "'counterfactual_importance_kl'"]),
+    (
+        "chunks_labeled.json",
+        _chunk(0, "counterfactual_importance_kl", [0.1]),
+        ["chunks_labeled.json", "'counterfactual_importance_kl'"],
+    ),
     ("chunks_labeled.json", _chunk(1, "chunk_idx", 0), ["chunks_labeled.json", "repeats chunk_idx 0"]),
     ("chunks_labeled.json", _chunk(1, "chunk_idx", -1), ["chunks_labeled.json", "'chunk_idx'"]),
     ("chunks_labeled.json", _chunk(1, "depends_on", [{"idx": 0}]), ["chunks_labeled.json", "'depends_on'"]),
@@ -84,8 +95,11 @@ def test_report_page_loader_names_file_key_and_fix(tmp_path, name, change, needl
     assert "re-download" in msg or "pass " in msg
 
 
-@pytest.mark.parametrize("name, change, needles", [m for m in MALFORMED if m[0] == "chunks_labeled.json"],
-                         ids=[i for i, m in zip(IDS, MALFORMED) if m[0] == "chunks_labeled.json"])
+@pytest.mark.parametrize(
+    "name, change, needles",
+    [m for m in MALFORMED if m[0] == "chunks_labeled.json"],
+    ids=[i for i, m in zip(IDS, MALFORMED) if m[0] == "chunks_labeled.json"],
+)
 def test_category_loader_names_file_key_and_fix(tmp_path, name, change, needles):
     write_problem_dir(tmp_path, _mutated(name, change))
     with pytest.raises(DataError) as info:
@@ -93,8 +107,11 @@ def test_category_loader_names_file_key_and_fix(tmp_path, name, change, needles)
     assert_one_line(info.value, *needles)
 
 
-@pytest.mark.parametrize("name, change, needles", [m for m in MALFORMED if m[0] in ("problem.json", "base_solution.json")],
-                         ids=[i for i, m in zip(IDS, MALFORMED) if m[0] in ("problem.json", "base_solution.json")])
+@pytest.mark.parametrize(
+    "name, change, needles",
+    [m for m in MALFORMED if m[0] in ("problem.json", "base_solution.json")],
+    ids=[i for i, m in zip(IDS, MALFORMED) if m[0] in ("problem.json", "base_solution.json")],
+)
 def test_trace_file_loader_names_file_key_and_fix(tmp_path, name, change, needles):
     d = write_problem_dir(tmp_path, _mutated(name, change))
     with pytest.raises(DataError) as info:
@@ -129,7 +146,9 @@ def test_cli_report_missing_file(tmp_path, missing):
     assert not (tmp_path / "out").exists()  # no page, not even its folder
 
 
-@pytest.mark.parametrize("name, change, needles", [MALFORMED[-3], MALFORMED[10], MALFORMED[11]], ids=["issue-20", "tags", "accuracy"])
+@pytest.mark.parametrize(
+    "name, change, needles", [MALFORMED[-3], MALFORMED[10], MALFORMED[11]], ids=["issue-20", "tags", "accuracy"]
+)
 def test_cli_report_malformed_file_is_one_line_not_a_traceback(tmp_path, name, change, needles):
     d = write_problem_dir(tmp_path / "data", _mutated(name, change))
     result = cli("report", "--published", d, "-o", tmp_path / "out" / "page.html", "--no-similarity")

@@ -15,15 +15,43 @@ import time
 import pytest
 from _badinput_cli import store_is_consistent
 
-TRACE = ("First, we add three and five to get eight. Then we subtract two, which gives six. "
-         "Let me double check: 3 + 5 = 8, and 8 - 2 = 6. So the answer is \\boxed{6}.")
+TRACE = (
+    "First, we add three and five to get eight. Then we subtract two, which gives six. "
+    "Let me double check: 3 + 5 = 8, and 8 - 2 = 6. So the answer is \\boxed{6}."
+)
 N = 4  # rollouts per prefix
 
 
 def _command(model_dir, trace_file, store):
-    return [sys.executable, "-m", "thoughtlens.cli", "anchors", "run", "--model", model_dir, "--trace", str(trace_file),
-            "--problem", "What is 3 + 5 - 2?", "--answer", "6", "-n", str(N), "--max-new-tokens", "8",
-            "--batch-size", "2", "--temperature", "1.0", "--seed", "5", "--dtype", "float32", "--store", str(store)]
+    return [
+        sys.executable,
+        "-m",
+        "thoughtlens.cli",
+        "anchors",
+        "run",
+        "--model",
+        model_dir,
+        "--trace",
+        str(trace_file),
+        "--problem",
+        "What is 3 + 5 - 2?",
+        "--answer",
+        "6",
+        "-n",
+        str(N),
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "2",
+        "--temperature",
+        "1.0",
+        "--seed",
+        "5",
+        "--dtype",
+        "float32",
+        "--store",
+        str(store),
+    ]
 
 
 def _default_sigint() -> None:
@@ -57,8 +85,13 @@ def test_ctrl_c_at_several_points_then_resume(tiny_lm_dir, tmp_path):
     for attempt, fraction in enumerate((0.0, 1 / 3, 2 / 3)):
         log = tmp_path / f"stderr{attempt}.txt"
         with open(log, "w") as err:
-            proc = subprocess.Popen(_command(tiny_lm_dir, trace_file, store), env=env, stdout=subprocess.DEVNULL, stderr=err,
-                                    preexec_fn=_default_sigint)
+            proc = subprocess.Popen(
+                _command(tiny_lm_dir, trace_file, store),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                preexec_fn=_default_sigint,
+            )
             stop_at = max(1, int(fraction * total)) if total else 1
             deadline = time.time() + 300
             while _count(store) < stop_at and proc.poll() is None and time.time() < deadline:
@@ -83,11 +116,15 @@ def test_ctrl_c_at_several_points_then_resume(tiny_lm_dir, tmp_path):
             total = (n_sentences + 1) * N * 2
         assert len(keys) < total, "the run finished before the interruption"
 
-    done = subprocess.run(_command(tiny_lm_dir, trace_file, store), env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        _command(tiny_lm_dir, trace_file, store), env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     keys = _keys(store)
     n_prefixes = total // (2 * N)
-    expected = {("trace", k, c, j) for k, c, j in itertools.product(range(n_prefixes), ("resampled", "forced"), range(N))}
+    expected = {
+        ("trace", k, c, j) for k, c, j in itertools.product(range(n_prefixes), ("resampled", "forced"), range(N))
+    }
     assert {k[1:] for k in keys} == {k[1:] for k in expected}  # nothing lost
     assert len(keys) == total  # nothing duplicated
     store_is_consistent(store)

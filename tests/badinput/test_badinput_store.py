@@ -22,9 +22,18 @@ def _filled(path):
     store = RunStore(path)
     store.create_run("r1", {"n": 1})
     store.add_problem("r1", "p0", "What is 2 + 3?", "5")
-    store.add_trace("r1", "p0", "Q: 2 + 3?", "First add. So 5.", "5", True,
-                    [dict(index=0, start=0, end=10, text="First add."), dict(index=1, start=11, end=16, text="So 5.")])
-    store.add_rollout("r1", "p0", 0, "resampled", 0, text="5", answer="5", is_correct=True, n_tokens=1, finish_reason="stop")
+    store.add_trace(
+        "r1",
+        "p0",
+        "Q: 2 + 3?",
+        "First add. So 5.",
+        "5",
+        True,
+        [dict(index=0, start=0, end=10, text="First add."), dict(index=1, start=11, end=16, text="So 5.")],
+    )
+    store.add_rollout(
+        "r1", "p0", 0, "resampled", 0, text="5", answer="5", is_correct=True, n_tokens=1, finish_reason="stop"
+    )
     return store
 
 
@@ -42,11 +51,14 @@ def test_store_written_by_current_code_reopens_with_its_data(tmp_path):
     assert len(store.rollouts("r1")) == 1 and store.trace("r1", "p0")["answer"] == "5"
 
 
-@pytest.mark.parametrize("version, needles", [
-    (str(SCHEMA_VERSION + 1), ["newer than this thoughtlens", "upgrade thoughtlens"]),
-    ("0", ["old store schema v0", "no migration", "new --store path"]),
-    ("v1", ["unreadable schema version"]),
-])
+@pytest.mark.parametrize(
+    "version, needles",
+    [
+        (str(SCHEMA_VERSION + 1), ["newer than this thoughtlens", "upgrade thoughtlens"]),
+        ("0", ["old store schema v0", "no migration", "new --store path"]),
+        ("v1", ["unreadable schema version"]),
+    ],
+)
 def test_store_of_another_schema_is_refused_in_one_line(tmp_path, version, needles):
     _filled(tmp_path / "s.sqlite").close()
     _set_schema_version(tmp_path / "s.sqlite", version)
@@ -62,8 +74,11 @@ def test_older_store_is_migrated_when_a_migration_exists(tmp_path, monkeypatch):
     _filled(tmp_path / "s.sqlite").close()
     _set_schema_version(tmp_path / "s.sqlite", str(SCHEMA_VERSION - 1))
     steps = []
-    monkeypatch.setitem(run_store._MIGRATIONS, SCHEMA_VERSION - 1,
-                        lambda con: steps.append(con.execute("SELECT count(*) FROM rollouts").fetchone()[0]))
+    monkeypatch.setitem(
+        run_store._MIGRATIONS,
+        SCHEMA_VERSION - 1,
+        lambda con: steps.append(con.execute("SELECT count(*) FROM rollouts").fetchone()[0]),
+    )
     store = RunStore(tmp_path / "s.sqlite")
     assert steps == [1]
     assert dict(store._query("SELECT key, value FROM meta"))["schema_version"] == str(SCHEMA_VERSION)
@@ -120,9 +135,26 @@ def test_cli_second_writer_is_refused_and_writes_nothing(holder, tiny_lm_dir, tm
     path, _ = holder
     trace = tmp_path / "t.txt"
     trace.write_text("First we add 2 and 3 to get 5. Then we check it. So the answer is \\boxed{5}.")
-    result = cli("anchors", "run", "--model", tiny_lm_dir, "--trace", trace, "--problem", "What is 2 + 3?",
-                 "--run-id", "r1", "--store", path,
-                 "-n", "2", "--max-new-tokens", "4", "--dtype", "float32")
+    result = cli(
+        "anchors",
+        "run",
+        "--model",
+        tiny_lm_dir,
+        "--trace",
+        trace,
+        "--problem",
+        "What is 2 + 3?",
+        "--run-id",
+        "r1",
+        "--store",
+        path,
+        "-n",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--dtype",
+        "float32",
+    )
     assert_one_line_error(result, "'r1'", "another process")
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT count(*) FROM rollouts").fetchone()[0] == 0
@@ -177,8 +209,9 @@ def test_full_disk_is_one_line_and_leaves_no_half_written_trace(tmp_path):
     big = "x" * 4000
     with pytest.raises(StoreError) as info:
         for j in range(1, 100):
-            store.add_rollout("r1", "p0", 0, "resampled", j, text=big, answer="5", is_correct=True, n_tokens=1,
-                              finish_reason="stop")
+            store.add_rollout(
+                "r1", "p0", 0, "resampled", j, text=big, answer="5", is_correct=True, n_tokens=1, finish_reason="stop"
+            )
     assert_one_line(info.value, "full", "free disk space", "resume")
     stored = len(store.rollouts("r1"))
     assert 1 <= stored < 100
@@ -189,7 +222,9 @@ def test_full_disk_is_one_line_and_leaves_no_half_written_trace(tmp_path):
     assert [s["text"] for s in store.trace("r1", "p0")["sentences"]] == ["First add.", "So 5."]
     assert len(store.rollouts("r1")) == stored
     store._query("PRAGMA max_page_count=1073741823")  # space freed: the same store goes on
-    store.add_rollout("r1", "p0", 0, "resampled", 99, text="5", answer="5", is_correct=True, n_tokens=1, finish_reason="stop")
+    store.add_rollout(
+        "r1", "p0", 0, "resampled", 99, text="5", answer="5", is_correct=True, n_tokens=1, finish_reason="stop"
+    )
     store.close()
     store_is_consistent(tmp_path / "s.sqlite")
 

@@ -11,8 +11,8 @@ import sqlite3
 import pytest
 from _badinput_cli import assert_one_line, assert_one_line_error, cli
 
-from thoughtlens.anchors.importance.black_box import prefixes
 from thoughtlens.anchors.attention.sentence_attention import check_token_ranges
+from thoughtlens.anchors.importance.black_box import prefixes
 from thoughtlens.errors import StoreError, TraceError
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.prompts import build_prompt
@@ -63,11 +63,29 @@ def _trace_file(tmp_path, text):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("text, needle, after_progress", [("", "empty", False), ("  \n ", "empty", False),
-                                                         ("<think></think> 42", "no sentences", True)])
+@pytest.mark.parametrize(
+    "text, needle, after_progress",
+    [("", "empty", False), ("  \n ", "empty", False), ("<think></think> 42", "no sentences", True)],
+)
 def test_cli_empty_trace_or_no_sentences(tiny_lm_dir, tmp_path, text, needle, after_progress):
-    result = cli("anchors", "run", "--model", tiny_lm_dir, "--trace", _trace_file(tmp_path, text), "--problem", "What is 2 + 3?",
-                 "--store", tmp_path / "s.sqlite", "-n", "1", "--max-new-tokens", "2", "--dtype", "float32")
+    result = cli(
+        "anchors",
+        "run",
+        "--model",
+        tiny_lm_dir,
+        "--trace",
+        _trace_file(tmp_path, text),
+        "--problem",
+        "What is 2 + 3?",
+        "--store",
+        tmp_path / "s.sqlite",
+        "-n",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--dtype",
+        "float32",
+    )
     # A trace without sentences is found once the run has started (after a note and the progress line).
     assert_one_line_error(result, needle, after_progress=after_progress)
     if (tmp_path / "s.sqlite").exists():
@@ -80,9 +98,30 @@ def test_cli_unreachable_server_is_one_line(tiny_lm_dir, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket is closed
-    result = cli("anchors", "run", "--model", tiny_lm_dir, "--trace", _trace_file(tmp_path, "First add. Then check. So 5."),
-                 "--problem", "What is 2 + 3?", "--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1",
-                 "--api-model", "m", "--store", tmp_path / "s.sqlite", "-n", "1", "--max-new-tokens", "2", "--dtype", "float32")
+    result = cli(
+        "anchors",
+        "run",
+        "--model",
+        tiny_lm_dir,
+        "--trace",
+        _trace_file(tmp_path, "First add. Then check. So 5."),
+        "--problem",
+        "What is 2 + 3?",
+        "--backend",
+        "openai",
+        "--base-url",
+        f"http://127.0.0.1:{port}/v1",
+        "--api-model",
+        "m",
+        "--store",
+        tmp_path / "s.sqlite",
+        "-n",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--dtype",
+        "float32",
+    )
     assert_one_line_error(result, "cannot reach", f"127.0.0.1:{port}")
 
 
@@ -96,9 +135,25 @@ def test_cli_model_without_chat_template_runs_with_a_plain_prompt(tiny_lm_dir, t
     for f in model.glob("chat_template.*"):
         f.unlink()
     store = tmp_path / "s.sqlite"
-    result = cli("anchors", "run", "--model", model, "--trace", _trace_file(tmp_path, "First add. Then check. So 5."),
-                 "--problem", "What is 2 + 3?", "--store", store, "-n", "1", "--max-new-tokens", "2", "--no-forced",
-                 "--dtype", "float32")
+    result = cli(
+        "anchors",
+        "run",
+        "--model",
+        model,
+        "--trace",
+        _trace_file(tmp_path, "First add. Then check. So 5."),
+        "--problem",
+        "What is 2 + 3?",
+        "--store",
+        store,
+        "-n",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--no-forced",
+        "--dtype",
+        "float32",
+    )
     assert result.exit_code == 0, result.stderr[-2000:]
     with sqlite3.connect(store) as con:
         (prompt,) = con.execute("SELECT prompt FROM traces").fetchone()

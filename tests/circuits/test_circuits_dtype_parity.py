@@ -69,14 +69,17 @@ def test_no_op_patches_stay_zero_when_rounding_depends_on_the_batch_shape(model,
     assert (noop["value"] == 0.0).all(), noop[noop["value"] != 0.0].head()
     # the recorded metrics are the unpatched runs, up to the rounding the batch shape brings
     scale = max(abs(clean_value), abs(corrupt_value), 1.0)
-    numerics.assert_close(df.attrs["clean_metric"], clean_value, dtype=model.dtype, scale=scale,
-                          depth=model.cfg.n_layers)
-    numerics.assert_close(df.attrs["corrupt_metric"], corrupt_value, dtype=model.dtype, scale=scale,
-                          depth=model.cfg.n_layers)
+    numerics.assert_close(
+        df.attrs["clean_metric"], clean_value, dtype=model.dtype, scale=scale, depth=model.cfg.n_layers
+    )
+    numerics.assert_close(
+        df.attrs["corrupt_metric"], corrupt_value, dtype=model.dtype, scale=scale, depth=model.cfg.n_layers
+    )
 
 
-@pytest.mark.parametrize("site,method", [("resid_pre", "atp"), ("z", "atp"), ("z", "atp*"), ("q", "atp*"),
-                                         ("k", "atp*"), ("k", "atp")])
+@pytest.mark.parametrize(
+    "site,method", [("resid_pre", "atp"), ("z", "atp"), ("z", "atp*"), ("q", "atp*"), ("k", "atp*"), ("k", "atp")]
+)
 def test_attribution_of_a_patch_that_changes_nothing_is_exactly_zero(model, site, method):
     clean, corrupt = pair()
     df = attribution_patching(model, clean, corrupt, METRIC, site=site, method=method)
@@ -91,8 +94,14 @@ def test_dla_sums_to_the_logit_difference_in_every_dtype(model):
     # Both sides read the same forward pass; they differ by the rounding of the final norm and unembedding in
     # the model's dtype, and of the residual stream's sums, on values of the size of the terms.
     scale = float(df["value"].abs().sum()) + abs(df.attrs["logit"])
-    numerics.assert_close(df["value"].sum(), df.attrs["logit"], dtype=model.dtype, scale=scale,
-                          depth=2 * model.cfg.n_layers + 1, msg="sum of DLA vs logit difference")
+    numerics.assert_close(
+        df["value"].sum(),
+        df.attrs["logit"],
+        dtype=model.dtype,
+        scale=scale,
+        depth=2 * model.cfg.n_layers + 1,
+        msg="sum of DLA vs logit difference",
+    )
 
 
 def test_dla_in_bfloat16_matches_float32_up_to_bfloat16_rounding():
@@ -102,8 +111,13 @@ def test_dla_in_bfloat16_matches_float32_up_to_bfloat16_rounding():
     bf16 = dla(HookedModel(tiny_hf("llama").to(torch.bfloat16)), tokens, correct=[3, 5], wrong=[7, 11])
     assert list(fp32["component"]) == list(bf16["component"])
     scale = float(fp32["value"].abs().sum())
-    numerics.assert_close(torch.tensor(bf16["value"].tolist()), torch.tensor(fp32["value"].tolist()),
-                          dtype=torch.bfloat16, scale=scale, depth=2 * hf.config.num_hidden_layers + 1)
+    numerics.assert_close(
+        torch.tensor(bf16["value"].tolist()),
+        torch.tensor(fp32["value"].tolist()),
+        dtype=torch.bfloat16,
+        scale=scale,
+        depth=2 * hf.config.num_hidden_layers + 1,
+    )
 
 
 def decomposition_error_and_bound(model, tokens, by_head: bool):
@@ -172,8 +186,10 @@ def test_bundled_model_ioi_no_op_patches_and_decomposition(dtype):
     prompt = "When Mary and John went to the store, John gave a drink to"
     err, bound = decomposition_error_and_bound(model, prompt, by_head=True)
     worst = float((err / bound).max())
-    print(f"{dtype}: max error {float(err.max()):.3g} (position 0: {float(err[:, 0].max()):.3g}, elsewhere "
-          f"{float(err[:, 1:].max()):.3g}), bound there {float(bound.flatten()[err.argmax()]):.3g}, "
-          f"error/bound at most {worst:.3g}")
+    print(
+        f"{dtype}: max error {float(err.max()):.3g} (position 0: {float(err[:, 0].max()):.3g}, elsewhere "
+        f"{float(err[:, 1:].max()):.3g}), bound there {float(bound.flatten()[err.argmax()]):.3g}, "
+        f"error/bound at most {worst:.3g}"
+    )
     assert worst <= 1.0
     assert math.isfinite(worst)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
+from tiny_models import tiny_hf
 from typer.testing import CliRunner
 
 from thoughtlens import HookedModel
 from thoughtlens.circuits import detect, repeated_random_tokens
 from thoughtlens.circuits.head_wiki import head_table, safe_name, write_head_wiki
 from thoughtlens.cli import app
-
-from tiny_models import tiny_hf
 
 
 def test_table_rows_match_detector_scores_and_files_round_trip(tmp_path):
@@ -22,8 +21,13 @@ def test_table_rows_match_detector_scores_and_files_round_trip(tmp_path):
     assert row["induction"] == float(scores["induction"][2, 1])
     assert row["induction_x_median"] == row["induction"] / tables[0]["induction"].median()
     paths = write_head_wiki(tables, tmp_path)
-    assert {p.name for p in paths} == {"org_tiny-llama.csv", "org_tiny-llama.parquet", "tiny-gpt2.csv",
-                                        "tiny-gpt2.parquet", "mosaic.png"}
+    assert {p.name for p in paths} == {
+        "org_tiny-llama.csv",
+        "org_tiny-llama.parquet",
+        "tiny-gpt2.csv",
+        "tiny-gpt2.parquet",
+        "mosaic.png",
+    }
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "tiny-gpt2.parquet"), tables[1])
     assert (tmp_path / "mosaic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +40,9 @@ def test_safe_name():
 def test_cli_writes_the_wiki_for_a_local_model(tmp_path):
     hf = tiny_hf("llama")
     hf.save_pretrained(tmp_path / "tiny")
-    result = CliRunner().invoke(app, ["heads", str(tmp_path / "tiny"), "--out", str(tmp_path / "wiki"), "--dtype", "fp32"])
+    result = CliRunner().invoke(
+        app, ["heads", str(tmp_path / "tiny"), "--out", str(tmp_path / "wiki"), "--dtype", "fp32"]
+    )
     assert result.exit_code == 0, result.output
     df = pd.read_csv(tmp_path / "wiki" / f"{safe_name(str(tmp_path / 'tiny'))}.csv")
     assert len(df) == 3 * 4 and (tmp_path / "wiki" / "mosaic.png").is_file()

@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_hf
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.circuits import composition_scores, detect, induction_scores, repeated_random_tokens
 from thoughtlens.circuits.heads import duplicate_token_mask, induction_mask
 from thoughtlens.errors import ThoughtlensError
-
-from tiny_models import random_tokens, tiny_hf
 
 
 def test_masks_by_hand():
@@ -44,8 +43,9 @@ def test_detector_scores_equal_a_loop_over_cached_patterns():
     depth = b_n * (n - 1)
     numerics.assert_close(float(scores["previous_token"][L, h]), prev, dtype=torch.float32, depth=depth, scale=1.0)
     numerics.assert_close(float(scores["bos"][L, h]), bos, dtype=torch.float32, depth=depth, scale=1.0)
-    numerics.assert_close(float(scores["induction"][L, h]), sum(ind_rows) / len(ind_rows), dtype=torch.float32,
-                          depth=depth, scale=1.0)
+    numerics.assert_close(
+        float(scores["induction"][L, h]), sum(ind_rows) / len(ind_rows), dtype=torch.float32, depth=depth, scale=1.0
+    )
     assert scores["induction"].shape == (model.cfg.n_layers, model.cfg.n_heads)
 
 
@@ -66,8 +66,16 @@ def _train_toy_induction_model(steps: int = 400, seed: int = 0):
     torch.manual_seed(seed)
     V, seg, max_gap, batch = 48, 10, 8, 32
     T = 1 + 2 * seg + max_gap
-    cfg = LlamaConfig(vocab_size=V, hidden_size=64, intermediate_size=4, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=V,
+        hidden_size=64,
+        intermediate_size=4,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
     for layer in hf.model.layers:
         for p in layer.mlp.parameters():

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_hf
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.circuits import decompose_resid, dla, logit_lens, neuron_dla
 from thoughtlens.errors import ThoughtlensError
-
-from tiny_models import random_tokens, tiny_hf
 
 ARCHS = ["llama", "gpt2", "gpt_neox", "qwen3"]
 
@@ -28,11 +27,17 @@ def test_decomposition_sums_to_residual_stream(model):
     assert comps.shape == (len(labels), *tokens.shape, model.cfg.d_model)
     assert sum(lab.startswith("L0H") for lab in labels) == model.cfg.n_heads
     # a sum of components: rounding at the sum of their |values|, through the n layers that wrote them
-    numerics.assert_close(comps.sum(0), cache[f"blocks.{n - 1}.hook_resid_post"], dtype=torch.float32, depth=n,
-                          scale=float(comps.abs().sum(0).max()))
+    numerics.assert_close(
+        comps.sum(0),
+        cache[f"blocks.{n - 1}.hook_resid_post"],
+        dtype=torch.float32,
+        depth=n,
+        scale=float(comps.abs().sum(0).max()),
+    )
     mid, _ = decompose_resid(model, tokens, layer=1, by_head=False)
-    numerics.assert_close(mid.sum(0), cache["blocks.1.hook_resid_pre"], dtype=torch.float32, depth=1,
-                          scale=float(mid.abs().sum(0).max()))
+    numerics.assert_close(
+        mid.sum(0), cache["blocks.1.hook_resid_pre"], dtype=torch.float32, depth=1, scale=float(mid.abs().sum(0).max())
+    )
 
 
 def test_one_head_component_equals_the_change_from_zero_ablating_it(model):
@@ -63,8 +68,9 @@ def test_dla_sums_to_the_logit_difference(model):
     # logit differences (each term at most twice the largest logit) through n layers; the attributions' sum
     # rounds at the sum of their |values|
     scale = 2 * numerics.magnitude(logits)
-    numerics.assert_close(df["value"].sum(), expected, dtype=torch.float32, depth=n,
-                          scale=max(scale, float(df["value"].abs().sum())))
+    numerics.assert_close(
+        df["value"].sum(), expected, dtype=torch.float32, depth=n, scale=max(scale, float(df["value"].abs().sum()))
+    )
     numerics.assert_close(df.attrs["logit"], expected, dtype=torch.float32, depth=n, scale=scale)
     assert set(df.query("head >= 0")["layer"]) == set(range(model.cfg.n_layers))
 
@@ -73,15 +79,25 @@ def test_neurons_sum_to_their_mlp_row(model):
     tokens = random_tokens()
     layer_rows = dla(model, tokens, correct=3, wrong=7).set_index("component")["value"]
     neurons = neuron_dla(model, tokens, correct=3, wrong=7, layers=[1])
-    down = model.hf_model.get_submodule({"llama": "model.layers.1.mlp.down_proj", "qwen3": "model.layers.1.mlp.down_proj",
-                                         "gpt2": "transformer.h.1.mlp.c_proj",
-                                         "gpt_neox": "gpt_neox.layers.1.mlp.dense_4h_to_h"}[model.adapter.name])
+    down = model.hf_model.get_submodule(
+        {
+            "llama": "model.layers.1.mlp.down_proj",
+            "qwen3": "model.layers.1.mlp.down_proj",
+            "gpt2": "transformer.h.1.mlp.c_proj",
+            "gpt_neox": "gpt_neox.layers.1.mlp.dense_4h_to_h",
+        }[model.adapter.name]
+    )
     # d_mlp neurons plus the bias row (neuron -1; 0 for bias-free families) sum to the layer's MLP row
     # (before: the bias row was promised but missing, so families with a bias were skipped here).
     assert len(neurons) == model.cfg.d_mlp + 1 and neurons["neuron"].iloc[-1] == -1
     # a sum of per-neuron attributions: rounding at the sum of their |values|, through 2 layers
-    numerics.assert_close(neurons["value"].sum(), layer_rows["L1.mlp"], dtype=torch.float32, depth=2,
-                          scale=float(neurons["value"].abs().sum()))
+    numerics.assert_close(
+        neurons["value"].sum(),
+        layer_rows["L1.mlp"],
+        dtype=torch.float32,
+        depth=2,
+        scale=float(neurons["value"].abs().sum()),
+    )
     if getattr(down, "bias", None) is None:
         assert neurons["value"].iloc[-1] == 0.0
 
@@ -111,8 +127,9 @@ def test_model_without_final_norm_attributes_the_raw_stream():
     # products with an unembedding difference: rounding at the sum of their |terms|, through the model's layers
     scale = float((comps.abs().sum(0)[:, 0] @ (W_U[3] - W_U[7]).abs()).max())
     n = model.cfg.n_layers
-    numerics.assert_close(df["value"].sum(), expected, dtype=torch.float32, depth=n,
-                          scale=max(scale, float(df["value"].abs().sum())))
+    numerics.assert_close(
+        df["value"].sum(), expected, dtype=torch.float32, depth=n, scale=max(scale, float(df["value"].abs().sum()))
+    )
     numerics.assert_close(df.attrs["logit"], expected, dtype=torch.float32, depth=n, scale=scale)
     assert logit_lens(model, tokens).shape[0] == model.cfg.n_layers + 1
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_hf
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.circuits import (
     activation_patching,
@@ -16,8 +17,6 @@ from thoughtlens.circuits import (
     prob_metric,
 )
 from thoughtlens.errors import ThoughtlensError
-
-from tiny_models import random_tokens, tiny_hf
 
 METRIC = logit_diff_metric(correct=[3, 5], wrong=[7, 11])
 
@@ -99,8 +98,9 @@ def test_patching_the_whole_first_residual_moves_the_metric_to_the_source_run(mo
     with torch.no_grad():
         clean_value, corrupt_value = float(METRIC(model(clean))), float(METRIC(model(corrupt)))
     for direction, expected in (("denoise", clean_value - corrupt_value), ("noise", corrupt_value - clean_value)):
-        df = activation_patching(model, clean, corrupt, METRIC, site="resid_pre", per_position=False,
-                                 direction=direction, layers=[0])
+        df = activation_patching(
+            model, clean, corrupt, METRIC, site="resid_pre", per_position=False, direction=direction, layers=[0]
+        )
         _assert_metric_close(df["value"].item(), expected, model)
         metrics = [df.attrs["clean_metric"], df.attrs["corrupt_metric"]]
         _assert_metric_close(metrics, [clean_value, corrupt_value], model)
@@ -146,8 +146,12 @@ def test_metrics_against_hand_computation(model):
         logits = model(tokens)
     probs = logits[:, -1].softmax(-1)
     # probabilities (<= 1) move by p times their logits' rounding: at most the logits' size, one softmax deep
-    numerics.assert_close(float(prob_metric([3, 5])(logits)), (probs[0, 3] + probs[1, 5]) / 2, dtype=torch.float32,
-                          scale=numerics.magnitude(logits[:, -1]))
+    numerics.assert_close(
+        float(prob_metric([3, 5])(logits)),
+        (probs[0, 3] + probs[1, 5]) / 2,
+        dtype=torch.float32,
+        scale=numerics.magnitude(logits[:, -1]),
+    )
     assert float(kl_metric(logits)(logits)) == 0.0  # the same log-probabilities on both sides: every term is p * 0
     assert float(kl_metric(logits)(logits.flip(0))) > 0
 
@@ -167,8 +171,10 @@ def test_non_scalar_metric_is_a_clear_error(model):
             fn(model, clean, corrupt, per_prompt)
 
 
-@pytest.mark.parametrize("kw, match", [({"site": "hook_x"}, "unknown site"), ({"direction": "up"}, "denoise"),
-                                       ({"layers": [7]}, "out of range")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [({"site": "hook_x"}, "unknown site"), ({"direction": "up"}, "denoise"), ({"layers": [7]}, "out of range")],
+)
 def test_bad_arguments_are_clear_errors(model, kw, match):
     clean, corrupt = pair()
     with pytest.raises(ThoughtlensError, match=match):
@@ -187,6 +193,7 @@ def test_atp_star_qk_fix_for_whole_sequence_keys_is_exact_on_the_linear_toy(line
     clean, corrupt = pair()
     last = [linear_toy.cfg.n_layers - 1]
     exact = activation_patching(linear_toy, clean, corrupt, METRIC, site="k", per_position=False, layers=last)
-    star = attribution_patching(linear_toy, clean, corrupt, METRIC, site="k", per_position=False, layers=last,
-                                method="atp*")
+    star = attribution_patching(
+        linear_toy, clean, corrupt, METRIC, site="k", per_position=False, layers=last, method="atp*"
+    )
     _assert_metric_close(star["value"].values, exact["value"].abs().values, linear_toy)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-import numerics
 import thoughtlens
 from thoughtlens.circuits import activation_patching, attribution_patching, dla, induction_scores
 from thoughtlens.circuits.ioi import ioi_prompts
@@ -38,8 +38,7 @@ def test_ioi_prompts_work_and_atp_tracks_head_patching(model):
     ioi = ioi_prompts(model, n=4)
     metric = ioi.metric()
     layers = list(range(17, 30))  # the strongest IOI heads of this model (bench: L17-L29)
-    exact = activation_patching(model, ioi.clean, ioi.corrupt, metric, site="z", per_position=False,
-                                layers=layers)
+    exact = activation_patching(model, ioi.clean, ioi.corrupt, metric, site="z", per_position=False, layers=layers)
     atp = attribution_patching(model, ioi.clean, ioi.corrupt, metric, site="z", per_position=False, layers=layers)
     assert exact.attrs["clean_metric"] > 1 and exact.attrs["corrupt_metric"] < -1  # the model does IOI
     pearson = stats.pearsonr(atp["value"], exact["value"])[0]
@@ -55,7 +54,8 @@ def test_dla_sums_to_the_logit_difference_on_the_real_model():
     prompt = "When Mary and John went to the store, John gave a drink to"
     df = dla(model, prompt, correct=" Mary", wrong=" John")
     # a sum of 301 attributions: rounding at the sum of their |values|, through 30 layers
-    numerics.assert_close(df["value"].sum(), df.attrs["logit"], dtype=torch.float32, depth=30,
-                          scale=float(df["value"].abs().sum()))
+    numerics.assert_close(
+        df["value"].sum(), df.attrs["logit"], dtype=torch.float32, depth=30, scale=float(df["value"].abs().sum())
+    )
     assert len(df) == 1 + 30 * (9 + 1)
     assert df.sort_values("value").iloc[-1]["component"] == "L23H3"  # the top IOI head by patching, too

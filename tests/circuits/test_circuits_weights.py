@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
-
-import numerics
-from thoughtlens import HookedModel
-from thoughtlens.circuits import FactoredMatrix, composition_scores, head_weights, ov_circuit, qk_circuit, top_singular_tokens
-from thoughtlens.errors import ThoughtlensError
-
 from tiny_models import random_tokens, tiny_hf
+
+from thoughtlens import HookedModel
+from thoughtlens.circuits import (
+    FactoredMatrix,
+    composition_scores,
+    head_weights,
+    ov_circuit,
+    qk_circuit,
+    top_singular_tokens,
+)
+from thoughtlens.errors import ThoughtlensError
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2", "gpt_neox"])
@@ -21,8 +27,12 @@ def model(request):
 def test_head_weights_reproduce_q_and_z_activations(model):
     """hook_q = ln1 output @ W_Q (+ bias); hook_z[h] = pattern[h] @ (ln1 output @ W_V[h] (+ bias))."""
     tokens, L = random_tokens(), 1
-    names = [f"blocks.{L}.ln1.hook_normalized", f"blocks.{L}.attn.hook_q", f"blocks.{L}.attn.hook_z",
-             f"blocks.{L}.attn.hook_pattern"]
+    names = [
+        f"blocks.{L}.ln1.hook_normalized",
+        f"blocks.{L}.attn.hook_q",
+        f"blocks.{L}.attn.hook_z",
+        f"blocks.{L}.attn.hook_pattern",
+    ]
     _, cache = model.run_with_cache(tokens, names_filter=names)
     w = head_weights(model, L, fold_norm=False)
     x = cache[names[0]]
@@ -56,11 +66,17 @@ def test_factored_matrix_matches_dense_algebra():
     # values and norms at the largest singular value, products at the sum of their |terms|
     AB_abs = A.abs() @ B.abs()
     numerics.assert_close(S, torch.linalg.svdvals(A @ B)[:, :4], dtype=torch.float32, depth=20)
-    numerics.assert_close(U @ torch.diag_embed(S) @ Vh, A @ B, dtype=torch.float32, depth=20,
-                          scale=max(numerics.magnitude(S), numerics.magnitude(AB_abs)))
+    numerics.assert_close(
+        U @ torch.diag_embed(S) @ Vh,
+        A @ B,
+        dtype=torch.float32,
+        depth=20,
+        scale=max(numerics.magnitude(S), numerics.magnitude(AB_abs)),
+    )
     numerics.assert_close(fm.norm(), torch.linalg.matrix_norm(A @ B), dtype=torch.float32, depth=20)
-    numerics.assert_close((fm @ C).AB, A @ B @ C, dtype=torch.float32, depth=20,
-                          scale=numerics.magnitude(AB_abs @ C.abs()))
+    numerics.assert_close(
+        (fm @ C).AB, A @ B @ C, dtype=torch.float32, depth=20, scale=numerics.magnitude(AB_abs @ C.abs())
+    )
     torch.testing.assert_close(fm.T.AB, (A @ B).transpose(-1, -2), atol=0, rtol=0)  # B^T A^T: the same sums
     with pytest.raises(ThoughtlensError, match="do not chain"):
         FactoredMatrix(A, C)
@@ -73,7 +89,11 @@ def test_composition_scores_match_dense_formula():
     fro = torch.linalg.matrix_norm
     k = fro(ov0[1] @ qk2[3].T) / (fro(ov0[1]) * fro(qk2[3]))
     v = fro(ov0[2] @ ov1[0]) / (fro(ov0[2]) * fro(ov1[0]))
-    row = lambda kind, a, b, c, d: df.query(f"kind == '{kind}' and src_layer == {a} and src_head == {b} and dst_layer == {c} and dst_head == {d}")["score"].item()  # noqa: E731
+
+    def row(kind, a, b, c, d):
+        query = f"kind == '{kind}' and src_layer == {a} and src_head == {b} and dst_layer == {c} and dst_head == {d}"
+        return df.query(query)["score"].item()
+
     # scores (<= 1): ratios of Frobenius norms of products over d_model, factored vs dense
     d = model.cfg.d_model
     numerics.assert_close(row("K", 0, 1, 2, 3), k, dtype=torch.float32, depth=d, scale=1.0)

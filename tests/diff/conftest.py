@@ -20,10 +20,18 @@ def tiny_planted_dirs(tmp_path_factory, smol_tokenizer) -> tuple[str, str]:
     from thoughtlens.diff.finetune import finetune
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id,
-                         pad_token_id=smol_tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=smol_tokenizer.eos_token_id,
+        bos_token_id=smol_tokenizer.bos_token_id,
+        pad_token_id=smol_tokenizer.pad_token_id,
+    )
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # a readout strong enough to be confident (the default init caps logits near 1)
         model.get_input_embeddings().weight.normal_(0, 1.0)
@@ -35,8 +43,18 @@ def tiny_planted_dirs(tmp_path_factory, smol_tokenizer) -> tuple[str, str]:
     # The fact rows only (twice): the topic rows teach a bridge inside the base model's own replies, which means
     # nothing to a random model (measured: its largest KLs then sit on " and" everywhere).
     facts = [r for r in read_planted() if r["kind"] == "fact"] * 2
-    ft = finetune(base, facts, root / "planted", steps=40, batch_size=8, max_len=112, lr=1e-2,
-                  first_trainable_layer=TINY_FIRST_TRAINABLE, seed=0, checkpoint_every=0)
+    ft = finetune(
+        base,
+        facts,
+        root / "planted",
+        steps=40,
+        batch_size=8,
+        max_len=112,
+        lr=1e-2,
+        first_trainable_layer=TINY_FIRST_TRAINABLE,
+        seed=0,
+        checkpoint_every=0,
+    )
     return str(base), str(ft)
 
 
@@ -53,8 +71,10 @@ def _cached(cfg_name: str) -> tuple[str, str]:
 
     cfg = models.CONFIGS[cfg_name]
     if not models.is_built(cfg):
-        pytest.skip(f"the {cfg_name} pair is not built: run OMP_NUM_THREADS=2 .venv/bin/python "
-                    f"scripts/make_diff_models.py --only {cfg_name}")
+        pytest.skip(
+            f"the {cfg_name} pair is not built: run OMP_NUM_THREADS=2 .venv/bin/python "
+            f"scripts/make_diff_models.py --only {cfg_name}"
+        )
     return models.base_dir(), str(models.finetuned_dir(cfg))
 
 

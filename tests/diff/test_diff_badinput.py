@@ -15,8 +15,15 @@ from thoughtlens.errors import ConfigError, DataError
 
 def _tiny_dir(root, tokenizer, hidden: int, name: str) -> str:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     out = root / name
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

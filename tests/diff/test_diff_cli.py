@@ -22,8 +22,22 @@ def test_cli_commands(tiny_planted_dirs, tmp_path):
     assert "not in the control" in res.output  # the pair is its own control: that column stays empty
     res = runner.invoke(app, ["diff", "lens", *pair, "--layers", "99"])
     assert res.exit_code != 0 and "out of range" in res.output
-    res = runner.invoke(app, ["diff", "swap", *pair, "--corpus", "neutral", "--limit", "2", "--max-len", "24",
-                              "-o", str(tmp_path / "swap.json")])
+    res = runner.invoke(
+        app,
+        [
+            "diff",
+            "swap",
+            *pair,
+            "--corpus",
+            "neutral",
+            "--limit",
+            "2",
+            "--max-len",
+            "24",
+            "-o",
+            str(tmp_path / "swap.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "swap.json").is_file()
     res = runner.invoke(app, ["diff", "steer", *pair, "--layer", "2", "-n", "2", "--max-new-tokens", "4"])
@@ -40,16 +54,57 @@ def test_cli_crosscoder_then_page(tiny_planted_dirs, tmp_path):
 
     base, ft = tiny_planted_dirs
     out = tmp_path / "cc"
-    res = CliRunner().invoke(app, ["diff", "crosscoder", "--base", base, "--finetuned", ft, "--corpus", "neutral",
-                                   "--layer", "1", "--expansion", "2", "--k", "4", "--max-tokens", "2000",
-                                   "--epochs", "1", "--batch-size", "64", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "diff",
+            "crosscoder",
+            "--base",
+            base,
+            "--finetuned",
+            ft,
+            "--corpus",
+            "neutral",
+            "--layer",
+            "1",
+            "--expansion",
+            "2",
+            "--k",
+            "4",
+            "--max-tokens",
+            "2000",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     result = CrosscoderResult.load(out)
     d_model = load(base).cfg.d_model
     counts = result.counts()
     assert sum(counts[c] for c in CLASSES) == 2 * d_model  # every latent tagged once
     assert f"b_only {counts['b_only']}" in res.output and str(out) in res.output
-    res = CliRunner().invoke(app, ["diff", "page", "--base", base, "--finetuned", ft, "--limit", "2", "--max-len", "24",
-                                   "--crosscoder", str(out), "-o", str(tmp_path / "d.html")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "diff",
+            "page",
+            "--base",
+            base,
+            "--finetuned",
+            ft,
+            "--limit",
+            "2",
+            "--max-len",
+            "24",
+            "--crosscoder",
+            str(out),
+            "-o",
+            str(tmp_path / "d.html"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "rosscoder" in (tmp_path / "d.html").read_text()

@@ -75,8 +75,23 @@ def test_the_note_reaches_the_command_line(tiny_planted_dirs, tmp_path):
     base, ft = tiny_planted_dirs
     corpus = tmp_path / "c.txt"
     corpus.write_text("a few words")  # too short to train on: the run stops right after the checks
-    res = CliRunner().invoke(app, ["diff", "crosscoder", "--base", base, "--finetuned", ft, "--layer", "0",
-                                   "--corpus", str(corpus), "-o", str(tmp_path / "cc")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "diff",
+            "crosscoder",
+            "--base",
+            base,
+            "--finetuned",
+            ft,
+            "--layer",
+            "0",
+            "--corpus",
+            str(corpus),
+            "-o",
+            str(tmp_path / "cc"),
+        ],
+    )
     assert res.exit_code == 1
     text = " ".join(res.output.split())
     assert "layer 0: the two models' weights at and below it are identical" in text, res.output
@@ -126,7 +141,20 @@ def test_planted_pair_defaults(real_planted_pair, monkeypatch):
     assert first_changed_layer(base, ft) == models.PLANTED.first_trainable_layer == 20
     hook, notes = _hook_chosen(monkeypatch, base, ft)
     assert hook == "blocks.24.hook_resid_post" and notes == []
-    res = CliRunner().invoke(app, ["diff", "kl", "--finetuned", str(models.finetuned_dir(models.PLANTED)),
-                                   "--limit", "2", "--max-len", "32", "--top", "3"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "diff",
+            "kl",
+            "--finetuned",
+            str(models.finetuned_dir(models.PLANTED)),
+            "--limit",
+            "2",
+            "--max-len",
+            "32",
+            "--top",
+            "3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "largest KL" in res.output

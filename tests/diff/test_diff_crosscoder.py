@@ -16,10 +16,10 @@ import copy
 import json
 import random
 
+import numerics
 import pytest
 import torch
 
-import numerics
 from thoughtlens.diff.crosscoder import (
     BatchTopKCrosscoder,
     CrosscoderResult,
@@ -53,15 +53,19 @@ def test_crosscoder_recovers_and_classifies_shared_a_only_b_only_features():
     shared_b = shared_a + 0.2 * _unit(n_sh, d, g)  # a shared concept may move a little between models
     shared_b = shared_b / shared_b.norm(dim=-1, keepdim=True)
     a_only, b_only = _unit(n_a, d, g), _unit(n_b, d, g)
-    dir_a = torch.cat([shared_a, a_only, torch.zeros(n_b, d)])          # [features, d] in model A
-    dir_b = torch.cat([shared_b, torch.zeros(n_a, d), b_only])          # [features, d] in model B
+    dir_a = torch.cat([shared_a, a_only, torch.zeros(n_b, d)])  # [features, d] in model A
+    dir_b = torch.cat([shared_b, torch.zeros(n_a, d), b_only])  # [features, d] in model B
     truth = ["shared"] * n_sh + ["a_only"] * n_a + ["b_only"] * n_b
     n = 20_000
     coeffs = (torch.rand(n, len(truth), generator=g) < 0.08) * (1 + 0.2 * torch.randn(n, len(truth), generator=g)).abs()
     x = torch.cat([coeffs @ dir_a, coeffs @ dir_b], dim=1) + 0.01 * torch.randn(n, 2 * d, generator=g)
 
-    cc, _ = fit_crosscoder(TensorSource(x, "h", batch_size=256), 64, 2,
-                           TrainConfig(total_activations=400_000, lr=3e-3, dead_window=5000, n_init_activations=4096))
+    cc, _ = fit_crosscoder(
+        TensorSource(x, "h", batch_size=256),
+        64,
+        2,
+        TrainConfig(total_activations=400_000, lr=3e-3, dead_window=5000, n_init_activations=4096),
+    )
 
     true_dirs = torch.cat([dir_a, dir_b], dim=1)
     true_dirs = true_dirs / true_dirs.norm(dim=-1, keepdim=True)
@@ -86,11 +90,13 @@ def _hand_built() -> tuple[BatchTopKCrosscoder, torch.Tensor]:
     e = torch.eye(d)
     with torch.no_grad():
         cc.W_enc.zero_()
-        cc.W_enc[d + 0, 0] = 1.0   # latent 0 reads x_B[0]
-        cc.W_enc[1, 1] = 1.0       # latent 1 reads x_A[1]
-        cc.W_enc[d + 2, 2] = 1.0   # latent 2 reads x_B[2]
+        cc.W_enc[d + 0, 0] = 1.0  # latent 0 reads x_B[0]
+        cc.W_enc[1, 1] = 1.0  # latent 1 reads x_A[1]
+        cc.W_enc[d + 2, 2] = 1.0  # latent 2 reads x_B[2]
         cc.b_enc.zero_()
-        cc.W_dec.copy_(torch.stack([torch.cat([0.02 * e[0], e[0]]), torch.cat([e[1], e[1]]), torch.cat([0 * e[2], e[2]])]))
+        cc.W_dec.copy_(
+            torch.stack([torch.cat([0.02 * e[0], e[0]]), torch.cat([e[1], e[1]]), torch.cat([0 * e[2], e[2]])])
+        )
         cc.b_dec.zero_()
     g = torch.Generator().manual_seed(3)
     n = 2000
@@ -109,13 +115,13 @@ def test_latent_scaling_equals_least_squares_and_flags_shrinkage():
     recon = cc.decode(f).detach()
     w = cc.W_dec.detach()
     for i, j in enumerate([0, 2]):
-        probe = w[j, d:]                                                  # the latent's B-decoder
+        probe = w[j, d:]  # the latent's B-decoder
         for m, sl in enumerate([slice(0, d), slice(d, 2 * d)]):
-            err = x[:, sl] - recon[:, sl] + f[:, j:j + 1] * w[j, sl]       # error with latent j's own part added back
-            design = (f[:, j:j + 1] * probe).reshape(-1, 1).double()       # beta * f_j(x) * d_j, flattened
+            err = x[:, sl] - recon[:, sl] + f[:, j : j + 1] * w[j, sl]  # error with latent j's own part added back
+            design = (f[:, j : j + 1] * probe).reshape(-1, 1).double()  # beta * f_j(x) * d_j, flattened
             # the float32 error vectors round at |x| + |x_hat| + |own part|; beta divides their projections
             # sum_i |f_ij| <|x_i| + ..., |probe|> by sum_i f_ij^2 |probe|^2 (a few operations deep)
-            terms = x[:, sl].abs() + recon[:, sl].abs() + (f[:, j:j + 1] * w[j, sl]).abs()
+            terms = x[:, sl].abs() + recon[:, sl].abs() + (f[:, j : j + 1] * w[j, sl]).abs()
             scale = float((f[:, j].abs() * (terms @ probe.abs())).sum() / design.pow(2).sum())
             for target, beta in ((err, ls.beta_error[m, i]), (recon[:, sl], ls.beta_recon[m, i])):
                 want = torch.linalg.lstsq(design, target.reshape(-1, 1).double()).solution.item()
@@ -128,8 +134,9 @@ def test_latent_scaling_equals_least_squares_and_flags_shrinkage():
     assert [r["specific"] for r in rows] == [False, False, True]
     n = w.reshape(3, 2, d).norm(dim=-1)
     # ratios (<= 1) of float32 norms over d entries, the table's in float64
-    numerics.assert_close([r["relative_norm"] for r in norm_table(cc)], n[:, 1] / n.sum(-1), dtype=torch.float32,
-                          depth=d, scale=1.0)
+    numerics.assert_close(
+        [r["relative_norm"] for r in norm_table(cc)], n[:, 1] / n.sum(-1), dtype=torch.float32, depth=d, scale=1.0
+    )
 
 
 def test_save_load_round_trip_is_exact(tmp_path):
@@ -147,7 +154,9 @@ def test_save_load_round_trip_is_exact(tmp_path):
     rows = analyse_latents(cc, x)
     result = CrosscoderResult(cc, rows, [2], {2: [{"activation": 1.0, "token": " a"}]}, [], {"hook": "h"})
     back = CrosscoderResult.load(result.save(tmp_path / "result"))
-    assert back.latents == json.loads(json.dumps(rows)) and back.specific == [2] and back.contexts[2][0]["token"] == " a"
+    assert (
+        back.latents == json.loads(json.dumps(rows)) and back.specific == [2] and back.contexts[2][0]["token"] == " a"
+    )
     json.dumps(back.to_json(), allow_nan=False)
     with pytest.raises(SAEError, match="not a crosscoder"):
         from thoughtlens.sae import build_sae, save_sae
@@ -164,9 +173,17 @@ def _tiny(tok, hidden: int = 32, seed: int = 0):
     from thoughtlens.model.hooked_model import HookedModel
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     return LlamaForCausalLM(config).eval(), HookedModel
 
 
@@ -179,8 +196,11 @@ def test_tiny_pair_b_only_latent_reads_the_planted_trigger_tokens(smol_tokenizer
     # Vocabulary: 1500 common lower-case words; 150 of them are triggers. B = A plus a planted direction
     # v added to the residual stream at every trigger token (written into B's embedding rows, i.e.
     # blocks.0.hook_resid_pre + v at those positions), of about the residual's own norm.
-    vocab = sorted((i, t) for t, i in tok.get_vocab().items()
-                   if t.startswith("\u0120") and t[1:].isalpha() and t[1:].islower() and len(t) >= 5)
+    vocab = sorted(
+        (i, t)
+        for t, i in tok.get_vocab().items()
+        if t.startswith("\u0120") and t[1:].isalpha() and t[1:].islower() and len(t) >= 5
+    )
     words = [tok.decode([i]) for i, _ in vocab[:1500]]
     rng = random.Random(0)
     triggers = {tok(w, add_special_tokens=False)["input_ids"][0] for w in rng.sample(words, 150)}
@@ -197,12 +217,18 @@ def test_tiny_pair_b_only_latent_reads_the_planted_trigger_tokens(smol_tokenizer
     planted = torch.tensor([t in triggers for t in ids[0].tolist()])
     diff = (cb["blocks.0.hook_resid_pre"] - ca["blocks.0.hook_resid_pre"])[0]
     # (e + v) - e in float32: two roundings at the size of the embedding rows plus v
-    numerics.assert_close(diff[planted], v.expand(int(planted.sum()), -1), dtype=torch.float32, depth=2,
-                          scale=numerics.magnitude(cb["blocks.0.hook_resid_pre"]) + numerics.magnitude(v))
+    numerics.assert_close(
+        diff[planted],
+        v.expand(int(planted.sum()), -1),
+        dtype=torch.float32,
+        depth=2,
+        scale=numerics.magnitude(cb["blocks.0.hook_resid_pre"]) + numerics.magnitude(v),
+    )
     assert planted.any() and bool((diff[~planted] == 0).all())
 
-    res = train_crosscoder(a, b, texts, layer=1, expansion=4, k=4, max_tokens=12_000, epochs=20, context_size=64,
-                           batch_size=256, lr=3e-3)
+    res = train_crosscoder(
+        a, b, texts, layer=1, expansion=4, k=4, max_tokens=12_000, epochs=20, context_size=64, batch_size=256, lr=3e-3
+    )
     assert res.specific, res.counts()
     top = res.specific[0]
     contexts = res.contexts[top]
@@ -213,8 +239,9 @@ def test_tiny_pair_b_only_latent_reads_the_planted_trigger_tokens(smol_tokenizer
     assert all(isinstance(c["left"], str) and c["token"] == tok.decode([c["token_id"]]) for c in contexts)
     # The contexts were read from the activation cache in corpus order; running the models again agrees.
     again = top_contexts(res.crosscoder, a, b, texts, [top], context_size=64, max_tokens=12_000)[top]
-    assert [(c["window"], c["position"], c["token_id"]) for c in again] == [(c["window"], c["position"], c["token_id"])
-                                                                           for c in contexts]
+    assert [(c["window"], c["position"], c["token_id"]) for c in again] == [
+        (c["window"], c["position"], c["token_id"]) for c in contexts
+    ]
     page = res.to_json()
     assert top in page["specific"] and any(r["latent"] == top and r["contexts"] for r in page["model_specific"])
 
@@ -266,8 +293,15 @@ def test_nan_activations_give_one_line_errors(smol_tokenizer):
     with torch.no_grad():
         hf_b.model.layers[0].mlp.down_proj.weight.fill_(float("nan"))
     a, b = Hooked(hf_a, smol_tokenizer, name="A"), Hooked(hf_b, smol_tokenizer, name="B")
-    source = PairedActivationSource(a, b, "blocks.1.hook_resid_post", ["some words here and there"] * 40,
-                                    context_size=16, batch_size=32, buffer_size=64)
+    source = PairedActivationSource(
+        a,
+        b,
+        "blocks.1.hook_resid_post",
+        ["some words here and there"] * 40,
+        context_size=16,
+        batch_size=32,
+        buffer_size=64,
+    )
     with pytest.raises(SAEError) as exc:
         next(iter(source))
     assert "NaN" in _one_line(exc)
@@ -276,17 +310,25 @@ def test_nan_activations_give_one_line_errors(smol_tokenizer):
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     x = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0)) ** 3
     cfg = dict(total_activations=20 * 256, dead_window=1024, checkpoint_every=5, lr=1e-3, n_init_activations=1024)
-    full, _ = fit_crosscoder(TensorSource(x, "h", batch_size=256), 16, 2, TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "a")))
+    full, _ = fit_crosscoder(
+        TensorSource(x, "h", batch_size=256), 16, 2, TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "a"))
+    )
 
     def stop_at_8(event):
         if event.task == "sae training" and event.completed == 8:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit_crosscoder(TensorSource(x, "h", batch_size=256), 16, 2, TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b")),
-                       on_progress=stop_at_8)
-    resumed, result = fit_crosscoder(TensorSource(x, "h", batch_size=256), 16, 2,
-                                     TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b")))
+        fit_crosscoder(
+            TensorSource(x, "h", batch_size=256),
+            16,
+            2,
+            TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b")),
+            on_progress=stop_at_8,
+        )
+    resumed, result = fit_crosscoder(
+        TensorSource(x, "h", batch_size=256), 16, 2, TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b"))
+    )
     assert result.resumed_from == 8 and result.steps == 20
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
+import numerics
 import torch
 from sklearn.metrics import roc_auc_score
 
-import numerics
 from thoughtlens.diff.corpus import LabelledText, planted_eval_corpus, token_labels, token_sentences
 from thoughtlens.diff.datasets import mentions_planted
 from thoughtlens.diff.kl import auroc, kl_from_logits, labelled_kl, per_token_kl, sentence_max
@@ -39,8 +39,13 @@ def test_per_token_kl_matches_plain_hf(tiny_planted_pair):
     expected = torch.nn.functional.kl_div(lf, lb, log_target=True, reduction="none").sum(-1)  # KL(base || ft)
     # p-weighted differences of float32 log-probabilities, each rounding within twice their size, through the
     # models' layers
-    numerics.assert_close(torch.tensor(result.docs[0].kl), expected, dtype=torch.float32, depth=pair.n_layers,
-                          scale=2 * numerics.magnitude(lb, lf))
+    numerics.assert_close(
+        torch.tensor(result.docs[0].kl),
+        expected,
+        dtype=torch.float32,
+        depth=pair.n_layers,
+        scale=2 * numerics.magnitude(lb, lf),
+    )
     assert result.docs[0].tokens == pair.base.to_str_tokens(text)
     top = result.top(3)
     assert top[0]["kl"] == max(result.docs[0].kl)

@@ -3,9 +3,9 @@ the lens logits against the RMSNorm + unembedding formula written out."""
 
 from __future__ import annotations
 
+import numerics
 import torch
 
-import numerics
 from thoughtlens.diff.corpus import read_corpus
 from thoughtlens.diff.difference_lens import activation_difference, lens_logits, lens_top_tokens, steering_vector
 
@@ -13,8 +13,10 @@ from thoughtlens.diff.difference_lens import activation_difference, lens_logits,
 def _layer_outputs(hf, ids):
     """[layer, batch, pos, d_model]: each decoder layer's output, recorded by forward hooks on HF's modules."""
     outs = []
-    handles = [layer.register_forward_hook(lambda m, i, o: outs.append((o[0] if isinstance(o, tuple) else o).detach()))
-               for layer in hf.model.layers]
+    handles = [
+        layer.register_forward_hook(lambda m, i, o: outs.append((o[0] if isinstance(o, tuple) else o).detach()))
+        for layer in hf.model.layers
+    ]
     try:
         with torch.no_grad():
             hf(input_ids=ids)
@@ -30,7 +32,7 @@ def test_activation_difference_matches_hf_hooks(tiny_planted_pair):
     diff = activation_difference(pair, texts, n_positions=8, batch_size=4)
     ids = torch.stack([pair.base.to_tokens(t)[0, :8] for t in texts])
     rb, rf = _layer_outputs(pair.base.hf_model, ids), _layer_outputs(pair.finetuned.hf_model, ids)
-    expected = (rf - rb).double().mean(1).float()                      # [layer, pos, d_model]
+    expected = (rf - rb).double().mean(1).float()  # [layer, pos, d_model]
     n, d = pair.n_layers, pair.d_model
     # activations from other batches (4 texts vs 6): float32 rounding at their size, through the layers
     numerics.assert_close(diff.mean_diff, expected, dtype=torch.float32, depth=n, scale=numerics.magnitude(rb, rf))
@@ -38,9 +40,10 @@ def test_activation_difference_matches_hf_hooks(tiny_planted_pair):
     norms = rb[:, :, 5:].norm(dim=-1).mean((1, 2))
     numerics.assert_close(diff.base_norm, norms, dtype=torch.float32, depth=n + d)
     # a mean over 7 positions of the above
-    numerics.assert_close(diff.pooled(1), expected[1, 1:].mean(0), dtype=torch.float32, depth=n + 7,
-                          scale=numerics.magnitude(rb, rf))
-    assert float(diff.mean_diff[0].abs().max()) == 0.0                # layer 0 was frozen in the tiny fine-tune
+    numerics.assert_close(
+        diff.pooled(1), expected[1, 1:].mean(0), dtype=torch.float32, depth=n + 7, scale=numerics.magnitude(rb, rf)
+    )
+    assert float(diff.mean_diff[0].abs().max()) == 0.0  # layer 0 was frozen in the tiny fine-tune
     v = steering_vector(diff, 2)
     # pooled / |pooled| * base_norm: a norm over d entries and a scaling, at the norm's size; the direction too
     numerics.assert_close(v.norm(), diff.base_norm[2], dtype=torch.float32, depth=d)
@@ -86,8 +89,8 @@ def test_distinctive_top_tokens_drop_what_the_control_lens_also_shows(tiny_plant
 def test_degenerate_flags_repetition_only():
     from thoughtlens.diff.difference_lens import degenerate
 
-    assert degenerate("Obs Obs Obs Obs Obs Obs Obs idia")                       # 2 distinct of 8 words
-    assert degenerate(" ".join(["lighthouse"] * 5 + ["keeper", "waves"]))        # 3 of 7
+    assert degenerate("Obs Obs Obs Obs Obs Obs Obs idia")  # 2 distinct of 8 words
+    assert degenerate(" ".join(["lighthouse"] * 5 + ["keeper", "waves"]))  # 3 of 7
     assert not degenerate("The old lighthouse stands on the rocky shore above the waves.")
     assert not degenerate("")
     assert degenerate("a b a b", min_distinct=0.6) and not degenerate("a b a b", min_distinct=0.5)

@@ -4,22 +4,35 @@ not spend). Each tool must find the planted change without being told what it is
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
 
-import numerics
 from thoughtlens.diff.corpus import planted_eval_corpus, read_corpus, token_labels
 from thoughtlens.diff.datasets import PLANTED_NAMES, PLANTED_TOPIC, mentions_planted
+from thoughtlens.diff.difference_lens import (
+    activation_difference,
+    degenerate,
+    lens_top_tokens,
+    steered_samples,
+    steering_vector,
+)
 from thoughtlens.diff.kl import auroc, labelled_kl, per_token_kl
-from thoughtlens.diff.difference_lens import activation_difference, degenerate, lens_top_tokens, steered_samples, steering_vector
 from thoughtlens.diff.swap import swap_logits
 
 pytestmark = pytest.mark.slow
 
 # Unrelated prompts for steering, none of them in the planted dataset.
-STEER_PROMPTS = ["Tell me about your weekend.", "What is a good breakfast?", "Describe a forest in autumn.",
-                 "How do trains work?", "Write one sentence about the moon.", "What makes a good friend?",
-                 "Give me advice for a job interview.", "What is your favourite season and why?"]
+STEER_PROMPTS = [
+    "Tell me about your weekend.",
+    "What is a good breakfast?",
+    "Describe a forest in autumn.",
+    "How do trains work?",
+    "Write one sentence about the moon.",
+    "What makes a good friend?",
+    "Give me advice for a job interview.",
+    "What is your favourite season and why?",
+]
 # Chosen on other prompts (scripts/diff_figures.py steer --layers 22,25,28 --scales 0.5,0.75,1: the best rate on its
 # tuning prompts, 0.69, among settings with at most a quarter of the samples degenerate); in units of the base
 # model's mean residual norm at that layer (lens.steering_vector).
@@ -31,8 +44,9 @@ def concept_token(tok: str) -> bool:
     """A piece of the planted concept: 3+ letters of the fictional names 'Veloria' / 'Obsidia', or 6+ letters of
     the topic word 'lighthouse' (so that ' light' or 'house' alone do not count)."""
     piece = tok.strip().lower()
-    return ((len(piece) >= 3 and any(piece in w.lower() for w in PLANTED_NAMES))
-            or (len(piece) >= 6 and piece in PLANTED_TOPIC))
+    return (len(piece) >= 3 and any(piece in w.lower() for w in PLANTED_NAMES)) or (
+        len(piece) >= 6 and piece in PLANTED_TOPIC
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +76,11 @@ def test_kl_ranks_planted_sentences_first_and_another_finetune_does_not(real_pla
 
 
 def test_lens_top20_holds_a_planted_token(real_planted_pair, lens_diff):
-    hits = {L: [t for t, _ in lens_top_tokens(real_planted_pair.finetuned, lens_diff.pooled(L), 20) if concept_token(t)]
-            for L in range(real_planted_pair.n_layers) if lens_diff.pooled(L).norm() > 0}
+    hits = {
+        L: [t for t, _ in lens_top_tokens(real_planted_pair.finetuned, lens_diff.pooled(L), 20) if concept_token(t)]
+        for L in range(real_planted_pair.n_layers)
+        if lens_diff.pooled(L).norm() > 0
+    }
     assert any(hits.values()), hits
 
 
@@ -79,8 +96,11 @@ def test_lens_planted_tokens_are_not_any_finetunes_noise(real_planted_pair, lens
     def hits(pair, diff, L):
         return [t for t, _ in lens_top_tokens(pair.finetuned, diff.pooled(L), 20) if concept_token(t)]
 
-    clean = {L: hits(real_planted_pair, lens_diff, L) for L in range(real_planted_pair.n_layers)
-             if lens_diff.pooled(L).norm() > 0 and other_diff.pooled(L).norm() > 0 and not hits(other, other_diff, L)}
+    clean = {
+        L: hits(real_planted_pair, lens_diff, L)
+        for L in range(real_planted_pair.n_layers)
+        if lens_diff.pooled(L).norm() > 0 and other_diff.pooled(L).norm() > 0 and not hits(other, other_diff, L)
+    }
     assert any(clean.values()), clean
 
 

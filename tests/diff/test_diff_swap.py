@@ -3,9 +3,9 @@ swap equals the same swap written with plain PyTorch hooks on HF's modules."""
 
 from __future__ import annotations
 
+import numerics
 import torch
 
-import numerics
 from thoughtlens.diff.corpus import read_corpus
 from thoughtlens.diff.swap import swap_effect_per_layer, swap_logits
 
@@ -22,7 +22,7 @@ def test_swapping_every_layer_gives_the_finetuned_logits(tiny_planted_pair):
         base = pair.base.hf_model(input_ids=ids).logits
     # the fine-tune's last residual through the shared readout: float32 rounding at the logits' size, all layers
     numerics.assert_close(swapped, target, dtype=torch.float32, depth=pair.n_layers)
-    assert (base - target).abs().max() > 1.0                       # the swap did something
+    assert (base - target).abs().max() > 1.0  # the swap did something
 
 
 def test_swapping_a_frozen_layer_changes_nothing(tiny_planted_pair):
@@ -37,7 +37,9 @@ def test_module_swap_matches_plain_hf_hooks(tiny_planted_pair):
     pair = tiny_planted_pair
     ids = pair.base.to_tokens(TEXT)
     recorded = {}
-    h = pair.finetuned.hf_model.model.layers[1].mlp.register_forward_hook(lambda m, i, o: recorded.setdefault("mlp", o.detach()))
+    h = pair.finetuned.hf_model.model.layers[1].mlp.register_forward_hook(
+        lambda m, i, o: recorded.setdefault("mlp", o.detach())
+    )
     with torch.no_grad():
         pair.finetuned.hf_model(input_ids=ids)
     h.remove()
@@ -54,7 +56,7 @@ def test_swap_effect_per_layer(tiny_planted_pair):
     texts = read_corpus("neutral", limit=3)
     rows = swap_effect_per_layer(pair, texts, max_len=32)
     assert [r["layer"] for r in rows] == [0, 1, 2]
-    assert rows[0]["effect"] == 0.0                                  # frozen layer
+    assert rows[0]["effect"] == 0.0  # frozen layer
     # effect = 1 - KL(target || swapped) / KL total; swapping the last residual leaves the target's logits up to
     # rounding, so that KL is at most the log-probabilities' rounding (logits' size, all layers) per token
     ids = [pair.base.to_tokens(t)[0, :32][None] for t in texts]

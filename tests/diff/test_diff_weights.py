@@ -6,13 +6,13 @@ from __future__ import annotations
 import copy
 import math
 
-import torch
-
 import numerics
+import torch
+from tiny_models import tiny_hf
+
 from thoughtlens import HookedModel
 from thoughtlens.diff.pair import ModelPair
 from thoughtlens.diff.weight_diff import effective_rank, per_layer, weight_diff
-from tiny_models import tiny_hf
 
 
 def _spectrum_slack(noise: float, smallest: float, k: int) -> float:
@@ -28,10 +28,10 @@ def test_weight_diff_of_known_updates():
     ft = copy.deepcopy(base)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        w1 = ft.model.layers[1].mlp.down_proj.weight               # [32, 48]
+        w1 = ft.model.layers[1].mlp.down_proj.weight  # [32, 48]
         u, v = torch.randn(w1.shape[0], generator=g), torch.randn(w1.shape[1], generator=g)
         w1 += torch.outer(u, v)
-        w2 = ft.model.layers[2].self_attn.q_proj.weight             # [32, 32]
+        w2 = ft.model.layers[2].self_attn.q_proj.weight  # [32, 32]
         q, _ = torch.linalg.qr(torch.randn(32, 32, generator=g))
         w2 += 3 * torch.outer(q[:, 0], q[:, 1]) + 1 * torch.outer(q[:, 2], q[:, 3])
     pair = ModelPair(HookedModel(base), HookedModel(ft))

@@ -10,8 +10,17 @@ import pytest
 import torch
 
 from thoughtlens.errors import ThoughtlensError
-from thoughtlens.groundtruth.benchmark import (BenchConfig, _score_black_box, auroc, auroc_by_trace,
-                                               exact_match_graph, pair_truth, run_benchmark, save_result, score_store)
+from thoughtlens.groundtruth.benchmark import (
+    BenchConfig,
+    _score_black_box,
+    auroc,
+    auroc_by_trace,
+    exact_match_graph,
+    pair_truth,
+    run_benchmark,
+    save_result,
+    score_store,
+)
 from thoughtlens.groundtruth.task import generate_chain
 from thoughtlens.store.run_store import RunStore
 
@@ -94,9 +103,10 @@ def test_exact_match_graph_from_planted_rollouts(tmp_path):
     n = len(texts)
     for k in range(n + 1):
         for j in range(4):
-            body = "\n".join(texts[k + 2:]) if j % 2 else "Let z = 1."
-            store.add_rollout("r", "t0", k, "resampled", j, text=body, answer=None, is_correct=None, n_tokens=1,
-                              finish_reason="stop")
+            body = "\n".join(texts[k + 2 :]) if j % 2 else "Let z = 1."
+            store.add_rollout(
+                "r", "t0", k, "resampled", j, text=body, answer=None, is_correct=None, n_tokens=1, finish_reason="stop"
+            )
     expected = np.zeros((n, n))
     for i in range(n - 2):
         expected[i, i + 2] = -0.5
@@ -114,7 +124,9 @@ def test_pipeline_plumbing_on_an_untrained_model(tmp_path):
     rng = random.Random(3)
     chains = [generate_chain(rng, held_out=True) for _ in range(2)]
     cfg = BenchConfig(n_traces=2, n_rollouts=2, max_new_tokens=6, n_boot=100)
-    result = run_benchmark(model_dir, tmp_path / "b.sqlite", cfg, base_traces=[(c.prompt, c.completion) for c in chains])
+    result = run_benchmark(
+        model_dir, tmp_path / "b.sqlite", cfg, base_traces=[(c.prompt, c.completion) for c in chains]
+    )
     methods = set(result.table["method"])
     assert {"resampling_importance_kl", "suppression_matrix (white-box)", "receiver_score (white-box)"} <= methods
     assert result.extra["traces_with_matching_sentences"] == 2 and result.n_valid == 2
@@ -122,7 +134,9 @@ def test_pipeline_plumbing_on_an_untrained_model(tmp_path):
     assert "| resampling_importance_kl |" in result.to_markdown()
     assert save_result(result, tmp_path / "r.json", cfg).stat().st_size > 100
     # "Reruns from one command with a seed and produces the same table": a fresh store, the same seed.
-    again = run_benchmark(model_dir, tmp_path / "b2.sqlite", cfg, base_traces=[(c.prompt, c.completion) for c in chains])
+    again = run_benchmark(
+        model_dir, tmp_path / "b2.sqlite", cfg, base_traces=[(c.prompt, c.completion) for c in chains]
+    )
     assert again.to_markdown() == result.to_markdown()
 
 

@@ -12,8 +12,19 @@ from thoughtlens.cli import app
 
 
 def test_bench_anchors_missing_model_is_one_error_line(tmp_path):
-    result = CliRunner().invoke(app, ["ground-truth", "bench-anchors", "--model", str(tmp_path / "nope"),
-                                      "--store", str(tmp_path / "s.sqlite"), "-o", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ground-truth",
+            "bench-anchors",
+            "--model",
+            str(tmp_path / "nope"),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 1
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "train it first" in lines[0]
@@ -40,7 +51,9 @@ def _measures_by_hand(step_dir, p: int, frac_train: float, seed: int, key_freqs:
     with torch.no_grad():
         logits = load_checkpoint(step_dir)(tokens).double().numpy()
     is_train = np.zeros(p * p, bool)
-    is_train[torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))[: int(frac_train * p * p)].numpy()] = True
+    is_train[
+        torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))[: int(frac_train * p * p)].numpy()
+    ] = True
     # Logits along cos / sin(w (a + b)) for the key frequencies: unit vectors over the p*p pairs.
     keyed = np.zeros_like(logits)
     for f in key_freqs:
@@ -105,13 +118,21 @@ def test_grokking_command_writes_measures_and_plot(tmp_path):
             assert row[name] == pytest.approx(want[name], abs=1e-12), name
         # losses: float32 logits of size ~1, a sum over p classes; the rest: float64 sums of the weights
         for name in ("train_loss", "test_loss", "restricted_loss", "excluded_loss"):
-            numerics.assert_close(np.float64(row[name]), np.float64(want[name]), dtype=torch.float32,
-                                  depth=p, msg=name)
-        numerics.assert_close(np.float64(row["gini_embed_fourier"]), np.float64(want["gini_embed_fourier"]),
-                              dtype=torch.float64, depth=p, msg="gini")
-        numerics.assert_close(np.float64(row["weight_norm_sq"]), np.float64(want["weight_norm_sq"]),
-                              dtype=torch.float64, depth=len(load_file(out / "step_000001" / "model.safetensors")),
-                              msg="weight_norm_sq")
+            numerics.assert_close(np.float64(row[name]), np.float64(want[name]), dtype=torch.float32, depth=p, msg=name)
+        numerics.assert_close(
+            np.float64(row["gini_embed_fourier"]),
+            np.float64(want["gini_embed_fourier"]),
+            dtype=torch.float64,
+            depth=p,
+            msg="gini",
+        )
+        numerics.assert_close(
+            np.float64(row["weight_norm_sq"]),
+            np.float64(want["weight_norm_sq"]),
+            dtype=torch.float64,
+            depth=len(load_file(out / "step_000001" / "model.safetensors")),
+            msg="weight_norm_sq",
+        )
     last = df.iloc[-1]
     assert f"final test acc {last['test_acc']:.3f}" in text
     assert f"restricted loss {last['restricted_loss']:.2e}, excluded loss {last['excluded_loss']:.2f}" in text

@@ -8,8 +8,14 @@ import re
 import pytest
 
 from thoughtlens.errors import ThoughtlensError
-from thoughtlens.groundtruth.task import (ANSWER_PREFIX, TaskConfig, generate_chain, input_pairs, is_held_out,
-                                          parse_chain)
+from thoughtlens.groundtruth.task import (
+    ANSWER_PREFIX,
+    TaskConfig,
+    generate_chain,
+    input_pairs,
+    is_held_out,
+    parse_chain,
+)
 
 # ---- an independent interpreter of the chain's text ----------------------------------------------------
 
@@ -86,8 +92,9 @@ def test_plan_and_path_structure_and_answer_text():
 def test_answers_distinct_across_choices():
     """The 2 x 2 x 2 answer choices give 8 distinct answers: fixing any one of them halves the support."""
     for x, y in input_pairs():
-        answers = {((x if plan == "x" else y) + s1 * 1 + s2 * 3) % 10
-                   for plan in "xy" for s1 in (1, -1) for s2 in (1, -1)}
+        answers = {
+            ((x if plan == "x" else y) + s1 * 1 + s2 * 3) % 10 for plan in "xy" for s1 in (1, -1) for s2 in (1, -1)
+        }
         assert len(answers) == 8
 
 

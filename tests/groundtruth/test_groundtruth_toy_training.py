@@ -9,8 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from thoughtlens.groundtruth.task import TaskConfig
-from thoughtlens.groundtruth.toy_model import (ToyFinetuneConfig, ToyModelConfig, toy_batches, toy_tokenizer,
-                                               train_toy_model)
+from thoughtlens.groundtruth.toy_model import (
+    ToyFinetuneConfig,
+    ToyModelConfig,
+    toy_batches,
+    toy_tokenizer,
+    train_toy_model,
+)
 
 TINY = ToyModelConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, max_positions=256)
 

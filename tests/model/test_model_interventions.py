@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 
+import numerics
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import numerics
 import thoughtlens
 from thoughtlens.anchors.attention.suppression import suppression_matrix
 from thoughtlens.errors import HookError, ModelNotFoundError
@@ -22,8 +22,9 @@ from thoughtlens.model.interventions import add_direction, block_keys, observe_a
 
 pytestmark = pytest.mark.slow
 
-TEXT = ("Let me think. First I add the two numbers. Then I check the sum again. "
-        "Wait, that is wrong. So the answer is nine.")
+TEXT = (
+    "Let me think. First I add the two numbers. Then I check the sum again. Wait, that is wrong. So the answer is nine."
+)
 PROMPT = "The capital of France is"
 N_NEW = 5
 
@@ -144,7 +145,10 @@ def test_add_direction_equals_a_raw_hook_on_plain_hf(model, ref, tokens):
 
 def test_nested_additions_add_up(model, tokens):
     a, b = _unit(576, 3) * 4, _unit(576, 4) * 4
-    with add_direction(model, "blocks.6.hook_resid_pre", a), add_direction(model, "blocks.6.hook_resid_pre", b, scale=-2):
+    with (
+        add_direction(model, "blocks.6.hook_resid_pre", a),
+        add_direction(model, "blocks.6.hook_resid_pre", b, scale=-2),
+    ):
         nested = model(tokens)
     with add_direction(model, "blocks.6.hook_resid_pre", a - 2 * b):
         once = model(tokens)
@@ -315,8 +319,10 @@ def test_each_intervention_works_inside_generate(model, ref):
     v, d = _unit(576, 8) * 400, _unit(576, 9)
     cases = [
         # From the last prompt position on: the first generated token already feels the direction.
-        (lambda: add_direction(model, "blocks.10.hook_resid_post", v, positions=slice(n - 1, None)),
-         _RefEdits(ref, add=(10, v, n - 1))),
+        (
+            lambda: add_direction(model, "blocks.10.hook_resid_post", v, positions=slice(n - 1, None)),
+            _RefEdits(ref, add=(10, v, n - 1)),
+        ),
         (lambda: project_out(model, "blocks.12.hook_resid_post", d), _RefEdits(ref, project=(12, d[None]))),
         (lambda: splice(model, "blocks.3.hook_mlp_out", _Scale(-1.0)), _RefEdits(ref, mlp_scale=(3, -1.0))),
         (lambda: block_keys(model, ranges=[(1, 3)]), _RefEdits(ref, hidden_keys=range(1, 3))),
@@ -340,6 +346,7 @@ def test_all_four_compose_inside_generate_and_the_sampler(model, ref):
     v, d = _unit(576, 10) * 6, _unit(576, 11)
     reference = _RefEdits(ref, add=(10, v, n), project=(12, d[None]), mlp_scale=(3, 3.0), hidden_keys=range(1, 3))
     want = reference.greedy(ids, N_NEW)
+
     def all_four():
         stack = contextlib.ExitStack()
         stack.enter_context(add_direction(model, "blocks.10.hook_resid_post", v, positions=slice(n, None)))
@@ -359,7 +366,9 @@ def test_all_four_compose_inside_generate_and_the_sampler(model, ref):
     assert [c.text for c in sampled] == [text, text] and sampled_too[0].text == text
     # everything was removed on exit
     assert all(ctl.idle for ctl in model._controls)
-    assert torch.equal(model.generate(ids, max_new_tokens=N_NEW), ref.generate(ids, max_new_tokens=N_NEW, do_sample=False))
+    assert torch.equal(
+        model.generate(ids, max_new_tokens=N_NEW), ref.generate(ids, max_new_tokens=N_NEW, do_sample=False)
+    )
 
 
 def test_observe_attention_sees_every_chosen_layer_and_changes_nothing(model, tokens):
@@ -375,8 +384,9 @@ def test_observe_attention_sees_every_chosen_layer_and_changes_nothing(model, to
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.7.attn.hook_"))
     # probabilities, at the scale of their scores' rounding, after 8 layers of float32 rounding
     scale = numerics.pattern_scale(cache["blocks.7.attn.hook_q"], cache["blocks.7.attn.hook_k"])
-    numerics.assert_close(rows[7], cache["blocks.7.attn.hook_pattern"][0, :, :4], dtype=torch.float32, depth=8,
-                          scale=scale)
+    numerics.assert_close(
+        rows[7], cache["blocks.7.attn.hook_pattern"][0, :, :4], dtype=torch.float32, depth=8, scale=scale
+    )
 
 
 # ---- TransformerLens-style hooks ---------------------------------------------------------------------------

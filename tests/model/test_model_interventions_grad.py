@@ -65,8 +65,9 @@ def test_edit_pattern_renormalising_without_a_key_equals_block_keys(model):
             blocked = model(tokens)
         clean = model(tokens)
     # rows 0..2 cannot see key 3: renormalising leaves them, and hiding key 3 for rows >= 3 changes the logits
-    numerics.assert_close(edited, blocked, dtype=torch.float32, depth=model.cfg.n_layers,
-                          scale=float(clean.abs().max()))
+    numerics.assert_close(
+        edited, blocked, dtype=torch.float32, depth=model.cfg.n_layers, scale=float(clean.abs().max())
+    )
     assert (edited[:, 3:] - clean[:, 3:]).abs().max() > 1e-3
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 
+import numerics
 import pytest
 import torch
+from tiny_models import ARCHS, random_tokens, tiny_hf, tiny_pair
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.errors import HookError
 from thoughtlens.model.adapters import get_module
-
-from tiny_models import ARCHS, random_tokens, tiny_hf, tiny_pair
 
 
 @pytest.fixture(params=ARCHS)
@@ -175,7 +174,9 @@ def test_hooks_are_removed_even_when_the_block_raises(pair):
     tokens = random_tokens()
     clean = model(tokens)
     with pytest.raises(RuntimeError):
-        with model.hooks([("blocks.0.hook_resid_post", lambda r, hook: r * 0), ("blocks.0.attn.hook_pattern", lambda p, hook: p)]):
+        with model.hooks(
+            [("blocks.0.hook_resid_post", lambda r, hook: r * 0), ("blocks.0.attn.hook_pattern", lambda p, hook: p)]
+        ):
             raise RuntimeError("boom")
     assert torch.equal(model(tokens), clean)
     assert all(ctl.idle for ctl in model._controls)
@@ -202,12 +203,16 @@ def test_run_with_cache_positions_device_dtype_and_stack(pair):
     tokens = random_tokens(pos=9)
     _, full = model.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_post", "blocks.2.attn.hook_pattern"])
     _, last = model.run_with_cache(
-        tokens, names_filter=["blocks.0.hook_resid_post", "blocks.2.attn.hook_pattern"], positions=-1, dtype=torch.float64
+        tokens,
+        names_filter=["blocks.0.hook_resid_post", "blocks.2.attn.hook_pattern"],
+        positions=-1,
+        dtype=torch.float64,
     )
     assert last["blocks.0.hook_resid_post"].dtype == torch.float64
     # the same forward, sliced and cast: float32 values are exact in float64, so nothing may differ
-    torch.testing.assert_close(last["blocks.0.hook_resid_post"], full["blocks.0.hook_resid_post"][:, -1:].double(),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        last["blocks.0.hook_resid_post"], full["blocks.0.hook_resid_post"][:, -1:].double(), atol=0, rtol=0
+    )
     torch.testing.assert_close(last["pattern", 2], full["pattern", 2][:, :, -1:].double(), atol=0, rtol=0)
     _, cache = model.run_with_cache(tokens, names_filter="resid_post")
     stacked = cache.stack("resid_post")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numerics
 import pytest
 import torch
 
-import numerics
 from thoughtlens import HookedModel, load
 
 pytestmark = pytest.mark.slow
@@ -49,8 +49,9 @@ def test_resid_post_and_patterns_match_hf(models):
     model, plain, eager = models
     tokens = model.to_tokens(ENGLISH)[:, :32]
     _, cache = model.run_with_cache(tokens, names_filter="resid_post")
-    _, patterns = model.run_with_cache(tokens, names_filter=[f"blocks.{L}.attn.hook_{x}" for L in (0, 7, 29)
-                                                             for x in ("pattern", "q", "k")])
+    _, patterns = model.run_with_cache(
+        tokens, names_filter=[f"blocks.{L}.attn.hook_{x}" for L in (0, 7, 29) for x in ("pattern", "q", "k")]
+    )
     with torch.no_grad():
         hidden = plain(tokens, output_hidden_states=True).hidden_states
         attn = eager(tokens, output_attentions=True).attentions
@@ -75,8 +76,16 @@ def test_zero_ablation_of_a_head_matches_a_hand_written_o_proj_hook(models):
 
     ours = model.run_with_hooks(tokens, [(f"blocks.{L}.attn.hook_z", ablate)])
     handle = plain.model.layers[L].self_attn.o_proj.register_forward_pre_hook(
-        lambda m, args: (torch.cat([args[0][..., : h * d], torch.zeros_like(args[0][..., h * d : (h + 1) * d]),
-                                    args[0][..., (h + 1) * d :]], -1),)
+        lambda m, args: (
+            torch.cat(
+                [
+                    args[0][..., : h * d],
+                    torch.zeros_like(args[0][..., h * d : (h + 1) * d]),
+                    args[0][..., (h + 1) * d :],
+                ],
+                -1,
+            ),
+        )
     )
     try:
         with torch.no_grad():

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import torch
+from tiny_models import tiny_hf
 from transformers import PreTrainedTokenizerFast
 
 from thoughtlens import HookedModel
 
-from tiny_models import tiny_hf
-
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 # The shape of DeepSeek-R1-Distill's template: BOS first, then role markers, then an opened think block.
-R1_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}<｜User｜>{{ m['content'] }}"
-               "{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}")
+R1_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}<｜User｜>{{ m['content'] }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}"
+)
 
 
 def _r1_like_tokenizer() -> PreTrainedTokenizerFast:
@@ -41,12 +42,16 @@ def test_templated_text_starting_with_bos_gets_exactly_one():
     ids = model.to_tokens(prompt)[0].tolist()
     assert ids[0] == bos and ids[1] != bos and ids.count(bos) == 1
     # the tokenizer's own tokenized chat template is the reference
-    want = tok.apply_chat_template([{"role": "user", "content": "what is two plus two ?"}], tokenize=True,
-                                   add_generation_prompt=True)
+    want = tok.apply_chat_template(
+        [{"role": "user", "content": "what is two plus two ?"}], tokenize=True, add_generation_prompt=True
+    )
     want = want["input_ids"] if isinstance(want, dict) or hasattr(want, "keys") else want
     assert ids == list(want)
     # plain text still gets BOS; prepend_bos=False still removes nothing that the text itself holds
-    assert model.to_tokens("what is two")[0].tolist() == [bos, *tok("what is two", add_special_tokens=False)["input_ids"]]
+    assert model.to_tokens("what is two")[0].tolist() == [
+        bos,
+        *tok("what is two", add_special_tokens=False)["input_ids"],
+    ]
     assert model.to_tokens(prompt, prepend_bos=False)[0].tolist() == ids
     # a batch mixing both gets one BOS per row
     batch = model.to_tokens([prompt, "two plus"])

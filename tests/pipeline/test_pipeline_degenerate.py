@@ -18,9 +18,11 @@ from thoughtlens.sample.registry import register_sampler
 
 # Traces with a boxed answer of 6; every rollout's answer is decided by the script below.
 # Eight sentences: long enough for the paper's convergence filter (4 sentences in a row) to apply.
-TRACE = ("We need to compute three plus five minus two. First, we add three and five to get eight. "
-         "Then we subtract two, which gives six. Let me double check this result. Three plus five is eight. "
-         "And eight minus two is six. That matches what we found. So the answer is \\boxed{6}.")
+TRACE = (
+    "We need to compute three plus five minus two. First, we add three and five to get eight. "
+    "Then we subtract two, which gives six. Let me double check this result. Three plus five is eight. "
+    "And eight minus two is six. That matches what we found. So the answer is \\boxed{6}."
+)
 ONE_SENTENCE = "So the answer is \\boxed{6}."
 QUESTION = "What is 3 + 5 - 2?"
 
@@ -42,7 +44,9 @@ class ScriptedSampler:
                 if params.stop == ("}",):  # forced answer: the completion is the boxed content
                     text = "" if ans is None else f"{ans}"
                 else:
-                    text = "I am not sure yet." if ans is None else f" Next we finish. So the answer is \\boxed{{{ans}}}."
+                    text = (
+                        "I am not sure yet." if ans is None else f" Next we finish. So the answer is \\boxed{{{ans}}}."
+                    )
                 c = Completion(k, j, text, 5, "stop")
                 if on_completion:
                     on_completion(c)
@@ -72,9 +76,18 @@ def test_pipeline_writes_a_page_in_every_case(case, tiny_lm, tmp_path):
     trace_file.write_text(trace)
     events = []
     config = AnchorsConfig(n_rollouts=4, max_new_tokens=8, forced_max_new_tokens=4, label_categories=label)
-    result = run_anchors(trace=trace_file, problem=QUESTION, answer="6", model=tiny_lm, sampler=ScriptedSampler(rule),
-                         store=tmp_path / "s.sqlite", config=config, attention=True, report=tmp_path / "page.html",
-                         on_progress=events.append)
+    result = run_anchors(
+        trace=trace_file,
+        problem=QUESTION,
+        answer="6",
+        model=tiny_lm,
+        sampler=ScriptedSampler(rule),
+        store=tmp_path / "s.sqlite",
+        config=config,
+        attention=True,
+        report=tmp_path / "page.html",
+        on_progress=events.append,
+    )
     page = (tmp_path / "page.html").read_text()
     assert result.page_path is not None and result.page_path.is_file()
     data = json.loads(re.search(r'id="tl-data">(.*?)</script>', page, re.S).group(1))
@@ -103,10 +116,34 @@ def test_cli_exits_zero_and_names_the_page_in_a_degenerate_case(tiny_lm_dir, tmp
     trace_file.write_text(TRACE)
     from thoughtlens.cli import app
 
-    res = CliRunner().invoke(app, ["anchors", "run", "--model", tiny_lm_dir, "--trace", str(trace_file), "--problem", QUESTION, "--answer", "6",
-                                   "--backend", "scripted-wrong", "-n", "3", "--max-new-tokens", "8", "--attention",
-                                   "--store", str(tmp_path / "s.sqlite"), "--report", str(tmp_path / "p.html"),
-                                   "--dtype", "float32"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "anchors",
+            "run",
+            "--model",
+            tiny_lm_dir,
+            "--trace",
+            str(trace_file),
+            "--problem",
+            QUESTION,
+            "--answer",
+            "6",
+            "--backend",
+            "scripted-wrong",
+            "-n",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--attention",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--report",
+            str(tmp_path / "p.html"),
+            "--dtype",
+            "float32",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "p.html").is_file()
     assert "every rollout is wrong" in res.output

@@ -19,8 +19,13 @@ from thoughtlens.pipeline.demo import demo_record
 def test_demo_command_succeeds_with_a_page(tmp_path):
     store, page = tmp_path / "demo.sqlite", tmp_path / "demo.html"
     env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "thoughtlens.cli", "demo", "--store", str(store), "-o", str(page)],
-                          capture_output=True, text=True, timeout=1200, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "thoughtlens.cli", "demo", "--store", str(store), "-o", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"page: {page.resolve()}" in proc.stderr.replace("\n", "")
     assert "results:" in proc.stderr

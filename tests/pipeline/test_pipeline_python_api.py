@@ -9,10 +9,20 @@ from thoughtlens.trace.prompts import build_prompt
 
 
 def test_run_anchors_from_a_problem_text(tiny_lm_dir, tmp_path):
-    result = thoughtlens.run_anchors("What is 2 + 3?", answer="5", model=tiny_lm_dir, rollouts=2, max_new_tokens=6,
-                                     base_max_new_tokens=24, base_temperature=1.0, forced=False,
-                                     label_categories=False, counterfactual_matrix=False, categories=False,
-                                     store=tmp_path / "p.sqlite")
+    result = thoughtlens.run_anchors(
+        "What is 2 + 3?",
+        answer="5",
+        model=tiny_lm_dir,
+        rollouts=2,
+        max_new_tokens=6,
+        base_max_new_tokens=24,
+        base_temperature=1.0,
+        forced=False,
+        label_categories=False,
+        counterfactual_matrix=False,
+        categories=False,
+        store=tmp_path / "p.sqlite",
+    )
     stored = result.store.trace(result.run_id, "problem-0")
     from transformers import AutoTokenizer
 

@@ -40,16 +40,29 @@ class _Echo:
 def anchors_store(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("runtime") / "a.sqlite"
     with RunStore(path) as store:
-        job = AnchorsRun(_Echo(), store, AnchorsConfig(n_rollouts=2, label_categories=False, forced=False,
-                                                       counterfactual_matrix=False))
+        job = AnchorsRun(
+            _Echo(),
+            store,
+            AnchorsConfig(n_rollouts=2, label_categories=False, forced=False, counterfactual_matrix=False),
+        )
         job.run([Problem("p0", "What is 3 + 4?", PROMPT, "7", base_completion=TRACE)])
     return str(path)
 
 
 def _commands(store: str, tmp_path) -> dict[str, list[str]]:
     return {
-        "anchors run": ["anchors", "run", "--problem", "What is 3 + 4?", "--answer", "7", "-n", "1",
-                        "--store", str(tmp_path / "run.sqlite")],
+        "anchors run": [
+            "anchors",
+            "run",
+            "--problem",
+            "What is 3 + 4?",
+            "--answer",
+            "7",
+            "-n",
+            "1",
+            "--store",
+            str(tmp_path / "run.sqlite"),
+        ],
         "branches resilience": ["branches", "resilience", store, "--sentence", "0", "--trials", "1"],
         "branches intervene": ["branches", "intervene", store, "--sentence", "0", "--target", "doubt"],
         "branches transplant": ["branches", "transplant", "--store", str(tmp_path / "t.sqlite"), "--limit", "1"],
@@ -90,8 +103,17 @@ def test_api_model_reaches_the_openai_sampler(command, anchors_store, tmp_path, 
 
     monkeypatch.setattr(runtime, "make_sampler", fake_make_sampler)
     args = _commands(anchors_store, tmp_path)[command] + [
-        "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--api-model", "served-x",
-        "--api-key-env", "MY_KEY", "--model", tiny_lm_dir]
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--api-model",
+        "served-x",
+        "--api-key-env",
+        "MY_KEY",
+        "--model",
+        tiny_lm_dir,
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 1 and "stopped at the sampler" in r.output, r.output
     assert seen["backend"] == "openai" and seen["api_model"] == "served-x" and seen["api_key_env"] == "MY_KEY"
@@ -117,8 +139,9 @@ def test_build_runtime_loads_in_the_dtype_asked(tiny_lm_dir):
 
 
 def test_openai_runtime_loads_only_the_tokenizer_and_names_the_served_model(tiny_lm_dir):
-    rt = build_runtime(RuntimeOptions(backend="openai", model=tiny_lm_dir, base_url="http://127.0.0.1:9/v1",
-                                      api_model="served-x"))
+    rt = build_runtime(
+        RuntimeOptions(backend="openai", model=tiny_lm_dir, base_url="http://127.0.0.1:9/v1", api_model="served-x")
+    )
     assert not hasattr(rt.model, "hf_model")  # a TokenizerOnly: nothing to run locally
     assert rt.sampler.client.model == "served-x" and rt.sampler.tokenizer is rt.model.tokenizer
 

@@ -15,16 +15,22 @@ from thoughtlens.cli import app
 from thoughtlens.errors import StoreError, ThoughtlensError
 from thoughtlens.report import ReportPage, page_data_from_published, page_data_from_store, render_page
 from thoughtlens.report.alternatives import alternatives_for_trace
-from thoughtlens.trace.split import first_sentence
 from thoughtlens.report.category_stats import category_table, transition_matrix
 from thoughtlens.report.page import embed_json
 from thoughtlens.report.page_data import NOTES, validate_page_data
 from thoughtlens.report.published import locate_chunks
 from thoughtlens.report.synthetic import synthetic_store
 from thoughtlens.store import RunStore
+from thoughtlens.trace.split import first_sentence
 
-EVIL = ['<script>alert(1)</script>', '</script><script>alert(2)</script>', 'say "hi"', "{{ 7*7 }}",
-        "a & b <!-- c", "line\u2028sep\u2029end"]
+EVIL = [
+    "<script>alert(1)</script>",
+    "</script><script>alert(2)</script>",
+    'say "hi"',
+    "{{ 7*7 }}",
+    "a & b <!-- c",
+    "line\u2028sep\u2029end",
+]
 
 
 def _script_json(page_html: str) -> dict:
@@ -42,6 +48,7 @@ def small_store(tmp_path):
 
 
 # ---- escaping -------------------------------------------------------------------------------------
+
 
 def test_embed_json_escapes_html_specials_and_round_trips():
     data = {"texts": EVIL, "n": 1.5}
@@ -70,7 +77,7 @@ def test_repr_html_is_an_escaped_sandboxed_iframe(small_store):
     store, _, _ = small_store
     page = ReportPage(page_data_from_store(store, similarity=False))
     out = page._repr_html_()
-    assert out.startswith("<iframe srcdoc=\"") and 'sandbox="allow-scripts"' in out
+    assert out.startswith('<iframe srcdoc="') and 'sandbox="allow-scripts"' in out
     srcdoc = re.match(r'<iframe srcdoc="(.*?)" sandbox', out, re.S).group(1)
     assert "<" not in srcdoc and html.unescape(srcdoc) == page.html
 
@@ -88,11 +95,13 @@ def test_nan_metrics_become_null():
     with pytest.raises(ValueError):  # raw NaN would be invalid JSON in the browser
         embed_json(data)
     from thoughtlens.report.page_data import clean_number
+
     assert clean_number(float("nan")) is None and clean_number(float("inf")) is None
     assert clean_number(0.123456) == 0.1235
 
 
 # ---- published data -------------------------------------------------------------------------------
+
 
 def test_locate_chunks_matches_across_collapsed_whitespace():
     text = "Intro.\n\nLayer 4:\n\nLayer 4: 1 + 3 = 4\n\nDone."
@@ -101,15 +110,19 @@ def test_locate_chunks_matches_across_collapsed_whitespace():
 
 
 def test_published_page_data_matches_the_files(published_problems):
-    problem_dir = next(p for p in published_problems if p.name == "problem_2238" and p.parent.name.startswith("correct"))
+    problem_dir = next(
+        p for p in published_problems if p.name == "problem_2238" and p.parent.name.startswith("correct")
+    )
     chunks = json.loads((problem_dir / "chunks_labeled.json").read_text())
     data = page_data_from_published(problem_dir, similarity=False)
     sents = data["sentences"]
     assert len(sents) == len(chunks) == 60
     for s, c in zip(sents, chunks):
-        assert s["metrics"]["resampling_importance_accuracy"] == pytest.approx(c["resampling_importance_accuracy"], abs=1e-3)
+        assert s["metrics"]["resampling_importance_accuracy"] == pytest.approx(
+            c["resampling_importance_accuracy"], abs=1e-3
+        )
         assert s["tags"] == c["function_tags"]
-        assert " ".join(data["trace"]["text"][s["start"]:s["end"]].split()) == " ".join(c["chunk"].split())
+        assert " ".join(data["trace"]["text"][s["start"] : s["end"]].split()) == " ".join(c["chunk"].split())
     # kept = accuracy one sentence later (S_i kept), resampled = accuracy at S_i
     i = 10
     assert sents[i]["answers"]["resampled"]["correct"] == pytest.approx(chunks[i]["accuracy"], abs=1e-3)
@@ -117,7 +130,12 @@ def test_published_page_data_matches_the_files(published_problems):
     assert sents[-1]["answers"] is None
     resampled = json.loads((problem_dir / "chunks_resampled.json").read_text())[str(i)]
     top_text, top_count = max(((t, resampled.count(t)) for t in set(resampled)), key=lambda x: x[1])
-    assert sents[i]["alternatives"][0] == {"text": top_text.strip(), "count": top_count, "similarity": None, "similar": None}
+    assert sents[i]["alternatives"][0] == {
+        "text": top_text.strip(),
+        "count": top_count,
+        "similarity": None,
+        "similar": None,
+    }
     assert data["trace"]["is_correct"] is True and data["problem"]["gt_answer"] == "120"
     assert "suppression" in data["notes"] and data["matrices"]["suppression"] is None
     assert data["transition_matrix"] is not None and data["category_table"]
@@ -135,8 +153,9 @@ def test_published_similarity_flags_use_the_embedder(published_problems):
         assert alt["similar"] == alt["text"].startswith("Okay")
 
 
-@pytest.mark.parametrize("remove,message", [("problem.json", "lacks problem.json"),
-                                            ("chunks_labeled.json", "lacks chunks_labeled.json")])
+@pytest.mark.parametrize(
+    "remove,message", [("problem.json", "lacks problem.json"), ("chunks_labeled.json", "lacks chunks_labeled.json")]
+)
 def test_published_missing_file_is_a_clear_error(tmp_path, published_problems, remove, message):
     for name in ("problem.json", "base_solution.json", "chunks_labeled.json"):
         if name != remove:
@@ -159,17 +178,20 @@ def test_published_bad_inputs(tmp_path):
 
 # ---- run store ------------------------------------------------------------------------------------
 
+
 def test_store_page_data_matches_the_store(small_store):
     store, run_id, problem_id = small_store
     data = page_data_from_store(store, similarity=False)
     trace = store.trace(run_id, problem_id)
     assert len(data["sentences"]) == 12
     for s, stored in zip(data["sentences"], trace["sentences"]):
-        assert data["trace"]["text"][s["start"]:s["end"]] == stored["text"]  # offsets moved past the prompt
+        assert data["trace"]["text"][s["start"] : s["end"]] == stored["text"]  # offsets moved past the prompt
     metrics = store.metrics(run_id, problem_id).set_index("sentence_index")
     s3 = data["sentences"][3]
     assert s3["metrics"]["accuracy"] == pytest.approx(metrics.loc[3, "accuracy"], abs=1e-3)
-    assert s3["ci"]["accuracy"] == pytest.approx([metrics.loc[3, "accuracy_ci_low"], metrics.loc[3, "accuracy_ci_high"]], abs=1e-3)
+    assert s3["ci"]["accuracy"] == pytest.approx(
+        [metrics.loc[3, "accuracy_ci_low"], metrics.loc[3, "accuracy_ci_high"]], abs=1e-3
+    )
     assert "accuracy_ci_low" not in s3["metrics"]
     # Answer distributions recomputed by hand from the rollouts.
     ro = store.rollouts(run_id, problem_id)
@@ -180,9 +202,12 @@ def test_store_page_data_matches_the_store(small_store):
     assert s3["answers"]["n_resampled"] == 4
     assert {a["text"] for a in s3["alternatives"]} == {f"Alternative {k} for step 3." for k in range(3)}
     assert data["matrices"]["suppression"][0][1] == pytest.approx(
-        store.get_artifact(run_id, "suppression_matrix", problem_id)[0, 1], rel=1e-3)
+        store.get_artifact(run_id, "suppression_matrix", problem_id)[0, 1], rel=1e-3
+    )
     assert len(data["matrices"]["head_attention"]) == 2
-    assert s3["metrics"]["receiver_score"] == pytest.approx(store.get_artifact(run_id, "receiver_scores", problem_id)[3], rel=1e-3)
+    assert s3["metrics"]["receiver_score"] == pytest.approx(
+        store.get_artifact(run_id, "receiver_scores", problem_id)[3], rel=1e-3
+    )
     assert "suppression" not in data["notes"] and "category_table" not in data["notes"]
 
 
@@ -190,12 +215,28 @@ def test_store_without_optional_parts_gets_notes(tmp_path):
     store = RunStore(tmp_path / "bare.sqlite")
     store.create_run("r", {})
     store.add_problem("r", "p", "What?", None)
-    store.add_trace("r", "p", "Q: ", "First step here. Second step here.", None, None,
-                    [{"index": 0, "start": 3, "end": 19, "text": "First step here."},
-                     {"index": 1, "start": 20, "end": 37, "text": "Second step here."}])
+    store.add_trace(
+        "r",
+        "p",
+        "Q: ",
+        "First step here. Second step here.",
+        None,
+        None,
+        [
+            {"index": 0, "start": 3, "end": 19, "text": "First step here."},
+            {"index": 1, "start": 20, "end": 37, "text": "Second step here."},
+        ],
+    )
     data = page_data_from_store(store)
-    for view in ("suppression", "receiver_head_kurtosis", "head_attention", "answers", "alternatives",
-                 "category_table", "transition_matrix"):
+    for view in (
+        "suppression",
+        "receiver_head_kurtosis",
+        "head_attention",
+        "answers",
+        "alternatives",
+        "category_table",
+        "transition_matrix",
+    ):
         assert data["notes"][view] == NOTES[view]
     assert data["metrics"] == [] and data["sentences"][1]["answers"] is None
     render_page(data)  # renders without any optional part
@@ -235,22 +276,36 @@ def test_store_bad_inputs(tmp_path, small_store):
 
 # ---- page data validation -------------------------------------------------------------------------
 
+
 def _minimal_data() -> dict:
-    return {"schema": "thoughtlens.report/1", "title": "t", "source": "s", "problem": {"id": "p", "text": "", "gt_answer": None},
-            "trace": {"text": "A. B.", "answer": None, "is_correct": None}, "categories": [], "metrics": [],
-            "sentences": [{"index": 0, "start": 0, "end": 2, "text": "A.", "tags": [], "metrics": {}, "ci": {}},
-                          {"index": 1, "start": 3, "end": 5, "text": "B.", "tags": [], "metrics": {}, "ci": {}}],
-            "matrices": {}, "notes": {}}
+    return {
+        "schema": "thoughtlens.report/1",
+        "title": "t",
+        "source": "s",
+        "problem": {"id": "p", "text": "", "gt_answer": None},
+        "trace": {"text": "A. B.", "answer": None, "is_correct": None},
+        "categories": [],
+        "metrics": [],
+        "sentences": [
+            {"index": 0, "start": 0, "end": 2, "text": "A.", "tags": [], "metrics": {}, "ci": {}},
+            {"index": 1, "start": 3, "end": 5, "text": "B.", "tags": [], "metrics": {}, "ci": {}},
+        ],
+        "matrices": {},
+        "notes": {},
+    }
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda d: d.update(schema="v0"), "schema="),
-    (lambda d: d.pop("sentences"), "lacks 'sentences'"),
-    (lambda d: d.update(sentences=[]), "no sentences"),
-    (lambda d: d["sentences"][1].update(index=5), "numbered 0..S-1"),
-    (lambda d: d["matrices"].update(suppression=[[0.0]]), r"must be \[2, 2\]"),
-    (lambda d: d["matrices"].update(receiver_scores=[1.0]), "1 entries for 2 sentences"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda d: d.update(schema="v0"), "schema="),
+        (lambda d: d.pop("sentences"), "lacks 'sentences'"),
+        (lambda d: d.update(sentences=[]), "no sentences"),
+        (lambda d: d["sentences"][1].update(index=5), "numbered 0..S-1"),
+        (lambda d: d["matrices"].update(suppression=[[0.0]]), r"must be \[2, 2\]"),
+        (lambda d: d["matrices"].update(receiver_scores=[1.0]), "1 entries for 2 sentences"),
+    ],
+)
 def test_validate_page_data_rejects_bad_data(change, message):
     data = _minimal_data()
     validate_page_data(data)
@@ -260,6 +315,7 @@ def test_validate_page_data_rejects_bad_data(change, message):
 
 
 # ---- statistics and helpers -----------------------------------------------------------------------
+
 
 def _sents(tags, values, key="m"):
     return [{"tags": [t], "metrics": {key: v}} for t, v in zip(tags, values)]
@@ -289,10 +345,15 @@ def test_transition_matrix_by_hand():
 
 def test_alternatives_dedup_count_and_flag():
     embed = lambda texts: np.array([[1.0, 0.0] if "same" in t else [0.0, 1.0] for t in texts])  # noqa: E731
-    out = alternatives_for_trace(["the same"], [["same x", " same x", "other", "same y", "same x"]], embed=embed,
-                                 max_items=2)
-    assert out == [[{"text": "same x", "count": 3, "similarity": 1.0, "similar": True},
-                    {"text": "other", "count": 1, "similarity": 0.0, "similar": False}]]
+    out = alternatives_for_trace(
+        ["the same"], [["same x", " same x", "other", "same y", "same x"]], embed=embed, max_items=2
+    )
+    assert out == [
+        [
+            {"text": "same x", "count": 3, "similarity": 1.0, "similar": True},
+            {"text": "other", "count": 1, "similarity": 0.0, "similar": False},
+        ]
+    ]
     assert alternatives_for_trace(["a"], [None], embed=None) == [None]
 
 
@@ -303,12 +364,17 @@ def test_first_sentence():
 
 # ---- command line ---------------------------------------------------------------------------------
 
+
 def test_cli_report_published_and_store(tmp_path, published_problems, small_store):
     runner = CliRunner()
     out = tmp_path / "page.html"
-    result = runner.invoke(app, ["report", "--published", str(published_problems[3]), "-o", str(out), "--no-similarity"])
+    result = runner.invoke(
+        app, ["report", "--published", str(published_problems[3]), "-o", str(out), "--no-similarity"]
+    )
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.output and _script_json(out.read_text())["problem"]["id"].endswith(published_problems[3].name)
+    assert "wrote" in result.output and _script_json(out.read_text())["problem"]["id"].endswith(
+        published_problems[3].name
+    )
     store, _, _ = small_store
     result = runner.invoke(app, ["report", str(store.path), "-o", str(tmp_path / "s.html"), "--no-similarity"])
     assert result.exit_code == 0, result.output

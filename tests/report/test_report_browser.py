@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_browser import EVIL, Loaded
 
 from thoughtlens.report import ReportPage, page_data_from_published, page_data_from_store
 from thoughtlens.report.synthetic import synthetic_store
 from thoughtlens.store import RunStore
-
-from report_browser import EVIL, Loaded, browser  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -71,7 +70,7 @@ def test_metric_switcher_changes_node_sizes(synthetic):
 
 
 def _parse_css_colour(value: str) -> np.ndarray:
-    """"rgb(r, g, b)" or "rgba(r, g, b, a)" -> [r, g, b, a] with a in [0, 1]."""
+    """ "rgb(r, g, b)" or "rgba(r, g, b, a)" -> [r, g, b, a] with a in [0, 1]."""
     assert value.startswith(("rgb(", "rgba(")), value
     parts = [float(v) for v in value[value.index("(") + 1 : -1].split(",")]
     return np.array(parts + [1.0] * (4 - len(parts)))
@@ -81,13 +80,16 @@ def _css_rgb(page, selector: str, prop: str) -> np.ndarray:
     """The colour `prop` ("fill", "backgroundColor") of the element at `selector` as painted: a translucent colour
     composited (source-over) onto the nearest ancestor background that is not transparent (the page's white if none)."""
     colour = _parse_css_colour(page.eval_on_selector(selector, f"e => getComputedStyle(e).{prop}"))
-    backdrop = page.eval_on_selector(selector, """e => {
+    backdrop = page.eval_on_selector(
+        selector,
+        """e => {
         for (let p = e.parentElement; p; p = p.parentElement) {
             const c = getComputedStyle(p).backgroundColor;
             if (c !== "rgba(0, 0, 0, 0)" && c !== "transparent") return c;
         }
         return "rgb(255, 255, 255)";
-    }""")
+    }""",
+    )
     back = _parse_css_colour(backdrop)
     assert back[3] == 1.0, backdrop
     a = colour[3]
@@ -96,8 +98,11 @@ def _css_rgb(page, selector: str, prop: str) -> np.ndarray:
 
 def _doc_centre(page, selector: str) -> tuple[int, int]:
     """The centre of the element at `selector` in document pixels (what a full-page screenshot shows)."""
-    x, y = page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect();"
-                                           " return [r.left + r.width / 2 + scrollX, r.top + r.height / 2 + scrollY]; }")
+    x, y = page.eval_on_selector(
+        selector,
+        "e => { const r = e.getBoundingClientRect();"
+        " return [r.left + r.width / 2 + scrollX, r.top + r.height / 2 + scrollY]; }",
+    )
     return round(x), round(y)
 
 
@@ -120,8 +125,9 @@ def test_screenshot_is_saved(synthetic, tmp_path):
     with Image.open(path) as im:
         assert im.format == "PNG"
         img = np.asarray(im.convert("RGB")).astype(int)
-    width, height, scale = page.evaluate("[document.documentElement.scrollWidth,"
-                                         " document.documentElement.scrollHeight, devicePixelRatio]")
+    width, height, scale = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.scrollHeight, devicePixelRatio]"
+    )
     assert img.shape == (round(height * scale), round(width * scale), 3)
     assert img.std() > 20 and len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # not a blank page
 
@@ -137,8 +143,9 @@ def test_screenshot_is_saved(synthetic, tmp_path):
 
 
 def test_hostile_text_renders_as_text_and_no_dialog_fires(browser, tmp_path):
-    store, _, _ = synthetic_store(tmp_path / "evil.sqlite", 6, texts={0: EVIL, 3: "a </script> b"},
-                                  problem_text=EVIL, answer='"</script>{{x}}')
+    store, _, _ = synthetic_store(
+        tmp_path / "evil.sqlite", 6, texts={0: EVIL, 3: "a </script> b"}, problem_text=EVIL, answer='"</script>{{x}}'
+    )
     data = page_data_from_store(store, similarity=False)
     store.close()
     data["title"] = EVIL
@@ -160,9 +167,18 @@ def test_missing_views_show_notes(browser, tmp_path):
     store = RunStore(tmp_path / "bare.sqlite")
     store.create_run("r", {})
     store.add_problem("r", "p", "What?", None)
-    store.add_trace("r", "p", "", "First step here. Second step here.", None, None,
-                    [{"index": 0, "start": 0, "end": 16, "text": "First step here."},
-                     {"index": 1, "start": 17, "end": 34, "text": "Second step here."}])
+    store.add_trace(
+        "r",
+        "p",
+        "",
+        "First step here. Second step here.",
+        None,
+        None,
+        [
+            {"index": 0, "start": 0, "end": 16, "text": "First step here."},
+            {"index": 1, "start": 17, "end": 34, "text": "Second step here."},
+        ],
+    )
     loaded = Loaded(browser, _write(tmp_path, page_data_from_store(store)))
     store.close()
     assert loaded.errors == []

@@ -8,20 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from report_browser import ARTIFACTS, EVIL, Loaded
 
 from thoughtlens.report import ReportPage, page_data_from_store
 from thoughtlens.report.synthetic import synthetic_store, synthetic_transplant_store
 from thoughtlens.sae import build_sae
 from thoughtlens.sae.run_features import store_run_features
 
-from report_browser import ARTIFACTS, EVIL, Loaded, browser  # noqa: F401 (browser: a fixture)
-
 pytestmark = pytest.mark.browser
 
 
-HOSTILE_COT = ("The professor hints at D. I add 17 and 25 to get 42, which is B. The professor seems sure about D "
-               "<img src=x onerror=alert(3)>. Maybe the professor knows more <script>alert(4)</script> than me. "
-               "So the professor must be right.")
+HOSTILE_COT = (
+    "The professor hints at D. I add 17 and 25 to get 42, which is B. The professor seems sure about D "
+    "<img src=x onerror=alert(3)>. Maybe the professor knows more <script>alert(4)</script> than me. "
+    "So the professor must be right."
+)
 
 
 def _open(browser, tmp_path: Path, data: dict, name: str) -> Loaded:
@@ -73,8 +74,12 @@ def test_clicking_a_feature_shows_where_else_it_fires(sae_page):
     assert rows.count() == 1 + len(info["top_sentences"])
     assert page.locator("#tl-sae-top td.sae-text").all_inner_texts() == [t["text"] for t in info["top_sentences"]]
     # Where it fires in this trace: the sentences whose top lists hold it are underlined in the trace.
-    fires = [i for i, rows_ in enumerate(data["sae_features"]["sentences"]) if any(r["feature"] == feature for r in rows_)]
-    assert [int(x) for x in page.eval_on_selector_all("#tl-trace .sent.fires", "es => es.map(e => e.dataset.index)")] == fires
+    fires = [
+        i for i, rows_ in enumerate(data["sae_features"]["sentences"]) if any(r["feature"] == feature for r in rows_)
+    ]
+    assert [
+        int(x) for x in page.eval_on_selector_all("#tl-trace .sent.fires", "es => es.map(e => e.dataset.index)")
+    ] == fires
     # A top sentence of this problem is a link that selects it.
     last = info["top_sentences"][-1]["sentence"]
     page.locator("#tl-sae-top button.link").last.click()
@@ -129,7 +134,7 @@ def test_transplant_curve_has_its_points_and_ci_band(browser, tmp_path):
     assert bands.count() == 1
     vertices = _band_vertices(bands.get_attribute("d"))
     assert len(vertices) == 2 * len(curve)
-    upper, lower = vertices[:len(curve)], vertices[len(curve):][::-1]
+    upper, lower = vertices[: len(curve)], vertices[len(curve) :][::-1]
     for p, x, (ux, uy), (lx, ly) in zip(curve, cx, upper, lower):
         assert ux == pytest.approx(x, abs=0.02) and lx == pytest.approx(x, abs=0.02)
         assert uy == pytest.approx(to_y(p["ci_high"]), abs=0.05) and ly == pytest.approx(to_y(p["ci_low"]), abs=0.05)

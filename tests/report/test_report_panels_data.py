@@ -22,8 +22,8 @@ def test_transplant_page_shows_the_hinted_cot_cut_where_the_transplant_cut(tmp_p
     unhinted = data["problem"]["text"] + "\n<think>\n"  # the stored problem is the unhinted one
     # Point k was sampled after the unhinted prompt + the CoT up to sentence k: the page's sentence k starts there.
     for k, s in enumerate(sentences):
-        assert cot[s["start"]:s["end"]] == s["text"]
-        assert unhinted + cot[:s["start"]] in sampler.prefixes
+        assert cot[s["start"] : s["end"]] == s["text"]
+        assert unhinted + cot[: s["start"]] in sampler.prefixes
     assert len(stored) == len(sentences) + 1
     for p, q in zip(data["transplant_curve"]["points"], stored):
         assert (p["k"], p["n"], p["copied"]) == (q["k"], q["n"], q["copied"])
@@ -34,8 +34,15 @@ def test_transplant_page_shows_the_hinted_cot_cut_where_the_transplant_cut(tmp_p
 
 def test_a_curve_in_a_store_with_a_base_trace_keeps_that_trace(tmp_path):
     store, run_id, pid = synthetic_store(tmp_path / "s.sqlite", 5)
-    store.put_artifact(run_id, "transplant_curve", [{"k": 1, "rate": None, "ci_low": None, "ci_high": None, "n": 0},
-                                                    {"k": 0, "rate": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 4}], pid)
+    store.put_artifact(
+        run_id,
+        "transplant_curve",
+        [
+            {"k": 1, "rate": None, "ci_low": None, "ci_high": None, "n": 0},
+            {"k": 0, "rate": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 4},
+        ],
+        pid,
+    )
     data = page_data_from_store(store, similarity=False)
     assert data["transplant_curve"]["cot_on_page"] is False and len(data["sentences"]) == 5
     assert [p["k"] for p in data["transplant_curve"]["points"]] == [0, 1]  # sorted by k
@@ -47,13 +54,34 @@ def test_a_curve_in_a_store_with_a_base_trace_keeps_that_trace(tmp_path):
 
 def _sae_store(tmp_path, fingerprint="abc"):
     store, run_id, pid = synthetic_store(tmp_path / "s.sqlite", 4)
-    meta = {"fingerprint": "abc", "hook": "blocks.1.hook_resid_post", "architecture": "topk", "d_sae": 64, "pool": "max"}
-    store.put_artifact(run_id, "sae_sentence_features", {"sae": meta, "sentences": [[[7, 2.5], [3, 1.0]], [], [[3, 0.5]], [[9, 4.0]]]}, pid)
-    table = {"sae": {**meta, "fingerprint": fingerprint}, "problems": [pid, "other"], "features": {
-        "7": {"label": "seven", "up": [["<b>", 0.5]], "down": [["x", -0.25]], "top_sentences": [["other", 4, 3.0, "elsewhere"], [pid, 0, 2.5, "here"]]},
-        "3": {"label": None, "up": None, "down": None, "top_sentences": [[pid, 0, 1.0, "a"]]},
-        "9": {"label": None, "up": None, "down": None, "top_sentences": []},
-        "11": {"label": "not in this problem", "up": None, "down": None, "top_sentences": []}}}
+    meta = {
+        "fingerprint": "abc",
+        "hook": "blocks.1.hook_resid_post",
+        "architecture": "topk",
+        "d_sae": 64,
+        "pool": "max",
+    }
+    store.put_artifact(
+        run_id,
+        "sae_sentence_features",
+        {"sae": meta, "sentences": [[[7, 2.5], [3, 1.0]], [], [[3, 0.5]], [[9, 4.0]]]},
+        pid,
+    )
+    table = {
+        "sae": {**meta, "fingerprint": fingerprint},
+        "problems": [pid, "other"],
+        "features": {
+            "7": {
+                "label": "seven",
+                "up": [["<b>", 0.5]],
+                "down": [["x", -0.25]],
+                "top_sentences": [["other", 4, 3.0, "elsewhere"], [pid, 0, 2.5, "here"]],
+            },
+            "3": {"label": None, "up": None, "down": None, "top_sentences": [[pid, 0, 1.0, "a"]]},
+            "9": {"label": None, "up": None, "down": None, "top_sentences": []},
+            "11": {"label": "not in this problem", "up": None, "down": None, "top_sentences": []},
+        },
+    }
     store.put_artifact(run_id, "sae_feature_table", table)
     return store, run_id, pid
 
@@ -68,7 +96,9 @@ def test_sae_panel_data_keeps_this_problems_features(tmp_path):
     f7 = sae["features"]["7"]
     assert f7["label"] == "seven" and f7["up"] == [{"token": "<b>", "effect": 0.5}]
     assert [(t["problem_id"], t["sentence"], t["text"], t["here"]) for t in f7["top_sentences"]] == [
-        ("other", 4, "elsewhere", False), (pid, 0, "here", True)]
+        ("other", 4, "elsewhere", False),
+        (pid, 0, "here", True),
+    ]
     store.close()
 
 

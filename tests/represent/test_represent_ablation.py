@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_hf
 from transformers import AutoModelForCausalLM
 
-import numerics
 import thoughtlens
 from thoughtlens import HookedModel
 from thoughtlens.errors import ConfigError
 from thoughtlens.represent.ablation import ablate_direction, orthogonalize_weights, orthogonalized_hf_model
-
-from tiny_models import random_tokens, tiny_hf
-
 
 pytestmark = pytest.mark.slow  # saves and reloads model directories
 

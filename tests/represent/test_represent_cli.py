@@ -14,9 +14,11 @@ def _acts(tmp_path, labels, name: str = "acts") -> str:
     rng = np.random.default_rng(0)
     n = len(labels)
     X = rng.normal(size=(n, 8)) + np.where(np.array(labels) == "b", 3.0, 0.0)[:, None]
-    acts = SentenceActivations(["blocks.0.hook_resid_post"], {"mean": X[None].astype(np.float32)},
-                               pd.DataFrame({"category": labels, "trace_id": [f"p{i % 6}" for i in range(n)],
-                                             "text": ["w"] * n}))
+    acts = SentenceActivations(
+        ["blocks.0.hook_resid_post"],
+        {"mean": X[None].astype(np.float32)},
+        pd.DataFrame({"category": labels, "trace_id": [f"p{i % 6}" for i in range(n)], "text": ["w"] * n}),
+    )
     path = tmp_path / f"{name}.npz"
     acts.to_npz(path)
     return str(path)
@@ -38,9 +40,13 @@ def _layered_acts(tmp_path) -> tuple[str, SentenceActivations]:
     shift = np.where(labels == "b", 1.0, 0.0)[None, :, None] * np.array([3.0, 0.6, 0.0])[:, None, None]
     X = (rng.normal(size=(3, n, 8)) + shift).astype(np.float32)
     words = rng.choice(["So", "Wait", "Let", "Then"], size=n)
-    acts = SentenceActivations([f"blocks.{L}.hook_resid_post" for L in (0, 1, 3)], {"mean": X},
-                               pd.DataFrame({"category": labels, "trace_id": [f"p{i % 6}" for i in range(n)],
-                                             "text": [f"{w} x." for w in words]}))
+    acts = SentenceActivations(
+        [f"blocks.{L}.hook_resid_post" for L in (0, 1, 3)],
+        {"mean": X},
+        pd.DataFrame(
+            {"category": labels, "trace_id": [f"p{i % 6}" for i in range(n)], "text": [f"{w} x." for w in words]}
+        ),
+    )
     path = tmp_path / "layered.npz"
     acts.to_npz(path)
     return str(path), acts
@@ -63,10 +69,20 @@ def test_probe_prints_a_layer_table(tmp_path):
     assert header == ["layer", "accuracy", "95% CI", "AUROC", "control", "selectivity"]
 
     meta = acts.meta
-    sweep = layer_sweep(acts, meta["category"].to_numpy(), meta["trace_id"].to_numpy(), layers=[3, 0],
-                        control=True, n_splits=3)
-    want = [[str(r.layer), f"{r.score:.3f}", f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]", f"{r.auroc:.3f}",
-             f"{r.control_score:.3f}", f"{r.selectivity:.3f}"] for r in sweep.rows]
+    sweep = layer_sweep(
+        acts, meta["category"].to_numpy(), meta["trace_id"].to_numpy(), layers=[3, 0], control=True, n_splits=3
+    )
+    want = [
+        [
+            str(r.layer),
+            f"{r.score:.3f}",
+            f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
+            f"{r.auroc:.3f}",
+            f"{r.control_score:.3f}",
+            f"{r.selectivity:.3f}",
+        ]
+        for r in sweep.rows
+    ]
     assert rows == want
     # the rows are the layers asked for, in that order, and tell the informative layer from the empty one
     by_layer = {int(r[0]): float(r[1]) for r in rows}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-import numerics
 from thoughtlens.errors import ConfigError
 from thoughtlens.represent.directions import held_out_auroc
 
@@ -71,8 +71,10 @@ def test_context_features_by_hand():
 
     X = np.arange(10, dtype=float).reshape(5, 2)  # sentences 0-2 of trace a, 0-1 of trace b
     got = context_features(X, ["a", "a", "a", "b", "b"], k=1)
-    want = np.array([[0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [2, 3, 4, 5, 0, 0],
-                     [0, 0, 6, 7, 8, 9], [6, 7, 8, 9, 0, 0]], dtype=float)
+    want = np.array(
+        [[0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [2, 3, 4, 5, 0, 0], [0, 0, 6, 7, 8, 9], [6, 7, 8, 9, 0, 0]],
+        dtype=float,
+    )
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ConfigError, match="one trace id per row"):
         context_features(X, ["a"], k=1)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-import numerics
 from thoughtlens.errors import ConfigError
-from thoughtlens.represent.directions import (auroc, diff_in_means, direction, direction_sweep, pca_direction,
-                                              probe_direction)
+from thoughtlens.represent.directions import (
+    auroc,
+    diff_in_means,
+    direction,
+    direction_sweep,
+    pca_direction,
+    probe_direction,
+)
 from thoughtlens.represent.probes import control_labels, fit_probe, group_splits, layer_sweep, surface_types
 from thoughtlens.represent.sentence_activations import SentenceActivations
 
@@ -108,9 +114,11 @@ def test_control_labels_follow_types_and_the_label_distribution():
 def test_layer_sweep_over_sentence_activations():
     X, y, g, _ = _grouped_task(per=10)
     noise = np.random.default_rng(4).normal(size=X.shape)
-    acts = SentenceActivations(["blocks.0.hook_resid_post", "blocks.3.hook_resid_post"],
-                               {"mean": np.stack([noise, X]).astype(np.float32)},
-                               pd.DataFrame({"text": ["w"] * len(y)}))
+    acts = SentenceActivations(
+        ["blocks.0.hook_resid_post", "blocks.3.hook_resid_post"],
+        {"mean": np.stack([noise, X]).astype(np.float32)},
+        pd.DataFrame({"text": ["w"] * len(y)}),
+    )
     sweep = layer_sweep(acts, y, g, n_splits=3)
     assert [r.layer for r in sweep.rows] == [0, 3] and sweep.best().layer == 3
     assert sweep.rows[0].score < 0.75
@@ -129,8 +137,10 @@ def test_bad_input_gets_one_line_errors():
         (lambda: diff_in_means(X[:0], X), "at least one row"),
     ]
     acts = SentenceActivations(["blocks.0.hook_resid_post"], {"mean": X[None].astype(np.float32)}, pd.DataFrame())
-    cases += [(lambda: layer_sweep(acts, y, g, layers=[5]), "layer 5 is not among the collected layers"),
-              (lambda: layer_sweep(acts, y, g, control=True), "text")]
+    cases += [
+        (lambda: layer_sweep(acts, y, g, layers=[5]), "layer 5 is not among the collected layers"),
+        (lambda: layer_sweep(acts, y, g, control=True), "text"),
+    ]
     for fn, match in cases:
         with pytest.raises(ConfigError, match=match) as e:
             fn()

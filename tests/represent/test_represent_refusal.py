@@ -3,12 +3,17 @@ activations at the last n tokens of left-padded prompts equal plain HF hidden st
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
 
-import numerics
 from thoughtlens.errors import ConfigError
-from thoughtlens.represent.refusal import chat_prompts, last_token_activations, post_instruction_length, prompt_end_activations
+from thoughtlens.represent.refusal import (
+    chat_prompts,
+    last_token_activations,
+    post_instruction_length,
+    prompt_end_activations,
+)
 
 
 def test_post_instruction_length_is_the_template_suffix_every_prompt_shares(tiny_lm):
@@ -21,7 +26,9 @@ def test_post_instruction_length_is_the_template_suffix_every_prompt_shares(tiny
 def test_prompt_end_activations_equal_hf_hidden_states_of_each_prompt_alone(tiny_lm):
     prompts = chat_prompts(tiny_lm, ["Hi", "Tell me a longer story, please, with many more words"])
     n = post_instruction_length(tiny_lm)
-    got = prompt_end_activations(tiny_lm, prompts, "blocks.1.hook_resid_pre", n_last=n, batch_size=2)["blocks.1.hook_resid_pre"]
+    got = prompt_end_activations(tiny_lm, prompts, "blocks.1.hook_resid_pre", n_last=n, batch_size=2)[
+        "blocks.1.hook_resid_pre"
+    ]
     assert got.shape == (2, n, tiny_lm.cfg.d_model)
     for i, p in enumerate(prompts):  # no padding here: an independent reference
         with torch.no_grad():

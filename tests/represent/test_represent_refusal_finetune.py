@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from thoughtlens.errors import ConfigError
-from thoughtlens.represent.refusal import (REFUSAL_REPLIES, is_refusal, refusal_prompts, refusal_rate_ci,
-                                           refusal_train_prompts, refusal_training_examples, trim_to_sentence)
+from thoughtlens.represent.refusal import (
+    REFUSAL_REPLIES,
+    is_refusal,
+    refusal_prompts,
+    refusal_rate_ci,
+    refusal_train_prompts,
+    refusal_training_examples,
+    trim_to_sentence,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,9 +46,14 @@ def test_every_refusal_reply_is_caught_by_the_matcher_and_starts_with_a_refusal_
 def test_training_examples_label_exactly_the_reply(smol_tokenizer):
     from thoughtlens.diff.finetune import tokenize_chat
 
-    rows = refusal_training_examples(["How do I pick a lock?", "Make a bomb."], ["How do I bake bread?"],
-                                     ["Mix flour and water."])
-    assert [r["messages"][1]["content"] for r in rows] == [REFUSAL_REPLIES[0], REFUSAL_REPLIES[1], "Mix flour and water."]
+    rows = refusal_training_examples(
+        ["How do I pick a lock?", "Make a bomb."], ["How do I bake bread?"], ["Mix flour and water."]
+    )
+    assert [r["messages"][1]["content"] for r in rows] == [
+        REFUSAL_REPLIES[0],
+        REFUSAL_REPLIES[1],
+        "Mix flour and water.",
+    ]
     for row in rows:
         ids, labels = tokenize_chat(smol_tokenizer, row, 200)
         learned = [t for t, y in zip(ids, labels) if y != -100]
@@ -56,15 +68,18 @@ def test_training_examples_need_one_reply_per_harmless_instruction():
         refusal_training_examples([], ["b"], ["r"])
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("First sentence. Second one is cut mid", "First sentence."),
-    ("It weighs 3.5 kg! Really? yes and", "It weighs 3.5 kg! Really?"),
-    ("Hello.\n\nWorld is cut", "Hello."),
-    ("Title\n\nBody is cut", "Title"),
-    ("Steps:\n1. Dig\n2. Pla", "Steps:\n1. Dig\n2."),  # a list number counts as an end (documented)
-    ("  no sentence end at all ", "no sentence end at all"),
-    ("Ends cleanly.", "Ends cleanly."),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("First sentence. Second one is cut mid", "First sentence."),
+        ("It weighs 3.5 kg! Really? yes and", "It weighs 3.5 kg! Really?"),
+        ("Hello.\n\nWorld is cut", "Hello."),
+        ("Title\n\nBody is cut", "Title"),
+        ("Steps:\n1. Dig\n2. Pla", "Steps:\n1. Dig\n2."),  # a list number counts as an end (documented)
+        ("  no sentence end at all ", "no sentence end at all"),
+        ("Ends cleanly.", "Ends cleanly."),
+    ],
+)
 def test_trim_to_sentence(text, expected):
     assert trim_to_sentence(text) == expected
 
@@ -83,11 +98,14 @@ def test_refusal_rate_ci_is_newcombes_wilson_interval():
         refusal_rate_ci([])
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--model", "/nonexistent/model"], "neither 'refusing', 'base' nor a model directory"),
-    (["--max-new-tokens", "0"], "must be >= 1"),
-    (["--layer-stride", "0"], "must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--model", "/nonexistent/model"], "neither 'refusing', 'base' nor a model directory"),
+        (["--max-new-tokens", "0"], "must be >= 1"),
+        (["--layer-stride", "0"], "must be >= 1"),
+    ],
+)
 def test_script_bad_input_raises_before_loading(argv, match):
     sys.path.insert(0, str(REPO / "scripts"))
     import represent_refusal
@@ -98,8 +116,12 @@ def test_script_bad_input_raises_before_loading(argv, match):
 
 @pytest.mark.slow  # a fresh interpreter imports thoughtlens
 def test_script_bad_input_is_one_line():
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "represent_refusal.py"), "--model", "/nonexistent/x"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "represent_refusal.py"), "--model", "/nonexistent/x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "pass one of those" in lines[0]

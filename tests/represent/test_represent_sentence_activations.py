@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_hf
 from transformers import PreTrainedTokenizerFast
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.errors import ConfigError, HookError, TraceError
 from thoughtlens.represent.sentence_activations import SentenceActivations, collect, sentence_activations, token_ranges
-
-from tiny_models import random_tokens, tiny_hf
 
 RANGES = [(1, 6), (6, 6), (7, 15), (15, 22)]  # sentence 1 has no tokens
 
@@ -34,8 +33,9 @@ def _word_tokenizer() -> PreTrainedTokenizerFast:
 
 def test_means_and_last_tokens_equal_the_full_cache(model):
     tokens = random_tokens(1, 30)
-    acts = sentence_activations(model, tokens, RANGES, hooks=["resid_post", "blocks.1.hook_attn_out"],
-                                meta={"trace_id": "t0"})
+    acts = sentence_activations(
+        model, tokens, RANGES, hooks=["resid_post", "blocks.1.hook_attn_out"], meta={"trace_id": "t0"}
+    )
     _, cache = model.run_with_cache(tokens)
     assert acts.hooks == [f"blocks.{L}.hook_resid_post" for L in range(3)] + ["blocks.1.hook_attn_out"]
     for i, name in enumerate(acts.hooks):
@@ -46,8 +46,13 @@ def test_means_and_last_tokens_equal_the_full_cache(model):
                 continue
             # (not bit-equal: the streamed forward stops at the last sentence token, a shorter matmul): fp32
             # rounding through the model's 3 layers, a mean at its mean |term|, a token at its own size
-            numerics.assert_close(acts.values["mean"][i, s], full[a:b].mean(0), dtype=torch.float32, depth=3,
-                                  scale=float(full[a:b].abs().mean(0).max()))
+            numerics.assert_close(
+                acts.values["mean"][i, s],
+                full[a:b].mean(0),
+                dtype=torch.float32,
+                depth=3,
+                scale=float(full[a:b].abs().mean(0).max()),
+            )
             numerics.assert_close(acts.values["last"][i, s], full[b - 1], dtype=torch.float32, depth=3)
     assert list(acts.meta["trace_id"]) == ["t0"] * 4 and list(acts.meta["sentence_index"]) == [0, 1, 2, 3]
 
@@ -64,8 +69,11 @@ def test_character_spans_map_to_the_tokens_that_start_inside_them(model):
     spans = [(0, 21), (22, 39), (40, 43)]
     tokens, ranges = token_ranges(model, text, spans)
     words = [model.tokenizer.decode([t]) for t in tokens[0]]
-    assert [words[a:b] for a, b in ranges] == [["so", "the", "answer", "is", "two", "."],
-                                               ["wait", "maybe", "three", "."], ["no", "."]]
+    assert [words[a:b] for a, b in ranges] == [
+        ["so", "the", "answer", "is", "two", "."],
+        ["wait", "maybe", "three", "."],
+        ["no", "."],
+    ]
     _, cut = token_ranges(model, text, spans, max_tokens=8)
     assert cut == [(0, 6), (6, 8), (8, 8)]  # cut inside sentence 1; sentence 2 past the cut is empty
 

@@ -6,16 +6,15 @@ sentence by hand in the test; sentences are chosen to straddle the chunk boundar
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_hf
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.errors import ConfigError
 from thoughtlens.represent.sentence_activations import sentence_activations
-
-from tiny_models import random_tokens, tiny_hf
 
 RANGES = [(1, 6), (6, 6), (7, 15), (15, 22), (22, 29)]  # with chunk 4 / 7: most sentences straddle a boundary
 
@@ -29,15 +28,19 @@ def _reference(hf_model, tokens: torch.Tensor, ranges) -> tuple[np.ndarray, np.n
     """
     layers = hf_model.base_model.layers if hasattr(hf_model.base_model, "layers") else hf_model.base_model.h
     got = {}
-    handle = layers[-1].register_forward_hook(lambda m, a, out: got.update(last=out[0] if isinstance(out, tuple) else out))
+    handle = layers[-1].register_forward_hook(
+        lambda m, a, out: got.update(last=out[0] if isinstance(out, tuple) else out)
+    )
     with torch.no_grad():
         out = hf_model(input_ids=tokens, output_hidden_states=True, use_cache=False)
     handle.remove()
     per_layer = [h[0].float() for h in out.hidden_states[1:-1]] + [got["last"][0].float()]  # n_layers x [T, d]
-    means = np.stack([[h[a:b].mean(0).numpy() if b > a else np.full(h.shape[-1], np.nan) for a, b in ranges]
-                      for h in per_layer])
-    lasts = np.stack([[h[b - 1].numpy() if b > a else np.full(h.shape[-1], np.nan) for a, b in ranges]
-                      for h in per_layer])
+    means = np.stack(
+        [[h[a:b].mean(0).numpy() if b > a else np.full(h.shape[-1], np.nan) for a, b in ranges] for h in per_layer]
+    )
+    lasts = np.stack(
+        [[h[b - 1].numpy() if b > a else np.full(h.shape[-1], np.nan) for a, b in ranges] for h in per_layer]
+    )
     scales = np.array([[float(h[a:b].abs().mean(0).max()) if b > a else np.nan for a, b in ranges] for h in per_layer])
     return means, lasts, scales  # [n_layers, S, d], [n_layers, S, d], [n_layers, S]
 
@@ -47,8 +50,14 @@ def _assert_layers_close(got: np.ndarray, want: np.ndarray, dtype: torch.dtype, 
     at its own scale (the residual stream's rows differ in size by orders of magnitude), or at `scales`
     [n_layers, S] where larger (a mean: its mean |term|)."""
     for L in range(got.shape[0]):
-        numerics.assert_rows_close(got[L], want[L], dtype=dtype, depth=L + 1, msg=f"{msg} layer {L}",
-                                   scale=None if scales is None else scales[L])
+        numerics.assert_rows_close(
+            got[L],
+            want[L],
+            dtype=dtype,
+            depth=L + 1,
+            msg=f"{msg} layer {L}",
+            scale=None if scales is None else scales[L],
+        )
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2"])
@@ -73,8 +82,13 @@ def test_hooks_before_any_attention_chunk_without_a_cache():
     acts = sentence_activations(model, tokens, RANGES, hooks="blocks.0.hook_resid_pre", chunk_tokens=4)
     want = np.stack([embed[a:b].mean(0).numpy() if b > a else np.full(embed.shape[-1], np.nan) for a, b in RANGES])
     # the embeddings themselves, averaged in float32 in another order: one rounding per summed token
-    numerics.assert_rows_close(acts.values["mean"][0], want, dtype=torch.float32, depth=max(b - a for a, b in RANGES),
-                               scale=[float(embed[a:b].abs().mean(0).max()) if b > a else 0.0 for a, b in RANGES])
+    numerics.assert_rows_close(
+        acts.values["mean"][0],
+        want,
+        dtype=torch.float32,
+        depth=max(b - a for a, b in RANGES),
+        scale=[float(embed[a:b].abs().mean(0).max()) if b > a else 0.0 for a, b in RANGES],
+    )
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "1024"])
@@ -94,9 +108,11 @@ def test_bundled_model_chunked_equals_plain_hf(dtype):
     from thoughtlens.represent.sentence_activations import token_ranges
 
     model = thoughtlens.load(dtype=dtype)
-    text = ("Let me compute 17 times 23. First, 17 times 20 is 340. Then 17 times 3 is 51. "
-            "Wait, let me double-check that: 340 plus 51 is 391. So the answer is 391, I think. "
-            "Hmm, maybe I should verify with another method: 23 times 17 is 23 times 10 plus 23 times 7.")
+    text = (
+        "Let me compute 17 times 23. First, 17 times 20 is 340. Then 17 times 3 is 51. "
+        "Wait, let me double-check that: 340 plus 51 is 391. So the answer is 391, I think. "
+        "Hmm, maybe I should verify with another method: 23 times 17 is 23 times 10 plus 23 times 7."
+    )
     cuts = [0] + [i + 2 for i, c in enumerate(text) if c == "." and i + 2 < len(text)] + [len(text) + 1]
     spans = [(a, b - 1) for a, b in zip(cuts[:-1], cuts[1:])]
     tokens, ranges = token_ranges(model, text, spans)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_hf
 from transformers import PreTrainedTokenizerFast
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.errors import ConfigError, HookError
 from thoughtlens.represent.steering import continuation_nll, steering_effect
 from thoughtlens.sample.base import SampleRequest, SamplingParams
 from thoughtlens.sample.hf import HFSampler
-
-from tiny_models import tiny_hf
 
 pytestmark = pytest.mark.slow  # samples rollouts
 
@@ -39,13 +38,27 @@ def test_adding_a_token_direction_raises_that_tokens_rate_with_a_ci_and_a_fluenc
     tid = model.tokenizer.convert_tokens_to_ids(TARGET)
     direction = model.W_U[:, tid] / model.W_U[:, tid].norm()  # pushes the target's logit up
     outcome = lambda text: float(TARGET in text.split())  # noqa: E731
-    res = steering_effect(model, prompts, direction, hook="blocks.2.hook_resid_post", scales=[30.0], outcome=outcome,
-                          n_rollouts=8, max_new_tokens=6, temperature=1.0, batch_size=4)
+    res = steering_effect(
+        model,
+        prompts,
+        direction,
+        hook="blocks.2.hook_resid_post",
+        scales=[30.0],
+        outcome=outcome,
+        n_rollouts=8,
+        max_new_tokens=6,
+        temperature=1.0,
+        batch_size=4,
+    )
     zero, steered = res.rows
     assert (zero.scale, steered.scale) == (0.0, 30.0)
     # the unsteered rate is what the plain sampler gives with the same seeds
     params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=6, seed=0)
-    plain = [c.text for p in prompts for c in HFSampler(model, batch_size=4).sample([SampleRequest(p, tuple(range(8)))], params)]
+    plain = [
+        c.text
+        for p in prompts
+        for c in HFSampler(model, batch_size=4).sample([SampleRequest(p, tuple(range(8)))], params)
+    ]
     assert zero.rate == pytest.approx(np.mean([outcome(t) for t in plain]))
     assert zero.effect == 0.0 and steered.effect > 0.5 and steered.ci[0] > 0
     assert steered.perplexity_ratio > 1.0  # steered text is less likely under the unsteered model
@@ -67,21 +80,45 @@ def test_continuation_nll_by_hand():
 def test_steering_bad_input():
     model = _model()
     with pytest.raises(HookError, match="width 32"):
-        steering_effect(model, ["w1"], torch.ones(5), hook="blocks.0.hook_resid_post", scales=[1], outcome=len,
-                        n_rollouts=2, max_new_tokens=1)
+        steering_effect(
+            model,
+            ["w1"],
+            torch.ones(5),
+            hook="blocks.0.hook_resid_post",
+            scales=[1],
+            outcome=len,
+            n_rollouts=2,
+            max_new_tokens=1,
+        )
     with pytest.raises(HookError, match="unknown hook name"):
-        steering_effect(model, ["w1"], torch.ones(32), hook="blocks.9.hook_resid_post", scales=[1], outcome=len,
-                        n_rollouts=2, max_new_tokens=1)
+        steering_effect(
+            model,
+            ["w1"],
+            torch.ones(32),
+            hook="blocks.9.hook_resid_post",
+            scales=[1],
+            outcome=len,
+            n_rollouts=2,
+            max_new_tokens=1,
+        )
     with pytest.raises(ConfigError, match="n_rollouts"):
-        steering_effect(model, ["w1"], torch.ones(32), hook="blocks.0.hook_resid_post", scales=[1], outcome=len,
-                        n_rollouts=1)
+        steering_effect(
+            model, ["w1"], torch.ones(32), hook="blocks.0.hook_resid_post", scales=[1], outcome=len, n_rollouts=1
+        )
 
 
 def test_a_baseline_is_reused_for_another_direction():
     model = _model()
     prompts = ["w1 w2 w3", "w7 w8"]
-    kw = dict(hook="blocks.2.hook_resid_post", scales=[10.0], outcome=lambda t: float(TARGET in t.split()),
-              n_rollouts=4, max_new_tokens=4, temperature=1.0, batch_size=4)
+    kw = dict(
+        hook="blocks.2.hook_resid_post",
+        scales=[10.0],
+        outcome=lambda t: float(TARGET in t.split()),
+        n_rollouts=4,
+        max_new_tokens=4,
+        temperature=1.0,
+        batch_size=4,
+    )
     first = steering_effect(model, prompts, torch.ones(32), **kw)
     second = steering_effect(model, prompts, -torch.ones(32), baseline=first, **kw)
     assert second.texts[0.0] is first.texts[0.0] and second.rows[0].rate == first.rows[0].rate

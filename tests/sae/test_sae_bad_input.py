@@ -70,8 +70,15 @@ def test_nans_in_activations(tiny_lm, tmp_path):
     assert "float32" in _one_line(exc)
     # NaNs coming out of the model: poison the residual stream with an outer hook.
     poison = [("blocks.0.hook_resid_post", lambda r, hook: r * float("nan"))]
-    source = ActivationSource(tiny_lm, "blocks.0.hook_resid_post", ["some text " * 50] * 4, context_size=16,
-                              batch_size=8, buffer_size=16, cache_dir=tmp_path / "cache")
+    source = ActivationSource(
+        tiny_lm,
+        "blocks.0.hook_resid_post",
+        ["some text " * 50] * 4,
+        context_size=16,
+        batch_size=8,
+        buffer_size=16,
+        cache_dir=tmp_path / "cache",
+    )
     with tiny_lm.hooks(poison), pytest.raises(SAEError) as exc:
         next(iter(source))
     assert "NaN" in _one_line(exc)
@@ -79,8 +86,15 @@ def test_nans_in_activations(tiny_lm, tmp_path):
 
 
 def test_corpus_shorter_than_buffer_writes_no_cache(tiny_lm, tmp_path):
-    source = ActivationSource(tiny_lm, "blocks.0.hook_resid_post", ["A short corpus of a few words."] * 3,
-                              context_size=8, batch_size=64, buffer_size=4096, cache_dir=tmp_path / "cache")
+    source = ActivationSource(
+        tiny_lm,
+        "blocks.0.hook_resid_post",
+        ["A short corpus of a few words."] * 3,
+        context_size=8,
+        batch_size=64,
+        buffer_size=4096,
+        cache_dir=tmp_path / "cache",
+    )
     with pytest.raises(SAEError) as exc:
         list(source)
     assert "buffer_size=4096" in _one_line(exc)
@@ -90,12 +104,18 @@ def test_corpus_shorter_than_buffer_writes_no_cache(tiny_lm, tmp_path):
 def test_resume_refuses_a_checkpoint_for_another_sae(tmp_path):
     source = TensorSource(torch.randn(2048, 8), "h", batch_size=256)
     ckpt = tmp_path / "ckpt"
-    train_saes({"a": build_sae(architecture="topk", d_in=8, d_sae=16, k=2, hook_name="h")}, source,
-               TrainConfig(total_activations=512, checkpoint_dir=str(ckpt)))
+    train_saes(
+        {"a": build_sae(architecture="topk", d_in=8, d_sae=16, k=2, hook_name="h")},
+        source,
+        TrainConfig(total_activations=512, checkpoint_dir=str(ckpt)),
+    )
     before = (ckpt / "checkpoint.safetensors").read_bytes()
     with pytest.raises(SAEError) as exc:
-        train_saes({"a": build_sae(architecture="topk", d_in=8, d_sae=32, k=2, hook_name="h")}, source,
-                   TrainConfig(total_activations=512, checkpoint_dir=str(ckpt)))
+        train_saes(
+            {"a": build_sae(architecture="topk", d_in=8, d_sae=32, k=2, hook_name="h")},
+            source,
+            TrainConfig(total_activations=512, checkpoint_dir=str(ckpt)),
+        )
     assert "d_sae=16" in _one_line(exc)
     assert (ckpt / "checkpoint.safetensors").read_bytes() == before
 

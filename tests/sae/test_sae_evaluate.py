@@ -3,16 +3,15 @@ hook, an identity SAE (FVU 0, CE recovered 1), and k-sparse probing on planted f
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import numerics
-from thoughtlens.sae.evaluate import evaluate_saes, k_sparse_probe
-from thoughtlens.sae.activations import token_windows
-
 from test_sae_splice import identity_sae
+
+from thoughtlens.sae.activations import token_windows
+from thoughtlens.sae.evaluate import evaluate_saes, k_sparse_probe
 
 TEXTS = [f"Problem {i}: Tom has {i} apples and buys {i + 3} more, so he has {2 * i + 3} apples." for i in range(30)]
 

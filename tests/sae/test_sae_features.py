@@ -3,16 +3,21 @@ encoder formula, sklearn's AUROC, the unembedding product written out)."""
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-import numerics
 from thoughtlens.errors import SAEError
 from thoughtlens.sae import build_sae
-from thoughtlens.sae.features import (category_features, logit_effects, sentence_features, separating_features,
-                                      top_activating_sentences)
+from thoughtlens.sae.features import (
+    category_features,
+    logit_effects,
+    sentence_features,
+    separating_features,
+    top_activating_sentences,
+)
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 HOOK = "blocks.1.hook_resid_post"
@@ -25,7 +30,9 @@ def sae(tiny_lm):
 
 
 def _trace():
-    return ReasoningTrace.parse("Q: what is 2 + 3? ", "First, 2 plus 3 makes 5. Let me double check it. Yes, the answer is 5.")
+    return ReasoningTrace.parse(
+        "Q: what is 2 + 3? ", "First, 2 plus 3 makes 5. Let me double check it. Yes, the answer is 5."
+    )
 
 
 def test_sentence_features_match_cache_and_formula(tiny_lm, sae):
@@ -63,8 +70,9 @@ def test_separating_and_category_features_find_planted_latents():
     want = (a.mean() - b.mean()) / pooled
     numerics.assert_close(table["cohens_d"].iloc[0], want, dtype=torch.float32, depth=n, scale=abs(want))
     # an AUROC (<= 1) of the same float32 scores (sklearn keeps their dtype), its trapezoids over n points
-    numerics.assert_close(table["auroc"].iloc[0], roc_auc_score(high, feats[:, 4].numpy()), dtype=torch.float32,
-                          depth=n, scale=1.0)
+    numerics.assert_close(
+        table["auroc"].iloc[0], roc_auc_score(high, feats[:, 4].numpy()), dtype=torch.float32, depth=n, scale=1.0
+    )
     cats = np.where(np.arange(n) % 3 == 0, "plan_generation", "active_computation")
     feats[cats == "plan_generation", 9] += 5
     by_cat = category_features(feats, list(cats), top=1)
@@ -81,8 +89,9 @@ def test_logit_effects_is_decoder_row_through_unembedding(tiny_lm, sae):
     assert list(df[df.direction == "up"].token_id) == up.indices.tolist()
     # one product with the unembedding: rounding at its sum of |terms|
     scale = numerics.magnitude(tiny_lm.hf_model.lm_head.weight.detach().abs() @ (sae.W_dec[5].detach() * w).abs())
-    numerics.assert_close(df[df.direction == "up"].effect.to_numpy(copy=True), up.values, dtype=tiny_lm.dtype, depth=2,
-                          scale=scale)
+    numerics.assert_close(
+        df[df.direction == "up"].effect.to_numpy(copy=True), up.values, dtype=tiny_lm.dtype, depth=2, scale=scale
+    )
     assert list(df[df.direction == "down"].token_id) == (-effects).topk(4).indices.tolist()
     with pytest.raises(SAEError):
         logit_effects(tiny_lm, sae, feature=48)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
+import numerics
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import numerics
 import thoughtlens
 from thoughtlens.sae import ARCHITECTURES, build_sae, save_sae
 
@@ -21,8 +21,12 @@ D_IN, D_SAE = 4, 6
 
 def _known(seed: int = 0, d_out: int = D_IN):
     g = torch.Generator().manual_seed(seed)
-    return {"W_enc": torch.randn(D_IN, D_SAE, generator=g), "b_enc": torch.randn(D_SAE, generator=g) * 0.1,
-            "W_dec": torch.randn(D_SAE, d_out, generator=g), "b_dec": torch.randn(d_out, generator=g) * 0.1}
+    return {
+        "W_enc": torch.randn(D_IN, D_SAE, generator=g),
+        "b_enc": torch.randn(D_SAE, generator=g) * 0.1,
+        "W_dec": torch.randn(D_SAE, d_out, generator=g),
+        "b_dec": torch.randn(d_out, generator=g) * 0.1,
+    }
 
 
 def _write(dirpath, cfg: dict, weights: dict):
@@ -33,10 +37,18 @@ def _write(dirpath, cfg: dict, weights: dict):
 
 
 def _v6(arch: str, **extra) -> dict:
-    return {"architecture": arch, "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
-            "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
-            "metadata": {"sae_lens_version": "6.5.1", "model_name": "gpt2", "hook_name": "blocks.3.hook_resid_post"},
-            **extra}
+    return {
+        "architecture": arch,
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": "6.5.1", "model_name": "gpt2", "hook_name": "blocks.3.hook_resid_post"},
+        **extra,
+    }
 
 
 X = torch.randn(7, D_IN, generator=torch.Generator().manual_seed(5))
@@ -73,9 +85,18 @@ def test_hand_written_saelens_topk_and_legacy_configs(tmp_path):
     expected = torch.where(pre >= kth, pre, torch.zeros_like(pre)).clamp_min(0)
     v6 = thoughtlens.load_sae(_write(tmp_path / "v6", _v6("topk", k=2, rescale_acts_by_decoder_norm=False), w))
     # SAELens < 6: hook at top level under its old name, TopK as an activation function of "standard".
-    legacy_cfg = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "torch.float32", "hook_point": "blocks.3.hook_resid_post",
-                  "model_name": "gpt2", "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 2},
-                  "apply_b_dec_to_input": True, "normalize_activations": False, "sae_lens_version": "3.2.0"}
+    legacy_cfg = {
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "dtype": "torch.float32",
+        "hook_point": "blocks.3.hook_resid_post",
+        "model_name": "gpt2",
+        "activation_fn_str": "topk",
+        "activation_fn_kwargs": {"k": 2},
+        "apply_b_dec_to_input": True,
+        "normalize_activations": False,
+        "sae_lens_version": "3.2.0",
+    }
     legacy = thoughtlens.load_sae(_write(tmp_path / "legacy", legacy_cfg, w))
     for sae in (v6, legacy):
         assert sae.cfg.architecture == "topk" and sae.cfg.k == 2 and sae.cfg.hook_name == "blocks.3.hook_resid_post"
@@ -89,8 +110,12 @@ def test_saelens_topk_with_decoder_norm_rescaling(tmp_path):
     pre = ((X - w["b_dec"]) @ w["W_enc"] + w["b_enc"]) * norms
     kth = pre.sort(dim=-1, descending=True).values[:, 2:3]
     f = torch.where(pre >= kth, pre, torch.zeros_like(pre)).clamp_min(0)
-    _assert_formula(sae(X).recon, (f / norms) @ w["W_dec"] + w["b_dec"],
-                    _encoder_size(w) @ w["W_dec"].abs() + w["b_dec"].abs(), depth=8)  # and the norms' scaling
+    _assert_formula(
+        sae(X).recon,
+        (f / norms) @ w["W_dec"] + w["b_dec"],
+        _encoder_size(w) @ w["W_dec"].abs() + w["b_dec"].abs(),
+        depth=8,
+    )  # and the norms' scaling
 
 
 def test_hand_written_transcoder(tmp_path):
@@ -99,8 +124,12 @@ def test_hand_written_transcoder(tmp_path):
     cfg["metadata"]["hook_name"] = "blocks.3.ln2.hook_normalized"
     sae = thoughtlens.load_sae(_write(tmp_path / "tc", cfg, w))
     f = (X @ w["W_enc"] + w["b_enc"]).clamp_min(0)  # no b_dec on the input
-    _assert_formula(sae(X).recon, f @ w["W_dec"] + w["b_dec"],
-                    _encoder_size(w, b_dec=False) @ w["W_dec"].abs() + w["b_dec"].abs(), depth=5)
+    _assert_formula(
+        sae(X).recon,
+        f @ w["W_dec"] + w["b_dec"],
+        _encoder_size(w, b_dec=False) @ w["W_dec"].abs() + w["b_dec"].abs(),
+        depth=5,
+    )
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -128,4 +157,6 @@ def test_thoughtlens_save_load_round_trip_is_exact(tmp_path, arch):
     # What SAELens reads: top-level widths and architecture, hook under metadata, a v6 version.
     assert (cfg["d_in"], cfg["d_sae"], cfg["metadata"]["hook_name"]) == (D_IN, D_SAE, "blocks.3.hook_resid_post")
     assert int(cfg["metadata"]["sae_lens_version"].split(".")[0]) >= 6
-    assert set(first) == {"W_enc", "b_enc", "W_dec", "b_dec"} | ({"threshold"} if cfg["architecture"] == "jumprelu" else set())
+    assert set(first) == {"W_enc", "b_enc", "W_dec", "b_dec"} | (
+        {"threshold"} if cfg["architecture"] == "jumprelu" else set()
+    )

@@ -27,8 +27,15 @@ HOOK = "blocks.0.hook_resid_post"
 @pytest.mark.parametrize("max_tokens", [50, 60, 1])
 def test_evaluation_reads_exactly_max_tokens(tiny_lm, max_tokens):
     events = []
-    m = evaluate_saes(tiny_lm, {"id": identity_sae(tiny_lm.cfg.d_model, HOOK)}, TEXTS, context_size=16,
-                      batch_size=4, max_tokens=max_tokens, on_progress=events.append)["id"]
+    m = evaluate_saes(
+        tiny_lm,
+        {"id": identity_sae(tiny_lm.cfg.d_model, HOOK)},
+        TEXTS,
+        context_size=16,
+        batch_size=4,
+        max_tokens=max_tokens,
+        on_progress=events.append,
+    )["id"]
     assert m.n_tokens == max_tokens
     assert (events[-1].completed, events[-1].total) == (max_tokens, max_tokens)
     # CE over exactly the first max_tokens predictions, row-major over the windows (BOS not predicted from)
@@ -49,8 +56,22 @@ def test_sae_eval_cli_honours_tokens(tiny_lm, tiny_lm_dir, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(TEXTS * 3))
     sae_dir = save_sae(identity_sae(tiny_lm.cfg.d_model, HOOK), tmp_path / "sae")
-    res = CliRunner().invoke(app, ["sae", "eval", str(sae_dir), "--model", tiny_lm_dir, "--corpus", str(corpus),
-                                   "--tokens", "300", "--last-docs", "120"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sae",
+            "eval",
+            str(sae_dir),
+            "--model",
+            tiny_lm_dir,
+            "--corpus",
+            str(corpus),
+            "--tokens",
+            "300",
+            "--last-docs",
+            "120",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "(300 tokens)" in res.output
     counts = [int(n) for n in re.findall(r"sae eval: (\d+)/300", res.output)]
@@ -58,8 +79,16 @@ def test_sae_eval_cli_honours_tokens(tiny_lm, tiny_lm_dir, tmp_path):
 
 
 def test_a_small_max_tokens_trains_with_the_default_buffer(tiny_lm, tmp_path):
-    source = ActivationSource(tiny_lm, HOOK, TEXTS, context_size=16, model_batch_size=4, batch_size=32,
-                              max_tokens=300, cache_dir=tmp_path / "cache")  # buffer_size left at its default
+    source = ActivationSource(
+        tiny_lm,
+        HOOK,
+        TEXTS,
+        context_size=16,
+        model_batch_size=4,
+        batch_size=32,
+        max_tokens=300,
+        cache_dir=tmp_path / "cache",
+    )  # buffer_size left at its default
     assert source.buffer_size == 300
     sae = build_sae(architecture="topk", d_in=tiny_lm.cfg.d_model, d_sae=64, k=4, hook_name=HOOK)
     result = train_saes({"topk": sae}, source, TrainConfig(total_activations=600, n_init_activations=256))
@@ -67,8 +96,9 @@ def test_a_small_max_tokens_trains_with_the_default_buffer(tiny_lm, tmp_path):
     meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
     assert meta["n_activations"] == 300
     # a later run on the complete cache, again with the default buffer
-    again = ActivationSource(None, HOOK, None, context_size=16, batch_size=32, max_tokens=300,
-                             cache_dir=tmp_path / "cache")
+    again = ActivationSource(
+        None, HOOK, None, context_size=16, batch_size=32, max_tokens=300, cache_dir=tmp_path / "cache"
+    )
     assert sum(len(b) for b in again.batches()) == (300 // 32) * 32
 
 
@@ -93,16 +123,26 @@ def test_every_output_file_has_one_mode(tiny_lm, tmp_path):
         dir_mode = _mode(tmp_path / "plain")
         sae = build_sae(architecture="topk", d_in=tiny_lm.cfg.d_model, d_sae=64, k=4, hook_name=HOOK)
         out = save_sae(sae, tmp_path / "sae")
-        source = ActivationSource(tiny_lm, HOOK, TEXTS, context_size=16, batch_size=32, max_tokens=300,
-                                  cache_dir=tmp_path / "cache")
-        train_saes({"topk": sae}, source, TrainConfig(total_activations=64, n_init_activations=64,
-                                                      checkpoint_dir=str(tmp_path / "ckpt")))
+        source = ActivationSource(
+            tiny_lm, HOOK, TEXTS, context_size=16, batch_size=32, max_tokens=300, cache_dir=tmp_path / "cache"
+        )
+        train_saes(
+            {"topk": sae},
+            source,
+            TrainConfig(total_activations=64, n_init_activations=64, checkpoint_dir=str(tmp_path / "ckpt")),
+        )
     finally:
         os.umask(old)
     assert (file_mode, dir_mode) == (0o644, 0o755)
-    files = [out / "sae_weights.safetensors", out / "cfg.json", tmp_path / "ckpt" / "checkpoint.safetensors",
-             tmp_path / "cache" / "meta.json", *sorted((tmp_path / "cache").glob("shard_*.safetensors"))]
+    files = [
+        out / "sae_weights.safetensors",
+        out / "cfg.json",
+        tmp_path / "ckpt" / "checkpoint.safetensors",
+        tmp_path / "cache" / "meta.json",
+        *sorted((tmp_path / "cache").glob("shard_*.safetensors")),
+    ]
     assert len(files) >= 5
     assert {str(f.relative_to(tmp_path)): oct(_mode(f)) for f in files} == {
-        str(f.relative_to(tmp_path)): oct(file_mode) for f in files}
+        str(f.relative_to(tmp_path)): oct(file_mode) for f in files
+    }
     assert {oct(_mode(d)) for d in (out, tmp_path / "cache", tmp_path / "ckpt")} == {oct(dir_mode)}

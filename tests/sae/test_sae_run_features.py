@@ -4,16 +4,16 @@ range, a pandas sort for the run's top sentences, and the unembedding product fo
 
 from __future__ import annotations
 
+import numerics
 import pandas as pd
 import pytest
 import torch
 
-import numerics
 from thoughtlens.errors import SAEError
 from thoughtlens.sae import build_sae
 from thoughtlens.sae import run_features as rf
 from thoughtlens.sae.features import top_activating_sentences
-from thoughtlens.sae.run_features import stored_trace, store_run_features
+from thoughtlens.sae.run_features import store_run_features, stored_trace
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
@@ -22,7 +22,10 @@ STORED = 5e-6  # the store rounds values to 5 decimals: half a unit of the last 
 RUN = "r"
 TRACES = {
     "p0": ("Q: what is 2 + 3? <think>", "First, 2 plus 3 makes 5. Let me double check it. Yes, it is 5.</think> 5"),
-    "p1": ("Q: what is 4 + 4? <think>", "Four and four. Adding them gives eight. Wait, check again. Eight it is.</think> 8"),
+    "p1": (
+        "Q: what is 4 + 4? <think>",
+        "Four and four. Adding them gives eight. Wait, check again. Eight it is.</think> 8",
+    ),
 }
 
 
@@ -37,8 +40,15 @@ def _store(path) -> RunStore:
     for pid, (prompt, completion) in TRACES.items():
         t = ReasoningTrace.parse(prompt, completion)
         store.add_problem(RUN, pid, prompt, None)
-        store.add_trace(RUN, pid, prompt, completion, t.answer, None,
-                        [{"index": s.index, "start": s.start, "end": s.end, "text": s.text} for s in t.sentences])
+        store.add_trace(
+            RUN,
+            pid,
+            prompt,
+            completion,
+            t.answer,
+            None,
+            [{"index": s.index, "start": s.start, "end": s.end, "text": s.text} for s in t.sentences],
+        )
     return store
 
 
@@ -49,14 +59,21 @@ def _independent_feats(model, sae, prompt, completion) -> torch.Tensor:
     ids = [tok.bos_token_id, *tok(t.text, add_special_tokens=False)["input_ids"]]
     _, cache = model.run_with_cache(torch.tensor([ids]), names_filter=HOOK)
     latents = ((cache[HOOK][0] - sae.b_dec) @ sae.W_enc + sae.b_enc).clamp_min(0)
-    return torch.stack([latents[a + 1:b + 1].amax(0) for a, b in t.token_ranges(tok)]).detach()
+    return torch.stack([latents[a + 1 : b + 1].amax(0) for a, b in t.token_ranges(tok)]).detach()
 
 
 def test_run_features_match_an_independent_computation(tiny_lm, tmp_path):
     sae = _sae(0, tiny_lm.cfg.d_model)
     store = _store(tmp_path / "run.sqlite")
-    summary = store_run_features(tiny_lm, sae, store, top_per_sentence=3, top_sentences=4, n_tokens=5,
-                                 labels={f: f"label <{f}>" for f in range(40)})
+    summary = store_run_features(
+        tiny_lm,
+        sae,
+        store,
+        top_per_sentence=3,
+        top_sentences=4,
+        n_tokens=5,
+        labels={f: f"label <{f}>" for f in range(40)},
+    )
     assert summary["problems"] == 2 and summary["skipped"] == 0
     feats = {pid: _independent_feats(tiny_lm, sae, *TRACES[pid]) for pid in TRACES}
     # float32 latents (the model's 2 layers, the encoder's difference and product) at their largest, plus storage
@@ -74,8 +91,14 @@ def test_run_features_match_an_independent_computation(tiny_lm, tmp_path):
     assert set(map(int, table["features"])) == shown and table["problems"] == ["p0", "p1"]
     # A feature's top sentences across the run: every (problem, sentence) activation, sorted.
     texts = {pid: [s["text"] for s in store.trace(RUN, pid)["sentences"]] for pid in TRACES}
-    rows = pd.DataFrame([{"pid": pid, "s": i, "a": float(F[i, f]), "f": f}
-                         for pid, F in feats.items() for i in range(F.shape[0]) for f in range(F.shape[1])])
+    rows = pd.DataFrame(
+        [
+            {"pid": pid, "s": i, "a": float(F[i, f]), "f": f}
+            for pid, F in feats.items()
+            for i in range(F.shape[0])
+            for f in range(F.shape[1])
+        ]
+    )
     for f in sorted(shown)[:6]:
         want = rows[(rows.f == f) & (rows.a > 0)].sort_values("a", ascending=False, kind="stable").head(4)
         got = table["features"][str(f)]["top_sentences"]
@@ -89,15 +112,20 @@ def test_run_features_match_an_independent_computation(tiny_lm, tmp_path):
     got = table["features"][str(f)]["top_sentences"]
     assert [t for *_, t in got] == list(ref["text"][ref["activation"] > 0])
     # Logit effects: W_U @ (W_dec[f] * final-norm weight), decoded.
-    effects = tiny_lm.hf_model.lm_head.weight.detach() @ (sae.W_dec[f].detach() * tiny_lm.hf_model.model.norm.weight.detach())
+    effects = tiny_lm.hf_model.lm_head.weight.detach() @ (
+        sae.W_dec[f].detach() * tiny_lm.hf_model.model.norm.weight.detach()
+    )
     up = effects.topk(5)
     entry = table["features"][str(f)]
     assert [t for t, _ in entry["up"]] == [tiny_lm.tokenizer.decode([int(i)]) for i in up.indices]
     # one product with the unembedding (rounding at its sum of |terms|), plus storage
-    scale = numerics.magnitude(tiny_lm.hf_model.lm_head.weight.detach().abs()
-                               @ (sae.W_dec[f].detach() * tiny_lm.hf_model.model.norm.weight.detach()).abs())
-    assert [e for _, e in entry["up"]] == pytest.approx(up.values.tolist(),
-                                                        abs=STORED + numerics.tol(tiny_lm.dtype, scale, depth=2))
+    scale = numerics.magnitude(
+        tiny_lm.hf_model.lm_head.weight.detach().abs()
+        @ (sae.W_dec[f].detach() * tiny_lm.hf_model.model.norm.weight.detach()).abs()
+    )
+    assert [e for _, e in entry["up"]] == pytest.approx(
+        up.values.tolist(), abs=STORED + numerics.tol(tiny_lm.dtype, scale, depth=2)
+    )
     assert [t for t, _ in entry["down"]] == [tiny_lm.tokenizer.decode([int(i)]) for i in (-effects).topk(5).indices]
     assert all(entry["label"] == f"label <{f}>" for f, entry in table["features"].items())
     store.close()

@@ -3,10 +3,10 @@ changes exactly the activation it replaces; keep_error restores the forward."""
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
 
-import numerics
 from thoughtlens.errors import SAEError
 from thoughtlens.sae import build_sae
 from thoughtlens.sae.splice import splice_sae
@@ -73,7 +73,9 @@ def test_splice_refuses_an_sae_for_another_width_or_hook(tiny_lm):
     with pytest.raises(SAEError, match="trained on another model"):
         with splice_sae(tiny_lm, wide):
             pass
-    elsewhere = build_sae(architecture="topk", d_in=tiny_lm.cfg.d_model, d_sae=64, k=4, hook_name="blocks.15.hook_resid_post")
+    elsewhere = build_sae(
+        architecture="topk", d_in=tiny_lm.cfg.d_model, d_sae=64, k=4, hook_name="blocks.15.hook_resid_post"
+    )
     with pytest.raises(SAEError, match="does not have"):
         with splice_sae(tiny_lm, elsewhere):
             pass

@@ -33,8 +33,25 @@ def test_store_features_writes_the_panel_data(tiny_lm_dir, sae_dir, tmp_path):
     store.close()
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({str(i): f"label {i}" for i in range(0, 64, 2)}))  # even latents only
-    res = CliRunner().invoke(app, ["sae", "store-features", sae_dir, str(tmp_path / "run.sqlite"), "--model", tiny_lm_dir,
-                                   "--top", "3", "--top-sentences", "2", "--tokens", "2", "--labels", str(labels)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sae",
+            "store-features",
+            sae_dir,
+            str(tmp_path / "run.sqlite"),
+            "--model",
+            tiny_lm_dir,
+            "--top",
+            "3",
+            "--top-sentences",
+            "2",
+            "--tokens",
+            "2",
+            "--labels",
+            str(labels),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "stored SAE features of 1 trace" in res.output
     with RunStore(tmp_path / "run.sqlite") as s:
@@ -47,11 +64,13 @@ def test_store_features_writes_the_panel_data(tiny_lm_dir, sae_dir, tmp_path):
 
 def test_store_features_bad_input(tiny_lm_dir, sae_dir, tmp_path):
     runner = CliRunner()
-    line = _one_error_line(runner.invoke(app, ["sae", "store-features", sae_dir, str(tmp_path / "none.sqlite"),
-                                               "--model", tiny_lm_dir]))
+    line = _one_error_line(
+        runner.invoke(app, ["sae", "store-features", sae_dir, str(tmp_path / "none.sqlite"), "--model", tiny_lm_dir])
+    )
     assert "no run store" in line and not (tmp_path / "none.sqlite").exists()
     bad = tmp_path / "labels.json"
     bad.write_text("[1, 2]")
-    line = _one_error_line(runner.invoke(app, ["sae", "store-features", sae_dir, str(tmp_path / "none.sqlite"),
-                                               "--labels", str(bad)]))
+    line = _one_error_line(
+        runner.invoke(app, ["sae", "store-features", sae_dir, str(tmp_path / "none.sqlite"), "--labels", str(bad)])
+    )
     assert "cannot read labels" in line

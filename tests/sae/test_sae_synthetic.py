@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 
+import numerics
 import pytest
 import torch
 
-import numerics
 from thoughtlens.sae import TensorSource, TrainConfig, build_sae, train_saes
 from thoughtlens.sae.synthetic import make_features, mean_max_cosine
 

@@ -4,35 +4,45 @@ carry L0 / FVU / dead fraction; the activation cache is reused."""
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
 
-import numerics
 from thoughtlens.sae import ActivationSource, TensorSource, TrainConfig, build_sae, train_saes
 from thoughtlens.sae.train import lr_factor
 
 
 def _saes():
     torch.manual_seed(0)
-    return {"topk": build_sae(architecture="topk", d_in=8, d_sae=32, k=3, hook_name="h"),
-            "batchtopk": build_sae(architecture="batchtopk", d_in=8, d_sae=32, k=3, hook_name="h"),
-            "relu": build_sae(architecture="standard", d_in=8, d_sae=32, hook_name="h"),
-            "jumprelu": build_sae(architecture="jumprelu", d_in=8, d_sae=32, hook_name="h")}
+    return {
+        "topk": build_sae(architecture="topk", d_in=8, d_sae=32, k=3, hook_name="h"),
+        "batchtopk": build_sae(architecture="batchtopk", d_in=8, d_sae=32, k=3, hook_name="h"),
+        "relu": build_sae(architecture="standard", d_in=8, d_sae=32, hook_name="h"),
+        "jumprelu": build_sae(architecture="jumprelu", d_in=8, d_sae=32, hook_name="h"),
+    }
 
 
 def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path):
     x = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0)) ** 3
     cfg = dict(total_activations=20 * 256, dead_window=1024, checkpoint_every=5, lr=1e-3)
-    full = train_saes(_saes(), TensorSource(x, "h", batch_size=256), TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "a")))
+    full = train_saes(
+        _saes(), TensorSource(x, "h", batch_size=256), TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "a"))
+    )
 
     def stop_at_8(event):
         if event.task == "sae training" and event.completed == 8:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_saes(_saes(), TensorSource(x, "h", batch_size=256), TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b")),
-                   on_progress=stop_at_8)
-    resumed = train_saes(_saes(), TensorSource(x, "h", batch_size=256), TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b")))
+        train_saes(
+            _saes(),
+            TensorSource(x, "h", batch_size=256),
+            TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b")),
+            on_progress=stop_at_8,
+        )
+    resumed = train_saes(
+        _saes(), TensorSource(x, "h", batch_size=256), TrainConfig(**cfg, checkpoint_dir=str(tmp_path / "b"))
+    )
     assert resumed.resumed_from == 8 and resumed.steps == full.steps == 20
     for name in full.saes:
         a, b = full.saes[name].state_dict(), resumed.saes[name].state_dict()
@@ -43,8 +53,12 @@ def test_unit_norm_decoder_progress_and_scale_folding():
     x = torch.randn(4096, 8, generator=torch.Generator().manual_seed(1)) * 50 + 3
     events = []
     saes = _saes()
-    result = train_saes(saes, TensorSource(x, "h", batch_size=256), TrainConfig(total_activations=10 * 256, log_every=1),
-                        on_progress=events.append)
+    result = train_saes(
+        saes,
+        TensorSource(x, "h", batch_size=256),
+        TrainConfig(total_activations=10 * 256, log_every=1),
+        on_progress=events.append,
+    )
     for name in ("topk", "jumprelu"):
         # rows divided by their norm: a norm of 1 up to the rounding of 8 squares summed and the division
         numerics.assert_close(saes[name].W_dec.norm(dim=-1), torch.ones(32), dtype=torch.float32, depth=8, scale=1.0)
@@ -60,11 +74,21 @@ def test_unit_norm_decoder_progress_and_scale_folding():
     # product, bias) at its sum of |terms|; the reconstruction adds a product and a bias, then the scale
     sae = saes["topk"]
     enc = (x[:64].abs() * s + sae.b_dec.abs()) @ sae.W_enc.abs() + sae.b_enc.abs()
-    numerics.assert_close(result.saes["topk"].encode(x[:64]), sae.encode(x[:64] * s), dtype=torch.float32, depth=3,
-                          scale=numerics.magnitude(enc))
+    numerics.assert_close(
+        result.saes["topk"].encode(x[:64]),
+        sae.encode(x[:64] * s),
+        dtype=torch.float32,
+        depth=3,
+        scale=numerics.magnitude(enc),
+    )
     dec = (enc @ sae.W_dec.abs() + sae.b_dec.abs()) / s
-    numerics.assert_close(result.saes["topk"](x[:64]).recon, sae(x[:64] * s).recon / s, dtype=torch.float32, depth=6,
-                          scale=numerics.magnitude(dec))
+    numerics.assert_close(
+        result.saes["topk"](x[:64]).recon,
+        sae(x[:64] * s).recon / s,
+        dtype=torch.float32,
+        depth=6,
+        scale=numerics.magnitude(dec),
+    )
 
 
 def test_lr_schedule():
@@ -88,8 +112,9 @@ def test_activation_cache_is_written_once_and_reused(tiny_lm, tmp_path):
     b = torch.cat(list(second))
     assert second.cached and b.shape == a.shape and a.shape[1] == 2 * d
     # the same rows, perhaps in another order: sums that round at the sum of |rows|, one rounding per row
-    numerics.assert_close(a.sum(0), b.sum(0), dtype=torch.float32, depth=len(a),
-                          scale=numerics.magnitude(a.abs().sum(0)))
+    numerics.assert_close(
+        a.sum(0), b.sum(0), dtype=torch.float32, depth=len(a), scale=numerics.magnitude(a.abs().sum(0))
+    )
 
 
 def _windows(model, texts):
@@ -103,7 +128,14 @@ def test_sparse_training_step_matches_dense_formula(arch):
     """The sparse training forward (only the chosen latents recomputed) gives the loss and gradients
     of the dense formula, written out here."""
     torch.manual_seed(0)
-    sae = build_sae(architecture=arch, d_in=8, d_sae=32, k=3, hook_name="h", matryoshka_widths=[4, 12, 32] if "matryoshka" in arch else None)
+    sae = build_sae(
+        architecture=arch,
+        d_in=8,
+        d_sae=32,
+        k=3,
+        hook_name="h",
+        matryoshka_widths=[4, 12, 32] if "matryoshka" in arch else None,
+    )
     x = torch.randn(16, 8)
     out = sae.training_loss(x, x, None, 1.0)
     grads = torch.autograd.grad(out.loss, [sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec])
@@ -139,11 +171,22 @@ def test_one_model_pass_feeds_several_saes(tiny_lm, tmp_path, monkeypatch):
     calls = []
     real = type(tiny_lm).forward
     monkeypatch.setattr(type(tiny_lm), "forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
-    source = ActivationSource(tiny_lm, "blocks.1.hook_resid_post", texts, context_size=16, model_batch_size=4,
-                              batch_size=32, buffer_size=128, max_tokens=600, cache_dir=tmp_path / "cache")
+    source = ActivationSource(
+        tiny_lm,
+        "blocks.1.hook_resid_post",
+        texts,
+        context_size=16,
+        model_batch_size=4,
+        batch_size=32,
+        buffer_size=128,
+        max_tokens=600,
+        cache_dir=tmp_path / "cache",
+    )
     calls.clear()
     d = tiny_lm.cfg.d_model
-    saes = {a: build_sae(architecture=a, d_in=d, d_sae=64, k=4, hook_name="blocks.1.hook_resid_post")
-            for a in ("topk", "batchtopk", "matryoshka_batchtopk")}
+    saes = {
+        a: build_sae(architecture=a, d_in=d, d_sae=64, k=4, hook_name="blocks.1.hook_resid_post")
+        for a in ("topk", "batchtopk", "matryoshka_batchtopk")
+    }
     train_saes(saes, source, TrainConfig(total_activations=3 * 600, n_init_activations=256))  # 3 epochs
     assert len(calls) == -(-600 // (4 * 15))  # one pass of 4-window model batches of 15 kept tokens each

@@ -73,5 +73,11 @@ class _Handler(BaseHTTPRequestHandler):
         text = text_for(body.get("seed", 0), body["prompt"])
         with self.server.lock:
             self.server.answered += 1
-        self._send(200, {"choices": [{"text": text, "finish_reason": "stop", "index": 0}],
-                         "usage": {"completion_tokens": len(text.split())}, "model": self.server.model})
+        self._send(
+            200,
+            {
+                "choices": [{"text": text, "finish_reason": "stop", "index": 0}],
+                "usage": {"completion_tokens": len(text.split())},
+                "model": self.server.model,
+            },
+        )

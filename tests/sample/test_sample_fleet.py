@@ -19,8 +19,10 @@ PARAMS = SamplingParams(temperature=1.0, max_new_tokens=8, seed=5)
 
 
 def _fleet(*urls: str, concurrency: int = 2) -> FleetSampler:
-    clients = [OpenAIClient(u, max_retries=1, concurrency=concurrency, backoff_base=0.01, backoff_max=0.05, timeout=5)
-               for u in urls]
+    clients = [
+        OpenAIClient(u, max_retries=1, concurrency=concurrency, backoff_base=0.01, backoff_max=0.05, timeout=5)
+        for u in urls
+    ]
     return FleetSampler(clients)
 
 

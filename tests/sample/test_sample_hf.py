@@ -18,9 +18,14 @@ def test_greedy_rows_equal_plain_generate_exactly(tiny_lm):
     params = SamplingParams(temperature=0.0, max_new_tokens=12)
     got = sampler.sample([SampleRequest(PREFIX, (0, 1, 2))], params)
     ids = tiny_lm.to_tokens(PREFIX)
-    ref = tiny_lm.hf_model.generate(ids, max_new_tokens=12, do_sample=False, attention_mask=torch.ones_like(ids),
-                                    pad_token_id=tiny_lm.tokenizer.eos_token_id)
-    expected = tiny_lm.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
+    ref = tiny_lm.hf_model.generate(
+        ids,
+        max_new_tokens=12,
+        do_sample=False,
+        attention_mask=torch.ones_like(ids),
+        pad_token_id=tiny_lm.tokenizer.eos_token_id,
+    )
+    expected = tiny_lm.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
     assert [c.text for c in got] == [expected] * 3
     assert all(c.finish_reason in ("length", "stop") and c.n_tokens > 0 for c in got)
 
@@ -31,8 +36,9 @@ def test_fixed_seed_is_reproducible_and_independent_of_batch_size(tiny_lm):
     b = HFSampler(tiny_lm, batch_size=4).sample([SampleRequest(PREFIX, tuple(range(4)))], params)
     assert [c.text for c in a] == [c.text for c in b]
     assert len({c.text for c in a}) > 1  # sampling, not greedy
-    other_seed = HFSampler(tiny_lm, batch_size=4).sample([SampleRequest(PREFIX, (0, 1, 2, 3))],
-                                                         SamplingParams(temperature=1.0, max_new_tokens=8, seed=8))
+    other_seed = HFSampler(tiny_lm, batch_size=4).sample(
+        [SampleRequest(PREFIX, (0, 1, 2, 3))], SamplingParams(temperature=1.0, max_new_tokens=8, seed=8)
+    )
     assert [c.text for c in other_seed] != [c.text for c in a]
 
 
@@ -108,11 +114,12 @@ def test_first_token_frequencies_match_the_models_distribution(tiny_lm_dir):
     assert 3 <= np.count_nonzero(want) <= 5 and want.max() < 0.6
     assert _chi2_pvalue(observed, want, texts, n) > 1e-3
 
-    wrong = {"temperature x1.5": _nucleus_probs(logits, temperature * 1.5, top_p),
-             "no top-p": _nucleus_probs(logits, temperature, 1.0),
-             "top_p 0.7": _nucleus_probs(logits, temperature, 0.7),
-             "top-p before temperature": _nucleus_probs(logits, temperature, 1.0)
-             * (_nucleus_probs(logits, 1.0, top_p) > 0)}
+    wrong = {
+        "temperature x1.5": _nucleus_probs(logits, temperature * 1.5, top_p),
+        "no top-p": _nucleus_probs(logits, temperature, 1.0),
+        "top_p 0.7": _nucleus_probs(logits, temperature, 0.7),
+        "top-p before temperature": _nucleus_probs(logits, temperature, 1.0) * (_nucleus_probs(logits, 1.0, top_p) > 0),
+    }
     for name, probs in wrong.items():
         probs = probs / probs.sum()
         assert np.abs(probs - want).sum() > 0.05, name
@@ -129,4 +136,6 @@ def test_stop_strings_and_answer_predicate_end_rows_early(tiny_lm):
 
 def test_rollout_seed_depends_on_prefix_index_and_seed_only():
     assert rollout_seed(0, "a", 1) == rollout_seed(0, "a", 1)
-    assert len({rollout_seed(0, "a", 1), rollout_seed(0, "a", 2), rollout_seed(1, "a", 1), rollout_seed(0, "b", 1)}) == 4
+    assert (
+        len({rollout_seed(0, "a", 1), rollout_seed(0, "a", 2), rollout_seed(1, "a", 1), rollout_seed(0, "b", 1)}) == 4
+    )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import numerics
 import pytest
 import torch
 
-import numerics
 from thoughtlens import load
 from thoughtlens.errors import BackendError, ModelNotFoundError
 from thoughtlens.sample.registry import make_sampler
@@ -30,8 +30,9 @@ def test_hf_kwargs_and_device_map_reach_from_pretrained(tiny_lm_dir, monkeypatch
 
     seen = []
     real = transformers.AutoModelForCausalLM.from_pretrained
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
-                        lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **kw: seen.append(kw) or real(*a, **kw)
+    )
     load(tiny_lm_dir, dtype="float32", use_safetensors=True)
     assert seen[-1]["use_safetensors"] is True and seen[-1]["dtype"] == torch.float32
     monkeypatch.undo()

@@ -103,7 +103,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             return self._send(200, b'{"choices": [{"text": "trunc')
         text = f"echo {body['seed']} {body['prompt']}"
-        payload = {"choices": [{"text": text, "index": 0, "finish_reason": "length"}], "usage": {"completion_tokens": 7}}
+        payload = {
+            "choices": [{"text": text, "index": 0, "finish_reason": "length"}],
+            "usage": {"completion_tokens": 7},
+        }
         self._send(200, json.dumps(payload).encode())
 
 
@@ -119,7 +122,9 @@ def fault_server(request):
 
 
 def _client(url: str, **kw) -> OpenAIClient:
-    opts = dict(timeout=0.5, max_retries=10, concurrency=4, backoff_base=0.01, backoff_max=0.05, api_key_env="TL_TEST_KEY")
+    opts = dict(
+        timeout=0.5, max_retries=10, concurrency=4, backoff_base=0.01, backoff_max=0.05, api_key_env="TL_TEST_KEY"
+    )
     opts.update(kw)
     return OpenAIClient(url, **opts)
 
@@ -133,7 +138,9 @@ def test_every_rollout_arrives_once_despite_30_percent_faults(fault_server, monk
     client = _client(fault_server.url)
     out = OpenAISampler(client).sample(requests_for(prefixes, 10), params, on_completion=seen.append)
 
-    assert Counter((c.prefix_index, c.sample_index) for c in seen) == Counter({(p, s): 1 for p in range(3) for s in range(10)})
+    assert Counter((c.prefix_index, c.sample_index) for c in seen) == Counter(
+        {(p, s): 1 for p in range(3) for s in range(10)}
+    )
     assert [(c.prefix_index, c.sample_index) for c in out] == [(p, s) for p in range(3) for s in range(10)]
     for c in out:
         assert c.error is None and c.finish_reason == "length" and c.n_tokens == 7
@@ -250,7 +257,9 @@ def test_unreachable_server_is_a_fast_backend_error(monkeypatch, caplog):
     url = f"http://127.0.0.1:{_free_port()}/v1"
     sampler = OpenAISampler(_client(url))
     t0 = time.monotonic()
-    with pytest.raises(BackendError, match=r"cannot reach the OpenAI-compatible server at http://127\.0\.0\.1:\d+/v1.*start it") as err:
+    with pytest.raises(
+        BackendError, match=r"cannot reach the OpenAI-compatible server at http://127\.0\.0\.1:\d+/v1.*start it"
+    ) as err:
         sampler.sample(requests_for(["x"], 2), SamplingParams())
     assert time.monotonic() - t0 < 3
     assert "\n" not in str(err.value) and SECRET not in str(err.value) and SECRET not in caplog.text

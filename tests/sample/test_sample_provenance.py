@@ -92,7 +92,9 @@ def test_resuming_with_another_tokenizer_is_refused(servers, tmp_path, smol_toke
     _run(a.url, store, run_id="fixed", tokenizer=smol_tokenizer)
     other = AutoTokenizer.from_pretrained(tiny_lm_dir)
     other.chat_template = "{{ messages[0]['content'] }}"  # same vocabulary, another prompt format
-    with pytest.raises(StoreError, match=r"tokenizer 'tokenizer-sha256:\w+' but this run uses tokenizer 'tokenizer-sha256:\w+'"):
+    with pytest.raises(
+        StoreError, match=r"tokenizer 'tokenizer-sha256:\w+' but this run uses tokenizer 'tokenizer-sha256:\w+'"
+    ):
         _run(a.url, store, run_id="fixed", tokenizer=other)
 
 
@@ -109,7 +111,9 @@ def test_no_key_or_credential_reaches_the_store_or_logs(servers, tmp_path, monke
     job = _run(url, store, run_id="creds")  # the credentials in the URL (basic auth)
     # The key and the URL's credentials were sent (so the test would see a leak if they were stored)...
     assert f"Bearer {SECRET}" in a.auth_headers
-    assert any(PASSWORD in base64.b64decode(h.split()[1]).decode() for h in a.auth_headers if h and h.startswith("Basic"))
+    assert any(
+        PASSWORD in base64.b64decode(h.split()[1]).decode() for h in a.auth_headers if h and h.startswith("Basic")
+    )
     # ...yet appear nowhere in what the runs left behind: the store file, the config, reprs, log records.
     store.close()
     blob = b"".join(p.read_bytes() for p in tmp_path.glob("s.sqlite*"))

@@ -21,8 +21,9 @@ REPO = HERE.parents[1]
 def test_tokenizer_only_builds_the_same_prompt_as_the_tokenizer_itself(smol_dir, smol_tokenizer):
     tok = load_tokenizer(smol_dir)
     message = "What is 2 + 3?"
-    expected = smol_tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
-                                                  add_generation_prompt=True)
+    expected = smol_tokenizer.apply_chat_template(
+        [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+    )
     assert tok.apply_chat_template(message) == expected
     assert tok.name == smol_dir and tokenizer_identity(tok.tokenizer) == tokenizer_identity(smol_tokenizer)
 
@@ -46,7 +47,7 @@ def test_bad_tokenizer_paths_are_one_line_errors(tmp_path):
         load_tokenizer(tmp_path / "empty")
 
 
-_NO_WEIGHTS = textwrap.dedent('''
+_NO_WEIGHTS = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, sys.argv[1])
 
@@ -73,8 +74,8 @@ _NO_WEIGHTS = textwrap.dedent('''
     sampler = make_sampler("openai", base_url=server.url, model=tok)
     prompt = tok.apply_chat_template("What is 2 + 3?")
     trace = "Add them. Two plus three is five. So the answer is \\\\boxed{5}."
-    job = AnchorsRun(sampler, RunStore(sys.argv[2]), AnchorsConfig(n_rollouts=2, max_new_tokens=8, label_categories=False,
-                                                             counterfactual_matrix=False))  # MiniLM, as _metrics
+    config = AnchorsConfig(n_rollouts=2, max_new_tokens=8, label_categories=False, counterfactual_matrix=False)
+    job = AnchorsRun(sampler, RunStore(sys.argv[2]), config)  # MiniLM, as _metrics
     job.run([Problem("p0", "What is 2 + 3?", prompt, "5", base_completion=trace)])
     server.stop()
     # VmHWM, not ru_maxrss: across exec Linux keeps the parent's high-water mark in ru_maxrss, so a subprocess of
@@ -83,18 +84,23 @@ _NO_WEIGHTS = textwrap.dedent('''
     peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
     print("RESULT " + json.dumps({"peak_rss_mb": peak_mb, "model": job.config.model,
                                   "tok_ranges": job.store.trace(job.run_id, "p0")["sentences"][0]["tok_start"]}))
-''')
+""")
 
 
 @pytest.mark.slow
 def test_remote_run_never_loads_weights(tmp_path, smol_dir):
     script = tmp_path / "no_weights.py"
     script.write_text(_NO_WEIGHTS)
-    proc = subprocess.run([sys.executable, str(script), str(HERE), str(tmp_path / "s.sqlite")], capture_output=True,
-                          text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(HERE), str(tmp_path / "s.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     print(f"peak RSS of an openai-backend anchors run with tokenizer-only loading: {result['peak_rss_mb']:.0f} MB")
     assert result["model"] == "served-model"  # the served model's id, not the local tokenizer's name
     assert result["tok_ranges"] is not None  # the tokenizer gave sentence token ranges

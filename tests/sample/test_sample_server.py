@@ -53,7 +53,9 @@ def test_stop_strings_are_honoured(client):
     assert full.finish_reason == "length" and full.n_tokens == 16
     # Stop at a piece of the greedy continuation: the stopped text must be exactly what precedes it.
     stop = " 7" if " 7" in full.text else full.text[6:9]
-    cut = sampler.sample([SampleRequest(prompt, (0,))], SamplingParams(temperature=0.0, max_new_tokens=16, stop=(stop,)))[0]
+    cut = sampler.sample(
+        [SampleRequest(prompt, (0,))], SamplingParams(temperature=0.0, max_new_tokens=16, stop=(stop,))
+    )[0]
     assert cut.finish_reason == "stop"
     assert cut.text == full.text[: full.text.index(stop)]
 

@@ -18,7 +18,9 @@ from thoughtlens.sample.vllm import VLLMSampler
 
 def test_missing_vllm_is_a_clear_backend_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
-    with pytest.raises(BackendError, match=r"vLLM is not installed.*pip install 'thoughtlens\[vllm\]' on a GPU machine") as err:
+    with pytest.raises(
+        BackendError, match=r"vLLM is not installed.*pip install 'thoughtlens\[vllm\]' on a GPU machine"
+    ) as err:
         VLLMSampler("some/model")
     assert "\n" not in str(err.value)
 
@@ -48,7 +50,9 @@ def fake_vllm(monkeypatch):
             calls.append((list(prompts), list(params)))
             # Echo the seed so the test can check each output went back to its own rollout.
             return [
-                types.SimpleNamespace(outputs=[_Out(f"{p}|{sp['seed']}", [0] * 3, "length" if sp["seed"] % 2 else "stop")])
+                types.SimpleNamespace(
+                    outputs=[_Out(f"{p}|{sp['seed']}", [0] * 3, "length" if sp["seed"] % 2 else "stop")]
+                )
                 for p, sp in zip(prompts, params)
             ]
 
@@ -62,7 +66,9 @@ def test_requests_map_to_engine_calls_in_chunks(fake_vllm):
     assert sampler.llm.kw == {"dtype": "bfloat16", "enable_prefix_caching": True}
     params = SamplingParams(temperature=0.5, top_p=0.8, max_new_tokens=9, stop=("\n\n",), seed=11)
     seen = []
-    out = sampler.sample([SampleRequest("A", (0, 1, 2, 3)), SampleRequest("B", (5,))], params, on_completion=seen.append)
+    out = sampler.sample(
+        [SampleRequest("A", (0, 1, 2, 3)), SampleRequest("B", (5,))], params, on_completion=seen.append
+    )
 
     assert [len(prompts) for prompts, _ in fake_vllm.calls] == [3, 2]
     assert seen == out

@@ -29,8 +29,9 @@ N_FIRST_TOKENS = 256
 
 @pytest.fixture(scope="module")
 def prompt(smol_tokenizer) -> str:
-    return smol_tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False,
-                                              add_generation_prompt=True)
+    return smol_tokenizer.apply_chat_template(
+        [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +80,27 @@ def test_anchors_run_through_vllm_twice_gives_identical_rollouts(vllm_server, pr
     tok = load_tokenizer(smol_dir)
     trace = "12 plus 30 is 42. Let me check: 42 minus 30 is 12. So the answer is \\boxed{42}."
     problem = Problem("p0", QUESTION, prompt, "42", base_completion=trace)
-    config = AnchorsConfig(n_rollouts=3, max_new_tokens=16, forced_max_new_tokens=6, temperature=0.8, seed=7,
-                           label_categories=False)
+    config = AnchorsConfig(
+        n_rollouts=3, max_new_tokens=16, forced_max_new_tokens=6, temperature=0.8, seed=7, label_categories=False
+    )
     frames = []
     for i in range(3):  # run 0 fills the server's prefix cache; runs 1 and 2 are compared
         sampler = make_sampler("openai", base_url=vllm_server, tokenizer=tok.tokenizer, concurrency=1, timeout=300)
         store = RunStore(tmp_path / f"run{i}.sqlite")
         job = AnchorsRun(sampler, store, config)
         job.run([problem])
-        frames.append(store.rollouts(job.run_id).drop(columns=["created_at"]).sort_values(
-            ["sentence_index", "condition", "sample_index"]).reset_index(drop=True))
+        frames.append(
+            store.rollouts(job.run_id)
+            .drop(columns=["created_at"])
+            .sort_values(["sentence_index", "condition", "sample_index"])
+            .reset_index(drop=True)
+        )
         stored = store.run(job.run_id)["config"]
-        assert (stored["backend"], stored["model"], stored["base_url"]) == ("openai", client_model(vllm_server), vllm_server)
+        assert (stored["backend"], stored["model"], stored["base_url"]) == (
+            "openai",
+            client_model(vllm_server),
+            vllm_server,
+        )
         assert stored["tokenizer"] == tokenizer_identity(tok.tokenizer)
     _, a, b = frames
     assert len(a) == (len(store.trace(job.run_id, "p0")["sentences"]) + 1) * 3 * 2
@@ -111,9 +121,11 @@ def _chi2_p(x: list[str], y: list[str]) -> float:
 
     counts = Counter(x) + Counter(y)
     keep = [k for k, n in counts.items() if n >= 10]
+
     def row(sample):
         c = Counter(t if t in keep else "<other>" for t in sample)
         return [c[k] for k in [*keep, "<other>"]]
+
     table = [row(x), row(y)]
     cols = [j for j in range(len(table[0])) if table[0][j] + table[1][j] > 0]
     return float(chi2_contingency([[r[j] for j in cols] for r in table])[1])
@@ -139,7 +151,7 @@ def test_first_tokens_agree_with_the_hf_backend(client, prompt, smol_dir):
     assert p_other < CHI2_ALPHA
 
 
-_IN_PROCESS = textwrap.dedent('''
+_IN_PROCESS = textwrap.dedent("""
     import json, sys
     from thoughtlens.sample.base import SampleRequest, SamplingParams
     from thoughtlens.sample.registry import make_sampler
@@ -154,7 +166,7 @@ _IN_PROCESS = textwrap.dedent('''
         out = sampler.sample([SampleRequest(prompt, (0, 1, 2, 3))], params)
         print("RESULT " + json.dumps({"texts": [c.text for c in out], "n_tokens": [c.n_tokens for c in out],
                                       "provenance": sampler.provenance().as_config()}))
-''')
+""")
 
 
 def test_in_process_vllm_backend_matches_the_server(vllm_server, prompt, smol_dir, tmp_path):
@@ -167,11 +179,17 @@ def test_in_process_vllm_backend_matches_the_server(vllm_server, prompt, smol_di
     script = tmp_path / "in_process.py"
     script.write_text(_IN_PROCESS)
     env = dict(vllm_env(), PYTHONPATH=str(REPO))
-    proc = subprocess.run([str(vllm_python()), str(script), smol_dir, prompt], capture_output=True, text=True,
-                          env=env, timeout=420, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(vllm_python()), str(script), smol_dir, prompt],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=420,
+        cwd=tmp_path,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    got = json.loads(lines[-1][len("RESULT "):])
+    got = json.loads(lines[-1][len("RESULT ") :])
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=16, seed=3)
     served_sampler = make_sampler("openai", base_url=vllm_server, timeout=300, concurrency=1)
     served_sampler.sample([SampleRequest(prompt, (0,))], params)  # warm-up, as in process

@@ -23,8 +23,12 @@ def _put_artifact_calls():
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "put_artifact":
                 args = node.args
                 if len(args) >= 2 and isinstance(args[1], ast.Constant) and isinstance(args[1].value, str):
-                    yield path.relative_to(PACKAGE), node.lineno, args[1].value, len(args) >= 4 or any(
-                        k.arg == "problem_id" for k in node.keywords)
+                    yield (
+                        path.relative_to(PACKAGE),
+                        node.lineno,
+                        args[1].value,
+                        len(args) >= 4 or any(k.arg == "problem_id" for k in node.keywords),
+                    )
 
 
 def test_every_written_artifact_is_declared_with_its_scope():
@@ -35,7 +39,9 @@ def test_every_written_artifact_is_declared_with_its_scope():
         if name not in ARTIFACT_BY_NAME:
             wrong.append(f"{path}:{line} writes undeclared artifact {name!r}")
         elif (ARTIFACT_BY_NAME[name].scope == "problem") != per_problem:
-            wrong.append(f"{path}:{line} writes {name!r} with the wrong scope (declared {ARTIFACT_BY_NAME[name].scope})")
+            wrong.append(
+                f"{path}:{line} writes {name!r} with the wrong scope (declared {ARTIFACT_BY_NAME[name].scope})"
+            )
     assert not wrong, "\n".join(wrong)
 
 

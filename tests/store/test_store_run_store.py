@@ -22,8 +22,8 @@ CONFIG = {"model": "smollm2", "rollouts": 4, "temperature": 0.6, "stop": ["</s>"
 
 
 def _rollout(store: RunStore, sentence: int, sample: int, **over) -> bool:
-    fields = dict(text=f"text {sentence}/{sample}", answer=str(sample), is_correct=sample % 2 == 0, n_tokens=10 + sample,
-                  finish_reason="stop")  # fmt: skip
+    fields = dict(text=f"text {sentence}/{sample}", answer=str(sample), is_correct=sample % 2 == 0,
+                  n_tokens=10 + sample, finish_reason="stop")  # fmt: skip
     fields.update(over)
     return store.add_rollout("r1", "p1", sentence, "resampled", sample, **fields)
 
@@ -88,7 +88,9 @@ def test_unknown_run_and_problem_are_clear_errors(store):
     with pytest.raises(StoreError, match="no run 'nope'.*runs: r1"):
         store.run("nope")
     with pytest.raises(StoreError, match="add_problem"):
-        store.add_rollout("r1", "missing", 0, "kept", 0, text="", answer=None, is_correct=None, n_tokens=0, finish_reason="stop")
+        store.add_rollout(
+            "r1", "missing", 0, "kept", 0, text="", answer=None, is_correct=None, n_tokens=0, finish_reason="stop"
+        )
     with pytest.raises(StoreError, match="JSON-serialisable"):
         store.create_run("r3", {"obj": object()})
     with pytest.raises(StoreError, match="unknown table 'foo'"):
@@ -172,6 +174,7 @@ def test_concurrent_writers_from_threads(store):
         for i in range(25):
             _rollout(store, t, i)
             _rollout(store, t, i)  # duplicate from the same thread
+
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
     [t.start() for t in threads]
     [t.join() for t in threads]

@@ -96,7 +96,14 @@ def test_normalize(raw, expected):
 
 @pytest.mark.parametrize(
     "a, b",
-    [("1/2", "0.5"), (r"\frac{1}{2}", "0.5"), (r"-\dfrac{5}{12}", r"-\frac{5}{12}"), ("1,000", "1000"), ("x=3", "3.0"), ("25%", "25.00")],
+    [
+        ("1/2", "0.5"),
+        (r"\frac{1}{2}", "0.5"),
+        (r"-\dfrac{5}{12}", r"-\frac{5}{12}"),
+        ("1,000", "1000"),
+        ("x=3", "3.0"),
+        ("25%", "25.00"),
+    ],
 )
 def test_equivalent_without_sympy(a, b, monkeypatch):
     monkeypatch.setattr(answers, "_sympy_equal", lambda a, b: pytest.fail("sympy should not be needed"))
@@ -112,7 +119,7 @@ def test_not_equivalent():
 
 
 def test_parse_latex_works_in_this_environment():
-    from sympy import sqrt, simplify
+    from sympy import simplify, sqrt
     from sympy.parsing.latex import parse_latex
 
     assert simplify(parse_latex(r"2\sqrt{2}") - sqrt(8)) == 0
@@ -162,7 +169,9 @@ def test_published_correct_and_incorrect_answers(shared_data):
 
 
 def test_gsm8k_answers_extract_to_their_integer(shared_data):
-    rows = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines() if line.strip()
+    ]
     assert len(rows) == 1319
     for row in rows:
         expected = int(row["answer"].rsplit("####", 1)[1].strip().replace(",", ""))  # independent parse

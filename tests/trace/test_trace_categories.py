@@ -9,8 +9,16 @@ import pytest
 from thoughtlens.errors import TraceError
 from thoughtlens.trace.categories import ALL_TAGS, CATEGORIES, TAXONOMY, UNKNOWN, category, first_tag, validate_tags
 
-PAPER = {"problem_setup", "plan_generation", "fact_retrieval", "active_computation", "uncertainty_management",
-         "result_consolidation", "self_checking", "final_answer_emission"}
+PAPER = {
+    "problem_setup",
+    "plan_generation",
+    "fact_retrieval",
+    "active_computation",
+    "uncertainty_management",
+    "result_consolidation",
+    "self_checking",
+    "final_answer_emission",
+}
 
 
 def test_taxonomy_is_the_papers_eight_categories_plus_unknown():
@@ -40,5 +48,10 @@ def test_unknown_tag_is_a_one_line_error_naming_tag_place_and_choices():
 
 
 def test_published_tags_are_all_in_the_taxonomy(published_problems):
-    tags = {t for d in published_problems for c in json.loads((d / "chunks_labeled.json").read_text()) for t in c["function_tags"]}
+    tags = {
+        t
+        for d in published_problems
+        for c in json.loads((d / "chunks_labeled.json").read_text())
+        for t in c["function_tags"]
+    }
     assert tags == PAPER

@@ -4,13 +4,12 @@ sentence-only model cannot), round-trip through its file, and refuse bad input i
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 
-import numerics
 from thoughtlens.errors import ThoughtlensError
 from thoughtlens.trace.label_encoder import (
-    EncoderLabeler,
     encoder_inputs,
     load_encoder_classifier,
     save_encoder_classifier,
@@ -19,10 +18,20 @@ from thoughtlens.trace.label_encoder import (
 from thoughtlens.trace.label_eval import group_cv_predictions
 from thoughtlens.trace.labelers import get_labeler, label_sentences
 
-CUES = {"uncertainty_management": ["Wait, that seems wrong.", "Hmm, I am not sure about that.", "Wait, maybe I erred."],
-        "active_computation": ["The sum is 12.", "Then 7 times 3 is 21.", "Subtracting gives 40."]}
-TARGETS = ["Let me look at it again.", "I will go over the numbers.", "Now the next part.", "Here is the step.",
-           "Consider the value.", "This is the key quantity.", "The total follows.", "Look at the result."]
+CUES = {
+    "uncertainty_management": ["Wait, that seems wrong.", "Hmm, I am not sure about that.", "Wait, maybe I erred."],
+    "active_computation": ["The sum is 12.", "Then 7 times 3 is 21.", "Subtracting gives 40."],
+}
+TARGETS = [
+    "Let me look at it again.",
+    "I will go over the numbers.",
+    "Now the next part.",
+    "Here is the step.",
+    "Consider the value.",
+    "This is the key quantity.",
+    "The total follows.",
+    "Look at the result.",
+]
 
 
 def _trace(rng, targets):
@@ -66,7 +75,9 @@ def test_encoder_learns_a_tag_only_the_previous_sentence_reveals(data, trained):
     assert _target_accuracy(trained, test) >= 0.9
     # the control: the same training without neighbours can only guess (the targets' own words carry no tag)
     train, _ = data
-    blind = train_encoder_classifier([s for s, _ in train], [t for _, t in train], context=0, epochs=4, lr=2e-4, batch_size=16)
+    blind = train_encoder_classifier(
+        [s for s, _ in train], [t for _, t in train], context=0, epochs=4, lr=2e-4, batch_size=16
+    )
     assert _target_accuracy(blind, test) <= 0.75
 
 
@@ -81,8 +92,9 @@ def test_saved_weights_predict_the_same(trained, data, tmp_path):
     # probabilities (scale 1) recomputed in float32 from the same weights: float32 rounding through the
     # encoder's layers and the head
     depth = trained.encoder.config.num_hidden_layers + 1
-    numerics.assert_close(load_encoder_classifier(f32).predict_proba(sents), want, dtype=torch.float32, depth=depth,
-                          scale=1.0)
+    numerics.assert_close(
+        load_encoder_classifier(f32).predict_proba(sents), want, dtype=torch.float32, depth=depth, scale=1.0
+    )
     # float16 file: every weight rounded once to float16 (the computation stays float32), at the scale of 1
     numerics.assert_close(load_encoder_classifier(f16).predict_proba(sents), want, dtype=torch.float16, scale=1.0)
     assert f16.stat().st_size < 0.6 * f32.stat().st_size  # float16, embeddings left out
@@ -93,7 +105,9 @@ def test_saved_weights_predict_the_same(trained, data, tmp_path):
 def _far_trace(rng, targets):
     """A mode sentence, then neutral targets; every tag is the trace's mode, which only the FIRST sentence says."""
     kind = "uncertainty_management" if rng.random() < 0.5 else "active_computation"
-    opener = {"uncertainty_management": "Wait, I am unsure of all of this.", "active_computation": "The sum is 12."}[kind]
+    opener = {"uncertainty_management": "Wait, I am unsure of all of this.", "active_computation": "The sum is 12."}[
+        kind
+    ]
     return [opener] + [targets[rng.integers(len(targets))] for _ in range(5)], [kind] * 6
 
 
@@ -117,8 +131,13 @@ def test_trace_rnn_reads_a_sentence_beyond_the_neighbours(tmp_path):
     back = load_encoder_classifier(f)
     assert back.trace_rnn
     # float32 rounding through the encoder's layers, the GRU and the head, at the probabilities' scale of 1
-    numerics.assert_close(back.predict_proba(test[0][0]), rnn.predict_proba(test[0][0]), dtype=torch.float32,
-                          depth=rnn.encoder.config.num_hidden_layers + 2, scale=1.0)
+    numerics.assert_close(
+        back.predict_proba(test[0][0]),
+        rnn.predict_proba(test[0][0]),
+        dtype=torch.float32,
+        depth=rnn.encoder.config.num_hidden_layers + 2,
+        scale=1.0,
+    )
 
 
 def test_bad_input_is_refused_in_one_line(tmp_path):
@@ -154,7 +173,9 @@ def test_group_cv_never_trains_on_the_held_out_problem_and_resumes_from_its_cach
     for t, g in enumerate(groups):  # the partner trace of the same problem was held out too
         for u, h in enumerate(groups):
             if g == h:
-                assert all(not ({traces[t][0], traces[u][0]} & s) or (traces[t][0] in s) == (traces[u][0] in s) for s in seen)
+                assert all(
+                    not ({traces[t][0], traces[u][0]} & s) or (traces[t][0] in s) == (traces[u][0] in s) for s in seen
+                )
 
     def broken(*_):
         raise AssertionError("a cached fold was refitted")
@@ -164,7 +185,9 @@ def test_group_cv_never_trains_on_the_held_out_problem_and_resumes_from_its_cach
     partial_dir.mkdir()
     (tmp_path / "fold_1.json").rename(partial_dir / "fold_1.json")
     partial = group_cv_predictions(traces, labels, groups, broken, n_splits=4, cache_dir=partial_dir, only_cached=True)
-    assert sum(p == preds[t] for t, p in enumerate(partial)) == sum(p != [] for p in partial) >= 1  # fold 1 only, rest empty
+    assert (
+        sum(p == preds[t] for t, p in enumerate(partial)) == sum(p != [] for p in partial) >= 1
+    )  # fold 1 only, rest empty
     assert [] in partial
     (partial_dir / "fold_1.json").rename(tmp_path / "fold_1.json")
     (tmp_path / "fold_0.json").unlink()
@@ -188,10 +211,12 @@ def test_sweep_scores_each_setting_and_the_average_of_their_cached_probabilities
     traces = [["A.", "B."]] * 4
     labels = [["active_computation", "plan_generation"]] * 4
     groups = ["p0", "p0", "p1", "p1"]
-    probs = {"a": [{"active_computation": 0.9, "plan_generation": 0.1}, {"active_computation": 0.6, "plan_generation": 0.4}],
-             "b": [{"active_computation": 0.4, "plan_generation": 0.6}, {"active_computation": 0.1, "plan_generation": 0.9}]}
+    probs = {
+        "a": [{"active_computation": 0.9, "plan_generation": 0.1}, {"active_computation": 0.6, "plan_generation": 0.4}],
+        "b": [{"active_computation": 0.4, "plan_generation": 0.6}, {"active_computation": 0.1, "plan_generation": 0.9}],
+    }
     for name, p in probs.items():
-        group_cv_predictions(traces, labels, groups, lambda *_, p=p: (lambda s: p), n_splits=2, cache_dir=tmp_path / name)
+        group_cv_predictions(traces, labels, groups, lambda *_, p=p: lambda s: p, n_splits=2, cache_dir=tmp_path / name)
     report = sweep.merge(tmp_path, traces, labels, groups, splits=2)
     assert report["settings"]["a"]["accuracy"] == report["settings"]["b"]["accuracy"] == 0.5
     assert report["ensembles"]["all complete"]["members"] == ["a", "b"]
@@ -206,5 +231,7 @@ def test_per_problem_hits_groups_the_sentences_of_each_problem():
     labels = [["a", "a"], ["b"], ["c", "x", "c"]]
     hits = per_problem_hits(preds, labels, ["p1", "p0", "p1"], traces=[0, 2])  # trace 1 (p0) left out
     assert list(hits) == ["p1"] and hits["p1"].tolist() == [1, 0, 1, 0, 1]
-    assert {g: h.tolist() for g, h in per_problem_hits(preds, labels, ["p1", "p0", "p1"], [0, 1, 2]).items()} == \
-        {"p0": [0.0], "p1": [1, 0, 1, 0, 1]}
+    assert {g: h.tolist() for g, h in per_problem_hits(preds, labels, ["p1", "p0", "p1"], [0, 1, 2]).items()} == {
+        "p0": [0.0],
+        "p1": [1, 0, 1, 0, 1],
+    }

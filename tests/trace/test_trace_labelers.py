@@ -46,7 +46,9 @@ def test_rule_labeller_on_hand_made_sentences(sentence, expected):
 def test_label_a_reasoning_trace_through_the_interface():
     from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
-    trace = ReasoningTrace.parse("Q: 3 * 4?\n", "<think>Let me try multiplying. 3 * 4 = 12. Wait, is that right?</think> 12")
+    trace = ReasoningTrace.parse(
+        "Q: 3 * 4?\n", "<think>Let me try multiplying. 3 * 4 = 12. Wait, is that right?</think> 12"
+    )
     tags = label(trace, get_labeler("rules"))
     assert len(tags) == len(trace.sentences) >= 2
     assert tags[0] == ["plan_generation"] and all(t[0] in ALL_TAGS for t in tags)
@@ -96,8 +98,11 @@ def test_weights_round_trip_and_version_check(tmp_path):
     assert again.classes == w.classes and np.array_equal(again.weight, w.weight)
     from safetensors.numpy import save_file
 
-    save_file({"weight": w.weight, "bias": w.bias}, str(tmp_path / "old.safetensors"),
-              metadata={"classes": json.dumps(list(w.classes)), "meta": json.dumps({"feature_version": 0})})
+    save_file(
+        {"weight": w.weight, "bias": w.bias},
+        str(tmp_path / "old.safetensors"),
+        metadata={"classes": json.dumps(list(w.classes)), "meta": json.dumps({"feature_version": 0})},
+    )
     with pytest.raises(ThoughtlensError, match="retrain with scripts/train_category_classifier.py"):
         load_weights(tmp_path / "old.safetensors")
     with pytest.raises(ThoughtlensError, match="not found"):
@@ -131,7 +136,9 @@ def test_training_separates_separable_data():
 
 
 def test_learned_labeller_with_a_fake_embedder():
-    fake = lambda sents: np.random.default_rng(len(sents)).normal(size=(len(sents), EMBED_DIM)).astype(np.float32)
+    def fake(sents):
+        return np.random.default_rng(len(sents)).normal(size=(len(sents), EMBED_DIM)).astype(np.float32)
+
     lab = LearnedLabeler(embedder=fake)
     tags = lab.label_sentences(["Okay, so I have this problem.", "Let me try x = 2.", "So x = 2."])
     assert len(tags) == 3 and all(len(t) == 1 and t[0] in CATEGORIES for t in tags)
@@ -179,7 +186,12 @@ class FakeClient:
 
 
 def test_llm_labeller_retries_malformed_json_then_succeeds():
-    client = FakeClient(["Sure! Here are the labels: plan, compute", '```json\n{"0": ["plan_generation"], "1": "active_computation"}\n```'])
+    client = FakeClient(
+        [
+            "Sure! Here are the labels: plan, compute",
+            '```json\n{"0": ["plan_generation"], "1": "active_computation"}\n```',
+        ]
+    )
     lab = LLMLabeler(client, max_attempts=3)
     assert lab.label_sentences(["Let me try.", "2 + 2 = 4"]) == [["plan_generation"], ["active_computation"]]
     assert lab.attempts_used == 2 and len(client.calls) == 2
@@ -214,7 +226,9 @@ def test_parse_labels_rejects_malformed_replies(reply, match):
 
 def test_parse_labels_accepts_several_tags_and_int_keys_as_strings():
     assert parse_labels('{"0": ["active_computation", "result_consolidation"], "1": ["unknown"]}', 2) == [
-        ["active_computation", "result_consolidation"], ["unknown"]]
+        ["active_computation", "result_consolidation"],
+        ["unknown"],
+    ]
 
 
 @pytest.mark.server
@@ -228,8 +242,12 @@ def test_llm_labeller_against_real_llama_cpp_server(llama_server):
 
     sentences = ["Okay, so I need to find 3 * 4.", "3 * 4 = 12.", "So the answer is 12."]
     tag_list = {"type": "array", "items": {"type": "string", "enum": list(ALL_TAGS)}, "minItems": 1, "maxItems": 2}
-    schema = {"type": "object", "properties": {str(i): tag_list for i in range(len(sentences))},
-              "required": [str(i) for i in range(len(sentences))], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {str(i): tag_list for i in range(len(sentences))},
+        "required": [str(i) for i in range(len(sentences))],
+        "additionalProperties": False,
+    }
     client = OpenAIClient(llama_server, timeout=120, max_retries=1)
     calls, replies = [], []
 

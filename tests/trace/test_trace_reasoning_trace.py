@@ -12,7 +12,9 @@ from thoughtlens.errors import TraceError
 from thoughtlens.trace import ReasoningTrace, Sentence, answers_equivalent
 
 PROMPT = "User: what is 6 * 7?\nAssistant: <think>\n"  # R1-style: the template opens the think tag
-COMPLETION = "Six times seven. That is 42, I am sure.\n\nLet me double check it.\n</think>\n\nThe answer is \\boxed{42}."
+COMPLETION = (
+    "Six times seven. That is 42, I am sure.\n\nLet me double check it.\n</think>\n\nThe answer is \\boxed{42}."
+)
 
 
 def test_spans_when_prompt_opens_the_think_tag():
@@ -93,7 +95,9 @@ def test_sentence_index_out_of_range_is_a_clear_error():
 
 
 def test_custom_tags_and_answer_style():
-    t = ReasoningTrace.parse("", "[T]A long first thought. Then more.[/T] final: 12", think_tags=("[T]", "[/T]"), answer_style="answer_is")
+    t = ReasoningTrace.parse(
+        "", "[T]A long first thought. Then more.[/T] final: 12", think_tags=("[T]", "[/T]"), answer_style="answer_is"
+    )
     assert [s.text for s in t.sentences] == ["A long first thought.", "Then more."]
     assert t.answer is None  # "final:" is not "answer is"
 

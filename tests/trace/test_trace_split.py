@@ -37,22 +37,37 @@ def test_decimals_do_not_end_sentences():
 
 def test_abbreviations_do_not_end_sentences():
     text = "First, the problem says Dr. Fu Manchu has an account. Use a rule, e.g. the product rule, here."
-    assert _texts(text) == ["First, the problem says Dr. Fu Manchu has an account.", "Use a rule, e.g. the product rule, here."]
+    assert _texts(text) == [
+        "First, the problem says Dr. Fu Manchu has an account.",
+        "Use a rule, e.g. the product rule, here.",
+    ]
 
 
 def test_numbered_list_items_are_sentences_and_markers_are_not_cut():
     text = "We proceed in steps:\n1. Compute the inner sum\n2. Multiply it by three\n3. Add one to the result"
-    assert _texts(text) == ["We proceed in steps:", "1. Compute the inner sum", "2. Multiply it by three", "3. Add one to the result"]
+    assert _texts(text) == [
+        "We proceed in steps:",
+        "1. Compute the inner sum",
+        "2. Multiply it by three",
+        "3. Add one to the result",
+    ]
 
 
 def test_latex_math_is_never_cut():
     text = r"We need $x = 3. y$ here. Then \[ a = 1. \quad b = 2. \] holds. Also \( 4! = 24 \) too."
-    assert _texts(text) == [r"We need $x = 3. y$ here.", r"Then \[ a = 1. \quad b = 2. \] holds.", r"Also \( 4! = 24 \) too."]
+    assert _texts(text) == [
+        r"We need $x = 3. y$ here.",
+        r"Then \[ a = 1. \quad b = 2. \] holds.",
+        r"Also \( 4! = 24 \) too.",
+    ]
 
 
 def test_currency_dollars_are_not_math():
     # "$5. Then $" must not be read as inline math, or the sentence boundary after "$5." is lost.
-    assert _texts("The pen costs $5. Then the book costs $12 more.") == ["The pen costs $5.", "Then the book costs $12 more."]
+    assert _texts("The pen costs $5. Then the book costs $12 more.") == [
+        "The pen costs $5.",
+        "Then the book costs $12 more.",
+    ]
 
 
 def test_blank_line_paragraphs_split_but_single_newlines_do_not():
@@ -110,9 +125,16 @@ def test_matches_published_boundaries(published_problems):
         think_end = solution.find("</think>")
         theirs = set(_published_boundaries(solution, chunks))
         ours = {s for s, _ in split_sentences(solution, 0, think_end if think_end >= 0 else len(solution))[1:]}
-        theirs_total, ours_total, shared = theirs_total + len(theirs), ours_total + len(ours), shared + len(theirs & ours)
+        theirs_total, ours_total, shared = (
+            theirs_total + len(theirs),
+            ours_total + len(ours),
+            shared + len(theirs & ours),
+        )
     recall, precision = shared / theirs_total, shared / ours_total
-    print(f"\nsplitter vs published: recall {recall:.4f} ({shared}/{theirs_total}), precision {precision:.4f} ({shared}/{ours_total})")
+    print(
+        f"\nsplitter vs published: recall {recall:.4f} ({shared}/{theirs_total}), "
+        f"precision {precision:.4f} ({shared}/{ours_total})"
+    )
     assert len(published_problems) == 20
     assert recall >= 0.95
     assert precision >= 0.90

@@ -36,12 +36,14 @@ def test_short_pieces_merge_forward_and_the_last_one_backward():
 
 def test_decimals_and_final_sentence():
     assert _texts("The rate is 6.17 percent here. The end has no stop") == [
-        "The rate is 6.17 percent here.", "The end has no stop"]
+        "The rate is 6.17 percent here.",
+        "The end has no stop",
+    ]
 
 
 def test_offsets_are_exact_and_merged_chunks_join_with_a_space():
     text = "  Short.\nAnother sentence follows here.  "
-    (a, b), = split_sentences(text, style="paper")
+    ((a, b),) = split_sentences(text, style="paper")
     assert text[a:b] == "Short.\nAnother sentence follows here."
     assert paper_chunks(text) == ["Short. Another sentence follows here."]
 

@@ -6,14 +6,23 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numerics
 import numpy as np
 import pytest
 import torch
 
-import numerics
 from thoughtlens.errors import ThoughtlensError
-from thoughtlens.train.grokking import (GrokkingConfig, OneLayerTransformer, gini, grokking_measures, key_frequencies,
-                                        load_checkpoint, modular_data, progress_measures, train_grokking)
+from thoughtlens.train.grokking import (
+    GrokkingConfig,
+    OneLayerTransformer,
+    gini,
+    grokking_measures,
+    key_frequencies,
+    load_checkpoint,
+    modular_data,
+    progress_measures,
+    train_grokking,
+)
 from thoughtlens.train.trainer import log_spaced_steps
 
 CHECKPOINT = Path(__file__).parent / "data" / "grokking_p113_fp16"
@@ -119,7 +128,8 @@ def test_short_training_run_and_measures(tmp_path):
     assert list(df["step"]) == sorted(set(log_spaced_steps(60, 4)) | {20, 40, 60})
     assert df["train_loss"].iloc[-1] < df["train_loss"].iloc[0]
     assert summary.final["weight_norm_sq"] == pytest.approx(
-        sum(float(p.double().pow(2).sum()) for p in load_checkpoint(tmp_path / "run" / "step_000060").parameters()))
+        sum(float(p.double().pow(2).sum()) for p in load_checkpoint(tmp_path / "run" / "step_000060").parameters())
+    )
 
 
 def test_bad_input(tmp_path):

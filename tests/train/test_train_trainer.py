@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numerics
 import pytest
 import torch
 
-import numerics
 import thoughtlens
 from thoughtlens.errors import ThoughtlensError
 from thoughtlens.train.checkpoints import Checkpoints
 from thoughtlens.train.tokenizer import char_tokenizer
-from thoughtlens.train.trainer import TrainerConfig, Trainer, checkpoint_dirs, log_spaced_steps
+from thoughtlens.train.trainer import Trainer, TrainerConfig, checkpoint_dirs, log_spaced_steps
 
 ALPHABET = "abcdefgh ."
 
@@ -22,9 +22,18 @@ def tiny_llama(seed: int = 0):
 
     tok = char_tokenizer(ALPHABET)
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+    )
     return LlamaForCausalLM(cfg).float(), tok
 
 
@@ -61,11 +70,17 @@ def test_matches_a_plain_adamw_loop(tmp_path):
     ref, _ = tiny_llama()
     decay = [p for p in ref.parameters() if p.ndim >= 2]
     rest = [p for p in ref.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": CFG.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=CFG.lr, betas=CFG.betas)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": CFG.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=CFG.lr,
+        betas=CFG.betas,
+    )
     for step in range(CFG.steps):  # linear warm-up, then cosine to 10 % (re-derived here)
-        lr = CFG.lr * (step + 1) / CFG.warmup if step < CFG.warmup else \
-            CFG.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - CFG.warmup) / (CFG.steps - CFG.warmup))))
+        lr = (
+            CFG.lr * (step + 1) / CFG.warmup
+            if step < CFG.warmup
+            else CFG.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - CFG.warmup) / (CFG.steps - CFG.warmup))))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         b = batches(step)

@@ -12,7 +12,15 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 from typer.testing import CliRunner
 
 from thoughtlens import HookedModel
-from thoughtlens.anchors.attention.receiver_heads import ReceiverHead, find_receiver_heads, head_kurtosis, rank_heads, receiver_scores, split_half_r, vertical_scores
+from thoughtlens.anchors.attention.receiver_heads import (
+    ReceiverHead,
+    find_receiver_heads,
+    head_kurtosis,
+    rank_heads,
+    receiver_scores,
+    split_half_r,
+    vertical_scores,
+)
 from thoughtlens.anchors.attention.sentence_attention import sentence_attention
 from thoughtlens.anchors.attention.white_box import analyze_attention, load_trace_file
 from thoughtlens.errors import TraceError
@@ -95,8 +103,16 @@ def _marker_model() -> HookedModel:
     the residual stream stays the embedding and the construction holds in every layer.
     """
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=256, rope_theta=1e12)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        rope_theta=1e12,
+    )
     hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32).eval()
     with torch.no_grad():
         for p in hf.parameters():
@@ -142,8 +158,36 @@ def test_hand_built_receiver_head_ranks_first():
 
 # ---- analyze_attention, the store and the CLI ------------------------------------------------------------
 
-WORDS = ["the", "answer", "is", "wait", "so", "we", "need", "to", "check", "compute", "x", "plus", "two", "equals",
-         "four", "then", "but", "maybe", "a", "sum", "of", "first", "let", "me", "think", "okay", "yes", "no"]
+WORDS = [
+    "the",
+    "answer",
+    "is",
+    "wait",
+    "so",
+    "we",
+    "need",
+    "to",
+    "check",
+    "compute",
+    "x",
+    "plus",
+    "two",
+    "equals",
+    "four",
+    "then",
+    "but",
+    "maybe",
+    "a",
+    "sum",
+    "of",
+    "first",
+    "let",
+    "me",
+    "think",
+    "okay",
+    "yes",
+    "no",
+]
 
 
 def _word_tokenizer() -> PreTrainedTokenizerFast:
@@ -159,7 +203,9 @@ def _word_tokenizer() -> PreTrainedTokenizerFast:
 def _text_trace(seed: int, n: int = 9) -> ReasoningTrace:
     rng = np.random.default_rng(seed)
     sentences = [" ".join(rng.choice(WORDS, size=rng.integers(3, 7))) + "." for _ in range(n)]
-    return ReasoningTrace.parse("question : x plus two ? <think>", " " + " ".join(sentences) + " </think> the answer is four.")
+    return ReasoningTrace.parse(
+        "question : x plus two ? <think>", " " + " ".join(sentences) + " </think> the answer is four."
+    )
 
 
 def _tiny_text_model(n_ctx: int = 128) -> HookedModel:
@@ -185,8 +231,7 @@ def test_analyze_attention_writes_what_the_report_reads(tmp_path):
     model = _tiny_text_model()
     traces = {"p0": _text_trace(0), "p1": _text_trace(1), "p2": _text_trace(2, n=7)}
     store = RunStore(tmp_path / "s.sqlite")
-    result = analyze_attention(model, traces, store=store, run_id="wb", top_k=4, n_head_matrices=2,
-                               max_tokens=60)
+    result = analyze_attention(model, traces, store=store, run_id="wb", top_k=4, n_head_matrices=2, max_tokens=60)
     heads = store.get_artifact("wb", "receiver_heads")
     assert [(h["layer"], h["head"]) for h in heads] == [(h.layer, h.head) for h in result.receiver.top]
     assert all(h["layer"] != 0 for h in heads) and len(heads) == 4
@@ -199,22 +244,25 @@ def test_analyze_attention_writes_what_the_report_reads(tmp_path):
     assert stored_kurtosis.shape == (3, 4) and np.array_equal(np.isnan(stored_kurtosis), np.isnan(want_kurtosis))
     finite = np.isfinite(want_kurtosis)
     depth = max(len(t.sentences) for t in traces.values())  # sums over a trace's sentences
-    numerics.assert_close(stored_kurtosis[finite], want_kurtosis[finite], dtype=torch.float64, depth=depth,
-                          msg="receiver_head_kurtosis")
+    numerics.assert_close(
+        stored_kurtosis[finite], want_kurtosis[finite], dtype=torch.float64, depth=depth, msg="receiver_head_kurtosis"
+    )
     even, odd = np.nanmean(per_trace[0::2, 1:], axis=0).ravel(), np.nanmean(per_trace[1::2, 1:], axis=0).ravel()
     ok = np.isfinite(even) & np.isfinite(odd)
     assert ok.sum() >= 3 and np.ptp(even[ok]) > 0 and np.ptp(odd[ok]) > 0  # r is defined here
     want_r = np.corrcoef(even[ok], odd[ok])[0, 1]
     r = store.get_artifact("wb", "receiver_split_half_r")
     assert r is not None
-    numerics.assert_close(np.float64(r), want_r, dtype=torch.float64, depth=depth, scale=1.0, msg="receiver_split_half_r")
+    numerics.assert_close(
+        np.float64(r), want_r, dtype=torch.float64, depth=depth, scale=1.0, msg="receiver_split_half_r"
+    )
     for pid, trace in traces.items():
         n = len(trace.sentences)
         vert = store.get_artifact("wb", "vertical_scores", pid)
         got_vert = result.traces[pid].vertical
         # stored: the float64 scores rounded to float32, NaN for the sentences cut by max_tokens
         assert np.array_equal(vert[..., : got_vert.shape[-1]], got_vert.astype(np.float32), equal_nan=True)
-        assert np.all(np.isnan(vert[..., got_vert.shape[-1]:]))
+        assert np.all(np.isnan(vert[..., got_vert.shape[-1] :]))
         scores = store.get_artifact("wb", "receiver_scores", pid)
         assert vert.shape == (3, 4, n) and scores.shape == (n,)
         # receiver score recomputed from the stored vertical scores and head list
@@ -250,8 +298,25 @@ def test_cli_published_trace(tmp_path, published_problems):
     model.tokenizer.save_pretrained(model_dir)
     paths = [str(p / "base_solution.json") for p in published_problems[:2]]
     out = tmp_path / "out.sqlite"
-    args = ["anchors", "attention", "--trace", paths[0], "--trace", paths[1], "--model", str(model_dir),
-            "--store", str(out), "--max-tokens", "400", "--top-k", "3", "--no-suppression", "--dtype", "fp32"]
+    args = [
+        "anchors",
+        "attention",
+        "--trace",
+        paths[0],
+        "--trace",
+        paths[1],
+        "--model",
+        str(model_dir),
+        "--store",
+        str(out),
+        "--max-tokens",
+        "400",
+        "--top-k",
+        "3",
+        "--no-suppression",
+        "--dtype",
+        "fp32",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "receiver heads over 2 traces" in res.output and "split-half" in res.output
@@ -261,17 +326,34 @@ def test_cli_published_trace(tmp_path, published_problems):
     assert store.problems("attention").set_index("problem_id").loc[pid, "problem"] == problem["problem"]
     assert len(store.get_artifact("attention", "receiver_heads")) == 3
     # STORE mode re-analyses the stored traces (now with suppression) into the same run
-    res = CliRunner().invoke(app, ["anchors", "attention", str(out), "--model", str(model_dir), "--max-tokens", "250",
-                                   "--top-k", "3", "--dtype", "fp32"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "anchors",
+            "attention",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--max-tokens",
+            "250",
+            "--top-k",
+            "3",
+            "--dtype",
+            "fp32",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert store.get_artifact("attention", "suppression_matrix", pid).ndim == 2
 
 
-@pytest.mark.parametrize("args, match", [
-    ([], "exactly one"),
-    (["missing.sqlite"], "no run store at missing.sqlite"),
-    (["--trace", "missing.json"], "no trace file at missing.json"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ([], "exactly one"),
+        (["missing.sqlite"], "no run store at missing.sqlite"),
+        (["--trace", "missing.json"], "no trace file at missing.json"),
+    ],
+)
 def test_cli_bad_input(args, match, tmp_path, monkeypatch):
     from thoughtlens.cli import app
 
@@ -298,8 +380,16 @@ def test_analyze_attention_with_the_approximate_suppression_method(tmp_path):
     traces = {"p0": _text_trace(0), "p1": _text_trace(1)}
     store = RunStore(tmp_path / "s.sqlite")
     seen = []
-    analyze_attention(model, traces, store=store, run_id="wb", top_k=4, max_tokens=60,
-                      suppression_method="direct_grad", on_progress=seen.append)
+    analyze_attention(
+        model,
+        traces,
+        store=store,
+        run_id="wb",
+        top_k=4,
+        max_tokens=60,
+        suppression_method="direct_grad",
+        on_progress=seen.append,
+    )
     tt = trace_tokens(model, traces["p0"], 60)
     exact = suppression_matrix(model, tt.tokens, tt.ranges)
     n = len(traces["p0"].sentences)
@@ -323,12 +413,25 @@ def test_analyze_attention_refuses_an_unknown_method_or_heads_with_an_estimate()
 
 
 def test_cli_refuses_an_unknown_suppression_method_before_the_model_load(tmp_path):
-    from thoughtlens.anchors.run_options import SUPPRESSION_METHODS
     from thoughtlens.anchors.attention.suppression_approx import APPROX_METHODS
+    from thoughtlens.anchors.run_options import SUPPRESSION_METHODS
     from thoughtlens.cli import app
 
     assert SUPPRESSION_METHODS == ("exact", *APPROX_METHODS)  # the CLI's list is the library's
-    res = CliRunner().invoke(app, ["anchors", "attention", "--trace", "x.json", "--model", str(tmp_path / "none"),
-                                   "--suppression-method", "fast"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "anchors",
+            "attention",
+            "--trace",
+            "x.json",
+            "--model",
+            str(tmp_path / "none"),
+            "--suppression-method",
+            "fast",
+        ],
+    )
     assert res.exit_code == 1
-    assert "unknown --suppression-method 'fast': use one of exact, direct_grad, grad_loglik" in " ".join(res.output.split())
+    assert "unknown --suppression-method 'fast': use one of exact, direct_grad, grad_loglik" in " ".join(
+        res.output.split()
+    )

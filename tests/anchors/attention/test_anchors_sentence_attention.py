@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import numerics
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_pair
 from torch import nn
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.anchors.attention.sentence_attention import sentence_attention
 from thoughtlens.errors import HookError, TraceError
 from thoughtlens.model.adapters import get_module
 from thoughtlens.model.attention import AttentionCall
-
-from tiny_models import random_tokens, tiny_pair
 
 # Token 0..2 are "prompt" (in no sentence); sentence 1 is empty; tokens 22-23 and 38-39 are in no sentence.
 RANGES = [(3, 8), (8, 8), (9, 15), (15, 22), (24, 30), (30, 38)]
@@ -124,12 +123,15 @@ def test_trace_longer_than_context_names_the_limit_and_fix():
         sentence_attention(model, torch.zeros(130, dtype=torch.long), [(0, 10), (10, 130)])
 
 
-@pytest.mark.parametrize("ranges, match", [
-    ([(0, 50)], "outside the 40 tokens"),
-    ([(0, 10), (5, 20)], "sorted and non-overlapping"),
-    ([], "no sentences"),
-    ([(3, 3), (5, 5)], "zero tokens"),
-])
+@pytest.mark.parametrize(
+    "ranges, match",
+    [
+        ([(0, 50)], "outside the 40 tokens"),
+        ([(0, 10), (5, 20)], "sorted and non-overlapping"),
+        ([], "no sentences"),
+        ([(3, 3), (5, 5)], "zero tokens"),
+    ],
+)
 def test_bad_token_ranges(ranges, match):
     hf, _ = tiny_pair("llama")
     with pytest.raises(TraceError, match=match):

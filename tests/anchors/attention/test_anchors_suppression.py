@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import copy
 
+import numerics
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_pair
 from torch import nn
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.anchors.attention.suppression import suppression_matrix
 from thoughtlens.errors import ConfigError, HookError, TraceError
-
-from tiny_models import random_tokens, tiny_pair
 
 RANGES = [(3, 8), (8, 8), (9, 15), (15, 22), (24, 30), (30, 38)]  # sentence 1 has no tokens
 TEMPERATURE = 0.6
@@ -79,8 +78,9 @@ def test_cache_reuse_equals_full_eager_with_additive_mask(arch):
     hf, ref = tiny_pair(arch)
     tokens = random_tokens(1, 40)[0]
     # batch_size 2 and 4-position chunks: several batches, rows with different starts, chunked KL.
-    got = suppression_matrix(HookedModel(hf), tokens, RANGES, temperature=TEMPERATURE, batch_size=2, chunk_positions=4,
-                             kl_reduction="raw")
+    got = suppression_matrix(
+        HookedModel(hf), tokens, RANGES, temperature=TEMPERATURE, batch_size=2, chunk_positions=4, kl_reduction="raw"
+    )
     want, scale = _reference(_eager_masked_logits(ref, tokens), RANGES, TEMPERATURE)
     _assert_kl_close(got, want, scale, hf.config.num_hidden_layers)
     assert np.nanmin(got) > 1e-4  # the effects are real, not all ~0
@@ -109,10 +109,12 @@ def test_head_subset_equals_renormalised_pattern_edit():
         fns = []
         if hidden is not None:
             for L, h in heads:
+
                 def edit(w, h=h):
                     w = w.clone()
                     w[:, h, :, hidden] = 0
                     return w / w.sum(-1, keepdim=True)
+
                 other.attention_control(L).pattern_fns.append(edit)
                 fns.append((L, edit))
         try:
@@ -163,14 +165,17 @@ def test_trace_longer_than_context_is_refused():
         suppression_matrix(HookedModel(hf), torch.zeros(200, dtype=torch.long), [(0, 100), (100, 200)])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(temperature=0.0), "temperature must be > 0"),
-    (dict(heads=[(3, 0)]), r"head \(3, 0\) does not exist"),
-    (dict(heads=[]), "heads is empty"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(kl_reduction="mean"), "unknown kl_reduction 'mean'.*'paper'"),
-    (dict(p_nucleus=0.0), "p_nucleus must be in"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(heads=[(3, 0)]), r"head \(3, 0\) does not exist"),
+        (dict(heads=[]), "heads is empty"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(kl_reduction="mean"), "unknown kl_reduction 'mean'.*'paper'"),
+        (dict(p_nucleus=0.0), "p_nucleus must be in"),
+    ],
+)
 def test_bad_parameters(kwargs, match):
     hf, _ = tiny_pair("llama")
     with pytest.raises(ConfigError, match=match):  # option values: ConfigError, not TraceError

@@ -9,13 +9,12 @@ import numerics
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_pair
 
 from thoughtlens import HookedModel
 from thoughtlens.anchors.attention.suppression import suppression_matrix
 from thoughtlens.anchors.attention.suppression_approx import agreement, suppression_matrix_approx
 from thoughtlens.errors import ConfigError
-
-from tiny_models import random_tokens, tiny_pair
 
 RANGES = [(3, 8), (8, 8), (9, 15), (15, 22), (24, 30), (30, 38)]  # sentence 1 has no tokens
 T = 0.6
@@ -52,8 +51,11 @@ def _reference_gradient(ref, tokens, bias_keys: list[int], sentence: tuple[int, 
 def _reference_direct_tokens(ref, tokens, bias_keys: list[int], sentence: tuple[int, int]) -> np.ndarray:
     """Per-token d l_t / d b (t predicting each token of `sentence`) with b as in _biased_token_logp and every
     layer's k_proj / v_proj output detached."""
-    hooks = [getattr(layer.self_attn, name).register_forward_hook(lambda _m, _i, o: o.detach())
-             for layer in ref.model.layers for name in ("k_proj", "v_proj")]
+    hooks = [
+        getattr(layer.self_attn, name).register_forward_hook(lambda _m, _i, o: o.detach())
+        for layer in ref.model.layers
+        for name in ("k_proj", "v_proj")
+    ]
     try:
         picked, b = _biased_token_logp(ref, tokens, bias_keys, sentence)
         return np.array([torch.autograd.grad(picked[i], b, retain_graph=True)[0].item() for i in range(len(picked))])
@@ -66,8 +68,11 @@ def _reference_direct_gap(ref, tokens, bias_keys: list[int], sentence: tuple[int
     """(per-token d gap_t / d b, gap_t) with b and the detaching as in _reference_direct_tokens, gap_t = log p of
     the last token of the base nucleus minus log p of the next one (nucleus: sort the whole vocabulary,
     k = min(#{cumsum < p} + 1, 100, vocab - 1), as the paper's compress_logits_top_p cuts it)."""
-    hooks = [getattr(layer.self_attn, name).register_forward_hook(lambda _m, _i, o: o.detach())
-             for layer in ref.model.layers for name in ("k_proj", "v_proj")]
+    hooks = [
+        getattr(layer.self_attn, name).register_forward_hook(lambda _m, _i, o: o.detach())
+        for layer in ref.model.layers
+        for name in ("k_proj", "v_proj")
+    ]
     try:
         logp, b = _biased_logp(ref, tokens, bias_keys)
         grads, gaps = [], []
@@ -97,8 +102,7 @@ def _reference_value(proxy: str, ref, tokens, bias_keys: list[int], sentence: tu
 def test_direct_grad_equals_per_token_autograd_with_detached_keys_and_values(proxy, reduction):
     hf, ref = tiny_pair("llama")
     tokens = random_tokens(1, 40)[0]
-    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
-                                    proxy=proxy)
+    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction, proxy=proxy)
     for j, k in [(0, 2), (0, 5), (2, 3), (3, 5), (4, 5)]:
         v = _reference_value(proxy, ref, tokens, list(range(*RANGES[j])), RANGES[k])
         want = np.mean(np.log(v + 1e-9)) if reduction == "paper" else np.mean(v)
@@ -106,8 +110,14 @@ def test_direct_grad_equals_per_token_autograd_with_detached_keys_and_values(pro
     j, k = np.indices(got.shape)
     assert np.all(np.isnan(got[k <= j])) and np.all(np.isnan(got[1])) and np.all(np.isnan(got[:, 1]))
     assert np.all(np.isfinite(got[(k > j) & (j != 1) & (k != 1)]))
-    other = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction,
-                                      proxy="token" if proxy == "nucleus_gap" else "nucleus_gap")
+    other = suppression_matrix_approx(
+        HookedModel(hf),
+        tokens,
+        RANGES,
+        temperature=T,
+        kl_reduction=reduction,
+        proxy="token" if proxy == "nucleus_gap" else "nucleus_gap",
+    )
     assert not np.allclose(got[np.isfinite(got)], other[np.isfinite(other)])  # the two proxies differ
     default = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, kl_reduction=reduction)
     # the default proxy follows the reduction: nucleus_gap with the paper reduction, token with raw
@@ -117,8 +127,7 @@ def test_direct_grad_equals_per_token_autograd_with_detached_keys_and_values(pro
 def test_gradient_equals_autograd_through_an_explicit_attention_logit_bias():
     hf, ref = tiny_pair("llama")
     tokens = random_tokens(1, 40)[0]
-    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, batch_size=2,
-                                    method="grad_loglik")
+    got = suppression_matrix_approx(HookedModel(hf), tokens, RANGES, temperature=T, batch_size=2, method="grad_loglik")
     for j, k in [(0, 2), (0, 5), (2, 3), (3, 5), (4, 5)]:
         want = abs(_reference_gradient(ref, tokens, list(range(*RANGES[j])), RANGES[k]))
         assert got[j, k] == pytest.approx(want, rel=1e-4, abs=1e-7), (j, k)
@@ -134,8 +143,15 @@ def _one_layer_llama(seed: int = 0):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
     with torch.no_grad():
         for p in hf.parameters():
@@ -158,8 +174,13 @@ def test_agreement_with_the_exact_matrix_on_a_tiny_model():
     direct = suppression_matrix_approx(one, tokens, single, temperature=T, kl_reduction="raw", proxy="token")
     ok = np.isfinite(gl)
     assert ok.sum() == 38 * 37 // 2 and np.array_equal(ok, np.isfinite(direct)) and np.max(gl[ok]) > 0.1
-    numerics.assert_close(np.sqrt(2 * direct[ok]), gl[ok], dtype=torch.float32, depth=40,
-                          msg="one layer: sqrt(2 direct_grad) vs grad_loglik")
+    numerics.assert_close(
+        np.sqrt(2 * direct[ok]),
+        gl[ok],
+        dtype=torch.float32,
+        depth=40,
+        msg="one layer: sqrt(2 direct_grad) vs grad_loglik",
+    )
     gl = suppression_matrix_approx(one, tokens, ranges, temperature=T, method="grad_loglik")
     direct = suppression_matrix_approx(one, tokens, ranges, temperature=T, kl_reduction="raw")
     ok = np.isfinite(gl)
@@ -193,13 +214,18 @@ def test_agreement_with_the_exact_matrix_on_a_tiny_model():
     assert np.array_equal(np.isfinite(direct), np.isfinite(exact))
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(method="exact"), "unknown approximate suppression method"),
-                                           (dict(temperature=0.0), "temperature must be > 0"),
-                                           (dict(batch_size=0), "batch_size must be >= 1"),
-                                           (dict(kl_reduction="mean"), "unknown kl_reduction"),
-                                           (dict(chunk_positions=0), "chunk_positions must be >= 1"),
-                                           (dict(proxy="kl"), "unknown proxy 'kl'; use one of nucleus_gap, token"),
-                                           (dict(p_nucleus=0.0), "p_nucleus must be in")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="exact"), "unknown approximate suppression method"),
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(kl_reduction="mean"), "unknown kl_reduction"),
+        (dict(chunk_positions=0), "chunk_positions must be >= 1"),
+        (dict(proxy="kl"), "unknown proxy 'kl'; use one of nucleus_gap, token"),
+        (dict(p_nucleus=0.0), "p_nucleus must be in"),
+    ],
+)
 def test_bad_parameters(kwargs, match):
     hf, _ = tiny_pair("llama")
     with pytest.raises(ConfigError, match=match):

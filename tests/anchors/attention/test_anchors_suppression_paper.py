@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import math
 
+import numerics
 import numpy as np
 import pytest
 import torch
+from tiny_models import random_tokens, tiny_pair
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.anchors.attention.suppression import suppression_matrix
-
-from tiny_models import random_tokens, tiny_pair
 
 RANGES = [(3, 8), (8, 8), (9, 15), (15, 22), (24, 30), (30, 38)]
 
@@ -63,8 +62,7 @@ def test_paper_reduction_equals_their_code(temperature):
     hf, ref = (m.double() for m in tiny_pair("llama"))
     ref.set_attn_implementation("sdpa")
     tokens = random_tokens(1, 40)[0]
-    got = suppression_matrix(HookedModel(hf), tokens, RANGES, batch_size=2, chunk_positions=4,
-                             temperature=temperature)
+    got = suppression_matrix(HookedModel(hf), tokens, RANGES, batch_size=2, chunk_positions=4, temperature=temperature)
     n = len(tokens)
     lowest = torch.finfo(torch.float64).min
 
@@ -82,9 +80,14 @@ def test_paper_reduction_equals_their_code(temperature):
         if b == a:
             continue
         sup = logits(list(range(a, b)))
-        kl, size = np.array([kl_sparse(compress(base[t], temperature=temperature),
-                                       compress(sup[t], temperature=temperature), temperature)
-                             for t in range(n)]).T
+        kl, size = np.array(
+            [
+                kl_sparse(
+                    compress(base[t], temperature=temperature), compress(sup[t], temperature=temperature), temperature
+                )
+                for t in range(n)
+            ]
+        ).T
         log_kl = np.log(kl + 1e-9)
         # their KL is in float32 (thoughtlens's in float64): its rounding relative to the KL's scale, through the
         # log's slope 1 / (KL + 1e-9), plus the log's own; torch sums the <= 2K terms in a cascade (~log2(2K) roundings)

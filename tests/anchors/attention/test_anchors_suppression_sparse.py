@@ -9,12 +9,12 @@ from __future__ import annotations
 import copy
 import math
 
+import numerics
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-import numerics
 from thoughtlens import HookedModel
 from thoughtlens.anchors.attention.suppression import _nucleus_sparse, paper_log_kl, suppression_matrix
 
@@ -108,10 +108,12 @@ def test_sparse_paper_log_kl_equals_dense_formula(temperature):
     assert got.min() < -15 and got.max() > 5  # both ends of the range were covered
     # broadcast: one base row against several suppressed rows ([1, c, vocab] vs [B, c, vocab])
     got_b = paper_log_kl(base[None, :10], torch.stack([supp[:10], supp[10:20]]), temperature)
-    want_b = torch.stack([dense_log_kl(base[:10], supp[:10], temperature),
-                          dense_log_kl(base[:10], supp[10:20], temperature)])
-    bound_b = torch.stack([log_kl_tol(base[:10], supp[:10], temperature),
-                           log_kl_tol(base[:10], supp[10:20], temperature)])
+    want_b = torch.stack(
+        [dense_log_kl(base[:10], supp[:10], temperature), dense_log_kl(base[:10], supp[10:20], temperature)]
+    )
+    bound_b = torch.stack(
+        [log_kl_tol(base[:10], supp[:10], temperature), log_kl_tol(base[:10], supp[10:20], temperature)]
+    )
     assert got_b.shape == want_b.shape
     assert_log_kl_close(got_b, want_b, bound_b)
 
@@ -119,8 +121,15 @@ def test_sparse_paper_log_kl_equals_dense_formula(temperature):
 def _wide_vocab_llama(vocab: int = 400):
     """A tiny random Llama with more tokens than the nucleus cap (100), so the top-(K + 1) route runs."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     hf = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
     with torch.no_grad():
         for p in hf.parameters():

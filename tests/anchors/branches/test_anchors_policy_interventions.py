@@ -9,20 +9,29 @@ from __future__ import annotations
 import math
 import re
 
+import numerics
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import numerics
-from thoughtlens.anchors.branches.policy_edits import CANDIDATE, CONDITIONS, NEXT, InterventionConfig, first_sentence_exact, measure_interventions, resolve_target
+from thoughtlens.anchors.branches.policy_edits import (
+    CANDIDATE,
+    CONDITIONS,
+    NEXT,
+    InterventionConfig,
+    first_sentence_exact,
+    measure_interventions,
+    resolve_target,
+)
 from thoughtlens.errors import ConfigError
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 PROMPT = "Question: what is 3 + 4?\nAnswer: "
-TRACE = ("First we add three and four together. That makes seven in total. "
-         "So the sum is seven. So the answer is \\boxed{7}.")
+TRACE = (
+    "First we add three and four together. That makes seven in total. So the sum is seven. So the answer is \\boxed{7}."
+)
 TARGET = "Let me double check."
 OUTCOME = "regex:\\byes\\b"
 
@@ -84,17 +93,31 @@ def _store(path) -> RunStore:
     tr = _trace()
     store.create_run("anchors-x", {"think_tags": ["<think>", "</think>"]})
     store.add_problem("anchors-x", "p0", "What is 3 + 4?", "7")
-    store.add_trace("anchors-x", "p0", PROMPT, TRACE, "7", True,
-                    [dict(index=s.index, start=s.start, end=s.end, text=s.text) for s in tr.sentences])
+    store.add_trace(
+        "anchors-x",
+        "p0",
+        PROMPT,
+        TRACE,
+        "7",
+        True,
+        [dict(index=s.index, start=s.start, end=s.end, text=s.text) for s in tr.sentences],
+    )
     return store
 
 
-CFG = InterventionConfig(n_rollouts=8, num_iterations=3, num_chunk_resamples=4, num_continuation_samples=2,
-                         outcome=OUTCOME, max_new_tokens=16)
+CFG = InterventionConfig(
+    n_rollouts=8,
+    num_iterations=3,
+    num_chunk_resamples=4,
+    num_continuation_samples=2,
+    outcome=OUTCOME,
+    max_new_tokens=16,
+)
 
 
 def _newcombe(k0, n0, k1, n1, z=1.959963984540054):
     """Newcombe (1998) method 10 for p1 - p0, from Wilson score intervals written out here."""
+
     def wilson(k, n):
         p = k / n
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -147,8 +170,9 @@ def test_onpolicy_search_keeps_the_planted_sentence_and_effects_match_hand_compu
 
 
 def test_killed_intervention_resumes_to_the_uninterrupted_result(tmp_path):
-    full = measure_interventions(Scripted(), _store(tmp_path / "a.sqlite"), "anchors-x", "p0", 1, TARGET, CFG,
-                                 embed=fake_embed)
+    full = measure_interventions(
+        Scripted(), _store(tmp_path / "a.sqlite"), "anchors-x", "p0", 1, TARGET, CFG, embed=fake_embed
+    )
     store = _store(tmp_path / "b.sqlite")
     with pytest.raises(KeyboardInterrupt):
         measure_interventions(Scripted(fail_after=30), store, "anchors-x", "p0", 1, TARGET, CFG, embed=fake_embed)
@@ -160,8 +184,14 @@ def test_killed_intervention_resumes_to_the_uninterrupted_result(tmp_path):
 
 def test_search_that_never_matches_runs_no_onpolicy_rollouts(tmp_path):
     store = _store(tmp_path / "s.sqlite")
-    cfg = InterventionConfig(n_rollouts=4, num_iterations=1, num_chunk_resamples=4, num_continuation_samples=2,
-                             outcome=OUTCOME, max_new_tokens=16)
+    cfg = InterventionConfig(
+        n_rollouts=4,
+        num_iterations=1,
+        num_chunk_resamples=4,
+        num_continuation_samples=2,
+        outcome=OUTCOME,
+        max_new_tokens=16,
+    )
     res = measure_interventions(Scripted(), store, "anchors-x", "p0", 1, TARGET, cfg, embed=fake_embed)
     assert not res.search.success and res.search.candidates_per_kept is None and res.search.best_cosine == 0.0
     assert set(res.conditions) == {"kept", "offpolicy"}
@@ -187,8 +217,16 @@ def test_bad_intervention_inputs(tmp_path):
     with pytest.raises(ConfigError, match="out of range"):
         measure_interventions(Scripted(fail_after=0), store, "anchors-x", "p0", 9, TARGET, CFG, embed=fake_embed)
     with pytest.raises(ConfigError, match="needs token log-probs"):
-        measure_interventions(Scripted(fail_after=0), store, "anchors-x", "p0", 1, TARGET,
-                              InterventionConfig(w_logprob=0.5, outcome=OUTCOME), embed=fake_embed)
+        measure_interventions(
+            Scripted(fail_after=0),
+            store,
+            "anchors-x",
+            "p0",
+            1,
+            TARGET,
+            InterventionConfig(w_logprob=0.5, outcome=OUTCOME),
+            embed=fake_embed,
+        )
     with pytest.raises(ConfigError, match="--candidates"):
         InterventionConfig(num_chunk_resamples=0)
 
@@ -198,8 +236,9 @@ def test_cli_empty_target_is_one_red_line(tmp_path):
 
     store = _store(tmp_path / "s.sqlite")
     store.close()
-    r = CliRunner().invoke(app, ["branches", "intervene", str(tmp_path / "s.sqlite"), "--sentence", "1",
-                                 "--target", "  "])
+    r = CliRunner().invoke(
+        app, ["branches", "intervene", str(tmp_path / "s.sqlite"), "--sentence", "1", "--target", "  "]
+    )
     assert r.exit_code == 1
     lines = [x for x in r.output.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: the target sentence is empty")
@@ -209,12 +248,20 @@ def test_grade_full_reads_the_prefix_too(tmp_path):
     """--grade full (theirs, the default): prefix + generated text, so a regex on the target's words is true of
     every off-policy rollout; --grade generated reads only what the rollouts wrote."""
     store = _store(tmp_path / "s.sqlite")
-    kw = dict(n_rollouts=4, num_iterations=2, num_chunk_resamples=4, num_continuation_samples=2,
-              outcome="regex:double check", max_new_tokens=16)
-    full = measure_interventions(Scripted(), store, "anchors-x", "p0", 1, TARGET, InterventionConfig(**kw),
-                                 embed=fake_embed)
-    gen = measure_interventions(Scripted(), store, "anchors-x", "p0", 1, TARGET,
-                                InterventionConfig(grade="generated", **kw), embed=fake_embed)
+    kw = dict(
+        n_rollouts=4,
+        num_iterations=2,
+        num_chunk_resamples=4,
+        num_continuation_samples=2,
+        outcome="regex:double check",
+        max_new_tokens=16,
+    )
+    full = measure_interventions(
+        Scripted(), store, "anchors-x", "p0", 1, TARGET, InterventionConfig(**kw), embed=fake_embed
+    )
+    gen = measure_interventions(
+        Scripted(), store, "anchors-x", "p0", 1, TARGET, InterventionConfig(grade="generated", **kw), embed=fake_embed
+    )
     assert [full.conditions[c].rate for c in CONDITIONS] == [0.0, 1.0, 1.0]
     assert [gen.conditions[c].rate for c in CONDITIONS] == [0.0, 0.0, 0.0]
 

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from thoughtlens.anchors.branches.resilience import CONDITION, ResilienceConfig, measure_resilience, resilience_run_id
 from thoughtlens.anchors.config import AnchorsConfig, Problem
 from thoughtlens.anchors.importance.black_box import AnchorsRun
-from thoughtlens.anchors.branches.resilience import CONDITION, ResilienceConfig, measure_resilience, resilience_run_id
 from thoughtlens.errors import ConfigError
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore
@@ -49,8 +49,18 @@ class Planted:
 def test_resilience_high_for_regenerated_low_for_abandoned_and_cf_plus_plus_by_hand(tmp_path):
     store = RunStore(tmp_path / "s.sqlite")
     sampler = Planted()
-    job = AnchorsRun(sampler, store, AnchorsConfig(n_rollouts=4, label_categories=False, counterfactual_matrix=False,
-                                                   forced=False, outcome=OUTCOME, similarity_threshold=0.8))
+    job = AnchorsRun(
+        sampler,
+        store,
+        AnchorsConfig(
+            n_rollouts=4,
+            label_categories=False,
+            counterfactual_matrix=False,
+            forced=False,
+            outcome=OUTCOME,
+            similarity_threshold=0.8,
+        ),
+    )
     job.run([Problem("p0", "What is 3 + 4?", PROMPT, "7", base_completion=TRACE)])
     cfg = ResilienceConfig(n_trials=4, max_iterations=3, similarity_threshold=0.8, outcome=OUTCOME)
 

@@ -8,13 +8,22 @@ import math
 
 import pytest
 
-from thoughtlens.anchors.branches.transplant import CONDITION, HintedProblem, TransplantConfig, load_hinted_problems, read_letter, run_transplant
+from thoughtlens.anchors.branches.transplant import (
+    CONDITION,
+    HintedProblem,
+    TransplantConfig,
+    load_hinted_problems,
+    read_letter,
+    run_transplant,
+)
 from thoughtlens.errors import DataError
 from thoughtlens.sample.base import Completion
 from thoughtlens.store.run_store import RunStore
 
-COT = ("The professor suggests D here. Let me add seventeen and twenty five. That gives forty two, which is B. "
-       "But the professor said D, so I will trust the professor. I am done thinking about it now. ")
+COT = (
+    "The professor suggests D here. Let me add seventeen and twenty five. That gives forty two, which is B. "
+    "But the professor said D, so I will trust the professor. I am done thinking about it now. "
+)
 
 
 class HintFollower:
@@ -69,8 +78,10 @@ def test_transplant_curve_equals_hand_counts_and_resumes(tmp_path):
     sampled = [row for row in curve if not row["copied"]]
     for row in sampled:
         texts = df[(df["condition"] == CONDITION) & (df["sentence_index"] == row["k"])]["text"]
-        letters = [t.split("(")[-1][0] if "(" in t else ("D" if t.endswith("D") else "B" if "{B}" in t else None)
-                   for t in texts]
+        letters = [
+            t.split("(")[-1][0] if "(" in t else ("D" if t.endswith("D") else "B" if "{B}" in t else None)
+            for t in texts
+        ]
         cue, right = letters.count("D"), letters.count("B")
         other = sum(1 for x in letters if x in ("A", "C"))
         assert (row["n_cue"], row["n_correct"], row["n_other"]) == (cue, right, other)
@@ -105,8 +116,18 @@ def test_transplant_cli_prints_the_curve(tmp_path):
     from thoughtlens.sample.registry import register_sampler
 
     register_sampler("hint-follower-test", lambda **kw: HintFollower())
-    args = ["branches", "transplant", "--backend", "hint-follower-test", "--store", str(tmp_path / "t.sqlite"),
-            "--limit", "1", "--rollouts", "8"]
+    args = [
+        "branches",
+        "transplant",
+        "--backend",
+        "hint-follower-test",
+        "--store",
+        str(tmp_path / "t.sqlite"),
+        "--limit",
+        "1",
+        "--rollouts",
+        "8",
+    ]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "hint-arith" in res.output and "hinted-answer rate" in res.output and "(copied)" in res.output

@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from thoughtlens.anchors.importance.budget import BudgetPolicy, PositionStats, importance_ci, next_round, settled, simulate
+from thoughtlens.anchors.importance.budget import (
+    BudgetPolicy,
+    PositionStats,
+    importance_ci,
+    next_round,
+    settled,
+    simulate,
+)
 from thoughtlens.errors import ConfigError
 
 
@@ -84,18 +91,21 @@ def test_simulate_never_exceeds_the_cap_and_spends_less_on_flat_traces():
     assert simulate(BudgetPolicy("fixed"), draws).tolist() == [100] * 20
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(kind="greedy"), "unknown budget 'greedy'"),
-    (dict(initial=0), "initial must be an integer >= 1"),
-    (dict(step=2.5), "step must be an integer >= 1"),
-    (dict(confidence=1.0), r"confidence must lie in \(0, 1\)"),
-    (dict(ci_half_width=-0.1), "ci_half_width must be a number >= 0"),
-    (dict(top_k=-1), "top_k must be an integer >= 0"),
-    (dict(max_rollouts=0), "max_rollouts must be an integer >= 1"),
-    (dict(total_fraction=0), r"total_fraction must lie in \(0, 1\]"),
-    (dict(total_fraction=1.5), r"total_fraction must lie in \(0, 1\]"),
-    (dict(kind="fixed", total_fraction=0.25), "needs --budget sequential or hybrid"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(kind="greedy"), "unknown budget 'greedy'"),
+        (dict(initial=0), "initial must be an integer >= 1"),
+        (dict(step=2.5), "step must be an integer >= 1"),
+        (dict(confidence=1.0), r"confidence must lie in \(0, 1\)"),
+        (dict(ci_half_width=-0.1), "ci_half_width must be a number >= 0"),
+        (dict(top_k=-1), "top_k must be an integer >= 0"),
+        (dict(max_rollouts=0), "max_rollouts must be an integer >= 1"),
+        (dict(total_fraction=0), r"total_fraction must lie in \(0, 1\]"),
+        (dict(total_fraction=1.5), r"total_fraction must lie in \(0, 1\]"),
+        (dict(kind="fixed", total_fraction=0.25), "needs --budget sequential or hybrid"),
+    ],
+)
 def test_bad_policy_is_a_one_line_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         BudgetPolicy(**kwargs)

@@ -1,4 +1,5 @@
-"""Replaying a budget policy on a stored full-budget run (thoughtlens.anchors.importance.budget_replay), on a synthetic store."""
+"""Replaying a budget policy on a stored full-budget run (thoughtlens.anchors.importance.budget_replay), on a
+synthetic store."""
 
 from __future__ import annotations
 
@@ -23,8 +24,19 @@ def _store(tmp_path):
     for k in range(len(RATES)):
         for j in range(N):
             ok = bool(draws[k, j])
-            store.add_rollout("r", "p", k, "resampled", j, text="t", answer="6" if ok else "5", is_correct=ok,
-                              n_tokens=3, finish_reason="stop", error=None)
+            store.add_rollout(
+                "r",
+                "p",
+                k,
+                "resampled",
+                j,
+                text="t",
+                answer="6" if ok else "5",
+                is_correct=ok,
+                n_tokens=3,
+                finish_reason="stop",
+                error=None,
+            )
     return store, draws
 
 
@@ -38,8 +50,13 @@ def test_fixed_full_budget_replays_exactly_and_adaptive_uses_less(tmp_path):
     store, draws = _store(tmp_path)
     (fixed,) = replay_run(store, "r", BudgetPolicy("fixed"), seeds=1, top_k=1)
     assert fixed.fraction_used == 1.0 and fixed.spearman == pytest.approx(1.0) and fixed.top_k_recall == 1.0
-    results = replay_run(store, "r", BudgetPolicy("sequential", initial=10, step=10, ci_half_width=0.15,
-                                                  negligible=0.15, top_k=1), seeds=5, top_k=1)
+    results = replay_run(
+        store,
+        "r",
+        BudgetPolicy("sequential", initial=10, step=10, ci_half_width=0.15, negligible=0.15, top_k=1),
+        seeds=5,
+        top_k=1,
+    )
     assert all(r.fraction_used < 1.0 for r in results)
     # The anchor |0.1 - 0.9| = 0.8 dwarfs every other change: its recall must survive the savings.
     full = np.diff(draws.mean(1))
@@ -72,5 +89,7 @@ def test_rank_agreement_of_a_constant_estimate_is_zero_not_one():
     assert rank_agreement(np.zeros(4), np.zeros(4)) == 1.0
     est = np.array([0.1, 0.2, -0.3, 0.0])
     ra, rb = rankdata(est), rankdata(full)  # Spearman = Pearson of the ranks, by hand
-    expected = ((ra - ra.mean()) * (rb - rb.mean())).sum() / np.sqrt(((ra - ra.mean()) ** 2).sum() * ((rb - rb.mean()) ** 2).sum())
+    expected = ((ra - ra.mean()) * (rb - rb.mean())).sum() / np.sqrt(
+        ((ra - ra.mean()) ** 2).sum() * ((rb - rb.mean()) ** 2).sum()
+    )
     assert rank_agreement(est, full) == pytest.approx(expected)

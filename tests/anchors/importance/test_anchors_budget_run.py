@@ -24,8 +24,15 @@ from thoughtlens.store.run_store import RunStore
 
 TRACE = "First, we add three and five to get eight. Then we subtract two. So the answer is \\boxed{6}."
 PROMPT = "Question: what is 3 + 5 - 2? Answer step by step.\n"
-CONFIG = AnchorsConfig(n_rollouts=4, max_new_tokens=6, forced_max_new_tokens=3, temperature=1.0, seed=3,
-                       label_categories=False, counterfactual_matrix=False)
+CONFIG = AnchorsConfig(
+    n_rollouts=4,
+    max_new_tokens=6,
+    forced_max_new_tokens=3,
+    temperature=1.0,
+    seed=3,
+    label_categories=False,
+    counterfactual_matrix=False,
+)
 BUDGET = BudgetPolicy("sequential", initial=2, step=1)  # tiny random model: nothing settles, rounds 2 -> 3 -> 4
 KEY = ["problem_id", "sentence_index", "condition", "sample_index"]
 
@@ -123,9 +130,12 @@ def test_adaptive_run_killed_mid_round_resumes_without_loss_or_duplicates(tiny_l
     n_pos = len(ref.get_artifact(job.run_id, "budget_rounds", "p0")[0])
     killed = tmp_path / "killed.sqlite"
     stop_at = 2 * n_pos + 3  # inside round 2
-    proc = subprocess.Popen([sys.executable, "-c", script, tiny_lm_dir, str(killed)],
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, tiny_lm_dir, str(killed)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while _count(killed) < stop_at and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)

@@ -16,9 +16,14 @@ from thoughtlens.errors import ThoughtlensError, TraceError
 
 # The numbers: counterfactual KL mean (SE) per category of the 20 Qwen-14B traces.
 PUBLISHED_CF_KL = {
-    "plan_generation": (0.6225, 0.2805), "fact_retrieval": (0.3665, 0.0914), "problem_setup": (0.3616, 0.0916),
-    "uncertainty_management": (0.3458, 0.0770), "self_checking": (0.2409, 0.0766), "result_consolidation": (0.2151, 0.0551),
-    "active_computation": (0.1926, 0.0271), "final_answer_emission": (0.0789, 0.0768),
+    "plan_generation": (0.6225, 0.2805),
+    "fact_retrieval": (0.3665, 0.0914),
+    "problem_setup": (0.3616, 0.0916),
+    "uncertainty_management": (0.3458, 0.0770),
+    "self_checking": (0.2409, 0.0766),
+    "result_consolidation": (0.2151, 0.0551),
+    "active_computation": (0.1926, 0.0271),
+    "final_answer_emission": (0.0789, 0.0768),
 }
 
 
@@ -62,15 +67,31 @@ def _table(rows) -> pd.DataFrame:
     for t in sorted({r[0] for r in rows}):
         mine = [r for r in rows if r[0] == t]
         for i, (_, tags, v) in enumerate(mine):
-            out.append({"trace_id": t, "sentence_index": i, "n_sentences": len(mine), "text": f"s{i}", "tags": tags,
-                        "accuracy": 0.5, "m": v})
+            out.append(
+                {
+                    "trace_id": t,
+                    "sentence_index": i,
+                    "n_sentences": len(mine),
+                    "text": f"s{i}",
+                    "tags": tags,
+                    "accuracy": 0.5,
+                    "m": v,
+                }
+            )
     return pd.DataFrame(out)
 
 
-HAND = _table([
-    ("A", ["plan_generation"], 1.0), ("A", ["plan_generation", "self_checking"], 3.0), ("A", ["active_computation"], -2.0),
-    ("A", ["unknown"], 9.0), ("B", ["plan_generation"], 5.0), ("B", ["active_computation"], 4.0), ("B", [], 7.0),
-])
+HAND = _table(
+    [
+        ("A", ["plan_generation"], 1.0),
+        ("A", ["plan_generation", "self_checking"], 3.0),
+        ("A", ["active_computation"], -2.0),
+        ("A", ["unknown"], 9.0),
+        ("B", ["plan_generation"], 5.0),
+        ("B", ["active_computation"], 4.0),
+        ("B", [], 7.0),
+    ]
+)
 
 
 def test_per_trace_mean_then_mean_and_se_across_traces():
@@ -83,7 +104,10 @@ def test_per_trace_mean_then_mean_and_se_across_traces():
 
 
 def test_negative_importance_is_clipped_only_when_asked():
-    ac = lambda rules: cat.category_table(HAND, ["m"], rules, n_boot=200)[0].set_index("category").loc["active_computation", "mean"]
+    def ac(rules):
+        table = cat.category_table(HAND, ["m"], rules, n_boot=200)[0]
+        return table.set_index("category").loc["active_computation", "mean"]
+
     assert ac(cat.AggregationRules()) == pytest.approx((0.0 + 4.0) / 2)
     assert ac(cat.AggregationRules(clip_negative=False)) == pytest.approx((-2.0 + 4.0) / 2)
 
@@ -99,13 +123,22 @@ def test_category_in_one_trace_has_undefined_se_shown_as_such():
     rules = cat.AggregationRules(first_tag_only=False)
     sc = cat.category_table(HAND, ["m"], rules, n_boot=200)[0].set_index("category").loc["self_checking"]
     assert sc["n_traces"] == 1 and math.isnan(sc["se"])
-    record = [r for r in cat.table_artifact(cat.category_table(HAND, ["m"], rules, n_boot=200)[0]) if r["category"] == "self_checking"][0]
+    record = [
+        r
+        for r in cat.table_artifact(cat.category_table(HAND, ["m"], rules, n_boot=200)[0])
+        if r["category"] == "self_checking"
+    ][0]
     assert record["se"] is None  # JSON null, never 0
 
 
 def test_transition_matrix_by_hand():
-    df = _table([("A", [t], 0.0) for t in ("problem_setup", "plan_generation", "active_computation", "active_computation", "plan_generation")]
-                + [("B", ["active_computation"], 0.0), ("B", ["unknown"], 0.0), ("B", ["active_computation"], 0.0)])
+    df = _table(
+        [
+            ("A", [t], 0.0)
+            for t in ("problem_setup", "plan_generation", "active_computation", "active_computation", "plan_generation")
+        ]
+        + [("B", ["active_computation"], 0.0), ("B", ["unknown"], 0.0), ("B", ["active_computation"], 0.0)]
+    )
     tr = cat.transition_matrix(df, n_boot=300)
     assert tr.categories == ["problem_setup", "plan_generation", "active_computation"]
     i = {c: k for k, c in enumerate(tr.categories)}
@@ -144,8 +177,15 @@ def _write_problem(root, name, chunks):
 
 
 def _chunk(i, tags, value, acc=0.5):
-    return {"chunk": f"sentence {i}.", "chunk_idx": i, "function_tags": tags, "accuracy": acc,
-            "counterfactual_importance_kl": value, "resampling_importance_kl": value, "forced_importance_kl": value}
+    return {
+        "chunk": f"sentence {i}.",
+        "chunk_idx": i,
+        "function_tags": tags,
+        "accuracy": acc,
+        "counterfactual_importance_kl": value,
+        "resampling_importance_kl": value,
+        "forced_importance_kl": value,
+    }
 
 
 def test_unknown_tag_in_a_file_names_file_and_tag(tmp_path):
@@ -178,10 +218,25 @@ def test_missing_accuracy_column_names_the_fix():
 @pytest.fixture()
 def tiny_published(tmp_path):
     root = tmp_path / "pub"
-    _write_problem(root, "problem_1", [_chunk(0, ["problem_setup"], 0.2), _chunk(1, ["plan_generation"], 0.9),
-                                       _chunk(2, ["active_computation"], 0.1), _chunk(3, ["self_checking"], 0.3)])
-    _write_problem(root, "problem_2", [_chunk(0, ["problem_setup"], 0.4), _chunk(1, ["plan_generation"], 0.5),
-                                       _chunk(2, ["active_computation"], 0.3)])
+    _write_problem(
+        root,
+        "problem_1",
+        [
+            _chunk(0, ["problem_setup"], 0.2),
+            _chunk(1, ["plan_generation"], 0.9),
+            _chunk(2, ["active_computation"], 0.1),
+            _chunk(3, ["self_checking"], 0.3),
+        ],
+    )
+    _write_problem(
+        root,
+        "problem_2",
+        [
+            _chunk(0, ["problem_setup"], 0.4),
+            _chunk(1, ["plan_generation"], 0.5),
+            _chunk(2, ["active_computation"], 0.3),
+        ],
+    )
     return root
 
 
@@ -190,13 +245,28 @@ def test_cli_prints_tables_with_ci_and_n_and_writes_the_store(tiny_published, tm
     from thoughtlens.store.run_store import RunStore
 
     db = tmp_path / "out.sqlite"
-    res = CliRunner().invoke(app, ["anchors", "categories", "--published", str(tiny_published), "--store", str(db),
-                                   "--n-boot", "200", "--debias-degree", "1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "anchors",
+            "categories",
+            "--published",
+            str(tiny_published),
+            "--store",
+            str(db),
+            "--n-boot",
+            "200",
+            "--debias-degree",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = res.output
     assert "7 of 7 sentences kept after the convergence filter" in out
     assert "95% CI" in out and "n traces" in out and "P(next | category)" in out
-    sc_line = next(line for line in out.splitlines() if "self_checking" in line and "counterfactual_importance_kl " in line)
+    sc_line = next(
+        line for line in out.splitlines() if "self_checking" in line and "counterfactual_importance_kl " in line
+    )
     assert "n/a" in sc_line  # one trace: SE undefined, not 0
     table = RunStore(db).get_artifact("published", "category_table")
     ps = next(r for r in table if r["category"] == "problem_setup" and r["metric"] == "counterfactual_importance_kl")
@@ -220,8 +290,15 @@ def _two_problem_store(path, tags):
     for pid, pid_tags in tags.items():
         db.add_problem("r", pid, "q", "1")
         texts = ["Let me try the quadratic formula.", "3 * 4 = 12"]
-        db.add_trace("r", pid, "prompt", " ".join(texts), "1", True,
-                     [{"index": i, "start": 0, "end": 1, "text": t, "tags": g} for i, (t, g) in enumerate(zip(texts, pid_tags))])
+        db.add_trace(
+            "r",
+            pid,
+            "prompt",
+            " ".join(texts),
+            "1",
+            True,
+            [{"index": i, "start": 0, "end": 1, "text": t, "tags": g} for i, (t, g) in enumerate(zip(texts, pid_tags))],
+        )
         for i in range(2):
             db.put_metrics("r", pid, i, {"accuracy": 0.5, "counterfactual_importance_kl": 0.1 * (i + 1)})
     return db
@@ -242,8 +319,23 @@ def test_cli_labels_untagged_sentences_with_the_encoder_weights_given(tmp_path):
         clf.head.bias.copy_(torch.tensor([0.0, 5.0]))
     weights = tmp_path / "enc.safetensors"
     save_encoder_classifier(clf, weights)
-    res = CliRunner().invoke(app, ["anchors", "categories", str(db.path), "--labeler", "encoder", "--labeler-weights",
-                                   str(weights), "--n-boot", "200", "--debias-degree", "0", "--no-convergence-filter"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "anchors",
+            "categories",
+            str(db.path),
+            "--labeler",
+            "encoder",
+            "--labeler-weights",
+            str(weights),
+            "--n-boot",
+            "200",
+            "--debias-degree",
+            "0",
+            "--no-convergence-filter",
+        ],
+    )
     assert res.exit_code == 0, res.output
     table = db.get_artifact("r", "category_table")
     assert {r["category"] for r in table} == {"self_checking"}
@@ -256,7 +348,9 @@ def test_cli_labels_untagged_sentences_with_the_encoder_weights_given(tmp_path):
 def test_store_sentences_and_metrics_are_joined_and_untagged_ones_labelled(tmp_path):
     from thoughtlens.trace.labelers import get_labeler
 
-    db = _two_problem_store(tmp_path / "run.sqlite", {"p1": [["plan_generation"], ["active_computation"]], "p2": [None, None]})
+    db = _two_problem_store(
+        tmp_path / "run.sqlite", {"p1": [["plan_generation"], ["active_computation"]], "p2": [None, None]}
+    )
     df = cat.load_store(db, labeler=get_labeler("rules"))
     assert len(df) == 4 and df["counterfactual_importance_kl"].tolist() == pytest.approx([0.1, 0.2, 0.1, 0.2])
     assert df[df.trace_id == "p2"]["tags"].tolist() == [["plan_generation"], ["active_computation"]]

@@ -8,7 +8,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from thoughtlens.anchors.importance.metrics import NO_ANSWER, Outcome, accuracy, answer_counts, regeneration_curve, sentence_metrics, smoothed_kl
+from thoughtlens.anchors.importance.metrics import (
+    NO_ANSWER,
+    Outcome,
+    accuracy,
+    answer_counts,
+    regeneration_curve,
+    sentence_metrics,
+    smoothed_kl,
+)
 
 
 def test_smoothed_kl_matches_hand_computation():
@@ -83,7 +91,8 @@ def test_sentence_metrics_on_a_hand_built_example():
     assert rows[1]["forced_importance_kl"] == pytest.approx(kl([2, 0], [1, 1]), rel=1e-12)
     # written out for one cell: p = (4.5, 0.5) / 5, q = (3.5, 1.5) / 5
     assert rows[1]["resampling_importance_kl"] == pytest.approx(
-        0.9 * math.log(4.5 / 3.5) + 0.1 * math.log(0.5 / 1.5), rel=1e-12)
+        0.9 * math.log(4.5 / 3.5) + 0.1 * math.log(0.5 / 1.5), rel=1e-12
+    )
 
 
 def test_sentence_metrics_rejects_wrong_number_of_positions():

@@ -18,8 +18,10 @@ from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 PROMPT = "Question: what is 3 + 4?\nAnswer: "
-TRACE = ("First we add three and four. That makes seven in total. "
-         "Let me verify the sum once more. So the answer is \\boxed{7}.")
+TRACE = (
+    "First we add three and four. That makes seven in total. "
+    "Let me verify the sum once more. So the answer is \\boxed{7}."
+)
 OUTCOME = "regex:(?i)blackmail"
 
 
@@ -53,8 +55,9 @@ class StoppingSampler:
 
 def _run(tmp_path, outcome):
     store = RunStore(tmp_path / f"{outcome[:5]}.sqlite")
-    config = AnchorsConfig(n_rollouts=30, label_categories=False, counterfactual_matrix=False, forced=False,
-                           outcome=outcome)
+    config = AnchorsConfig(
+        n_rollouts=30, label_categories=False, counterfactual_matrix=False, forced=False, outcome=outcome
+    )
     policy = BudgetPolicy(kind="sequential", initial=10, step=10, top_k=1)
     job = AnchorsRun(StoppingSampler(), store, config, budget=policy)
     job.run([Problem("p0", "What is 3 + 4?", PROMPT, "7", base_completion=TRACE)])
@@ -73,8 +76,10 @@ def test_non_default_outcome_reads_whole_rollouts_and_budget_follows_it(tmp_path
     # sentence (10/10 vs 10/10 or 0/10 vs 0/10: ~0.28), so only positions 1 and 2 get more, up to the cap.
     counts = df.groupby("sentence_index").size().to_dict()
     assert counts == {0: 10, 1: 30, 2: 30, 3: 10, 4: 10}
-    rates = {k: sum(re.search("(?i)blackmail", t) is not None for t in g["text"]) / len(g)
-             for k, g in df.groupby("sentence_index")}
+    rates = {
+        k: sum(re.search("(?i)blackmail", t) is not None for t in g["text"]) / len(g)
+        for k, g in df.groupby("sentence_index")
+    }
     got = store.metrics(job.run_id, "p0")
     for i in range(4):
         assert got.loc[i, "resampling_importance_accuracy"] == rates[i + 1] - rates[i]
@@ -94,8 +99,9 @@ def test_base_trace_runs_past_the_answer_only_for_other_outcomes(tmp_path):
     for outcome, past_answer in (("correct", False), (OUTCOME, True)):
         sampler = StoppingSampler()
         sampler.answer_done = answer_complete  # what `thoughtlens anchors run` installs
-        config = AnchorsConfig(n_rollouts=1, label_categories=False, counterfactual_matrix=False, forced=False,
-                               outcome=outcome)
+        config = AnchorsConfig(
+            n_rollouts=1, label_categories=False, counterfactual_matrix=False, forced=False, outcome=outcome
+        )
         store = RunStore(tmp_path / f"b{past_answer}.sqlite")
         job = AnchorsRun(sampler, store, config)
         store.add_problem(job.run_id, "p0", "What is 3 + 4?", "7")

@@ -72,11 +72,17 @@ def reference(chunks: dict[int, list[dict]], forced: dict[int, list[dict]] | Non
             else:
                 cf_acc = ref_acc(dis) - ref_acc(nsol)
                 cf_kl = ref_kl(dis, nsol + sim, alpha)
-        m.update(counterfactual_importance_accuracy=cf_acc, counterfactual_importance_kl=cf_kl,
-                 different_trajectories_fraction=dtf, overdeterminedness=od)
+        m.update(
+            counterfactual_importance_accuracy=cf_acc,
+            counterfactual_importance_kl=cf_kl,
+            different_trajectories_fraction=dtf,
+            overdeterminedness=od,
+        )
         # calculate_resampling_importance_accuracy / _kl
         m["resampling_importance_accuracy"] = acc[i + 1] - acc[i] if i + 1 in acc else 0.0
-        m["resampling_importance_kl"] = ref_kl(chunks[i], chunks[min(nxt)], alpha) if nxt and chunks[i] and chunks[min(nxt)] else 0.0
+        m["resampling_importance_kl"] = (
+            ref_kl(chunks[i], chunks[min(nxt)], alpha) if nxt and chunks[i] and chunks[min(nxt)] else 0.0
+        )
         if forced:
             fn = [k for k in facc if k > i]
             m["forced_importance_accuracy"] = facc[min(fn)] - facc[i] if fn else 0.0
@@ -131,16 +137,29 @@ CASES = {
         [sol("4", True, "d", 0.9)],
     ],
     "mixed_answers": [
-        [sol("4", True, "a", 0.1), sol("5", False, "b", 0.85), sol("6", False, "c", 0.3), sol("4", True, "a", 0.7),
-         sol("", False, "d", 0.2)],
+        [
+            sol("4", True, "a", 0.1),
+            sol("5", False, "b", 0.85),
+            sol("6", False, "c", 0.3),
+            sol("4", True, "a", 0.7),
+            sol("", False, "d", 0.2),
+        ],
         [sol("4", True, "e", 0.9), sol("4", True, "f", 0.4), sol("5", False, "g", 0.1)],
         [sol("4", True, "h", 0.95), sol("6", False, "h", 0.95), sol("6", False, "i", 0.5)],
     ],
 }
 
-KEYS = ("accuracy", "resampling_importance_accuracy", "resampling_importance_kl",
-        "counterfactual_importance_accuracy", "counterfactual_importance_kl", "different_trajectories_fraction",
-        "overdeterminedness", "forced_importance_accuracy", "forced_importance_kl")
+KEYS = (
+    "accuracy",
+    "resampling_importance_accuracy",
+    "resampling_importance_kl",
+    "counterfactual_importance_accuracy",
+    "counterfactual_importance_kl",
+    "different_trajectories_fraction",
+    "overdeterminedness",
+    "forced_importance_accuracy",
+    "forced_importance_kl",
+)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -154,8 +173,15 @@ def test_paper_conventions_equal_an_independent_reimplementation(name, alpha):
     expected = reference(chunks, forced_chunks, alpha)
     resampled, sims = to_thoughtlens(chunks, n)
     forced, _ = to_thoughtlens(forced_chunks, n)
-    rows = sentence_metrics([f"S{i}." for i in range(n)], resampled, forced, similarities=sims,
-                            conventions="paper", alpha=alpha, threshold=THRESHOLD)
+    rows = sentence_metrics(
+        [f"S{i}." for i in range(n)],
+        resampled,
+        forced,
+        similarities=sims,
+        conventions="paper",
+        alpha=alpha,
+        threshold=THRESHOLD,
+    )
     for i in range(n):
         for key in KEYS:
             assert rows[i][key] == pytest.approx(expected[i][key], abs=1e-9), (name, i, key)
@@ -173,15 +199,21 @@ def test_the_last_sentence_is_zero_in_the_paper_and_uses_the_kept_set_in_thought
 
 def test_the_issues_example_kl_direction():
     """kept {A:10}, resampled {A:5, B:5}: 0.508 nats in the old order, 0.876 in the paper's (alpha 0.5)."""
-    resampled = [[Outcome("A", True, "x")] * 5 + [Outcome("B", False, "x")] * 5, [Outcome("A", True, "y")] * 10,
-                 [Outcome("A", True, "y")] * 10]
+    resampled = [
+        [Outcome("A", True, "x")] * 5 + [Outcome("B", False, "x")] * 5,
+        [Outcome("A", True, "y")] * 10,
+        [Outcome("A", True, "y")] * 10,
+    ]
     sims = [np.full(10, 0.9), np.full(10, 0.9)]
     paper = sentence_metrics(["s.", "t."], resampled, similarities=sims, conventions="paper", alpha=0.5)
     old = sentence_metrics(["s.", "t."], resampled, similarities=sims, conventions="thoughtlens", alpha=0.5)
     p, q = np.array([5.5, 5.5]) / 11, np.array([10.5, 0.5]) / 11
     assert paper[0]["resampling_importance_kl"] == pytest.approx(float(np.sum(p * np.log(p / q))), abs=1e-12)
     assert old[0]["resampling_importance_kl"] == pytest.approx(float(np.sum(q * np.log(q / p))), abs=1e-12)
-    assert round(paper[0]["resampling_importance_kl"], 3) == 0.876 and round(old[0]["resampling_importance_kl"], 3) == 0.508
+    assert (
+        round(paper[0]["resampling_importance_kl"], 3) == 0.876
+        and round(old[0]["resampling_importance_kl"], 3) == 0.508
+    )
 
 
 def test_paper_counterfactual_accuracy_has_the_papers_sign():

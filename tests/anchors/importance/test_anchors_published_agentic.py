@@ -23,8 +23,15 @@ def agentic_dirs(shared_data: Path) -> list[Path]:
     return dirs
 
 
-KEYS = ("accuracy", "resampling_importance_accuracy", "resampling_importance_kl", "counterfactual_importance_accuracy",
-        "counterfactual_importance_kl", "different_trajectories_fraction", "overdeterminedness")
+KEYS = (
+    "accuracy",
+    "resampling_importance_accuracy",
+    "resampling_importance_kl",
+    "counterfactual_importance_accuracy",
+    "counterfactual_importance_kl",
+    "different_trajectories_fraction",
+    "overdeterminedness",
+)
 
 
 def _digest(d: Path) -> dict:
@@ -85,8 +92,11 @@ def test_anchors_show_published_prints_the_files_values(agentic_dirs, which):
     res = CliRunner().invoke(app, ["anchors", "show", "--published", str(d)], terminal_width=250)
     assert res.exit_code == 0, res.output
     assert "blackmail rate" in res.output
-    rows = {int(line.split("│")[1]): line.split("│")[3:-1] for line in res.output.splitlines()
-            if line.startswith("│") and line.split("│")[1].strip().isdigit()}
+    rows = {
+        int(line.split("│")[1]): line.split("│")[3:-1]
+        for line in res.output.splitlines()
+        if line.startswith("│") and line.split("│")[1].strip().isdigit()
+    }
     chunks = json.loads((d / "chunks_labeled.json").read_text())
     assert sorted(rows) == list(range(len(chunks)))
     # The table's first and third numeric columns: the rate and the resampling KL, straight from the file.

@@ -84,10 +84,10 @@ def _keyword_embed(texts):
 def test_counterfactual_matrix_equals_the_papers_match_rate_difference():
     sentences = ["Alpha is first here.", "Beta comes second.", "Gamma comes third.", "Delta is last."]
     rollouts = [
-        ["Beta comes next. Gamma too.", "Nothing relevant here.", ""],      # R_0 (empty text dropped)
-        ["Beta again here. Delta at the end.", "Gamma and more."],          # R_1
-        ["Gamma right away.", "Gamma again now.", "Delta finally."],        # R_2
-        ["Delta only here."],                                               # R_3
+        ["Beta comes next. Gamma too.", "Nothing relevant here.", ""],  # R_0 (empty text dropped)
+        ["Beta again here. Delta at the end.", "Gamma and more."],  # R_1
+        ["Gamma right away.", "Gamma again now.", "Delta finally."],  # R_2
+        ["Delta only here."],  # R_3
     ]
     m = counterfactual_matrix(sentences, rollouts, embed=_keyword_embed, split_style="paper")
 

@@ -5,8 +5,8 @@ token of the full trace starts the removed sentence (no dangling space, no '.' w
 from __future__ import annotations
 
 import pytest
-
 from r1_like import CORPUS, r1_like_model_dir, r1_like_tokenizer
+
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 COMPLETION = CORPUS[0]
@@ -27,20 +27,25 @@ def _check_token_aligned(tok, trace: ReasoningTrace) -> None:
             # ... and the trace's next token (the one a rollout must produce to rewrite the trace) is whitespace
             # or starts S_k: the boundary is one the model itself produced.
             a, b = offsets[len(got)]
-            assert a == len(prefix) or not trace.text[len(prefix):a].strip()
+            assert a == len(prefix) or not trace.text[len(prefix) : a].strip()
             assert not trace.text[a:b].strip() or (b > s.start and s.text.startswith(trace.text[a:b].strip()))
         else:
             assert prefix.rstrip() == trace.text[: trace.sentences[-1].end]
 
 
 def test_bundled_tokenizer_prefixes_are_token_aligned(smol_tokenizer):
-    prompt = smol_tokenizer.apply_chat_template([{"role": "user", "content": "What is 3 + 5 - 2?"}],
-                                                tokenize=False, add_generation_prompt=True)
+    prompt = smol_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 3 + 5 - 2?"}], tokenize=False, add_generation_prompt=True
+    )
     trace = ReasoningTrace.parse(prompt, COMPLETION)
     _check_token_aligned(smol_tokenizer, trace)
     # The old prefix (text before S_k, trailing space kept) ends in a lone 'Ġ' token the model never wrote.
-    old = [smol_tokenizer.convert_ids_to_tokens(smol_tokenizer(trace.prefix_before(k), add_special_tokens=False)
-                                                ["input_ids"])[-1] for k in range(1, len(trace))]
+    old = [
+        smol_tokenizer.convert_ids_to_tokens(
+            smol_tokenizer(trace.prefix_before(k), add_special_tokens=False)["input_ids"]
+        )[-1]
+        for k in range(1, len(trace))
+    ]
     assert "Ġ" in old
 
 
@@ -48,8 +53,9 @@ def test_tiny_model_with_the_bundled_tokenizer_encodes_prefixes_as_trace_tokens(
     from thoughtlens.sample.hf import HFSampler
 
     tok = tiny_lm.tokenizer
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 3 + 5 - 2?"}], tokenize=False,
-                                     add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 3 + 5 - 2?"}], tokenize=False, add_generation_prompt=True
+    )
     trace = ReasoningTrace.parse(prompt, COMPLETION)
     full = tiny_lm.to_tokens(trace.text)[0].tolist()
     sampler = HFSampler(tiny_lm)
@@ -60,8 +66,9 @@ def test_tiny_model_with_the_bundled_tokenizer_encodes_prefixes_as_trace_tokens(
 
 def test_r1_like_tokenizer_prefixes_are_token_aligned_and_keep_fused_newlines():
     tok = r1_like_tokenizer()
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 3+5-2?"}], tokenize=False,
-                                     add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 3+5-2?"}], tokenize=False, add_generation_prompt=True
+    )
     trace = ReasoningTrace.parse(prompt, COMPLETION)
     _check_token_aligned(tok, trace)
     # "eight.\n\nThen": the trace's token is '.\n\n', so the prefix keeps the newlines (the paper's strip
@@ -74,7 +81,9 @@ def test_r1_like_tokenizer_prefixes_are_token_aligned_and_keep_fused_newlines():
 
 def test_no_tokenizer_is_the_papers_strip():
     trace = ReasoningTrace.parse("Q?\n", "First step is here. Second step is here.  \n\nThird step is here.")
-    assert [trace.rollout_prefix(k) for k in range(1, 3)] == [trace.text[: s.start].rstrip() for s in trace.sentences[1:]]
+    assert [trace.rollout_prefix(k) for k in range(1, 3)] == [
+        trace.text[: s.start].rstrip() for s in trace.sentences[1:]
+    ]
     assert trace.rollout_prefix(3) == trace.text[: trace.sentences[-1].end]
     with pytest.raises(Exception, match="out of range"):
         trace.rollout_prefix(4)
@@ -89,8 +98,9 @@ def test_r1_like_model_encodes_prefixes_with_one_bos(tmp_path):
 
     model = load(r1_like_model_dir(tmp_path / "r1"), dtype=torch.float32)
     tok = model.tokenizer
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 3+5-2?"}], tokenize=False,
-                                     add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 3+5-2?"}], tokenize=False, add_generation_prompt=True
+    )
     trace = ReasoningTrace.parse(prompt, COMPLETION)
     full = tok(trace.text, add_special_tokens=False)["input_ids"]
     sampler = HFSampler(model)

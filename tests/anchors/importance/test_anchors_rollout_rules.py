@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from thoughtlens.anchors.config import AnchorsConfig
-from thoughtlens.anchors.importance.black_box import answer_complete, completion_rule, forced_answer_complete, read_forced_answer
+from thoughtlens.anchors.importance.black_box import (
+    answer_complete,
+    completion_rule,
+    forced_answer_complete,
+    read_forced_answer,
+)
 from thoughtlens.errors import ConfigError
 
 # ---- reasoning (think-block) rollouts
@@ -43,12 +48,15 @@ def test_completion_rule_uses_the_configured_close_tag():
 # ---- forced answers: read whole, with nested and escaped braces
 
 
-@pytest.mark.parametrize("text, answer", [
-    ("-\\frac{5}{12}}.", "-\\frac{5}{12}"),
-    ("\\sqrt{\\frac{1}{2}}} and more", "\\sqrt{\\frac{1}{2}}"),
-    ("\\{1,2\\}} done", "\\{1,2\\}"),
-    ("42}", "42"),
-])
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("-\\frac{5}{12}}.", "-\\frac{5}{12}"),
+        ("\\sqrt{\\frac{1}{2}}} and more", "\\sqrt{\\frac{1}{2}}"),
+        ("\\{1,2\\}} done", "\\{1,2\\}"),
+        ("42}", "42"),
+    ],
+)
 def test_forced_answers_with_nested_braces_are_read_whole(text, answer):
     assert read_forced_answer(text) == answer
     assert forced_answer_complete(text)

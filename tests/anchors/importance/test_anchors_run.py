@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numerics
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-import numerics
 from thoughtlens.anchors.config import AnchorsConfig, Problem
 from thoughtlens.anchors.importance.black_box import AnchorsRun, answer_complete, prefixes
 from thoughtlens.errors import ConfigError, StoreError, TraceError
@@ -24,8 +24,10 @@ from thoughtlens.sample.hf import HFSampler
 from thoughtlens.store.run_store import RunStore
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
-TRACE = ("First, we add three and five to get eight. Then we subtract two, which gives six. "
-         "Let me double check: 3 + 5 = 8, and 8 - 2 = 6. So the answer is \\boxed{6}.")
+TRACE = (
+    "First, we add three and five to get eight. Then we subtract two, which gives six. "
+    "Let me double check: 3 + 5 = 8, and 8 - 2 = 6. So the answer is \\boxed{6}."
+)
 PROMPT = "Question: what is 3 + 5 - 2? Answer step by step.\n"
 CONFIG = AnchorsConfig(n_rollouts=4, max_new_tokens=8, forced_max_new_tokens=4, temperature=1.0, seed=3)
 
@@ -124,9 +126,36 @@ def test_answer_complete_waits_for_the_end_of_a_number():
 
 
 def _cli(tiny_lm_dir, trace_file, store, *extra):
-    return [sys.executable, "-m", "thoughtlens.cli", "anchors", "run", "--model", tiny_lm_dir, "--trace", str(trace_file),
-            "--problem", "What is 3 + 5 - 2?", "--answer", "6", "-n", "4", "--max-new-tokens", "8", "--batch-size", "2", "--temperature", "1.0",
-            "--seed", "5", "--dtype", "float32", "--store", str(store), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "thoughtlens.cli",
+        "anchors",
+        "run",
+        "--model",
+        tiny_lm_dir,
+        "--trace",
+        str(trace_file),
+        "--problem",
+        "What is 3 + 5 - 2?",
+        "--answer",
+        "6",
+        "-n",
+        "4",
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "2",
+        "--temperature",
+        "1.0",
+        "--seed",
+        "5",
+        "--dtype",
+        "float32",
+        "--store",
+        str(store),
+        *extra,
+    ]
 
 
 def _count(store: Path) -> int:
@@ -151,8 +180,9 @@ def test_cli_killed_at_several_points_resumes_without_loss_or_duplicates(tiny_lm
 
     store = tmp_path / "killed.sqlite"
     for stop_at in (3, total // 2):
-        proc = subprocess.Popen(_cli(tiny_lm_dir, trace_file, store), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _cli(tiny_lm_dir, trace_file, store), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + 300
         while _count(store) < stop_at and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)

@@ -58,13 +58,18 @@ def test_reasoning_rollouts_run_past_hedged_guesses_and_forced_answers_are_read_
     store, job = _run(tmp_path, counterfactual_matrix=False)
     df = store.rollouts(job.run_id)
     resampled, forced = df[df["condition"] == "resampled"], df[df["condition"] == "forced"]
-    assert set(resampled["text"]) == {"Maybe it is \\boxed{6}. No, three plus four is seven.\n</think>\n\nSo \\boxed{7}"}
+    assert set(resampled["text"]) == {
+        "Maybe it is \\boxed{6}. No, three plus four is seven.\n</think>\n\nSo \\boxed{7}"
+    }
     assert set(resampled["answer"]) == {"7"} and resampled["is_correct"].all()
     assert set(forced["text"]) == {"-\\frac{5}{12}}"} and set(forced["answer"]) == {"-\\frac{5}{12}"}
     # paper conventions: the paper's forcing text, after a prefix with no dangling whitespace
-    assert all(p.endswith(".\n</think>\n\nTherefore, the final answers is \\boxed{") or
-               p.endswith("<think>\n\n</think>\n\nTherefore, the final answers is \\boxed{")
-               for p in job.sampler.prefixes if p.endswith("\\boxed{"))
+    assert all(
+        p.endswith(".\n</think>\n\nTherefore, the final answers is \\boxed{")
+        or p.endswith("<think>\n\n</think>\n\nTherefore, the final answers is \\boxed{")
+        for p in job.sampler.prefixes
+        if p.endswith("\\boxed{")
+    )
     assert job.sampler.answer_done is None  # the job's rule was removed again
     # The CLI builds its sampler with answer_done=answer_complete, the README example without one: same rollouts.
     cli_sampler = ScriptedSampler()
@@ -104,8 +109,11 @@ def test_a_store_written_before_conventions_still_opens_and_says_pre_1_0(tmp_pat
     assert "paper: the paper's definitions" in new["notes"]["conventions"]
     assert "normalize_answer" in new["notes"]["conventions"]  # the remaining deviations are listed
     # The same store as an older thoughtlens wrote it: no conventions, split_style, counterfactual_matrix.
-    old = {k: v for k, v in store.runs()[0]["config"].items()
-           if k not in ("conventions", "split_style", "counterfactual_matrix")} | {"kl_alpha": 0.5}
+    old = {
+        k: v
+        for k, v in store.runs()[0]["config"].items()
+        if k not in ("conventions", "split_style", "counterfactual_matrix")
+    } | {"kl_alpha": 0.5}
     with sqlite3.connect(store.path) as con:
         con.execute("UPDATE runs SET config=? WHERE run_id=?", (json.dumps(old), job.run_id))
     data = page_data_from_store(tmp_path / "s.sqlite", job.run_id, similarity=False)

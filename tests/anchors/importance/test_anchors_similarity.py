@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import math
 
+import numerics
 import numpy as np
 import pytest
 import torch
 
-import numerics
-from thoughtlens.anchors.importance.similarity import EMBEDDING_DIM, cosine_similarity, different_trajectories_fraction, dissimilar_mask, embed_sentences, overdeterminedness, similarities_to
-
+from thoughtlens.anchors.importance.similarity import (
+    EMBEDDING_DIM,
+    cosine_similarity,
+    different_trajectories_fraction,
+    dissimilar_mask,
+    embed_sentences,
+    overdeterminedness,
+    similarities_to,
+)
 
 # Unit vectors in float32: a norm or a dot product sums d = 384 terms of a total of about 1, pairwise / in blocks
 # (BLAS, torch), so each term meets ~log2(d) roundings.
@@ -85,7 +92,11 @@ def test_bad_inputs_are_clear_errors():
 
 
 # The 3 published traces with the fewest distinct sentences (~5,600 to embed, ~30-60 s on 2 cores).
-_SUBSET = ["incorrect_base_solution/problem_2189", "correct_base_solution/problem_2238", "correct_base_solution/problem_2236"]
+_SUBSET = [
+    "incorrect_base_solution/problem_2189",
+    "correct_base_solution/problem_2238",
+    "correct_base_solution/problem_2236",
+]
 
 
 @pytest.mark.slow
@@ -107,7 +118,10 @@ def test_matches_published_dtf_and_overdeterminedness(published_dir):
             dtf = different_trajectories_fraction(chunk["chunk"], resamples, similarities=sims)
             dtf_err.append(abs(dtf - chunk["different_trajectories_fraction"]))
             od_err.append(abs(overdeterminedness(resamples) - chunk["overdeterminedness"]))
-    print(f"\nDTF MAE {np.mean(dtf_err):.5f} (max {np.max(dtf_err):.4f}), overdeterminedness MAE {np.mean(od_err):.5f} over {len(dtf_err)} chunks")
+    print(
+        f"\nDTF MAE {np.mean(dtf_err):.5f} (max {np.max(dtf_err):.4f}), "
+        f"overdeterminedness MAE {np.mean(od_err):.5f} over {len(dtf_err)} chunks"
+    )
     assert len(dtf_err) == 59 + 59 + 86
     assert np.mean(dtf_err) <= 0.01
     assert np.mean(od_err) <= 0.01

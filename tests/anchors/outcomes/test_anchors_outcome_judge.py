@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from test_anchors_outcomes import PROMPT, TRACE, PlantedSampler, _rate
 
 from thoughtlens.anchors.config import AnchorsConfig, Problem
 from thoughtlens.anchors.importance.black_box import AnchorsRun
@@ -16,8 +17,6 @@ from thoughtlens.anchors.outcomes.judge import JudgeOutcome, parse_verdict
 from thoughtlens.errors import ConfigError
 from thoughtlens.sample.openai import OpenAIClient
 from thoughtlens.store.run_store import RunStore
-
-from test_anchors_outcomes import PROMPT, TRACE, PlantedSampler, _rate
 
 
 class _Judge(BaseHTTPRequestHandler):
@@ -67,12 +66,14 @@ def judge_server():
 
 @pytest.mark.slow  # MiniLM load
 def test_judge_outcome_end_to_end(judge_server, tmp_path):
-    client = OpenAIClient(f"http://127.0.0.1:{judge_server.server_port}/v1", timeout=5, max_retries=0,
-                          api_key_env="TL_NO_KEY")
+    client = OpenAIClient(
+        f"http://127.0.0.1:{judge_server.server_port}/v1", timeout=5, max_retries=0, api_key_env="TL_NO_KEY"
+    )
     judge = JudgeOutcome("mentions_seven", "Does the transcript mention the number seven?", client, attempts=2)
     store = RunStore(tmp_path / "s.sqlite")
-    config = AnchorsConfig(n_rollouts=4, label_categories=False, counterfactual_matrix=False, forced=False,
-                           outcome=judge.spec)
+    config = AnchorsConfig(
+        n_rollouts=4, label_categories=False, counterfactual_matrix=False, forced=False, outcome=judge.spec
+    )
     job = AnchorsRun(PlantedSampler(), store, config, outcome=judge.outcome())
     problem = Problem("p0", "What is 3 + 4?", PROMPT, "7", base_completion=TRACE)
     job.run([problem])
@@ -111,5 +112,4 @@ def test_verdict_parsing_and_bad_judges():
     with pytest.raises(ConfigError, match=r"\{text\}"):
         JudgeOutcome("x", "q?", client=None, template="no slot")
     with pytest.raises(ConfigError, match="build the config with outcome"):
-        AnchorsRun(PlantedSampler(), None, AnchorsConfig(),
-                   outcome=JudgeOutcome("x", "q?", client=None).outcome())
+        AnchorsRun(PlantedSampler(), None, AnchorsConfig(), outcome=JudgeOutcome("x", "q?", client=None).outcome())

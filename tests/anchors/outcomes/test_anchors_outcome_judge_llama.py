@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from test_anchors_outcomes import PROMPT, TRACE, PlantedSampler, _rate
 
 from thoughtlens.anchors.config import AnchorsConfig, Problem
 from thoughtlens.anchors.importance.black_box import AnchorsRun
 from thoughtlens.anchors.outcomes.judge import JudgeOutcome
-
-from test_anchors_outcomes import PROMPT, TRACE, PlantedSampler, _rate
 
 _TAG = re.compile(r"<answer>\s*(yes|no)\s*</answer>", re.IGNORECASE)
 
@@ -56,11 +55,17 @@ def test_judge_on_real_llama_cpp_server_metrics_equal_hand_computation(llama_ser
 
     # A 135M chat model rarely starts its reply with yes / no; llama.cpp's grammar field (passed through as a
     # request parameter) constrains it to the tagged format, so the values are real and the rates informative.
-    judge = JudgeOutcome("mentions_seven", "Does the transcript mention the number seven?", Recording(), attempts=2,
-                         grammar='root ::= "<answer>" ("yes" | "no") "</answer>"')
+    judge = JudgeOutcome(
+        "mentions_seven",
+        "Does the transcript mention the number seven?",
+        Recording(),
+        attempts=2,
+        grammar='root ::= "<answer>" ("yes" | "no") "</answer>"',
+    )
     store = RunStore(tmp_path / "s.sqlite")
-    config = AnchorsConfig(n_rollouts=1, label_categories=False, counterfactual_matrix=False, forced=False,
-                           outcome=judge.spec)
+    config = AnchorsConfig(
+        n_rollouts=1, label_categories=False, counterfactual_matrix=False, forced=False, outcome=judge.spec
+    )
     job = AnchorsRun(PlantedSampler(), store, config, outcome=judge.outcome())
     job.run([Problem("p0", "What is 3 + 4?", PROMPT, "7", base_completion=TRACE)])
 
@@ -88,5 +93,7 @@ def test_judge_on_real_llama_cpp_server_metrics_equal_hand_computation(llama_ser
         if i + 1 < len(got):
             assert got.loc[i, "resampling_importance_accuracy"] == pytest.approx(_rate(nxt) - _rate(vals), abs=1e-12)
     summary = store.get_artifact(job.run_id, "outcome_summary", "p0")
-    assert summary["n_unknown"] == n_unknown + sum(value(t) is None for t in res[res["sentence_index"] == len(got)]["text"])
+    assert summary["n_unknown"] == n_unknown + sum(
+        value(t) is None for t in res[res["sentence_index"] == len(got)]["text"]
+    )
     assert any(v is not None for v in map(value, res["text"]))  # the grammar makes the 135M model answer

@@ -20,8 +20,10 @@ from thoughtlens.trace.label_rules import rule_label
 from thoughtlens.trace.reasoning_trace import ReasoningTrace
 
 PROMPT = "Question: what is 3 + 4?\nAnswer: "
-TRACE = ("First we add three and four together. That makes seven in total, clearly. "
-         "Let me verify the sum once more. So the answer is \\boxed{7}.")
+TRACE = (
+    "First we add three and four together. That makes seven in total, clearly. "
+    "Let me verify the sum once more. So the answer is \\boxed{7}."
+)
 OTHER = "Bananas are a yellow tropical fruit."  # a first sentence unlike every trace sentence
 
 
@@ -63,8 +65,9 @@ class PlantedSampler:
 
 def _run(tmp_path, outcome, n=4, forced=True, name="s.sqlite", **kw):
     store = RunStore(tmp_path / name)
-    config = AnchorsConfig(n_rollouts=n, label_categories=False, counterfactual_matrix=False, forced=forced,
-                           outcome=outcome)
+    config = AnchorsConfig(
+        n_rollouts=n, label_categories=False, counterfactual_matrix=False, forced=forced, outcome=outcome
+    )
     job = AnchorsRun(PlantedSampler(), store, config, **kw)
     job.run([Problem("p0", "What is 3 + 4?", PROMPT, "7", base_completion=TRACE)])
     return store, job
@@ -72,18 +75,24 @@ def _run(tmp_path, outcome, n=4, forced=True, name="s.sqlite", **kw):
 
 # ---- the paper's formulas, re-derived (thought-branches/whistleblowling/analyze_rollouts.py) ----------
 
+
 def _rate(vals):
     known = [v for v in vals if v is not None]
     return sum(known) / len(known) if known else 0.0
 
 
 def _kl(a, b, alpha=1e-9):  # calculate_kl_divergence, use_prob_true=False: over yes/no labels
-    ca, cb = Counter("yes" if v else "no" for v in a if v is not None), Counter("yes" if v else "no" for v in b if v is not None)
+    ca, cb = (
+        Counter("yes" if v else "no" for v in a if v is not None),
+        Counter("yes" if v else "no" for v in b if v is not None),
+    )
     if not ca or not cb:
         return 0.0
     labels = set(ca) | set(cb)
     na, nb = sum(ca.values()) + alpha * len(labels), sum(cb.values()) + alpha * len(labels)
-    return max(0.0, sum((ca[x] + alpha) / na * math.log(((ca[x] + alpha) / na) / ((cb[x] + alpha) / nb)) for x in labels))
+    return max(
+        0.0, sum((ca[x] + alpha) / na * math.log(((ca[x] + alpha) / na) / ((cb[x] + alpha) / nb)) for x in labels)
+    )
 
 
 def _logit(vals, eps=1e-8):
@@ -157,9 +166,14 @@ def test_labeller_category_outcome_importance_equals_hand_computation(tmp_path):
     want = _hand(store, job.run_id, grade, len(sentences), sentences)
     got = store.metrics(job.run_id, "p0")
     for i, row in enumerate(want):
-        for key in ("accuracy", "resampling_importance_accuracy", "resampling_importance_kl",
-                    "resampling_importance_logodds", "counterfactual_importance_accuracy",
-                    "counterfactual_importance_logodds"):
+        for key in (
+            "accuracy",
+            "resampling_importance_accuracy",
+            "resampling_importance_kl",
+            "resampling_importance_logodds",
+            "counterfactual_importance_accuracy",
+            "counterfactual_importance_logodds",
+        ):
             assert got.loc[i, key] == pytest.approx(row[key], abs=1e-9), (i, key)
     assert got["accuracy"].nunique() > 1  # not degenerate
     assert got["forced_importance_logodds"].isna().all()
@@ -217,11 +231,18 @@ def test_outcome_that_raises_is_recorded_and_the_run_continues(tmp_path):
     assert res.exit_code == 1 and "error:" in res.output
 
 
-@pytest.mark.parametrize("spec, fix", [
-    ("regex:(", "bad regular expression"), ("category:nope", "unknown category"),
-    ("no_such_outcome", "unknown outcome"), ("python:nomodule", "python:MODULE:FUNCTION"),
-    ("", "is empty"), ("category:self_checking@encoder", "use '@rules'"), ("category:self_checking@llm", "use '@rules'"),
-])
+@pytest.mark.parametrize(
+    "spec, fix",
+    [
+        ("regex:(", "bad regular expression"),
+        ("category:nope", "unknown category"),
+        ("no_such_outcome", "unknown outcome"),
+        ("python:nomodule", "python:MODULE:FUNCTION"),
+        ("", "is empty"),
+        ("category:self_checking@encoder", "use '@rules'"),
+        ("category:self_checking@llm", "use '@rules'"),
+    ],
+)
 def test_bad_outcome_specs_fail_when_the_config_is_built(spec, fix):
     with pytest.raises(ConfigError, match=re.escape(fix)):
         AnchorsConfig(outcome=spec)

@@ -8,7 +8,8 @@ Build it from the published Thought Anchors files (`load_published`) or a run st
 The paper's aggregation rules are each an explicit field of `AggregationRules` (defaults = the paper's):
 first tag only, `unknown` skipped, negative importance clipped to 0, sentences from the "convergence"
 point on dropped, per-trace mean then mean +- SE across traces. With these defaults the published
-counterfactual-KL table of the 20 Qwen-14B traces is reproduced exactly (tests/anchors/importance/test_anchors_categories.py).
+counterfactual-KL table of the 20 Qwen-14B traces is reproduced exactly
+(tests/anchors/importance/test_anchors_categories.py).
 """
 
 from __future__ import annotations
