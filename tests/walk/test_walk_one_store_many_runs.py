@@ -1,7 +1,8 @@
-"""A new user's walk through one store: `anchors run`, `branches resilience`, `branches intervene`, `report`
-and `anchors show` on the same a.sqlite. The store ends up holding anchors, resilience and intervention
-runs; every command still exits 0, uses the anchors run by default and names the run it used. A prefix
-whose rollouts state no answer is scored alike by `anchors show` and by resilience's counterfactual++."""
+"""A new user's walk through one store: `anchors run`, `branches resilience`, `branches intervene`,
+`sae store-features`, `report` and `anchors show` on the same a.sqlite. The store ends up holding anchors,
+resilience and intervention runs; every command still exits 0, uses the anchors run by default and names the
+run it used. A prefix whose rollouts state no answer is scored alike by `anchors show` and by resilience's
+counterfactual++."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from thoughtlens.cli import app
+from thoughtlens.sae import build_sae, save_sae
 from thoughtlens.sample.base import Completion
 from thoughtlens.sample.registry import register_sampler
 from thoughtlens.store.run_store import RunStore, run_kind
@@ -153,6 +156,12 @@ def test_one_store_through_every_command(walk_env):
     with RunStore(store) as s:
         kinds = sorted(run_kind(r["run_id"], r["config"]) for r in s.runs())
     assert kinds == ["anchors", "intervention", "resilience"]
+
+    torch.manual_seed(0)  # a random SAE on the tiny model's last residual stream: the panel's data, not its meaning
+    sae = build_sae(architecture="topk", d_in=32, d_sae=64, k=4, hook_name="blocks.1.hook_resid_post")
+    sae_dir = str(save_sae(sae, tmp / "sae"))
+    out = _ok(["sae", "store-features", sae_dir, store, "--model", engine[-1], "--top", "2", "--tokens", "2"])
+    assert f"run {anchors_run} (the only anchors run" in out and "stored SAE features of 1 trace" in out
 
     out = _ok(["report", store, "--no-similarity", "-o", str(tmp / "page.html")])
     assert f"run {anchors_run} (the only anchors run" in out and "also in the store" in out
