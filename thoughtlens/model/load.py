@@ -109,7 +109,7 @@ def load(
     """
     if device_map is not None and device not in (None, "cpu"):
         raise ModelNotFoundError(f"pass either device={device!r} or device_map={device_map!r}, not both: drop one")
-    device = _check_device(device or "cpu")
+    device = check_device(device or "cpu")
     dtype = as_torch_dtype(dtype) or default_dtype(
         "cuda" if device_map is not None and torch.cuda.is_available() else device
     )
@@ -123,21 +123,28 @@ def load(
     return HookedModel(hf_model, tokenizer, name=label)
 
 
-def _check_device(device: str | torch.device) -> torch.device:
-    """A device that exists here; asking for CUDA on a machine without it is a one-line error."""
+def check_device(
+    device: str | torch.device,
+    *,
+    error: type[Exception] = ModelNotFoundError,
+    verb: str = "use",
+    cpu_fix: str = "use --device cpu",
+) -> torch.device:
+    """A device that exists here; an unknown name, or CUDA / MPS on a machine without it, is a one-line `error`
+    (the loader's ModelNotFoundError; the trainer passes ConfigError, verb "pass" and cpu_fix "train on cpu")."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ModelNotFoundError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
+        raise error(f"unknown device {device!r}: {verb} cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelNotFoundError(f"device {device!r} asked for, but torch sees no CUDA GPU here: use --device cpu")
+        raise error(f"device {device!r} asked for, but torch sees no CUDA GPU here: {cpu_fix}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ModelNotFoundError(
+        raise error(
             f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist: "
-            f"use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            f"{verb} one of cuda:0..cuda:{torch.cuda.device_count() - 1}"
         )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelNotFoundError(f"device {device!r} asked for, but MPS is not available here: use --device cpu")
+        raise error(f"device {device!r} asked for, but MPS is not available here: {cpu_fix}")
     return dev
 
 

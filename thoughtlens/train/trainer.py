@@ -103,20 +103,9 @@ def checkpoint_step(path: str | Path) -> int:
 
 def training_device(device: str | torch.device) -> torch.device:
     """The device to train on, checked: an unknown name or a GPU this machine lacks is a one-line error."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}: pass cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here: train on cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(
-            f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist: "
-            f"pick one of cuda:0..cuda:{torch.cuda.device_count() - 1}"
-        )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {device!r} asked for, but MPS is not available here: train on cpu")
-    return dev
+    from thoughtlens.model.load import check_device
+
+    return check_device(device, error=ConfigError, verb="pass", cpu_fix="train on cpu")
 
 
 def progress_events(on_progress: OnProgress, task: str = "training", description: str = "training") -> ProgressFn:
