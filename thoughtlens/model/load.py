@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from thoughtlens.dtypes import DTYPE_NAMES, as_torch_dtype  # noqa: F401  (DTYPE_NAMES: re-exported)
+from thoughtlens.dtypes import as_torch_dtype
 from thoughtlens.errors import ConfigError, ModelNotFoundError
 from thoughtlens.model.adapters import ADAPTERS
 from thoughtlens.model.hooked_model import HookedModel

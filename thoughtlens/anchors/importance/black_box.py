@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 
-from thoughtlens.anchors.config import AnchorsConfig, Problem, config_record  # noqa: F401  (config_record: re-exported)
+from thoughtlens.anchors.config import AnchorsConfig, Problem, config_record
 from thoughtlens.anchors.importance.budget import BudgetPolicy, PositionStats, importance_ci, next_round
 from thoughtlens.anchors.importance.metrics import Outcome, regeneration_curve, sentence_metrics
 from thoughtlens.anchors.importance.step_attribution import counterfactual_matrix
